@@ -1,0 +1,152 @@
+#pragma once
+// The device boundary. Everything above backend/ asks a Device for memory, transfers and kernels;
+// nothing above it touches SIMD intrinsics, BLAS or another device's memory. A new accelerator
+// (CUDA, Ascend) implements this interface in its own folder under backend/.
+//
+// Conventions for every kernel:
+//  - tensors are contiguous row-major and live on this device (checked), unless noted;
+//  - activations, gradients, optimizer states are f32; weights may be f32, bf16 or f16;
+//  - *_backward kernels ACCUMULATE into their gradient outputs (+=), so a tensor used twice simply
+//    receives two contributions; callers zero gradients when a step begins;
+//  - shapes are checked and a mismatch is an InternalError naming the kernel and the shapes.
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+
+namespace swiftlet {
+
+// One causal attention segment: query rows [q_begin, q_begin + q_len) of q/out attend to the first
+// kv_len rows of k/v. Query i (0-based in the segment) sees keys j <= kv_len - q_len + i, so a
+// prefill has kv_len == q_len and a decode step with a cache of n tokens has q_len 1, kv_len n + 1.
+// k, v: [>= kv_len, num_kv_heads, head_dim] views (a slice of a packed batch, or a KV cache).
+struct AttnSegment {
+  int64_t q_begin = 0;
+  int64_t q_len = 0;
+  int64_t kv_len = 0;
+  Tensor k, v;
+  Tensor dk, dv;  // backward only: gradient views shaped like k, v (accumulated)
+};
+
+struct DeviceInfo {
+  std::string name;         // "cpu:0"
+  std::string description;  // CPU model, SIMD level, GEMM library and kernel
+  size_t memory_bytes = 0;  // total memory the device can allocate
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  virtual const std::string& name() const = 0;
+  virtual DeviceInfo info() const = 0;
+  // True when host code may read this device's memory directly (the CPU device).
+  virtual bool host_accessible() const = 0;
+
+  // ---- memory and transfers ----
+  virtual Tensor empty(const Shape& shape, DType dtype) = 0;  // uninitialised
+  Tensor zeros(const Shape& shape, DType dtype);
+  // A tensor on this device holding a copy of a host tensor (the CPU device may share storage
+  // instead of copying when the host memory outlives the result, as mmapped weights do).
+  virtual Tensor upload(const Tensor& host) = 0;
+  // A host tensor holding a copy of a tensor of this device.
+  virtual Tensor download(const Tensor& t) = 0;
+  // dst = src element-wise with dtype conversion (f32 <-> bf16/f16); same element count.
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+  virtual void fill(const Tensor& t, float value) = 0;
+
+  // ---- linear algebra ----
+  // C = alpha * op(A) op(B) + beta * C, all 2-D. op(X) = X^T when trans_X.
+  // A and C are f32; B is f32, bf16 or f16 (weights are stored [out, in], so y = x W^T is
+  // gemm(x, false, W, true, y)). beta == 0 overwrites C (C may hold garbage).
+  virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
+                    float alpha = 1.0f, float beta = 0.0f) = 0;
+
+  // ---- element-wise and row ops (f32 activations) ----
+  virtual void add(const Tensor& out, const Tensor& a, const Tensor& b) = 0;  // out = a + b
+  virtual void add_inplace(const Tensor& a, const Tensor& b, float scale = 1.0f) = 0;  // a += s*b
+  virtual void scale_inplace(const Tensor& a, float s) = 0;                            // a *= s
+  // x[r, :] += bias  (x [rows, n], bias [n] any float dtype)
+  virtual void add_bias(const Tensor& x, const Tensor& bias) = 0;
+  // dbias += sum_r dy[r, :]
+  virtual void bias_backward(const Tensor& dbias, const Tensor& dy) = 0;
+  // sum of squares of all elements, accumulated in f64 (grad norm)
+  virtual double sum_squares(const Tensor& a) = 0;
+
+  // out[t, :] = table[ids[t], :]   (ids i32 [T] on this device, table any float dtype, out f32)
+  virtual void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table) = 0;
+  // dtable[ids[t], :] += dout[t, :]
+  virtual void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids) = 0;
+
+  // y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps) per row. x,y [rows, dim]; w [dim] any float
+  // dtype; rstd [rows] f32 saved for backward (may be undefined in inference).
+  virtual void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x,
+                               const Tensor& w, float eps) = 0;
+  // dx += ..., dw += ... (dw may be undefined when the weight is frozen)
+  virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy,
+                                const Tensor& x, const Tensor& w, const Tensor& rstd) = 0;
+
+  // Rotary embedding in place, HF "rotate_half" layout: for i < D/2, the pair (x[i], x[i + D/2]) of
+  // each head is rotated by angle positions[t] * inv_freq[i]; then both are multiplied by
+  // attention_scaling (1 unless YaRN-like scalings ask otherwise).
+  // x [T, H, D] f32; positions i32 [T]; inv_freq f32 [D/2].
+  virtual void rope_forward(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                            float attention_scaling) = 0;
+  // In-place inverse map for gradients: dx <- R^T dx * attention_scaling.
+  virtual void rope_backward(const Tensor& dx, const Tensor& positions, const Tensor& inv_freq,
+                             float attention_scaling) = 0;
+
+  // Causal grouped-query attention. q, out [Tq, Hq, D]; k/v of each segment [*, Hkv, D] with
+  // Hq % Hkv == 0 (query head h reads kv head h / (Hq / Hkv)). lse [Tq, Hq] f32 receives the
+  // log-sum-exp of the scaled scores (saved for backward; may be undefined in inference).
+  // Rows of q not covered by a segment are left untouched.
+  virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                 std::span<const AttnSegment> segments, float scale) = 0;
+  // dq += ..., and for each segment dk += ..., dv += ... (recomputes probabilities from lse).
+  virtual void attention_backward(const Tensor& dq, const Tensor& dout, const Tensor& q,
+                                  const Tensor& out, const Tensor& lse,
+                                  std::span<const AttnSegment> segments, float scale) = 0;
+
+  // out = silu(gate) * up   (all [rows, n] f32)
+  virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+  // dgate += dout * up * silu'(gate), dup += dout * silu(gate)
+  virtual void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                               const Tensor& gate, const Tensor& up) = 0;
+
+  // Cross-entropy over rows of logits [N, V] f32 with labels i32 [N] (-100 = ignored).
+  // Writes loss[r] = logsumexp(logits[r]) - logits[r, label] (0 when ignored), correct[r] = 1 when
+  // argmax equals the label (0 when ignored), and, when dlogits is defined, OVERWRITES
+  // dlogits[r] = (softmax(logits[r]) - onehot(label)) * grad_scale (zero rows when ignored).
+  // dlogits may alias logits. loss, correct: f32 [N].
+  virtual void cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
+                             const Tensor& logits, const Tensor& labels, float grad_scale) = 0;
+
+  // Row-wise log-softmax in place ([N, V] f32), for log-probabilities.
+  virtual void log_softmax_inplace(const Tensor& x) = 0;
+
+  // AdamW with decoupled weight decay on f32 param/grad/m/v of equal shape; step counts from 1.
+  // p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)
+  virtual void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          int64_t step) = 0;
+
+  // Inverted dropout: out = in * mask / (1 - p) with mask ~ Bernoulli(1 - p) drawn from a
+  // counter-based generator keyed by (seed, element index), so it is reproducible and can be
+  // recomputed in backward. p == 0 copies.
+  virtual void dropout_forward(const Tensor& out, const Tensor& in, float p, uint64_t seed) = 0;
+  // din += dout * mask / (1 - p) with the same mask as the forward with this seed.
+  virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
+};
+
+// Devices visible to this process: "cpu" always, plus "sim" (the test device) when asked for.
+// SWIFTLET_VISIBLE_DEVICES (comma-separated, e.g. "cpu:0" or "sim:0") filters the list.
+struct DeviceRegistry {
+  static std::vector<std::string> available();                       // all known device names
+  static std::vector<std::string> visible();                         // after the env filter
+  static std::unique_ptr<Device> create(const std::string& name, ThreadPool& pool);
+};
+
+}  // namespace swiftlet

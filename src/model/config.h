@@ -1,0 +1,49 @@
+#pragma once
+// ModelConfig: the shape of a transformer, read from a Hugging Face config.json. Field names follow
+// config.json so a reader can hold the two side by side.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace swiftlet {
+
+enum class ModelFamily { kLlama, kQwen2, kQwen3 };
+
+struct RopeScaling {
+  std::string rope_type = "default";  // "default" | "linear" | "llama3"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
+struct ModelConfig {
+  std::string architecture;  // "Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM"
+  std::string model_type;    // config.json model_type: "qwen3", "qwen2", "llama"
+  ModelFamily family = ModelFamily::kQwen3;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;  // defaults to hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v bias: true for Qwen2
+  bool qk_norm = false;         // per-head RMSNorm on q and k: Qwen3
+  std::string torch_dtype = "float32";  // dtype named in config.json
+  std::vector<int64_t> eos_token_id;
+  int64_t bos_token_id = -1;
+};
+
+// Parse and validate a config.json text. Throws Error naming the field for unsupported models
+// (unknown architecture, quantization_config, ...). `where` names the file in messages.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
+// Serialise back to a config.json text (as HF writes it).
+std::string model_config_to_json(const ModelConfig& c);
+
+}  // namespace swiftlet
