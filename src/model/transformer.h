@@ -1,0 +1,130 @@
+#pragma once
+// The decoder-only transformer shared by Llama, Qwen2 and Qwen3 (shapes are data: ModelConfig).
+// One code path serves generation, evaluation and serving: a forward step takes the new tokens of
+// several sequences packed into one batch, each appending to its own KV cache.
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/device.h"
+#include "model/config.h"
+#include "ops/linear.h"
+
+namespace swiftlet {
+
+struct LayerWeights {
+  Tensor input_layernorm, post_attention_layernorm;  // [H]
+  Tensor q_norm, k_norm;                             // [D], Qwen3 only
+  Linear q_proj, k_proj, v_proj, o_proj;
+  Linear gate_proj, up_proj, down_proj;
+};
+
+struct ModelWeights {
+  Tensor embed_tokens;  // [V, H]
+  std::vector<LayerWeights> layers;
+  Tensor norm;     // [H]
+  Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
+};
+
+// One sequence's keys and values: per layer [capacity, num_kv_heads, head_dim] f32 on the device.
+struct KvCache {
+  std::vector<Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
+// One sequence's share of a batched forward step.
+struct SequenceStep {
+  std::span<const int32_t> tokens;  // new tokens, at positions cache->length ...
+  KvCache* cache = nullptr;
+  bool all_logits = false;  // return logits for every new token, not just the last
+};
+
+// Gradients mirror the weights; an undefined tensor means "frozen". All f32.
+struct LayerGrads {
+  Tensor input_layernorm, post_attention_layernorm, q_norm, k_norm;
+  LinearGrads q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+};
+struct ModelGrads {
+  Tensor embed_tokens;
+  std::vector<LayerGrads> layers;
+  Tensor norm;
+  Tensor lm_head;  // the same tensor as embed_tokens when the weights are tied
+};
+
+// A packed training batch: several samples one after another, attention never crossing samples.
+struct TrainBatch {
+  std::vector<int32_t> input_ids;
+  std::vector<int32_t> targets;    // next-token target per position; -100: no loss
+  std::vector<int32_t> positions;  // restart at 0 in every sample
+  std::vector<std::pair<int64_t, int64_t>> samples;  // (first row, length)
+};
+
+struct LossStats {
+  double loss_sum = 0;  // sum of per-token cross-entropy over target tokens
+  int64_t tokens = 0;   // target tokens
+  int64_t correct = 0;  // argmax == target
+};
+
+struct TrainStepOptions {
+  float grad_scale = 1.0f;      // d(loss)/d(token loss): 1 / tokens of the whole optimizer step
+  bool gradient_checkpointing = true;  // keep only layer inputs; recompute the layer in backward
+  float lora_dropout = 0.0f;
+  uint64_t dropout_seed = 0;
+  int64_t loss_chunk = 1024;    // rows of logits materialised at once by the fused LM-head loss
+};
+
+// inv_freq [head_dim / 2] for the config's rope_theta and rope_scaling (as HF computes it).
+std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+class Transformer {
+ public:
+  // Takes host weights by HF name (e.g. mmapped safetensors), converts floating weights to
+  // `weight_dtype` when they differ, and uploads them to `device`.
+  Transformer(Device& device, ModelConfig config, const std::map<std::string, Tensor>& weights,
+              DType weight_dtype);
+
+  const ModelConfig& config() const { return config_; }
+  Device& device() const { return dev_; }
+  ModelWeights& weights() { return w_; }
+  DType weight_dtype() const { return weight_dtype_; }
+
+  KvCache new_cache(int64_t capacity) const;
+  // Grows a cache to hold at least `capacity` tokens (copying what it holds).
+  void reserve(KvCache& cache, int64_t capacity) const;
+
+  // Runs the new tokens of every sequence, appending their keys/values to the caches. Returns host
+  // f32 logits: one row per sequence (its last token), or one per token where all_logits is set,
+  // in the order of `seqs`.
+  Tensor forward(std::span<SequenceStep> seqs);
+
+  // Logits [T, V] of a whole sequence from an empty cache (tests, scoring).
+  Tensor logits(std::span<const int32_t> tokens);
+
+  // Forward and backward of a packed batch; gradients accumulate into `grads` (frozen parts
+  // undefined). Returns the loss statistics of the batch.
+  LossStats train_step(const TrainBatch& batch, ModelGrads& grads, const TrainStepOptions& opt);
+  // Loss statistics only (no gradients).
+  LossStats eval_loss(const TrainBatch& batch, int64_t loss_chunk = 1024);
+
+ private:
+  Device& dev_;
+  ModelConfig config_;
+  DType weight_dtype_;
+  ModelWeights w_;
+  Tensor inv_freq_;  // [D/2] f32 on the device
+
+  struct LayerActs;
+  struct BatchCtx;
+  void layer_forward(size_t l, const BatchCtx& b, const Tensor& x, LayerActs& a, const Tensor& out,
+                     bool save, const TrainStepOptions& opt);
+  void layer_backward(size_t l, const BatchCtx& b, LayerActs& a, const Tensor& dy,
+                      const Tensor& dx, LayerGrads& g, const TrainStepOptions& opt);
+  LossStats head_loss(const Tensor& x, const BatchCtx& b, const Tensor& dx, ModelGrads* grads,
+                      const TrainStepOptions& opt);
+  BatchCtx train_ctx(const TrainBatch& batch);
+  Tensor f32_copy(const Tensor& t);
+};
+
+}  // namespace swiftlet

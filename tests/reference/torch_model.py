@@ -1,0 +1,141 @@
+"""Independent reference for swiftlet's transformer: a plain PyTorch re-implementation of the
+Llama / Qwen2 / Qwen3 decoder, reading a Hugging Face folder (config.json + safetensors) without
+the transformers library (only torch 1.13 is available), in float64.
+
+usage: torch_model.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
+writes OUT_PREFIX.logits (raw little-endian f32, [T, V]) and OUT_PREFIX.json
+({"shape": [T, V], "greedy": [ids...]}: greedy continuation of GREEDY_STEPS tokens).
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def load_safetensors(path):
+    out = {}
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        buf = bytearray(data[b:e])
+        t = torch.frombuffer(buf, dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
+        out[name] = t.to(torch.float64)
+    return out
+
+
+def load_weights(folder):
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        files = sorted(set(json.load(open(index))["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    w = {}
+    for f in files:
+        w.update(load_safetensors(os.path.join(folder, f)))
+    return w
+
+
+def inv_freq(cfg, head_dim):
+    base = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    sc = cfg.get("rope_scaling") or {}
+    kind = sc.get("rope_type", sc.get("type", "default"))
+    if kind == "linear":
+        inv = inv / sc["factor"]
+    elif kind == "llama3":
+        factor, low, high = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
+        old = sc["original_max_position_embeddings"]
+        low_wl, high_wl = old / low, old / high
+        wl = 2 * math.pi / inv
+        scaled = torch.where(wl > low_wl, inv / factor, inv)
+        smooth = (old / wl - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wl < high_wl) * ~(wl > low_wl)
+        inv = torch.where(medium, smoothed, scaled)
+    return inv.to(torch.float64)
+
+
+def rms(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def forward(cfg, w, ids):
+    H = cfg["hidden_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    hd = cfg.get("head_dim") or H // nh
+    eps = cfg["rms_norm_eps"]
+    qwen3 = cfg["architectures"][0] == "Qwen3ForCausalLM"
+    T = len(ids)
+    x = w["model.embed_tokens.weight"][torch.tensor(ids)]
+    pos = torch.arange(T, dtype=torch.float64)
+    freqs = torch.outer(pos, inv_freq(cfg, hd))
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = rms(x, w[p + "input_layernorm.weight"], eps)
+
+        def proj(name):
+            y = h @ w[p + f"self_attn.{name}.weight"].T
+            b = w.get(p + f"self_attn.{name}.bias")
+            return y + b if b is not None else y
+
+        q = proj("q_proj").view(T, nh, hd)
+        k = proj("k_proj").view(T, nkv, hd)
+        v = proj("v_proj").view(T, nkv, hd)
+        if qwen3:
+            q = rms(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms(k, w[p + "self_attn.k_norm.weight"], eps)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = nh // nkv
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask
+        a = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * hd)
+        x = x + a @ w[p + "self_attn.o_proj.weight"].T
+        h = rms(x, w[p + "post_attention_layernorm.weight"], eps)
+        g = h @ w[p + "mlp.gate_proj.weight"].T
+        u = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (torch.nn.functional.silu(g) * u) @ w[p + "mlp.down_proj.weight"].T
+    x = rms(x, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
+    return x @ head.T
+
+
+def main():
+    folder, tokens_json, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    w = load_weights(folder)
+    ids = json.load(open(tokens_json))
+    logits = forward(cfg, w, ids)
+    with open(prefix + ".logits", "wb") as f:
+        f.write(logits.to(torch.float32).contiguous().numpy().tobytes())
+    seq = list(ids)
+    greedy = []
+    for _ in range(steps):
+        nxt = int(forward(cfg, w, seq)[-1].argmax())
+        greedy.append(nxt)
+        seq.append(nxt)
+    json.dump({"shape": list(logits.shape), "greedy": greedy}, open(prefix + ".json", "w"))
+
+
+if __name__ == "__main__":
+    main()
