@@ -28,6 +28,13 @@ Tensor host_as(const Tensor& t, DType dtype) {
 
 }  // namespace
 
+DType parse_torch_dtype(const std::string& name) {
+  if (name == "bfloat16" || name == "bf16") return DType::kBF16;
+  if (name == "float16" || name == "fp16" || name == "half") return DType::kF16;
+  if (name == "float32" || name == "fp32" || name == "float") return DType::kF32;
+  throw Error(fmt::format("--torch_dtype {} is not supported", name), "use bfloat16, float16 or float32");
+}
+
 std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const int64_t d = c.head_dim;
   std::vector<float> inv(size_t(d / 2));
@@ -59,12 +66,19 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
 }
 
 Transformer::Transformer(Device& device, ModelConfig config,
-                         const std::map<std::string, Tensor>& weights, DType weight_dtype)
+                         const std::map<std::string, Tensor>& weights, DType weight_dtype,
+                         bool writable)
     : dev_(device), config_(std::move(config)), weight_dtype_(weight_dtype) {
   auto get = [&](const std::string& name) -> Tensor {
     auto it = weights.find(name);
     if (it == weights.end()) throw Error(fmt::format("model weight {} is missing", name));
-    return dev_.upload(host_as(it->second, weight_dtype_));
+    Tensor h = host_as(it->second, weight_dtype_);
+    if (writable && h.storage() == it->second.storage()) {
+      Tensor d = dev_.empty(h.shape(), h.dtype());
+      dev_.copy(d, dev_.upload(h));
+      return d;
+    }
+    return dev_.upload(h);
   };
   auto linear = [&](const std::string& prefix, bool bias) {
     Linear l;
@@ -86,7 +100,7 @@ Transformer::Transformer(Device& device, ModelConfig config,
     L.q_proj = linear(p + "self_attn.q_proj", qkv_bias);
     L.k_proj = linear(p + "self_attn.k_proj", qkv_bias);
     L.v_proj = linear(p + "self_attn.v_proj", qkv_bias);
-    L.o_proj = linear(p + "self_attn.o_proj", false);
+    L.o_proj = linear(p + "self_attn.o_proj", config_.o_proj_bias);
     L.gate_proj = linear(p + "mlp.gate_proj", false);
     L.up_proj = linear(p + "mlp.up_proj", false);
     L.down_proj = linear(p + "mlp.down_proj", false);
@@ -96,6 +110,37 @@ Transformer::Transformer(Device& device, ModelConfig config,
   w_.lm_head = config_.tie_word_embeddings ? w_.embed_tokens : get("lm_head.weight");
   std::vector<float> inv = rope_inv_freq(config_);
   inv_freq_ = dev_.upload(Tensor::host_from(inv, {int64_t(inv.size())}));
+}
+
+std::vector<NamedSlot> named_slots(const ModelConfig& c, ModelWeights& w, ModelGrads& g) {
+  std::vector<NamedSlot> out;
+  g.layers.resize(w.layers.size());
+  out.push_back({"model.embed_tokens.weight", &w.embed_tokens, &g.embed_tokens});
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    LayerWeights& L = w.layers[i];
+    LayerGrads& G = g.layers[i];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    out.push_back({p + "input_layernorm.weight", &L.input_layernorm, &G.input_layernorm});
+    auto lin = [&](const std::string& name, Linear& l, LinearGrads& lg) {
+      out.push_back({p + name + ".weight", &l.weight, &lg.weight});
+      if (l.bias.defined()) out.push_back({p + name + ".bias", &l.bias, &lg.bias});
+    };
+    lin("self_attn.q_proj", L.q_proj, G.q_proj);
+    lin("self_attn.k_proj", L.k_proj, G.k_proj);
+    lin("self_attn.v_proj", L.v_proj, G.v_proj);
+    lin("self_attn.o_proj", L.o_proj, G.o_proj);
+    if (c.qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", &L.q_norm, &G.q_norm});
+      out.push_back({p + "self_attn.k_norm.weight", &L.k_norm, &G.k_norm});
+    }
+    out.push_back({p + "post_attention_layernorm.weight", &L.post_attention_layernorm, &G.post_attention_layernorm});
+    lin("mlp.gate_proj", L.gate_proj, G.gate_proj);
+    lin("mlp.up_proj", L.up_proj, G.up_proj);
+    lin("mlp.down_proj", L.down_proj, G.down_proj);
+  }
+  out.push_back({"model.norm.weight", &w.norm, &g.norm});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", &w.lm_head, &g.lm_head});
+  return out;
 }
 
 KvCache Transformer::new_cache(int64_t capacity) const {

@@ -75,6 +75,18 @@ struct TrainStepOptions {
   int64_t loss_chunk = 1024;    // rows of logits materialised at once by the fused LM-head loss
 };
 
+// Every weight of a model with its gradient slot, by HF name, in model_weight_specs order (the
+// one walk that saving, the optimizer and export share). A tied lm_head is not listed.
+struct NamedSlot {
+  std::string name;
+  Tensor* weight;
+  Tensor* grad;
+};
+std::vector<NamedSlot> named_slots(const ModelConfig& config, ModelWeights& w, ModelGrads& g);
+
+// "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.
+DType parse_torch_dtype(const std::string& name);
+
 // inv_freq [head_dim / 2] for the config's rope_theta and rope_scaling (as HF computes it).
 std::vector<float> rope_inv_freq(const ModelConfig& c);
 
@@ -82,8 +94,10 @@ class Transformer {
  public:
   // Takes host weights by HF name (e.g. mmapped safetensors), converts floating weights to
   // `weight_dtype` when they differ, and uploads them to `device`.
+  // writable: own a copy of every weight (full fine-tuning updates them in place; the default
+  // may share read-only mmapped memory).
   Transformer(Device& device, ModelConfig config, const std::map<std::string, Tensor>& weights,
-              DType weight_dtype);
+              DType weight_dtype, bool writable = false);
 
   const ModelConfig& config() const { return config_; }
   Device& device() const { return dev_; }

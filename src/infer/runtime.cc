@@ -1,0 +1,109 @@
+#include "infer/runtime.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/log.h"
+
+namespace swiftlet {
+
+namespace fs = std::filesystem;
+
+std::string adapter_base_model(const std::string& adapter_dir) {
+  auto read = [](const fs::path& p) -> nlohmann::json {
+    if (!fs::exists(p)) return nullptr;
+    try {
+      std::ifstream f(p);
+      return nlohmann::json::parse(f);
+    } catch (const std::exception&) {
+      return nullptr;
+    }
+  };
+  nlohmann::json args = read(fs::path(adapter_dir) / "args.json");
+  if (args.is_object() && args.contains("model") && args["model"].is_string()) return args["model"];
+  nlohmann::json cfg = read(fs::path(adapter_dir) / "adapter_config.json");
+  if (cfg.is_object() && cfg.contains("base_model_name_or_path") && cfg["base_model_name_or_path"].is_string())
+    return cfg["base_model_name_or_path"];
+  return {};
+}
+
+namespace {
+
+class TokenizerDecoder : public TextDecoder {
+ public:
+  explicit TokenizerDecoder(const Tokenizer& t) : dec_(t) {}
+  std::string push(int32_t id) override { return dec_.push(id); }
+  std::string flush() override { return dec_.flush(); }
+
+ private:
+  IncrementalDecoder dec_;
+};
+
+}  // namespace
+
+Runtime::Runtime(const RuntimeOptions& opt) {
+  std::string model = opt.model;
+  if (model.empty() && !opt.adapters.empty()) model = adapter_base_model(opt.adapters.front());
+  if (model.empty())
+    throw Error("no model given", "pass --model DIR (or --adapters CKPT whose args.json names the base model)");
+  folder_ = load_model_folder(model);
+  const DType dtype = parse_torch_dtype(opt.torch_dtype.empty() ? folder_.config.torch_dtype : opt.torch_dtype);
+  pool_ = std::make_unique<ThreadPool>(opt.threads > 0 ? opt.threads : ThreadPool::default_threads());
+  device_ = DeviceRegistry::create(opt.device, *pool_);
+  model_ = std::make_unique<Transformer>(*device_, folder_.config, folder_.weights, dtype);
+  for (const auto& dir : opt.adapters) {
+    adapters_.push_back(std::make_unique<LoraAdapter>(LoraAdapter::load(*device_, dir, folder_.config)));
+  }
+  if (adapters_.size() > 1)
+    throw Error("more than one adapter applied to the base model is not supported",
+                "merge them one at a time with swiftlet export --merge_lora true");
+  if (!adapters_.empty()) adapters_.front()->attach(*model_);
+
+  if (!fs::exists(fs::path(folder_.path) / "tokenizer.json"))
+    throw Error(fmt::format("{} has no tokenizer.json", folder_.path),
+                "copy the tokenizer files of the base model into the folder");
+  tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(folder_.path));
+  template_name_ = opt.template_name.empty()
+                       ? ChatTemplate::detect(folder_.config.model_type, tokenizer_->chat_template())
+                       : opt.template_name;
+  template_ = std::make_unique<ChatTemplate>(ChatTemplate::by_name(template_name_));
+
+  auto add_stop = [&](int64_t id) {
+    if (id >= 0 && std::find(stop_ids_.begin(), stop_ids_.end(), int32_t(id)) == stop_ids_.end())
+      stop_ids_.push_back(int32_t(id));
+  };
+  for (int64_t id : folder_.generation.eos_token_id) add_stop(id);
+  for (int64_t id : folder_.config.eos_token_id) add_stop(id);
+  add_stop(tokenizer_->eos_token_id());
+  for (const auto& w : template_->stop_words()) add_stop(tokenizer_->token_to_id(w));
+
+  EngineOptions eo;
+  eo.max_batch_size = opt.max_batch_size;
+  eo.max_model_len = opt.max_model_len;
+  engine_ = std::make_unique<Engine>(*model_, decoder_factory(), eo);
+}
+
+Runtime::~Runtime() = default;
+
+SamplingParams Runtime::default_sampling() const {
+  SamplingParams p;
+  const GenerationConfig& g = folder_.generation;
+  if (g.do_sample.has_value() && !*g.do_sample) {
+    p.temperature = 0;
+  } else if (g.temperature) {
+    p.temperature = *g.temperature;
+  }
+  if (g.top_k) p.top_k = *g.top_k;
+  if (g.top_p) p.top_p = *g.top_p;
+  if (g.repetition_penalty) p.repetition_penalty = *g.repetition_penalty;
+  return p;
+}
+
+DecoderFactory Runtime::decoder_factory() {
+  const Tokenizer* t = tokenizer_.get();
+  return [t] { return std::make_unique<TokenizerDecoder>(*t); };
+}
+
+}  // namespace swiftlet

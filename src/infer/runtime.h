@@ -1,0 +1,67 @@
+#pragma once
+// Everything needed to generate from a model folder: the weights on a device, the tokenizer, the
+// chat template and the generation defaults. Shared by `infer`, `deploy` and the demo.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/device.h"
+#include "infer/engine.h"
+#include "model/folder.h"
+#include "model/transformer.h"
+#include "template/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "tuner/lora.h"
+
+namespace swiftlet {
+
+struct RuntimeOptions {
+  std::string model;                  // folder or hub ID; may come from an adapter's config
+  std::vector<std::string> adapters;  // LoRA checkpoint folders applied to the base
+  std::string torch_dtype;            // "" = config.json's torch_dtype
+  std::string template_name;          // "" = detected from the folder
+  std::string device = "cpu:0";
+  int threads = 0;                    // 0 = ThreadPool::default_threads()
+  int64_t max_model_len = 0;          // 0 = config max_position_embeddings
+  int64_t max_batch_size = 16;
+};
+
+class Runtime {
+ public:
+  explicit Runtime(const RuntimeOptions& opt);
+  ~Runtime();
+
+  ModelFolder& folder() { return folder_; }
+  Transformer& model() { return *model_; }
+  Tokenizer& tokenizer() { return *tokenizer_; }
+  const ChatTemplate& chat_template() const { return *template_; }
+  const std::string& template_name() const { return template_name_; }
+  Engine& engine() { return *engine_; }
+  Device& device() { return *device_; }
+  // Token ids that end generation: generation_config eos ids, the tokenizer's eos, and the
+  // template's stop words that are single tokens.
+  const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
+  // Sampling defaults from generation_config.json (greedy when do_sample is false).
+  SamplingParams default_sampling() const;
+  // A decoder factory for the engine.
+  DecoderFactory decoder_factory();
+
+ private:
+  ModelFolder folder_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ChatTemplate> template_;
+  std::string template_name_;
+  std::vector<std::unique_ptr<LoraAdapter>> adapters_;
+  std::unique_ptr<Engine> engine_;
+  std::vector<int32_t> stop_ids_;
+};
+
+// The base model of an adapter checkpoint: args.json "model" (swiftlet/ms-swift runs), else
+// adapter_config.json base_model_name_or_path. Empty when neither names one.
+std::string adapter_base_model(const std::string& adapter_dir);
+
+}  // namespace swiftlet

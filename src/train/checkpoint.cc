@@ -1,0 +1,168 @@
+#include "train/checkpoint.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+
+#include "core/log.h"
+#include "io/safetensors.h"
+
+namespace swiftlet {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void write_json_atomic(const fs::path& path, const json& j) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    if (!f) throw Error(fmt::format("cannot write {}", path.string()), "check free disk space and permissions");
+  }
+  fs::rename(tmp, path);
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "vocab.json", "merges.txt", "added_tokens.json"}) {
+    const fs::path src = fs::path(from) / name;
+    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / name, fs::copy_options::overwrite_existing);
+  }
+}
+
+namespace {
+
+Tensor to_host(const Tensor& t) {
+  Device* d = t.device();
+  if (d && !t.host_accessible()) return d->download(t);
+  // A copy, so the saved bytes do not change while the file is written.
+  Tensor h = Tensor::host(t.shape(), t.dtype());
+  std::memcpy(h.raw_ptr(), t.raw_ptr(), t.nbytes());
+  return h;
+}
+
+json state_json(const TrainState& s, const std::string& run_dir) {
+  json j = {{"global_step", s.global_step},
+            {"max_steps", s.max_steps},
+            {"epoch", s.epoch},
+            {"log_history", s.log_history},
+            {"best_metric", s.best_metric ? json(*s.best_metric) : json(nullptr)},
+            {"best_model_checkpoint",
+             s.best_step > 0 ? json((fs::path(run_dir) / fmt::format("checkpoint-{}", s.best_step)).string()) : json(nullptr)},
+            {"best_step", s.best_step}};
+  return j;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointContents& c) {
+  const fs::path final_dir = fs::path(run_dir) / fmt::format("checkpoint-{}", step);
+  const fs::path tmp = fs::path(run_dir) / fmt::format(".checkpoint-{}.tmp", step);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  if (c.adapter) {
+    c.adapter->save(tmp.string());
+  } else {
+    // Full weights in f32 (trainable weights are f32), with config.json as HF writes it.
+    ModelGrads unused;
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (auto& s : named_slots(c.base.config, c.model->weights(), unused)) tensors.emplace_back(s.name, to_host(*s.weight));
+    io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
+    ModelConfig cfg = c.base.config;
+    cfg.torch_dtype = "float32";
+    std::ofstream(tmp / "config.json") << model_config_to_json(cfg) << "\n";
+    std::ofstream(tmp / "generation_config.json") << generation_config_to_json(c.base.generation) << "\n";
+  }
+  if (!c.save_only_model) {
+    std::vector<std::pair<std::string, Tensor>> st;
+    for (auto& p : c.optimizer->params()) {
+      st.emplace_back(p.name + ".exp_avg", to_host(p.m));
+      st.emplace_back(p.name + ".exp_avg_sq", to_host(p.v));
+    }
+    io::save_safetensors((tmp / "optimizer.safetensors").string(), st,
+                         {{"format", "pt"}, {"step", std::to_string(c.optimizer->step_count())}});
+  }
+  write_json_atomic(tmp / "trainer_state.json", state_json(*c.state, run_dir));
+  write_json_atomic(tmp / "args.json", c.args);
+  copy_tokenizer_files(c.base.path, tmp.string());
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  ::sync();
+  log_info("saved {}", final_dir.string());
+  return final_dir.string();
+}
+
+void prune_checkpoints(const std::string& run_dir, int64_t limit, int64_t latest, int64_t best) {
+  if (limit < 1) return;
+  std::vector<int64_t> steps;
+  static const std::regex re("checkpoint-(\\d+)");
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(name, m, re)) steps.push_back(std::stoll(m[1]));
+  }
+  std::sort(steps.begin(), steps.end());
+  int64_t keep = int64_t(steps.size());
+  for (int64_t s : steps) {
+    if (keep <= limit) break;
+    if (s == latest || s == best) continue;
+    fs::remove_all(fs::path(run_dir) / fmt::format("checkpoint-{}", s));
+    --keep;
+  }
+}
+
+TrainState read_trainer_state(const std::string& ckpt) {
+  const fs::path p = fs::path(ckpt) / "trainer_state.json";
+  if (!fs::exists(p))
+    throw Error(fmt::format("{} has no trainer_state.json", ckpt), "--resume_from_checkpoint takes a checkpoint-K folder of a run");
+  json j;
+  try {
+    std::ifstream f(p);
+    j = json::parse(f);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{} is not valid JSON", p.string()));
+  }
+  TrainState s;
+  s.global_step = j.value("global_step", int64_t(0));
+  s.max_steps = j.value("max_steps", int64_t(0));
+  s.epoch = j.value("epoch", 0.0);
+  if (j.contains("best_metric") && j["best_metric"].is_number()) s.best_metric = j["best_metric"].get<double>();
+  s.best_step = j.value("best_step", int64_t(0));
+  if (j.contains("log_history")) s.log_history = j["log_history"].get<std::vector<json>>();
+  return s;
+}
+
+void load_optimizer_state(AdamW& opt, const std::string& ckpt) {
+  const fs::path p = fs::path(ckpt) / "optimizer.safetensors";
+  if (!fs::exists(p))
+    throw Error(fmt::format("{} has no optimizer.safetensors (saved with --save_only_model?)", ckpt),
+                "resume with --resume_only_model true to load the weights alone");
+  io::SafetensorsFile f = io::load_safetensors(p.string());
+  for (auto& prm : opt.params()) {
+    const Tensor* m = f.find(prm.name + ".exp_avg");
+    const Tensor* v = f.find(prm.name + ".exp_avg_sq");
+    if (!m || !v || m->shape() != prm.m.shape() || v->shape() != prm.v.shape())
+      throw Error(fmt::format("{}: optimizer state of {} is missing or has another shape", p.string(), prm.name),
+                  "the checkpoint comes from a different model or tuner setting");
+    Device* d = prm.m.device();
+    d->copy(prm.m, d->upload(*m));
+    d->copy(prm.v, d->upload(*v));
+  }
+}
+
+void load_full_weights(Transformer& model, const std::string& ckpt) {
+  const fs::path p = fs::path(ckpt) / "model.safetensors";
+  if (!fs::exists(p)) throw Error(fmt::format("{} has no model.safetensors", ckpt));
+  io::SafetensorsFile f = io::load_safetensors(p.string());
+  ModelGrads unused;
+  Device& d = model.device();
+  for (auto& s : named_slots(model.config(), model.weights(), unused)) {
+    const Tensor* t = f.find(s.name);
+    if (!t || t->shape() != s.weight->shape())
+      throw Error(fmt::format("{}: weight {} is missing or has another shape", p.string(), s.name));
+    d.copy(*s.weight, d.upload(*t));
+  }
+}
+
+}  // namespace swiftlet

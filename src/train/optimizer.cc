@@ -1,0 +1,50 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+namespace swiftlet {
+
+void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad) {
+  SWIFTLET_CHECK(value.dtype() == DType::kF32 && grad.dtype() == DType::kF32 &&
+                     value.shape() == grad.shape(),
+                 "AdamW::add {}: value {} grad {}", name, value.describe(), grad.describe());
+  Param p;
+  p.name = name;
+  p.value = value;
+  p.grad = grad;
+  p.m = dev_.zeros(value.shape(), DType::kF32);
+  p.v = dev_.zeros(value.shape(), DType::kF32);
+  const bool is_norm = name.find("norm") != std::string::npos;
+  const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  p.decay = !is_norm && !is_bias;
+  params_.push_back(std::move(p));
+}
+
+double AdamW::grad_norm() {
+  double sq = 0;
+  for (auto& p : params_) sq += dev_.sum_squares(p.grad);
+  return std::sqrt(sq);
+}
+
+double AdamW::clip(double max_norm) {
+  const double norm = grad_norm();
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
+    // HF: clip_coef = max_norm / (norm + 1e-6)
+    const float coef = float(max_norm / (norm + 1e-6));
+    for (auto& p : params_) dev_.scale_inplace(p.grad, coef);
+  }
+  return norm;
+}
+
+void AdamW::step(double lr) {
+  ++step_;
+  for (auto& p : params_)
+    dev_.adamw_step(p.value, p.grad, p.m, p.v, float(lr), float(opt_.beta1), float(opt_.beta2),
+                    float(opt_.eps), p.decay ? float(opt_.weight_decay) : 0.0f, step_);
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_) dev_.fill(p.grad, 0.0f);
+}
+
+}  // namespace swiftlet

@@ -1,0 +1,50 @@
+#pragma once
+// AdamW over named f32 parameters with decoupled weight decay (none on norms and biases, as
+// HF's Trainer groups them), global-norm gradient clipping.
+#include <string>
+#include <vector>
+
+#include "backend/device.h"
+
+namespace swiftlet {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;  // ms-swift's default
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+
+struct Param {
+  std::string name;
+  Tensor value;  // f32 on the device
+  Tensor grad;   // f32, same shape
+  Tensor m, v;   // optimizer state
+  bool decay = true;
+};
+
+class AdamW {
+ public:
+  AdamW(Device& dev, AdamWOptions opt) : dev_(dev), opt_(opt) {}
+  // Registers a parameter; decay is off for names of norms and biases.
+  void add(const std::string& name, const Tensor& value, const Tensor& grad);
+  std::vector<Param>& params() { return params_; }
+  const AdamWOptions& options() const { return opt_; }
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t s) { step_ = s; }
+
+  // sqrt(sum of squares of every gradient)
+  double grad_norm();
+  // Scales gradients so their global norm is at most max_norm (when > 0); returns the pre-clip norm.
+  double clip(double max_norm);
+  void step(double lr);
+  void zero_grad();
+
+ private:
+  Device& dev_;
+  AdamWOptions opt_;
+  std::vector<Param> params_;
+  int64_t step_ = 0;
+};
+
+}  // namespace swiftlet

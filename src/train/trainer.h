@@ -1,0 +1,70 @@
+#pragma once
+// The training loop of `swiftlet sft` / `swiftlet pt`: LoRA or full fine-tuning with AdamW,
+// gradient accumulation and clipping, LR schedule, evaluation, logging, checkpoints and exact
+// resume. Writes ms-swift's run layout:
+//   <output_dir>/v<N>-<YYYYMMDD-HHMMSS>/{args.json, logging.jsonl, runs/, images/, checkpoint-K/}
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "data/sample.h"
+#include "model/folder.h"
+#include "tuner/lora.h"
+
+namespace swiftlet {
+
+struct TrainArgs {
+  std::string model;  // resolved model folder
+  std::string tuner_type = "lora";  // lora | full
+  LoraConfig lora;
+  std::string torch_dtype;  // frozen base weights ("" = config.json); trainable ones are f32
+  std::string output_dir = "output";
+  bool add_version = true;
+  double num_train_epochs = 3;
+  int64_t max_steps = -1;
+  int64_t per_device_train_batch_size = 1;
+  int64_t per_device_eval_batch_size = 1;
+  int64_t gradient_accumulation_steps = 0;  // 0: ceil(16 / batch size) as ms-swift
+  double learning_rate = 1e-4;
+  double weight_decay = 0.1;
+  double adam_beta1 = 0.9, adam_beta2 = 0.95, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  std::string lr_scheduler_type = "cosine";
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;
+  int64_t logging_steps = 5;
+  int64_t save_steps = 500;
+  int64_t eval_steps = 0;  // 0: follow save_steps
+  int64_t save_total_limit = -1;  // -1: keep all
+  bool save_only_model = false;
+  bool gradient_checkpointing = true;
+  uint64_t seed = 42;
+  uint64_t data_seed = 42;
+  std::string resume_from_checkpoint;
+  bool resume_only_model = false;
+  int threads = 0;
+  std::string device = "cpu:0";
+  nlohmann::json args_json;  // every flag as given/defaulted, written to args.json
+};
+
+struct TrainResult {
+  std::string run_dir;
+  std::string last_checkpoint;
+  std::string best_checkpoint;
+  int64_t global_step = 0;
+  std::vector<nlohmann::json> log_history;
+};
+
+// Trains on `train` (evaluating on `val` when not empty). Throws Error for bad settings.
+TrainResult train(const TrainArgs& args, const std::vector<TokenizedSample>& train,
+                  const std::vector<TokenizedSample>& val);
+
+// Packs samples into a TrainBatch: each sample its own attention segment, positions restarting,
+// targets shifted within the sample (t predicts labels[t + 1]; the last position has none).
+TrainBatch make_train_batch(const std::vector<const TokenizedSample*>& samples);
+
+// `<output_dir>/v<N>-<stamp>` with N one more than the highest existing version.
+std::string next_version_dir(const std::string& output_dir);
+
+}  // namespace swiftlet

@@ -1,0 +1,330 @@
+#include "tuner/lora.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "io/safetensors.h"
+
+namespace swiftlet {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kPrefix = "base_model.model.model.layers.";
+
+std::string module_path(const std::string& m) {
+  return (m == "gate_proj" || m == "up_proj" || m == "down_proj") ? "mlp." + m : "self_attn." + m;
+}
+
+Linear& layer_linear(LayerWeights& L, size_t m) {
+  Linear* all[] = {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj};
+  return *all[m];
+}
+
+LinearGrads& layer_grads(LayerGrads& G, size_t m) {
+  LinearGrads* all[] = {&G.q_proj, &G.k_proj, &G.v_proj, &G.o_proj, &G.gate_proj, &G.up_proj, &G.down_proj};
+  return *all[m];
+}
+
+// [out, in] of module m in a layer.
+std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, size_t m) {
+  const int64_t H = c.hidden_size, qd = c.num_attention_heads * c.head_dim,
+                kvd = c.num_key_value_heads * c.head_dim, I = c.intermediate_size;
+  switch (m) {
+    case 0: return {qd, H};
+    case 1: return {kvd, H};
+    case 2: return {kvd, H};
+    case 3: return {H, qd};
+    case 4: return {I, H};
+    case 5: return {I, H};
+    default: return {H, I};
+  }
+}
+
+std::string key(size_t layer, const std::string& m, char ab) {
+  return fmt::format("{}{}.{}.lora_{}.weight", kPrefix, layer, module_path(m), ab);
+}
+
+}  // namespace
+
+const std::vector<std::string>& lora_module_names() {
+  static const std::vector<std::string> names{"q_proj", "k_proj", "v_proj", "o_proj",
+                                              "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+double LoraConfig::scale() const {
+  return use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
+}
+
+std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets) {
+  std::set<std::string> out;
+  for (const auto& t : targets) {
+    if (t == "all-linear" || t == "all_linear") {
+      out.insert(lora_module_names().begin(), lora_module_names().end());
+      continue;
+    }
+    // Accept PEFT-style suffixes such as "self_attn.q_proj".
+    std::string name = t.substr(t.rfind('.') == std::string::npos ? 0 : t.rfind('.') + 1);
+    if (std::find(lora_module_names().begin(), lora_module_names().end(), name) == lora_module_names().end())
+      throw Error(fmt::format("--target_modules: '{}' is not a linear layer of this model", t),
+                  "use all-linear or names among q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+    out.insert(name);
+  }
+  if (out.empty()) throw Error("--target_modules is empty", "use all-linear or a list such as q_proj v_proj");
+  std::vector<std::string> ordered;
+  for (const auto& n : lora_module_names())
+    if (out.count(n)) ordered.push_back(n);
+  return ordered;
+}
+
+LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const LoraConfig& cfg,
+                                Rng& rng) {
+  if (cfg.rank <= 0) throw Error(fmt::format("--lora_rank must be positive, got {}", cfg.rank));
+  if (cfg.dropout < 0 || cfg.dropout >= 1)
+    throw Error(fmt::format("--lora_dropout must be in [0, 1), got {}", cfg.dropout));
+  LoraAdapter ad;
+  ad.cfg_ = cfg;
+  ad.cfg_.target_modules = resolve_target_modules(cfg.target_modules);
+  const float scale = float(ad.cfg_.scale());
+  ad.pairs_.resize(size_t(model.num_hidden_layers));
+  for (auto& layer : ad.pairs_) {
+    layer.resize(lora_module_names().size());
+    for (size_t m = 0; m < layer.size(); ++m) {
+      const std::string& name = lora_module_names()[m];
+      if (std::find(ad.cfg_.target_modules.begin(), ad.cfg_.target_modules.end(), name) ==
+          ad.cfg_.target_modules.end())
+        continue;
+      auto [out, in] = module_shape(model, m);
+      Tensor a = Tensor::host({cfg.rank, in}, DType::kF32);
+      const double bound = 1.0 / std::sqrt(double(in));
+      for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = float((2 * rng.uniform() - 1) * bound);
+      auto p = std::make_unique<LoraPair>();
+      p->a = dev.upload(a);
+      p->b = dev.zeros({out, cfg.rank}, DType::kF32);
+      p->scale = scale;
+      layer[m] = std::move(p);
+    }
+  }
+  return ad;
+}
+
+LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelConfig& model) {
+  const fs::path cfg_path = fs::path(dir) / "adapter_config.json";
+  const fs::path st_path = fs::path(dir) / "adapter_model.safetensors";
+  if (!fs::exists(cfg_path))
+    throw Error(fmt::format("{} has no adapter_config.json", dir),
+                "--adapters takes a LoRA checkpoint folder (adapter_config.json + adapter_model.safetensors)");
+  if (!fs::exists(st_path))
+    throw Error(fmt::format("{} has no adapter_model.safetensors", dir),
+                "swiftlet reads PEFT adapters saved with safe serialization");
+  nlohmann::json j;
+  try {
+    std::ifstream f(cfg_path);
+    j = nlohmann::json::parse(f);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{} is not valid JSON: {}", cfg_path.string(), e.what()));
+  }
+  const std::string where = cfg_path.string();
+  if (j.value("peft_type", "LORA") != "LORA")
+    throw Error(fmt::format("{}: peft_type {} is not supported; only LORA adapters are", where,
+                            j.value("peft_type", "")));
+  if (j.value("use_dora", false)) throw Error(fmt::format("{}: DoRA adapters are not supported yet", where));
+  if (j.value("fan_in_fan_out", false))
+    throw Error(fmt::format("{}: fan_in_fan_out adapters are not supported", where));
+  if (j.contains("bias") && j["bias"].is_string() && j["bias"] != "none")
+    throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where, j["bias"].get<std::string>()));
+  if (j.contains("modules_to_save") && j["modules_to_save"].is_array() && !j["modules_to_save"].empty())
+    throw Error(fmt::format("{}: modules_to_save is not supported yet", where));
+  for (const char* k : {"rank_pattern", "alpha_pattern"})
+    if (j.contains(k) && j[k].is_object() && !j[k].empty())
+      throw Error(fmt::format("{}: per-module {} is not supported", where, k));
+  LoraAdapter ad;
+  ad.cfg_.rank = j.value("r", int64_t(8));
+  ad.cfg_.alpha = j.value("lora_alpha", 8.0);
+  ad.cfg_.dropout = j.value("lora_dropout", 0.0);
+  ad.cfg_.use_rslora = j.value("use_rslora", false);
+  ad.cfg_.base_model_name_or_path = j.value("base_model_name_or_path", std::string());
+  std::vector<std::string> targets;
+  if (j.contains("target_modules")) {
+    if (j["target_modules"].is_string())
+      targets.push_back(j["target_modules"].get<std::string>());
+    else
+      for (const auto& t : j["target_modules"]) targets.push_back(t.get<std::string>());
+  }
+  ad.cfg_.target_modules = resolve_target_modules(targets);
+
+  io::SafetensorsFile file = io::load_safetensors(st_path.string());
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [n, t] : file.tensors) {
+    // PEFT may save keys with the adapter name ("lora_A.default.weight"); normalise.
+    std::string k = n;
+    if (auto p = k.find(".default.weight"); p != std::string::npos) k = k.substr(0, p) + ".weight";
+    by_name[k] = &t;
+  }
+  const float scale = float(ad.cfg_.scale());
+  size_t used = 0;
+  ad.pairs_.resize(size_t(model.num_hidden_layers));
+  for (size_t l = 0; l < ad.pairs_.size(); ++l) {
+    ad.pairs_[l].resize(lora_module_names().size());
+    for (size_t m = 0; m < lora_module_names().size(); ++m) {
+      const std::string& name = lora_module_names()[m];
+      auto ia = by_name.find(key(l, name, 'A')), ib = by_name.find(key(l, name, 'B'));
+      if (ia == by_name.end() && ib == by_name.end()) continue;
+      if (ia == by_name.end() || ib == by_name.end())
+        throw Error(fmt::format("{}: {} has only one of lora_A / lora_B", st_path.string(),
+                                key(l, name, ia == by_name.end() ? 'B' : 'A')));
+      auto [out, in] = module_shape(model, m);
+      const Tensor& a = *ia->second;
+      const Tensor& b = *ib->second;
+      if (a.shape() != Shape{ad.cfg_.rank, in} || b.shape() != Shape{out, ad.cfg_.rank})
+        throw Error(fmt::format("{}: {} has shape {} and lora_B {}, expected {} and {} for this model",
+                                st_path.string(), ia->first, shape_str(a.shape()), shape_str(b.shape()),
+                                shape_str({ad.cfg_.rank, in}), shape_str({out, ad.cfg_.rank})),
+                    "the adapter was trained on a different base model");
+      auto p = std::make_unique<LoraPair>();
+      auto to_f32 = [&](const Tensor& t) {
+        Tensor h = Tensor::host(t.shape(), DType::kF32);
+        for (int64_t i = 0; i < t.numel(); ++i) h.data<float>()[i] = t.item_f32(i);
+        return dev.upload(h);
+      };
+      p->a = to_f32(a);
+      p->b = to_f32(b);
+      p->scale = scale;
+      ad.pairs_[l][m] = std::move(p);
+      used += 2;
+    }
+  }
+  if (used != by_name.size()) {
+    for (const auto& [n, t] : by_name) {
+      bool known = false;
+      for (size_t l = 0; l < ad.pairs_.size() && !known; ++l)
+        for (const auto& m : lora_module_names())
+          if (n == key(l, m, 'A') || n == key(l, m, 'B')) known = true;
+      if (!known)
+        throw Error(fmt::format("{}: tensor {} does not belong to a LoRA layer of this model",
+                                st_path.string(), n),
+                    "the adapter may target modules swiftlet does not support or another model");
+    }
+  }
+  if (used == 0) throw Error(fmt::format("{} holds no LoRA weights", st_path.string()));
+  return ad;
+}
+
+void LoraAdapter::save(const std::string& dir) const {
+  fs::create_directories(dir);
+  nlohmann::json j = {
+      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", cfg_.rank},
+      {"lora_alpha", cfg_.alpha}, {"lora_dropout", cfg_.dropout}, {"use_rslora", cfg_.use_rslora},
+      {"target_modules", cfg_.target_modules}, {"base_model_name_or_path", cfg_.base_model_name_or_path},
+      {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true},
+      {"init_lora_weights", true}, {"modules_to_save", nullptr}, {"use_dora", false},
+      {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()},
+      {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"revision", nullptr}};
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, t] : named_tensors()) tensors.emplace_back(name, t.device() && !t.host_accessible() ? t.device()->download(t) : t);
+  io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+  const std::string path = (fs::path(dir) / "adapter_config.json").string();
+  {
+    std::ofstream f(path + ".tmp");
+    f << j.dump(2) << "\n";
+    if (!f) throw Error(fmt::format("cannot write {}", path));
+  }
+  fs::rename(path + ".tmp", path);
+}
+
+std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t l = 0; l < pairs_.size(); ++l)
+    for (size_t m = 0; m < pairs_[l].size(); ++m)
+      if (pairs_[l][m]) {
+        out.emplace_back(key(l, lora_module_names()[m], 'A'), pairs_[l][m]->a);
+        out.emplace_back(key(l, lora_module_names()[m], 'B'), pairs_[l][m]->b);
+      }
+  return out;
+}
+
+int64_t LoraAdapter::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : named_tensors()) n += t.numel();
+  return n;
+}
+
+void LoraAdapter::attach(Transformer& model) const {
+  auto& layers = model.weights().layers;
+  SWIFTLET_CHECK(layers.size() == pairs_.size(), "attach: {} layers vs {}", layers.size(), pairs_.size());
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (size_t m = 0; m < pairs_[l].size(); ++m) layer_linear(layers[l], m).lora = pairs_[l][m].get();
+}
+
+void LoraAdapter::detach(Transformer& model) {
+  for (auto& L : model.weights().layers)
+    for (size_t m = 0; m < lora_module_names().size(); ++m) layer_linear(L, m).lora = nullptr;
+}
+
+void LoraAdapter::make_grads(Device& dev, ModelGrads& grads) const {
+  grads.layers.resize(pairs_.size());
+  for (size_t l = 0; l < pairs_.size(); ++l)
+    for (size_t m = 0; m < pairs_[l].size(); ++m)
+      if (pairs_[l][m]) {
+        LinearGrads& g = layer_grads(grads.layers[l], m);
+        g.lora_a = dev.zeros(pairs_[l][m]->a.shape(), DType::kF32);
+        g.lora_b = dev.zeros(pairs_[l][m]->b.shape(), DType::kF32);
+      }
+}
+
+std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_grads(ModelGrads& grads) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t l = 0; l < pairs_.size(); ++l)
+    for (size_t m = 0; m < pairs_[l].size(); ++m)
+      if (pairs_[l][m]) {
+        LinearGrads& g = layer_grads(grads.layers[l], m);
+        out.emplace_back(key(l, lora_module_names()[m], 'A'), g.lora_a);
+        out.emplace_back(key(l, lora_module_names()[m], 'B'), g.lora_b);
+      }
+  return out;
+}
+
+void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const {
+  for (size_t l = 0; l < pairs_.size(); ++l)
+    for (size_t m = 0; m < pairs_[l].size(); ++m) {
+      if (!pairs_[l][m]) continue;
+      const std::string name = fmt::format("model.layers.{}.{}.weight", l, module_path(lora_module_names()[m]));
+      auto it = host_weights.find(name);
+      SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
+      const LoraPair& p = *pairs_[l][m];
+      Device* dev = p.a.device();
+      Tensor a = dev && !p.a.host_accessible() ? dev->download(p.a) : p.a;
+      Tensor b = dev && !p.b.host_accessible() ? dev->download(p.b) : p.b;
+      const Tensor& w = it->second;
+      const int64_t out = w.dim(0), in = w.dim(1), r = a.dim(0);
+      Tensor merged = Tensor::host(w.shape(), w.dtype());
+      const float* A = a.data<float>();
+      const float* B = b.data<float>();
+      std::vector<float> row(static_cast<size_t>(in));
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t i = 0; i < in; ++i) row[size_t(i)] = w.item_f32(o * in + i);
+        for (int64_t k = 0; k < r; ++k) {
+          const float s = p.scale * B[o * r + k];
+          for (int64_t i = 0; i < in; ++i) row[size_t(i)] += s * A[k * in + i];  // W += s B A
+        }
+        for (int64_t i = 0; i < in; ++i) {
+          const int64_t at = o * in + i;
+          switch (w.dtype()) {
+            case DType::kF32: merged.data<float>()[at] = row[size_t(i)]; break;
+            case DType::kBF16: merged.data<uint16_t>()[at] = f32_to_bf16(row[size_t(i)]); break;
+            case DType::kF16: merged.data<uint16_t>()[at] = f32_to_f16(row[size_t(i)]); break;
+            default: SWIFTLET_CHECK(false, "merge: weight {} has dtype {}", name, dtype_name(w.dtype()));
+          }
+        }
+      }
+      it->second = merged;
+    }
+}
+
+}  // namespace swiftlet

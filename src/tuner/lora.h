@@ -1,0 +1,63 @@
+#pragma once
+// LoRA adapters in PEFT's format: adapter_config.json + adapter_model.safetensors with PEFT's key
+// names (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight), so an adapter trained
+// here loads in PEFT/vLLM and one trained there loads here.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/transformer.h"
+
+namespace swiftlet {
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 32;
+  double dropout = 0.05;
+  std::vector<std::string> target_modules{"all-linear"};  // or names: q_proj v_proj ...
+  bool use_rslora = false;
+  std::string base_model_name_or_path;
+  double scale() const;  // alpha / rank, or alpha / sqrt(rank) with rsLoRA
+};
+
+// The projections of a decoder layer LoRA can target, in a fixed order.
+const std::vector<std::string>& lora_module_names();  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+
+class LoraAdapter {
+ public:
+  // New adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt(5))), B = 0.
+  static LoraAdapter create(Device& dev, const ModelConfig& model, const LoraConfig& cfg, Rng& rng);
+  // Reads a PEFT adapter folder; refuses (Error) what it cannot apply exactly: DoRA, bias
+  // training, fan_in_fan_out, modules outside the decoder projections, shapes not matching.
+  static LoraAdapter load(Device& dev, const std::string& dir, const ModelConfig& model);
+  // adapter_config.json + adapter_model.safetensors, written atomically.
+  void save(const std::string& dir) const;
+
+  const LoraConfig& config() const { return cfg_; }
+  // Points the model's linear layers at this adapter (detach() restores plain layers).
+  void attach(Transformer& model) const;
+  static void detach(Transformer& model);
+  // W += s B A on host weights by HF name (f32 math, stored back in the weight's dtype).
+  void merge_into(std::map<std::string, Tensor>& host_weights) const;
+
+  // Trainable tensors with their PEFT key names (A and B of every targeted projection).
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  // Gradient slots for the model's grads struct (zeros, same shapes).
+  void make_grads(Device& dev, ModelGrads& grads) const;
+  // The gradient tensors of named_tensors(), same order and names.
+  std::vector<std::pair<std::string, Tensor>> named_grads(ModelGrads& grads) const;
+  void set_base_model(const std::string& path) { cfg_.base_model_name_or_path = path; }
+  int64_t num_parameters() const;
+
+ private:
+  LoraConfig cfg_;
+  // pairs_[layer][module index]; undefined tensors where the module is not targeted
+  std::vector<std::vector<std::unique_ptr<LoraPair>>> pairs_;
+};
+
+// "all-linear" or a list of names -> the set of module names, Error for unknown ones.
+std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets);
+
+}  // namespace swiftlet
