@@ -34,6 +34,7 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v bias: true for Qwen2
+  bool o_proj_bias = false;     // o_proj bias too: HF Llama/Qwen3 with attention_bias (not Qwen2)
   bool qk_norm = false;         // per-head RMSNorm on q and k: Qwen3
   std::string torch_dtype = "float32";  // dtype named in config.json
   std::vector<int64_t> eos_token_id;

@@ -1,0 +1,271 @@
+// config.json <-> ModelConfig for the supported families. Defaults follow transformers' config
+// classes (LlamaConfig, Qwen2Config, Qwen3Config) so a field left out means what it means in HF.
+#include "model/config.h"
+
+#include "core/error.h"
+#include "io/json.h"
+
+namespace swiftlet {
+
+namespace {
+
+using io::Json;
+
+struct Architecture {
+  const char* name;
+  const char* model_type;
+  ModelFamily family;
+};
+constexpr Architecture kArchitectures[] = {
+    {"LlamaForCausalLM", "llama", ModelFamily::kLlama},
+    {"Qwen2ForCausalLM", "qwen2", ModelFamily::kQwen2},
+    {"Qwen3ForCausalLM", "qwen3", ModelFamily::kQwen3},
+};
+
+std::string supported_architectures() {
+  std::string s;
+  for (const auto& a : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(a.name);
+  return s;
+}
+
+int64_t positive_int(const Json& j, const std::string& key, const std::string& where) {
+  int64_t v = io::json_int(j, key, where);
+  if (v <= 0) throw Error(fmt::format("field {} of {} must be positive, got {}", key, where, v));
+  return v;
+}
+
+std::vector<int64_t> token_ids(const Json& j, const std::string& key, const std::string& where) {
+  std::vector<int64_t> ids;
+  if (!io::json_has(j, key)) return ids;
+  const Json& v = j.at(key);
+  std::string what = fmt::format("field {} of {}", key, where);
+  if (v.is_array()) {
+    for (const Json& x : v) ids.push_back(io::json_as_int(x, what));
+  } else {
+    ids.push_back(io::json_as_int(v, what));
+  }
+  for (int64_t id : ids)
+    if (id < 0) throw Error(fmt::format("{} must not be negative, got {}", what, id));
+  return ids;
+}
+
+// rope_scaling: null | {"rope_type" (or older "type"): "default" | "linear" | "llama3", ...}.
+RopeScaling parse_rope_scaling(const Json& r, const std::string& where) {
+  RopeScaling s;
+  if (r.is_null()) return s;
+  std::string what = fmt::format("rope_scaling in {}", where);
+  if (!r.is_object()) throw Error(fmt::format("{} must be an object or null, got {}", what, r.dump()));
+  std::string type = io::json_opt_string(r, "rope_type", what).value_or(
+      io::json_opt_string(r, "type", what).value_or("default"));
+  s.rope_type = type;
+  if (type == "default") return s;
+  if (type == "linear") {
+    s.factor = io::json_number(r, "factor", what);
+  } else if (type == "llama3") {
+    s.factor = io::json_number(r, "factor", what);
+    s.low_freq_factor = io::json_number(r, "low_freq_factor", what);
+    s.high_freq_factor = io::json_number(r, "high_freq_factor", what);
+    s.original_max_position_embeddings = io::json_int(r, "original_max_position_embeddings", what);
+    if (s.high_freq_factor <= s.low_freq_factor || s.original_max_position_embeddings <= 0)
+      throw Error(fmt::format("{}: llama3 scaling needs high_freq_factor > low_freq_factor and a "
+                              "positive original_max_position_embeddings",
+                              what));
+  } else {
+    throw Error(fmt::format("{}: rope type '{}' is not supported (supported: default, linear, llama3)",
+                            what, type),
+                "remove rope_scaling from config.json to use the model at its original context length");
+  }
+  if (!(s.factor > 0)) throw Error(fmt::format("{}: factor must be positive, got {}", what, s.factor));
+  return s;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  Json j = io::parse_json(json_text, where);
+  if (!j.is_object()) throw Error(fmt::format("{} must hold a JSON object", where));
+
+  if (io::json_has(j, "quantization_config")) {
+    const Json& q = j["quantization_config"];
+    std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+                             ? q["quant_method"].get<std::string>()
+                             : std::string("unknown");
+    throw Error(fmt::format("{} describes a quantized model (quant_method {}); swiftlet loads only "
+                            "bf16, f16 or f32 weights",
+                            where, method),
+                "use a bf16/f16 copy of the model (for Qwen, the release without -FP8/-AWQ/-GPTQ "
+                "in its name)");
+  }
+
+  ModelConfig c;
+  std::string arch;
+  if (io::json_has(j, "architectures")) {
+    const Json& a = j["architectures"];
+    if (!a.is_array() || a.empty() || !a[0].is_string())
+      throw Error(fmt::format("field architectures of {} must be a list of names, got {}", where,
+                              a.dump()));
+    arch = a[0].get<std::string>();
+  } else {
+    // Configs written without a model class name only their model_type.
+    std::string type = io::json_string(j, "model_type", where);
+    for (const auto& a : kArchitectures)
+      if (type == a.model_type) arch = a.name;
+    if (arch.empty())
+      throw Error(fmt::format("{}: model_type '{}' is not supported (supported architectures: {})",
+                              where, type, supported_architectures()));
+  }
+  const Architecture* found = nullptr;
+  for (const auto& a : kArchitectures)
+    if (arch == a.name) found = &a;
+  if (!found)
+    throw Error(fmt::format("{}: architecture {} is not supported (supported: {})", where, arch,
+                            supported_architectures()));
+  c.architecture = found->name;
+  c.family = found->family;
+  c.model_type = io::json_opt_string(j, "model_type", where).value_or(found->model_type);
+  if (c.model_type != found->model_type)
+    throw Error(fmt::format("{}: model_type '{}' does not match architecture {} (expected '{}')",
+                            where, c.model_type, arch, found->model_type));
+
+  c.vocab_size = positive_int(j, "vocab_size", where);
+  c.hidden_size = positive_int(j, "hidden_size", where);
+  c.intermediate_size = positive_int(j, "intermediate_size", where);
+  c.num_hidden_layers = positive_int(j, "num_hidden_layers", where);
+  c.num_attention_heads = positive_int(j, "num_attention_heads", where);
+  c.max_position_embeddings = positive_int(j, "max_position_embeddings", where);
+  c.num_key_value_heads = io::json_has(j, "num_key_value_heads")
+                              ? positive_int(j, "num_key_value_heads", where)
+                              : c.num_attention_heads;
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    throw Error(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                            where, c.num_attention_heads, c.num_key_value_heads));
+  if (io::json_has(j, "head_dim")) {
+    c.head_dim = positive_int(j, "head_dim", where);
+  } else if (c.family == ModelFamily::kQwen3) {
+    c.head_dim = 128;  // Qwen3Config's default
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0)
+      throw Error(fmt::format("{}: hidden_size {} is not a multiple of num_attention_heads {} and "
+                              "head_dim is not given",
+                              where, c.hidden_size, c.num_attention_heads));
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+
+  c.rms_norm_eps = io::json_opt_number(j, "rms_norm_eps", where).value_or(1e-6);
+  if (!(c.rms_norm_eps > 0))
+    throw Error(fmt::format("field rms_norm_eps of {} must be positive", where));
+  // transformers >= 4.56 may write rope_parameters {rope_theta, rope_type, ...} instead.
+  const Json none;
+  const Json& rope_params = io::json_has(j, "rope_parameters") ? j["rope_parameters"] : none;
+  c.rope_theta = io::json_opt_number(j, "rope_theta", where)
+                     .value_or(io::json_opt_number(rope_params, "rope_theta",
+                                                   fmt::format("rope_parameters in {}", where))
+                                   .value_or(10000.0));
+  if (!(c.rope_theta > 0)) throw Error(fmt::format("field rope_theta of {} must be positive", where));
+  c.rope_scaling = parse_rope_scaling(io::json_has(j, "rope_scaling") ? j["rope_scaling"] : rope_params,
+                                      where);
+
+  if (auto act = io::json_opt_string(j, "hidden_act", where); act && *act != "silu")
+    throw Error(fmt::format("{}: hidden_act '{}' is not supported (the supported families use silu)",
+                            where, *act));
+  if (io::json_opt_bool(j, "use_sliding_window", where).value_or(false))
+    throw Error(fmt::format("{}: use_sliding_window is true; sliding-window attention is not "
+                            "supported",
+                            where),
+                "set use_sliding_window to false in config.json (Qwen's releases ship it off)");
+  if (io::json_opt_bool(j, "mlp_bias", where).value_or(false))
+    throw Error(fmt::format("{}: mlp_bias is true; MLP biases are not supported", where));
+
+  c.tie_word_embeddings = io::json_opt_bool(j, "tie_word_embeddings", where).value_or(false);
+  switch (c.family) {
+    case ModelFamily::kQwen2:  // Qwen2 always has q/k/v biases and no o_proj bias
+      c.attention_bias = true;
+      c.o_proj_bias = false;
+      c.qk_norm = false;
+      break;
+    case ModelFamily::kQwen3:
+    case ModelFamily::kLlama:  // attention_bias adds biases to q, k, v and o
+      c.attention_bias = io::json_opt_bool(j, "attention_bias", where).value_or(false);
+      c.o_proj_bias = c.attention_bias;
+      c.qk_norm = c.family == ModelFamily::kQwen3;
+      break;
+  }
+
+  std::optional<std::string> dtype = io::json_opt_string(j, "torch_dtype", where);
+  if (!dtype) dtype = io::json_opt_string(j, "dtype", where);  // name used by newer transformers
+  c.torch_dtype = dtype.value_or("float32");
+  if (c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" && c.torch_dtype != "float16")
+    throw Error(fmt::format("{}: torch_dtype '{}' is not supported (supported: float32, bfloat16, "
+                            "float16)",
+                            where, c.torch_dtype));
+  c.eos_token_id = token_ids(j, "eos_token_id", where);
+  std::vector<int64_t> bos = token_ids(j, "bos_token_id", where);
+  if (bos.size() > 1)
+    throw Error(fmt::format("field bos_token_id of {} must be one id, got {}", where, j["bos_token_id"].dump()));
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  for (int64_t id : c.eos_token_id)
+    if (id >= c.vocab_size)
+      throw Error(fmt::format("{}: eos_token_id {} is not below vocab_size {}", where, id, c.vocab_size));
+  if (c.bos_token_id >= c.vocab_size)
+    throw Error(fmt::format("{}: bos_token_id {} is not below vocab_size {}", where, c.bos_token_id,
+                            c.vocab_size));
+  return c;
+}
+
+std::string model_config_to_json(const ModelConfig& c) {
+  // nlohmann's object keeps keys sorted, as transformers writes config.json (sort_keys=True).
+  Json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = c.model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.num_key_value_heads;
+  j["head_dim"] = c.head_dim;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling.rope_type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    Json r = {{"rope_type", c.rope_scaling.rope_type}, {"factor", c.rope_scaling.factor}};
+    if (c.rope_scaling.rope_type == "llama3") {
+      r["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+      r["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+      r["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = r;
+  }
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["torch_dtype"] = c.torch_dtype;
+  j["hidden_act"] = "silu";
+  j["attention_dropout"] = 0.0;
+  j["initializer_range"] = 0.02;
+  j["use_cache"] = true;
+  switch (c.family) {
+    case ModelFamily::kLlama:
+      j["attention_bias"] = c.attention_bias;
+      j["mlp_bias"] = false;
+      j["pretraining_tp"] = 1;
+      break;
+    case ModelFamily::kQwen3:
+      j["attention_bias"] = c.attention_bias;
+      [[fallthrough]];
+    case ModelFamily::kQwen2:
+      j["use_sliding_window"] = false;
+      j["sliding_window"] = nullptr;
+      j["max_window_layers"] = c.num_hidden_layers;
+      break;
+  }
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_id.size() == 1) {
+    j["eos_token_id"] = c.eos_token_id[0];
+  } else if (!c.eos_token_id.empty()) {
+    j["eos_token_id"] = c.eos_token_id;
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace swiftlet
