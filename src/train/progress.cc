@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/error.h"
 #include "core/log.h"
 #include "train/plot.h"
 #include "train/tensorboard.h"

