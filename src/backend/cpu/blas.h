@@ -1,0 +1,31 @@
+#pragma once
+// The f32 GEMM library, OpenBLAS, loaded at run time so swiftlet decides how it starts:
+//  - single-threaded (OPENBLAS_NUM_THREADS=1 while it loads): the CPU device splits every GEMM
+//    over its own ThreadPool and calls sgemm once per pool thread, so BLAS uses exactly the pool's
+//    thread count and no second set of threads competes with the pool for cores;
+//  - with its AVX-512 kernels on AVX-512 CPUs it does not recognise: Debian's OpenBLAS 0.3.21 falls
+//    back to Haswell or SSE3 kernels on newer CPUs (2-6x slower) unless OPENBLAS_CORETYPE names
+//    a core before the library initialises. The user's own OPENBLAS_CORETYPE always wins.
+// The environment is restored after loading. Measured on a 2-core AVX-512 machine: 230 GFLOP/s
+// per thread, 390-430 with two threads at (512, 1024..3072, 1024) (oneDNN 2.6: ~360).
+#include <cstdint>
+#include <string>
+
+namespace swiftlet::blas {
+
+struct BlasInfo {
+  std::string library;  // "OpenBLAS 0.3.21"
+  std::string config;   // openblas_get_config(): build options
+  std::string core;     // the kernel set in use: "SkylakeX", "Haswell", "neoversen1", ...
+  std::string how;      // why this core: detected by OpenBLAS, forced by swiftlet, or by the user
+};
+
+// Loads the library on first use; throws Error when it cannot be found.
+const BlasInfo& info();
+
+// Single-threaded row-major C = alpha op(A) op(B) + beta C. Thread-safe: the CPU device calls it
+// from every pool thread at once on disjoint blocks of C. beta == 0 ignores C's old contents.
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+}  // namespace swiftlet::blas

@@ -1,0 +1,297 @@
+// CpuDevice: causal grouped-query attention over segments (packed sequences, KV caches).
+// Forward, per query row i and head h: s_j = scale q.k_j for the visible keys, p = softmax(s),
+// out = sum_j p_j v_j, lse = log sum_j exp(s_j) (two passes over the scores, max subtracted).
+// Work items are (query row, kv head): the query heads sharing a kv head are done together so each
+// k/v row is read once per group. Rows are visited in zig-zag order (short and long causal rows
+// alternate), so the contiguous share of each thread holds about the same number of keys.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backend/cpu/cpu_device.h"
+#include "backend/cpu/kernel_util.h"
+#include "backend/cpu/simd.h"
+
+namespace swiftlet {
+
+using namespace cpu;  // NOLINT: the kernel helpers
+namespace s = simd;
+constexpr int W = s::kWidth;
+
+namespace {
+
+// The t-th row in zig-zag order over [0, n): 0, n-1, 1, n-2, ...
+inline int64_t zigzag(int64_t t, int64_t n) { return (t & 1) ? n - 1 - t / 2 : t / 2; }
+
+template <DType Dk>
+inline float dot(const float* a, const void* b, int64_t b_off, int64_t n) {
+  s::V acc = s::zero();
+  int64_t i = 0;
+  for (; i + W <= n; i += W) acc = s::fma(s::load(a + i), s::load_as<Dk>(b, b_off + i), acc);
+  if (i < n)
+    acc = s::fma(s::load_partial(a + i, int(n - i)), s::load_partial_as<Dk>(b, b_off + i, int(n - i)),
+                 acc);
+  return s::reduce_add(acc);
+}
+
+// y += alpha * x  (x of dtype Dx, n elements)
+template <DType Dx>
+inline void axpy(float* y, float alpha, const void* x, int64_t x_off, int64_t n) {
+  s::V va = s::set1(alpha);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) s::store(y + i, s::fma(va, s::load_as<Dx>(x, x_off + i), s::load(y + i)));
+  if (i < n) {
+    int len = int(n - i);
+    s::store_partial(y + i, s::fma(va, s::load_partial_as<Dx>(x, x_off + i, len), s::load_partial(y + i, len)),
+                     len);
+  }
+}
+
+struct Geometry {
+  int64_t Tq = 0, Hq = 0, D = 0, Hkv = 0, group = 0;
+  std::vector<int64_t> item_begin;  // prefix sums of work items per segment
+};
+
+// Checks the segments against q and returns the shared geometry; item counts are q_len * Hkv
+// (forward, backward pass 1) or kv_len * Hkv (backward pass 2).
+Geometry check_segments(const char* k, const Tensor& q, std::span<const AttnSegment> segments,
+                        bool per_key, bool backward) {
+  Geometry g;
+  SWIFTLET_CHECK(q.ndim() == 3, "{}: q {} must be [T, H, D]", k, q.describe());
+  g.Tq = q.dim(0), g.Hq = q.dim(1), g.D = q.dim(2);
+  std::vector<std::pair<int64_t, int64_t>> q_ranges;
+  std::vector<std::pair<const char*, const char*>> grad_ranges;
+  g.item_begin.push_back(0);
+  for (size_t si = 0; si < segments.size(); ++si) {
+    const AttnSegment& sg = segments[si];
+    SWIFTLET_CHECK(sg.q_begin >= 0 && sg.q_len >= 0 && sg.q_begin + sg.q_len <= g.Tq &&
+                       sg.kv_len >= sg.q_len,
+                   "{}: segment {} (q_begin {}, q_len {}, kv_len {}) does not fit q {}", k, si,
+                   sg.q_begin, sg.q_len, sg.kv_len, q.describe());
+    SWIFTLET_CHECK(sg.k.ndim() == 3 && sg.v.shape() == sg.k.shape() && sg.k.dim(0) >= sg.kv_len &&
+                       sg.k.dim(2) == g.D && sg.k.dim(1) > 0 && g.Hq % sg.k.dim(1) == 0,
+                   "{}: segment {} k {} / v {} must be [>= {}, Hkv, {}] with {} % Hkv == 0", k, si,
+                   sg.k.describe(), sg.v.describe(), sg.kv_len, g.D, g.Hq);
+    if (g.Hkv == 0) g.Hkv = sg.k.dim(1);
+    SWIFTLET_CHECK(sg.k.dim(1) == g.Hkv, "{}: segment {} has {} kv heads, segment 0 has {}", k, si,
+                   sg.k.dim(1), g.Hkv);
+    SWIFTLET_CHECK(sg.k.dtype() == sg.v.dtype() && dtype_is_float(sg.k.dtype()),
+                   "{}: segment {} k {} and v {} need one float dtype", k, si, sg.k.describe(),
+                   sg.v.describe());
+    if (backward) {
+      expect_dtype(k, "segment k", sg.k, DType::kF32);
+      SWIFTLET_CHECK(sg.dk.defined() && sg.dv.defined() && sg.dk.shape() == sg.k.shape() &&
+                         sg.dv.shape() == sg.k.shape() && sg.dk.dtype() == DType::kF32 &&
+                         sg.dv.dtype() == DType::kF32,
+                     "{}: segment {} dk {} / dv {} must be f32 shaped like k {}", k, si,
+                     sg.dk.describe(), sg.dv.describe(), sg.k.describe());
+      size_t row_bytes = size_t(g.Hkv * g.D) * 4;
+      for (const Tensor* t : {&sg.dk, &sg.dv}) {
+        const char* p = static_cast<const char*>(t->raw_ptr());
+        grad_ranges.emplace_back(p, p + row_bytes * size_t(sg.kv_len));
+      }
+    }
+    q_ranges.emplace_back(sg.q_begin, sg.q_begin + sg.q_len);
+    g.item_begin.push_back(g.item_begin.back() + (per_key ? sg.kv_len : sg.q_len) * g.Hkv);
+  }
+  std::sort(q_ranges.begin(), q_ranges.end());
+  for (size_t i = 1; i < q_ranges.size(); ++i)
+    SWIFTLET_CHECK(q_ranges[i].first >= q_ranges[i - 1].second,
+                   "{}: segments overlap in query rows [{}, {}) and [{}, {})", k,
+                   q_ranges[i - 1].first, q_ranges[i - 1].second, q_ranges[i].first,
+                   q_ranges[i].second);
+  // dk/dv of different segments are accumulated by different threads: they must not share rows.
+  std::sort(grad_ranges.begin(), grad_ranges.end());
+  for (size_t i = 1; i < grad_ranges.size(); ++i)
+    SWIFTLET_CHECK(grad_ranges[i].first >= grad_ranges[i - 1].second,
+                   "{}: the dk/dv views of two segments overlap", k);
+  if (g.Hkv == 0) g.Hkv = 1;
+  g.group = g.Hq / g.Hkv;
+  return g;
+}
+
+// Locates work item `item`: its segment, then (row-or-key ordinal, kv head).
+inline size_t find_segment(const std::vector<int64_t>& begin, int64_t item) {
+  return size_t(std::upper_bound(begin.begin(), begin.end(), item) - begin.begin()) - 1;
+}
+
+// Sums exp(x_j - m) over n scores, overwriting each score with its exponential.
+inline float exp_in_place(float* x, int64_t n, float m) {
+  s::V vm = s::set1(m), sum = s::zero();
+  for (int64_t j = 0; j < n; j += W) {
+    int len = int(std::min<int64_t>(W, n - j));
+    s::V p = s::exp(s::sub(s::load_partial(x + j, len), vm));
+    s::store_partial(x + j, p, len);
+    if (len < W) p = s::load_partial(x + j, len);  // drop the lanes past the end
+    sum = s::add(sum, p);
+  }
+  return s::reduce_add(sum);
+}
+
+template <DType Dk>
+void attention_forward_items(const Geometry& g, std::span<const AttnSegment> segments,
+                             const float* q, float* out, float* lse, float scale, int64_t lo,
+                             int64_t hi) {
+  const int64_t D = g.D, Hq = g.Hq, Hkv = g.Hkv, group = g.group;
+  float* acc = scratch_floats(3, size_t(group * D));
+  for (int64_t item = lo; item < hi; ++item) {
+    size_t si = find_segment(g.item_begin, item);
+    const AttnSegment& sg = segments[si];
+    int64_t local = item - g.item_begin[si], kvh = local % Hkv;
+    int64_t i = zigzag(local / Hkv, sg.q_len), row = sg.q_begin + i;
+    int64_t nk = sg.kv_len - sg.q_len + i + 1;  // keys visible to query i
+    int64_t h0 = row * Hq + kvh * group;        // first query head of the group, as a row of q
+    const void *kp = sg.k.raw_ptr(), *vp = sg.v.raw_ptr();
+    float* sc = scratch_floats(2, size_t(group * (nk + 1)));  // scores, then 1/sum per head
+    float* inv_sum = sc + group * nk;
+    for (int64_t j = 0; j < nk; ++j) {
+      int64_t off = (j * Hkv + kvh) * D;
+      for (int64_t hh = 0; hh < group; ++hh)
+        sc[hh * nk + j] = scale * dot<Dk>(q + (h0 + hh) * D, kp, off, D);
+    }
+    for (int64_t hh = 0; hh < group; ++hh) {
+      float* srow = sc + hh * nk;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < nk; ++j) m = std::max(m, srow[j]);
+      float total = exp_in_place(srow, nk, m);
+      if (lse) lse[h0 + hh] = m + std::log(total);
+      inv_sum[hh] = 1.0f / total;
+    }
+    std::fill(acc, acc + group * D, 0.0f);
+    for (int64_t j = 0; j < nk; ++j) {
+      int64_t off = (j * Hkv + kvh) * D;
+      for (int64_t hh = 0; hh < group; ++hh) axpy<Dk>(acc + hh * D, sc[hh * nk + j], vp, off, D);
+    }
+    for (int64_t hh = 0; hh < group; ++hh) {
+      float* o = out + (h0 + hh) * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[hh * D + d] * inv_sum[hh];
+    }
+  }
+}
+
+// Backward pass 1, per (query row, kv head) item: with P_ij = exp(s_ij - lse_i),
+// dP_ij = dout_i . v_j and Delta_i = dout_i . out_i (= sum_j P_ij dP_ij):
+//   dS_ij = P_ij (dP_ij - Delta_i),   dq_i += scale sum_j dS_ij k_j.   Delta is saved for pass 2.
+void attention_dq_items(const Geometry& g, std::span<const AttnSegment> segments, const float* q,
+                        const float* out, const float* dout, const float* lse, float* dq,
+                        float* delta, float scale, int64_t lo, int64_t hi) {
+  const int64_t D = g.D, Hq = g.Hq, Hkv = g.Hkv, group = g.group;
+  for (int64_t item = lo; item < hi; ++item) {
+    size_t si = find_segment(g.item_begin, item);
+    const AttnSegment& sg = segments[si];
+    int64_t local = item - g.item_begin[si], kvh = local % Hkv;
+    int64_t i = zigzag(local / Hkv, sg.q_len), row = sg.q_begin + i;
+    int64_t nk = sg.kv_len - sg.q_len + i + 1;
+    int64_t h0 = row * Hq + kvh * group;
+    const float *kp = f32(sg.k), *vp = f32(sg.v);
+    for (int64_t hh = 0; hh < group; ++hh) {
+      int64_t h = h0 + hh;
+      const float *qh = q + h * D, *gh = dout + h * D;
+      float dl = dot<DType::kF32>(gh, out + h * D, 0, D);
+      delta[h] = dl;
+      float l = lse[h];
+      float* dqh = dq + h * D;
+      for (int64_t j = 0; j < nk; ++j) {
+        int64_t off = (j * Hkv + kvh) * D;
+        float p = std::exp(scale * dot<DType::kF32>(qh, kp, off, D) - l);
+        float ds = p * (dot<DType::kF32>(gh, vp, off, D) - dl);
+        axpy<DType::kF32>(dqh, scale * ds, kp, off, D);
+      }
+    }
+  }
+}
+
+// Backward pass 2, per (key, kv head) item, over the query rows that see key j:
+//   dk_j += scale sum_i dS_ij q_i,   dv_j += sum_i P_ij dout_i.
+void attention_dkv_items(const Geometry& g, std::span<const AttnSegment> segments, const float* q,
+                         const float* dout, const float* lse, const float* delta, float scale,
+                         int64_t lo, int64_t hi) {
+  const int64_t D = g.D, Hq = g.Hq, Hkv = g.Hkv, group = g.group;
+  float* acc = scratch_floats(3, size_t(2 * D));
+  for (int64_t item = lo; item < hi; ++item) {
+    size_t si = find_segment(g.item_begin, item);
+    const AttnSegment& sg = segments[si];
+    int64_t local = item - g.item_begin[si], kvh = local % Hkv;
+    int64_t j = zigzag(local / Hkv, sg.kv_len);
+    int64_t first = std::max<int64_t>(0, j - (sg.kv_len - sg.q_len));  // first row seeing key j
+    int64_t off = (j * Hkv + kvh) * D;
+    const float *kp = f32(sg.k), *vp = f32(sg.v);
+    float *dk = acc, *dv = acc + D;
+    std::fill(acc, acc + 2 * D, 0.0f);
+    for (int64_t i = first; i < sg.q_len; ++i) {
+      int64_t h0 = (sg.q_begin + i) * Hq + kvh * group;
+      for (int64_t hh = 0; hh < group; ++hh) {
+        int64_t h = h0 + hh;
+        const float *qh = q + h * D, *gh = dout + h * D;
+        float p = std::exp(scale * dot<DType::kF32>(qh, kp, off, D) - lse[h]);
+        float ds = p * (dot<DType::kF32>(gh, vp, off, D) - delta[h]);
+        axpy<DType::kF32>(dk, scale * ds, qh, 0, D);
+        axpy<DType::kF32>(dv, p, gh, 0, D);
+      }
+    }
+    axpy<DType::kF32>(f32(sg.dk) + off, 1.0f, dk, 0, D);
+    axpy<DType::kF32>(f32(sg.dv) + off, 1.0f, dv, 0, D);
+  }
+}
+
+}  // namespace
+
+void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                  std::span<const AttnSegment> segments, float scale) {
+  const char* k = "attention_forward";
+  check_here(k, out);
+  check_here(k, q);
+  check_here_optional(k, lse);
+  for (const AttnSegment& sg : segments) {
+    check_here(k, sg.k);
+    check_here(k, sg.v);
+  }
+  expect_dtype(k, "q", q, DType::kF32);
+  expect_dtype(k, "out", out, DType::kF32);
+  Geometry g = check_segments(k, q, segments, false, false);
+  expect_shape(k, "out", out, q.shape());
+  if (lse.defined()) {
+    expect_dtype(k, "lse", lse, DType::kF32);
+    expect_shape(k, "lse", lse, {g.Tq, g.Hq});
+  }
+  if (segments.empty()) return;
+  const float* qp = f32(q);
+  float *op = f32(out), *lp = lse.defined() ? f32(lse) : nullptr;
+  s::with_float_dtype(segments[0].k.dtype(), [&](auto d) {
+    constexpr DType Dk = decltype(d)::value;
+    for (const AttnSegment& sg : segments)
+      SWIFTLET_CHECK(sg.k.dtype() == Dk, "{}: segments mix k dtypes ({})", k, sg.k.describe());
+    parallel(pool(), g.item_begin.back(), 1, [&](int64_t lo, int64_t hi) {
+      attention_forward_items<Dk>(g, segments, qp, op, lp, scale, lo, hi);
+    });
+  });
+}
+
+void CpuDevice::attention_backward(const Tensor& dq, const Tensor& dout, const Tensor& q,
+                                   const Tensor& out, const Tensor& lse,
+                                   std::span<const AttnSegment> segments, float scale) {
+  const char* k = "attention_backward";
+  for (const Tensor* t : {&dq, &dout, &q, &out, &lse}) {
+    check_here(k, *t);
+    expect_dtype(k, "argument", *t, DType::kF32);
+  }
+  for (const AttnSegment& sg : segments)
+    for (const Tensor* t : {&sg.k, &sg.v, &sg.dk, &sg.dv}) check_here(k, *t);
+  Geometry g = check_segments(k, q, segments, false, true);
+  for (const Tensor* t : {&dq, &dout, &out}) expect_shape(k, "argument", *t, q.shape());
+  expect_shape(k, "lse", lse, {g.Tq, g.Hq});
+  if (segments.empty()) return;
+  std::vector<float> delta(size_t(g.Tq * g.Hq), 0.0f);
+  const float *qp = f32(q), *op = f32(out), *gp = f32(dout), *lp = f32(lse);
+  float* dqp = f32(dq);
+  parallel(pool(), g.item_begin.back(), 1, [&](int64_t lo, int64_t hi) {
+    attention_dq_items(g, segments, qp, op, gp, lp, dqp, delta.data(), scale, lo, hi);
+  });
+  Geometry gk = check_segments(k, q, segments, true, true);
+  parallel(pool(), gk.item_begin.back(), 1, [&](int64_t lo, int64_t hi) {
+    attention_dkv_items(gk, segments, qp, gp, lp, delta.data(), scale, lo, hi);
+  });
+}
+
+}  // namespace swiftlet

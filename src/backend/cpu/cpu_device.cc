@@ -1,0 +1,139 @@
+// CpuDevice: memory, transfers, dtype conversion and the device description.
+#include "backend/cpu/cpu_device.h"
+
+#include <cstring>
+
+#include "backend/cpu/blas.h"
+#include "backend/cpu/cpu_info.h"
+#include "backend/cpu/kernel_util.h"
+#include "backend/cpu/simd.h"
+
+namespace swiftlet {
+
+using cpu::expect_numel;
+using cpu::parallel;
+
+CpuDevice::CpuDevice(ThreadPool& pool, std::string name) : pool_(pool), name_(std::move(name)) {
+  blas::info();  // load the GEMM library now, so a missing library fails at device creation
+}
+
+DeviceInfo CpuDevice::info() const {
+  const CpuFeatures& f = cpu_features();
+  const blas::BlasInfo& b = blas::info();
+  DeviceInfo d;
+  d.name = name_;
+  d.description = fmt::format("{}, {} threads, {} kernels, GEMM {} ({} kernels)", f.model,
+                              pool_.size(), build_simd_level(), b.library, b.core);
+  d.memory_bytes = memory_info().total_bytes;
+  return d;
+}
+
+void CpuDevice::check_here(const char* kernel, const Tensor& t) const {
+  SWIFTLET_CHECK(t.defined(), "{} on {}: a required tensor argument is undefined", kernel, name_);
+  SWIFTLET_CHECK(t.host_accessible(), "{} on {}: tensor {} lives on another device", kernel, name_,
+                 t.describe());
+}
+
+Tensor CpuDevice::empty(const Shape& shape, DType dtype) {
+  size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  size_t alloc = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, alloc);
+  if (!p)
+    throw Error(fmt::format("{}: out of memory allocating {} {} ({} bytes)", name_,
+                            shape_str(shape), dtype_name(dtype), bytes));
+  auto st = std::make_shared<Storage>();
+  st->ptr = p;
+  st->bytes = bytes;
+  st->device = this;
+  st->release = [](void* q, size_t) { std::free(q); };
+  return Tensor(std::move(st), 0, shape, dtype);
+}
+
+Tensor CpuDevice::upload(const Tensor& host) {
+  check_here("upload", host);
+  auto st = std::make_shared<Storage>();
+  st->ptr = host.raw_ptr();
+  st->bytes = host.nbytes();
+  st->device = this;
+  st->release = [keep = host.storage()](void*, size_t) {};  // holds the host storage alive
+  return Tensor(std::move(st), 0, host.shape(), host.dtype());
+}
+
+Tensor CpuDevice::download(const Tensor& t) {
+  check_here("download", t);
+  Tensor h = Tensor::host(t.shape(), t.dtype());
+  std::memcpy(h.raw_ptr(), t.raw_ptr(), t.nbytes());
+  return h;
+}
+
+namespace {
+
+template <DType DD, DType DS>
+void convert(void* dst, const void* src, int64_t b, int64_t e) {
+  constexpr int W = simd::kWidth;
+  int64_t i = b;
+  for (; i + W <= e; i += W) simd::store_as<DD>(dst, i, simd::load_as<DS>(src, i));
+  for (; i < e; ++i) simd::store1_as<DD>(dst, i, simd::load1_as<DS>(src, i));
+}
+
+}  // namespace
+
+void CpuDevice::copy(const Tensor& dst, const Tensor& src) {
+  check_here("copy", dst);
+  check_here("copy", src);
+  expect_numel("copy", "dst", dst, src.numel());
+  int64_t n = src.numel();
+  if (dst.dtype() == src.dtype()) {
+    size_t es = dtype_size(src.dtype());
+    char* d = static_cast<char*>(dst.raw_ptr());
+    const char* s = static_cast<const char*>(src.raw_ptr());
+    if (d == s) return;
+    parallel(pool_, n, 1 << 18, [&](int64_t b, int64_t e) {
+      std::memmove(d + b * es, s + b * es, size_t(e - b) * es);
+    });
+    return;
+  }
+  SWIFTLET_CHECK(dtype_is_float(dst.dtype()) && dtype_is_float(src.dtype()),
+                 "copy: cannot convert {} to {}", src.describe(), dst.describe());
+  void* d = dst.raw_ptr();
+  const void* s = src.raw_ptr();
+  simd::with_float_dtype(dst.dtype(), [&](auto dd) {
+    simd::with_float_dtype(src.dtype(), [&](auto ds) {
+      parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) { convert<decltype(dd)::value, decltype(ds)::value>(d, s, b, e); });
+    });
+  });
+}
+
+void CpuDevice::fill(const Tensor& t, float value) {
+  check_here("fill", t);
+  int64_t n = t.numel();
+  void* p = t.raw_ptr();
+  switch (t.dtype()) {
+    case DType::kI32: {
+      int32_t v = int32_t(value);
+      parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) {
+        std::fill(static_cast<int32_t*>(p) + b, static_cast<int32_t*>(p) + e, v);
+      });
+      return;
+    }
+    case DType::kI64: {
+      int64_t v = int64_t(value);
+      parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) {
+        std::fill(static_cast<int64_t*>(p) + b, static_cast<int64_t*>(p) + e, v);
+      });
+      return;
+    }
+    case DType::kU8: {
+      std::memset(p, int(uint8_t(value)), size_t(n));
+      return;
+    }
+    default: break;
+  }
+  simd::with_float_dtype(t.dtype(), [&](auto d) {
+    parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) simd::store1_as<decltype(d)::value>(p, i, value);
+    });
+  });
+}
+
+}  // namespace swiftlet

@@ -1,0 +1,78 @@
+#pragma once
+// The CPU device: host memory, kernels vectorised for the compile-time SIMD level (simd.h), GEMM
+// through OpenBLAS (blas.h) plus hand-written small-M kernels, all threaded over the ThreadPool it
+// is given. Kernels never create threads; every split is a fixed function of the shapes and the
+// pool size, so results repeat bit for bit for the same thread count.
+#include <string>
+
+#include "backend/device.h"
+
+namespace swiftlet {
+
+class CpuDevice : public Device {
+ public:
+  explicit CpuDevice(ThreadPool& pool, std::string name = "cpu:0");
+
+  const std::string& name() const override { return name_; }
+  DeviceInfo info() const override;
+  bool host_accessible() const override { return true; }
+  ThreadPool& pool() const { return pool_; }
+
+  Tensor empty(const Shape& shape, DType dtype) override;
+  // Shares the host tensor's storage (kept alive by the result): no copy.
+  Tensor upload(const Tensor& host) override;
+  Tensor download(const Tensor& t) override;
+  void copy(const Tensor& dst, const Tensor& src) override;
+  void fill(const Tensor& t, float value) override;
+
+  void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
+            float alpha = 1.0f, float beta = 0.0f) override;
+
+  void add(const Tensor& out, const Tensor& a, const Tensor& b) override;
+  void add_inplace(const Tensor& a, const Tensor& b, float scale = 1.0f) override;
+  void scale_inplace(const Tensor& a, float s) override;
+  void add_bias(const Tensor& x, const Tensor& bias) override;
+  void bias_backward(const Tensor& dbias, const Tensor& dy) override;
+  double sum_squares(const Tensor& a) override;
+  void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table) override;
+  void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids) override;
+  void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x, const Tensor& w,
+                       float eps) override;
+  void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
+                        const Tensor& w, const Tensor& rstd) override;
+  void rope_forward(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
+                    float attention_scaling) override;
+  void rope_backward(const Tensor& dx, const Tensor& positions, const Tensor& inv_freq,
+                     float attention_scaling) override;
+  void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                         std::span<const AttnSegment> segments, float scale) override;
+  void attention_backward(const Tensor& dq, const Tensor& dout, const Tensor& q, const Tensor& out,
+                          const Tensor& lse, std::span<const AttnSegment> segments,
+                          float scale) override;
+  void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
+  void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                       const Tensor& gate, const Tensor& up) override;
+  void cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
+                     const Tensor& logits, const Tensor& labels, float grad_scale) override;
+  void log_softmax_inplace(const Tensor& x) override;
+  void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  int64_t step) override;
+  void dropout_forward(const Tensor& out, const Tensor& in, float p, uint64_t seed) override;
+  void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) override;
+
+ protected:
+  // Throws InternalError naming the kernel unless `t` is defined and lives where this device's
+  // kernels may read it (host memory for the CPU device; the sim device narrows it to its own).
+  virtual void check_here(const char* kernel, const Tensor& t) const;
+  // The same for optional arguments: an undefined tensor passes.
+  void check_here_optional(const char* kernel, const Tensor& t) const {
+    if (t.defined()) check_here(kernel, t);
+  }
+
+ private:
+  ThreadPool& pool_;
+  std::string name_;
+};
+
+}  // namespace swiftlet
