@@ -1,12 +1,13 @@
 // Templates without a packaged Jinja file (chatml, qwen, qwen2_5, qwen3_thinking,
 // qwen3_nothinking, llama3_2, default, plain) against hand-written text; detection, stop words,
 // generation prompts, the Python string semantics the templates rely on, and every error.
+#include "template/chat_template.h"
+
 #include <gtest/gtest.h>
 
 #include <ctime>
 
 #include "core/error.h"
-#include "template/chat_template.h"
 #include "template/conversations.h"
 #include "template/template_text.h"
 
@@ -55,11 +56,11 @@ TEST(ChatTemplate, Qwen25InjectsItsDefaultSystemUnlessOverridden) {
             "<|im_start|>system\nMine<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
             "<|im_start|>assistant\n");
   // Qwen2.5 keeps assistant text as it is, think tags included, in every turn.
-  EXPECT_EQ(t.render({usr("q"), bot("<think>r</think>a"), usr("q2"), bot("b")},
-                     no_generation_prompt()),
-            qwen_system +
-                "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>r</think>a"
-                "<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n");
+  EXPECT_EQ(
+      t.render({usr("q"), bot("<think>r</think>a"), usr("q2"), bot("b")}, no_generation_prompt()),
+      qwen_system +
+          "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>r</think>a"
+          "<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n");
   ASSERT_TRUE(t.default_system().has_value());
   EXPECT_EQ(*t.default_system(),
             "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
@@ -74,7 +75,8 @@ TEST(ChatTemplate, QwenUsesTheQwen2DefaultSystem) {
 
 TEST(ChatTemplate, Qwen3ThinkingOpensTheThinkBlockInThePrompt) {
   const ChatTemplate t = ChatTemplate::by_name("qwen3_thinking");
-  EXPECT_EQ(t.render({usr("q")}), "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n");
+  EXPECT_EQ(t.render({usr("q")}),
+            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n");
   TemplateOptions thinking;
   thinking.enable_thinking = true;
   EXPECT_EQ(t.render({usr("q")}, thinking), t.render({usr("q")}));
@@ -102,8 +104,8 @@ TEST(ChatTemplate, Qwen3NothinkingKeepsTextAsGiven) {
 TEST(ChatTemplate, Qwen3PreserveThinkingKeepsEveryThinkBlock) {
   const ChatTemplate t = ChatTemplate::by_name("qwen3");
   TemplateOptions o = no_generation_prompt();
-  const std::vector<ChatMessage> row = {usr("q1"), bot("a1", "r1"), usr("q2"), bot("a2"),
-                                        usr("q3"), bot("a3")};
+  const std::vector<ChatMessage> row = {usr("q1"), bot("a1", "r1"), usr("q2"),
+                                        bot("a2"), usr("q3"),       bot("a3")};
   EXPECT_EQ(t.render(row, o),
             "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n"
             "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\na2<|im_end|>\n"
@@ -129,16 +131,19 @@ TEST(ChatTemplate, Llama32HasTheDateLinesInItsSystemTurn) {
       "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
       "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
   EXPECT_EQ(t.render({usr("Hi")}, o),
-            head + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\n");
+            head +
+                "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\n");
   o.add_generation_prompt = false;
   EXPECT_EQ(t.render({sys(" Be nice "), usr("Hi "), bot("\nHello")}, o),
-            head + "Be nice<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-                   "<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>");
+            head +
+                "Be nice<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                "<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>");
   o.system = "From options";
   EXPECT_EQ(t.render({usr("Hi")}, o),
-            head + "From options<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi"
-                   "<|eot_id|>");
+            head +
+                "From options<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi"
+                "<|eot_id|>");
 }
 
 TEST(ChatTemplate, Llama32DefaultsToTodaysDate) {
@@ -264,14 +269,17 @@ TEST(ChatTemplateErrors, BadConversations) {
   const ChatTemplate qwen3 = ChatTemplate::by_name("qwen3");
   EXPECT_NE(error_of([&] { qwen3.render({}); }).find("the conversation has no messages"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { qwen3.render({usr("q"), {"tool", "{}", ""}}); })
-                .find("messages[1] has role 'tool'; tool messages are not supported yet"),
+  EXPECT_NE(error_of([&] {
+              qwen3.render({usr("q"), {"tool", "{}", ""}});
+            }).find("messages[1] has role 'tool'; tool messages are not supported yet"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { qwen3.render_segments({{"bot", "x", ""}}); })
-                .find("messages[0] has unknown role 'bot'"),
+  EXPECT_NE(error_of([&] {
+              qwen3.render_segments({{"bot", "x", ""}});
+            }).find("messages[0] has unknown role 'bot'"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { qwen3.render({{"user", "q", "why"}}); })
-                .find("only assistant messages carry reasoning"),
+  EXPECT_NE(error_of([&] {
+              qwen3.render({{"user", "q", "why"}});
+            }).find("only assistant messages carry reasoning"),
             std::string::npos);
   for (const char* name : {"chatml", "qwen", "qwen2_5", "qwen3_nothinking", "llama3", "llama3_2",
                            "default", "plain"}) {
@@ -290,8 +298,9 @@ TEST(ChatTemplateErrors, ThinkingOptionsATemplateCannotHonour) {
   for (const char* name : {"chatml", "qwen", "qwen2_5", "qwen3_nothinking", "llama3", "llama3_2",
                            "default", "plain"}) {
     const ChatTemplate t = ChatTemplate::by_name(name);
-    EXPECT_NE(error_of([&] { t.render({usr("q")}, on); })
-                  .find("enable_thinking is true but this template has no thinking mode"),
+    EXPECT_NE(error_of([&] {
+                t.render({usr("q")}, on);
+              }).find("enable_thinking is true but this template has no thinking mode"),
               std::string::npos)
         << name;
     EXPECT_NE(error_of([&] { t.generation_prompt(on); }).find("no thinking mode"),
@@ -303,33 +312,40 @@ TEST(ChatTemplateErrors, ThinkingOptionsATemplateCannotHonour) {
             std::string::npos);
   TemplateOptions dated;
   dated.date_string = "01 Jan 2025";
-  EXPECT_NE(error_of([&] { ChatTemplate::by_name("llama3").render({usr("q")}, dated); })
-                .find("template llama3: date_string is set"),
+  EXPECT_NE(error_of([&] {
+              ChatTemplate::by_name("llama3").render({usr("q")}, dated);
+            }).find("template llama3: date_string is set"),
             std::string::npos);
 }
 
 TEST(ChatTemplateErrors, RoundTemplatesNeedEosAndShape) {
   const ChatTemplate no_eos = ChatTemplate::by_name("default");
   EXPECT_NO_THROW(no_eos.render({usr("q")}));  // a prompt needs no eos
-  EXPECT_NE(error_of([&] { no_eos.render_segments({usr("q"), bot("a")}); })
-                .find("eos token, which was not given"),
+  EXPECT_NE(error_of([&] {
+              no_eos.render_segments({usr("q"), bot("a")});
+            }).find("eos token, which was not given"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { ChatTemplate::by_name("plain").render({bot("text")}); })
-                .find("template plain: a final reply ends with the tokenizer's eos token"),
+  EXPECT_NE(error_of([&] {
+              ChatTemplate::by_name("plain").render({bot("text")});
+            }).find("template plain: a final reply ends with the tokenizer's eos token"),
             std::string::npos);
   const ChatTemplate plain = ChatTemplate::by_name("plain", {"", "</s>"});
-  EXPECT_NE(error_of([&] { plain.render({sys("S"), usr("q")}); }).find("has no system prompt"),
+  EXPECT_NE(error_of([&] {
+              plain.render({sys("S"), usr("q")});
+            }).find("has no system prompt"),
             std::string::npos);
   TemplateOptions with_system;
   with_system.system = "S";
   EXPECT_NE(error_of([&] { plain.render({usr("q")}, with_system); }).find("has no system prompt"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { plain.render({usr("a"), bot("b"), usr("c")}); })
-                .find("renders one text and one reply, but the conversation has 3 turns"),
+  EXPECT_NE(error_of([&] {
+              plain.render({usr("a"), bot("b"), usr("c")});
+            }).find("renders one text and one reply, but the conversation has 3 turns"),
             std::string::npos);
   const ChatTemplate def = ChatTemplate::by_name("default", {"", "</s>"});
-  EXPECT_NE(error_of([&] { def.render({usr("a"), sys("late")}); })
-                .find("messages[1] is a system message after the start"),
+  EXPECT_NE(error_of([&] {
+              def.render({usr("a"), sys("late")});
+            }).find("messages[1] is a system message after the start"),
             std::string::npos);
   EXPECT_NE(error_of([&] { def.render({sys("only")}); }).find("has only a system message"),
             std::string::npos);
@@ -341,9 +357,9 @@ TEST(TemplateText, StripFollowsPythonWhitespace) {
   using template_detail::py_strip;
   EXPECT_EQ(py_strip(" \t\n\r\v\f x y \n"), "x y");
   EXPECT_EQ(py_strip("\u00a0\u3000\u2003é\u2028\u0085"), "é");  // Unicode spaces, NEL
-  EXPECT_EQ(py_strip("\x1c\x1dz\x1e\x1f"), "z");                   // separators count in Python
-  EXPECT_EQ(py_strip("\ufeffz\u200b"), "\ufeffz\u200b");          // BOM / zero-width: not spaces
-  EXPECT_EQ(py_strip("  \xff "), "\xff");                          // invalid UTF-8 kept
+  EXPECT_EQ(py_strip("\x1c\x1dz\x1e\x1f"), "z");                // separators count in Python
+  EXPECT_EQ(py_strip("\ufeffz\u200b"), "\ufeffz\u200b");        // BOM / zero-width: not spaces
+  EXPECT_EQ(py_strip("  \xff "), "\xff");                       // invalid UTF-8 kept
   EXPECT_EQ(py_strip("   "), "");
   EXPECT_EQ(template_detail::strip_newlines("\n\n a \n"), " a ");
   EXPECT_EQ(template_detail::lstrip_newlines("\n\n"), "");
@@ -354,7 +370,8 @@ TEST(TemplateText, EmptyThinkPrefixIsMsSwiftsIgnoreEmptyThinkMatch) {
   using template_detail::empty_think_prefix;
   EXPECT_EQ(empty_think_prefix("<think>\n\n</think>\n\nanswer"), 19u);
   EXPECT_EQ(empty_think_prefix("<think></think>answer"), 15u);
-  EXPECT_EQ(empty_think_prefix("<think>\u3000</think> \u00a0x"), std::string("<think>\u3000</think> \u00a0").size());
+  EXPECT_EQ(empty_think_prefix("<think>\u3000</think> \u00a0x"),
+            std::string("<think>\u3000</think> \u00a0").size());
   EXPECT_EQ(empty_think_prefix("</think>\n\nx"), 10u);
   EXPECT_EQ(empty_think_prefix("<think>\nr\n</think>\n\nx"), 0u);
   EXPECT_EQ(empty_think_prefix(" <think></think>x"), 0u);

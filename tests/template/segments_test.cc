@@ -29,7 +29,8 @@ std::string show(const Segments& segments) {
 void expect_segments(const ChatTemplate& t, const std::vector<ChatMessage>& row,
                      const Segments& expected, const TemplateOptions& options = {}) {
   const Segments got = t.render_segments(row, options);
-  EXPECT_EQ(got, expected) << t.name() << "\n got:\n" << show(got) << " expected:\n"
+  EXPECT_EQ(got, expected) << t.name() << "\n got:\n"
+                           << show(got) << " expected:\n"
                            << show(expected);
 }
 
@@ -37,15 +38,15 @@ constexpr bool kLoss = true, kNoLoss = false;
 
 TEST(TemplateSegments, Qwen3AddsAnUntrainedEmptyThinkBlockToAReplyWithoutReasoning) {
   const ChatTemplate t = ChatTemplate::by_name("qwen3");
-  expect_segments(t, {usr("q"), bot("a")},
-                  {{"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
-                    kNoLoss},
-                   {"a<|im_end|>\n", kLoss}});
+  expect_segments(
+      t, {usr("q"), bot("a")},
+      {{"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", kNoLoss},
+       {"a<|im_end|>\n", kLoss}});
   // ms-swift's `^<think>\s*</think>\s*` also takes whitespace that starts the reply.
-  expect_segments(t, {usr("q"), bot("  a")},
-                  {{"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n  ",
-                    kNoLoss},
-                   {"a<|im_end|>\n", kLoss}});
+  expect_segments(
+      t, {usr("q"), bot("  a")},
+      {{"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n  ", kNoLoss},
+       {"a<|im_end|>\n", kLoss}});
   // An explicit empty block in the text is the same block.
   expect_segments(t, {usr("q"), bot("<think>\n\n</think>\n\na")},
                   t.render_segments({usr("q"), bot("a")}));
@@ -80,24 +81,25 @@ TEST(TemplateSegments, EndOfTurnIsTrainedAfterATrainedTokenOrAtTheEnd) {
   const ChatTemplate t = ChatTemplate::by_name("qwen3");
   // An empty history reply has no trained token, so its separator is not trained (ms-swift's
   // dynamic-eos rule); the final suffix always is.
-  expect_segments(t, {usr("q1"), bot(""), usr("q2"), bot("")},
-                  {{"<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
-                    "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
-                    kNoLoss},
-                   {"<|im_end|>\n", kLoss}});
+  expect_segments(
+      t, {usr("q1"), bot(""), usr("q2"), bot("")},
+      {{"<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
+        "<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+        kNoLoss},
+       {"<|im_end|>\n", kLoss}});
 }
 
 TEST(TemplateSegments, Qwen3PreserveThinkingKeepsHistoryBlocks) {
   const ChatTemplate t = ChatTemplate::by_name("qwen3");
   TemplateOptions o;
   o.preserve_thinking = true;
-  expect_segments(t, {usr("q1"), bot("a1"), usr("q2"), bot("a2", "r2")},
-                  {{"<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
-                    kNoLoss},
-                   {"a1<|im_end|>\n", kLoss},
-                   {"<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
-                   {"<think>\nr2\n</think>\n\na2<|im_end|>\n", kLoss}},
-                  o);
+  expect_segments(
+      t, {usr("q1"), bot("a1"), usr("q2"), bot("a2", "r2")},
+      {{"<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", kNoLoss},
+       {"a1<|im_end|>\n", kLoss},
+       {"<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
+       {"<think>\nr2\n</think>\n\na2<|im_end|>\n", kLoss}},
+      o);
 }
 
 TEST(TemplateSegments, Qwen3ThinkingTrainsItsWholeReply) {
@@ -111,11 +113,12 @@ TEST(TemplateSegments, ChatmlFamily) {
   const std::string qwen_system =
       "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
       "assistant.<|im_end|>\n";
-  expect_segments(ChatTemplate::by_name("qwen2_5"), {usr("q"), bot("a"), usr("q2"), bot("b")},
-                  {{qwen_system + "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
-                   {"a<|im_end|>\n", kLoss},
-                   {"<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
-                   {"b<|im_end|>\n", kLoss}});
+  expect_segments(
+      ChatTemplate::by_name("qwen2_5"), {usr("q"), bot("a"), usr("q2"), bot("b")},
+      {{qwen_system + "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
+       {"a<|im_end|>\n", kLoss},
+       {"<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
+       {"b<|im_end|>\n", kLoss}});
   expect_segments(ChatTemplate::by_name("chatml"), {usr("q"), bot("one"), bot("two")},
                   {{"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n", kNoLoss},
                    {"one<|im_end|>\n", kLoss},
@@ -143,8 +146,9 @@ TEST(TemplateSegments, Llama3) {
   TemplateOptions dated;
   dated.date_string = "26 Jul 2024";
   expect_segments(ChatTemplate::by_name("llama3_2"), {usr("a"), bot("b")},
-                  {{bos + "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
-                          "December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>" +
+                  {{bos +
+                        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+                        "December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>" +
                         user + "a<|eot_id|>" + assistant,
                     kNoLoss},
                    {"b<|eot_id|>", kLoss}},
@@ -153,12 +157,12 @@ TEST(TemplateSegments, Llama3) {
 
 TEST(TemplateSegments, DefaultAndPlain) {
   // default: the "\n\n" separator is not eos, so it stays untrained (ms-swift's suffix is eos).
-  expect_segments(ChatTemplate::by_name("default", {"<s>", "</s>"}),
-                  {usr("a"), bot("b"), usr("c"), bot("d")},
-                  {{"<s>You are a helpful assistant.\n\n### Human:\na\n\n### Assistant:\n", kNoLoss},
-                   {"b", kLoss},
-                   {"\n\n### Human:\nc\n\n### Assistant:\n", kNoLoss},
-                   {"d</s>", kLoss}});
+  expect_segments(
+      ChatTemplate::by_name("default", {"<s>", "</s>"}), {usr("a"), bot("b"), usr("c"), bot("d")},
+      {{"<s>You are a helpful assistant.\n\n### Human:\na\n\n### Assistant:\n", kNoLoss},
+       {"b", kLoss},
+       {"\n\n### Human:\nc\n\n### Assistant:\n", kNoLoss},
+       {"d</s>", kLoss}});
   const ChatTemplate plain = ChatTemplate::by_name("plain", {"", "<|endoftext|>"});
   expect_segments(plain, {bot("Raw text.")}, {{"Raw text.<|endoftext|>", kLoss}});
   expect_segments(plain, {usr("Once upon"), bot(" a time")},
