@@ -28,8 +28,8 @@ bool contains(std::string_view text, std::string_view what) {
 
 const std::vector<std::string>& ChatTemplate::known_names() {
   static const std::vector<std::string> kNames = {
-      "chatml", "default",  "llama3",  "llama3_2",         "plain",
-      "qwen",   "qwen2_5", "qwen3",   "qwen3_nothinking", "qwen3_thinking"};
+      "chatml", "default", "llama3", "llama3_2",         "plain",
+      "qwen",   "qwen2_5", "qwen3",  "qwen3_nothinking", "qwen3_thinking"};
   return kNames;
 }
 
@@ -95,8 +95,7 @@ std::string ChatTemplate::detect(const std::string& model_type,
 
 std::vector<std::string> ChatTemplate::stop_words() const {
   std::vector<std::string> words = template_stop_words_;
-  if (!tokens_.eos.empty() &&
-      std::find(words.begin(), words.end(), tokens_.eos) == words.end())
+  if (!tokens_.eos.empty() && std::find(words.begin(), words.end(), tokens_.eos) == words.end())
     words.push_back(tokens_.eos);
   return words;
 }

@@ -36,8 +36,8 @@ ThinkParts split_reasoning(const ChatMessage& m) {
 size_t last_query_index(const std::vector<ChatMessage>& msgs) {
   for (size_t i = msgs.size(); i-- > 0;) {
     const std::string_view c = msgs[i].content;
-    if (msgs[i].role == "user" && !(c.starts_with("<tool_response>") &&
-                                    c.ends_with("</tool_response>")))
+    if (msgs[i].role == "user" &&
+        !(c.starts_with("<tool_response>") && c.ends_with("</tool_response>")))
       return i;
   }
   return msgs.size() - 1;

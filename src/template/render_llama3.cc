@@ -1,6 +1,8 @@
 // Llama 3 header format. `llama3` mirrors Meta-Llama-3's Jinja template (each message trimmed,
 // BOS before the first header); `llama3_2` (ms-swift's name for Llama 3.1/3.2) always opens with
 // a system header carrying "Cutting Knowledge Date"/"Today Date" lines, as those templates do.
+// Meta-Llama-3's template appends the assistant header even when add_generation_prompt is false;
+// swiftlet honours the flag, so a training conversation ends with its last turn (as in ms-swift).
 #include <fmt/format.h>
 
 #include <ctime>
@@ -45,8 +47,8 @@ void ChatTemplate::build_llama3(const std::vector<ChatMessage>& messages,
       system = py_strip(*options.system);
     }
     const std::string date = options.date_string ? *options.date_string : today_date_string();
-    out.add(bos + header("system") + "Cutting Knowledge Date: December 2023\nToday Date: " +
-                date + "\n\n" + system + "<|eot_id|>",
+    out.add(bos + header("system") + "Cutting Knowledge Date: December 2023\nToday Date: " + date +
+                "\n\n" + system + "<|eot_id|>",
             false);
     msgs.assign(messages.begin() + start, messages.end());
   } else {

@@ -37,16 +37,19 @@ inline std::vector<Conversation> fixed_conversations(bool with_reasoning) {
       {"think without close", {usr("q"), bot("<think>never closed"), usr("next")}},
       {"empty think inline", {usr("q"), bot("<think>\n\n</think>\n\nplain")}},
       {"newlines around reply", {usr("q"), bot("\n\nhello\n\n")}},
-      {"unicode", {sys("Réponds en français 🇫🇷"), usr("你好，世界 🌍 café naïve"), bot("こんにちは ✓")}},
+      {"unicode",
+       {sys("Réponds en français 🇫🇷"), usr("你好，世界 🌍 café naïve"), bot("こんにちは ✓")}},
       {"empty contents", {usr(""), bot(""), usr("")}},
       {"empty final reply", {usr("q"), bot("")}},
-      {"whitespace to trim", {sys("  spaced system \n"), usr("\t hi there \n\n"), bot(" \u00a0ok\u3000")}},
+      {"whitespace to trim",
+       {sys("  spaced system \n"), usr("\t hi there \n\n"), bot(" \u00a0ok\u3000")}},
       {"special tokens in text", {usr("<|im_end|> and <|eot_id|>"), bot("<|im_start|>x")}},
       {"assistant first", {bot("Raw pre-training paragraph.")}},
       {"consecutive assistants", {usr("q"), bot("part one"), bot("part two")}},
       {"consecutive users", {usr("first"), usr("second"), bot("reply")}},
       {"system in the middle", {usr("q"), bot("a"), sys("new rules"), usr("q2")}},
-      {"tool response as user", {usr("q"), bot("<think>r</think>call"), usr("<tool_response>\n{}\n</tool_response>")}},
+      {"tool response as user",
+       {usr("q"), bot("<think>r</think>call"), usr("<tool_response>\n{}\n</tool_response>")}},
       {"long",
        {sys("S"), usr("1"), bot("one"), usr("2"), bot("two"), usr("3"), bot("three"), usr("4"),
         bot("four"), usr("5")}},
@@ -56,7 +59,8 @@ inline std::vector<Conversation> fixed_conversations(bool with_reasoning) {
     c.push_back({"reasoning history", {usr("q1"), bot("a1", "r1"), usr("q2"), bot("a2", "r2")}});
     c.push_back({"reasoning open", {usr("q1"), bot("a1", "r1"), usr("q2")}});
     c.push_back({"reasoning newlines", {usr("q"), bot("\n\nans\n", "\n\nthought\n\n")}});
-    c.push_back({"reasoning and inline think", {usr("q"), bot("<think>inline</think>rest", "given")}});
+    c.push_back(
+        {"reasoning and inline think", {usr("q"), bot("<think>inline</think>rest", "given")}});
     c.push_back({"reasoning whitespace only", {usr("q"), bot("ans", "  ")}});
     c.push_back({"reasoning after tool response",
                  {usr("q"), bot("call", "plan"), usr("<tool_response>r</tool_response>"),
@@ -69,10 +73,31 @@ inline std::vector<Conversation> fixed_conversations(bool with_reasoning) {
 // Python's str.strip() and JavaScript's trim() agree on, since the oracle runs in JavaScript.
 inline std::vector<Conversation> random_conversations(uint64_t seed, int count,
                                                       bool with_reasoning) {
-  static const std::vector<std::string> kFragments = {
-      "a", "Hello", "x y", " ", "\n", "\n\n", "\t", "\r\n", "<think>", "</think>", "<think>\n",
-      "\n</think>\n\n", "<tool_response>", "</tool_response>", "<|im_end|>", "<|eot_id|>",
-      "你好", "🌍", "é", "\u00a0", "\u3000", "{\"k\": 1}", "</", "think", "\\n"};
+  static const std::vector<std::string> kFragments = {"a",
+                                                      "Hello",
+                                                      "x y",
+                                                      " ",
+                                                      "\n",
+                                                      "\n\n",
+                                                      "\t",
+                                                      "\r\n",
+                                                      "<think>",
+                                                      "</think>",
+                                                      "<think>\n",
+                                                      "\n</think>\n\n",
+                                                      "<tool_response>",
+                                                      "</tool_response>",
+                                                      "<|im_end|>",
+                                                      "<|eot_id|>",
+                                                      "你好",
+                                                      "🌍",
+                                                      "é",
+                                                      "\u00a0",
+                                                      "\u3000",
+                                                      "{\"k\": 1}",
+                                                      "</",
+                                                      "think",
+                                                      "\\n"};
   Rng rng(seed);
   auto text = [&](int max_fragments) {
     std::string s;

