@@ -19,7 +19,7 @@ inline std::filesystem::path npm_modules() {
                      : std::filesystem::path(SWIFTLET_SOURCE_DIR) / "node" / "node_modules";
 }
 
-inline bool require_references() {
+inline bool require_references_env() {
   const char* env = std::getenv("SWIFTLET_REQUIRE_REFERENCES");
   return env && std::string(env) == "1";
 }
@@ -65,7 +65,7 @@ inline std::string reference_script() {
   do {                                                                            \
     std::string why = ::swiftlet::testing::torch_missing();                       \
     if (!why.empty()) {                                                           \
-      if (::swiftlet::testing::require_references()) FAIL() << why;               \
+      if (::swiftlet::testing::require_references_env()) FAIL() << why;               \
       GTEST_SKIP() << why;                                                        \
     }                                                                             \
   } while (0)

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "backend/device.h"
@@ -23,6 +24,8 @@ struct Reference {
 };
 
 Reference run_reference(const std::string& model, const std::vector<int32_t>& ids, int steps) {
+  static std::map<std::string, Reference> cache;  // one PyTorch run per model folder
+  if (auto it = cache.find(model); it != cache.end()) return it->second;
   TempDir tmp;
   {
     std::ofstream f(tmp / "ids.json");
@@ -38,6 +41,7 @@ Reference run_reference(const std::string& model, const std::vector<int32_t>& id
   std::memcpy(r.logits.data(), bytes.data(), bytes.size());
   std::ifstream jf(tmp / "ref.json");
   r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
+  cache[model] = r;
   return r;
 }
 
@@ -73,6 +77,7 @@ TEST_P(ModelReference, LogitsAndGreedyMatchPyTorch) {
   const std::string dir = testing::tiny_model(preset);
   ModelFolder folder = load_model_folder(dir);
   ThreadPool pool(2);
+  testing::ScopedEnv visible("SWIFTLET_VISIBLE_DEVICES", "cpu:0,sim:0");
   auto dev = DeviceRegistry::create(device_name, pool);
   Transformer model(*dev, folder.config, folder.weights, DType::kF32);
   const std::vector<int32_t> ids = prompt_ids(folder.config.vocab_size);
