@@ -34,7 +34,7 @@ namespace {
 class TokenizerDecoder : public TextDecoder {
  public:
   explicit TokenizerDecoder(const Tokenizer& t) : dec_(t) {}
-  std::string push(int32_t id) override { return dec_.push(id); }
+  std::string push(int32_t id) override { return dec_.feed(id); }
   std::string flush() override { return dec_.flush(); }
 
  private:
