@@ -15,9 +15,10 @@ namespace swiftlet {
 struct InitOptions {
   std::string preset;       // a name of init_preset_names(), or empty when config_path is given
   std::string config_path;  // a config.json to take the shape from (exactly one of the two)
-  std::string tokenizer_dir;  // holds tokenizer.json + tokenizer_config.json; copied into the folder
+  std::string
+      tokenizer_dir;  // holds tokenizer.json + tokenizer_config.json; copied into the folder
   std::string output_dir;
-  bool overwrite = false;   // allow a non-empty output_dir
+  bool overwrite = false;  // allow a non-empty output_dir
   // float32 | bfloat16 | float16; empty: float32 for the tiny presets (exact tests and training),
   // bfloat16 for the full-size presets (as Qwen ships them), config.json's own for config_path.
   std::string torch_dtype;

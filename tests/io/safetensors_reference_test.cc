@@ -68,8 +68,9 @@ Json run_python(const std::string& script, const std::string& mode, const std::s
 }
 
 bool have_torch() {
-  static const bool ok = ::access(kPython, X_OK) == 0 &&
-                         std::system(fmt::format("{} -c 'import torch' >/dev/null 2>&1", kPython).c_str()) == 0;
+  static const bool ok =
+      ::access(kPython, X_OK) == 0 &&
+      std::system(fmt::format("{} -c 'import torch' >/dev/null 2>&1", kPython).c_str()) == 0;
   return ok;
 }
 
@@ -77,7 +78,8 @@ class SafetensorsReference : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!have_torch()) {
-      if (testing::require_references()) FAIL() << kPython << " with torch is required (SWIFTLET_REQUIRE_REFERENCES=1)";
+      if (testing::require_references())
+        FAIL() << kPython << " with torch is required (SWIFTLET_REQUIRE_REFERENCES=1)";
       GTEST_SKIP() << kPython << " with torch not found";
     }
     write_text(script, kScript);
@@ -97,7 +99,10 @@ TEST_F(SafetensorsReference, PythonReadsWhatSwiftletWrites) {
   i64.data<int64_t>()[0] = -5;
   i64.data<int64_t>()[1] = int64_t(1) << 40;
   save_safetensors(dir / "c.safetensors",
-                   {{"a.f32", Tensor::host_from(v, {3, 2})}, {"b.bf16", bf}, {"c.f16", hf}, {"d.i64", i64},
+                   {{"a.f32", Tensor::host_from(v, {3, 2})},
+                    {"b.bf16", bf},
+                    {"c.f16", hf},
+                    {"d.i64", i64},
                     {"e.empty", Tensor::host({0}, DType::kF32)}},
                    {{"format", "pt"}});
   Json r = run_python(script, "read", dir / "c.safetensors");
@@ -106,8 +111,10 @@ TEST_F(SafetensorsReference, PythonReadsWhatSwiftletWrites) {
   EXPECT_EQ(r["tensors"]["a.f32"]["shape"], Json({3, 2}));
   for (size_t i = 0; i < v.size(); ++i) {
     EXPECT_EQ(r["tensors"]["a.f32"]["values"][i].get<double>(), double(v[i]));
-    EXPECT_EQ(r["tensors"]["b.bf16"]["values"][i].get<double>(), double(bf16_to_f32(f32_to_bf16(v[i]))));
-    EXPECT_EQ(r["tensors"]["c.f16"]["values"][i].get<double>(), double(f16_to_f32(f32_to_f16(v[i]))));
+    EXPECT_EQ(r["tensors"]["b.bf16"]["values"][i].get<double>(),
+              double(bf16_to_f32(f32_to_bf16(v[i]))));
+    EXPECT_EQ(r["tensors"]["c.f16"]["values"][i].get<double>(),
+              double(f16_to_f32(f32_to_f16(v[i]))));
   }
   EXPECT_EQ(r["tensors"]["d.i64"]["values"], Json({-5.0, 1099511627776.0}));
   EXPECT_EQ(r["tensors"]["e.empty"]["shape"], Json({0}));
@@ -124,9 +131,12 @@ TEST_F(SafetensorsReference, SwiftletReadsWhatPythonWrites) {
   for (size_t i = 0; i < f32.size(); ++i) {
     EXPECT_EQ(double(f32[i]), expect["w.f32"]["values"][i].get<double>());
     // torch's rounding of the f32 values to bf16/f16 bit for bit equals swiftlet's.
-    EXPECT_EQ(int16_t(f.find("w.bf16")->data<uint16_t>()[i]), expect["w.bf16"]["bits"][i].get<int>()) << i;
+    EXPECT_EQ(int16_t(f.find("w.bf16")->data<uint16_t>()[i]),
+              expect["w.bf16"]["bits"][i].get<int>())
+        << i;
     EXPECT_EQ(int16_t(f32_to_bf16(f32[i])), expect["w.bf16"]["bits"][i].get<int>()) << i;
-    EXPECT_EQ(int16_t(f.find("w.f16")->data<uint16_t>()[i]), expect["w.f16"]["bits"][i].get<int>()) << i;
+    EXPECT_EQ(int16_t(f.find("w.f16")->data<uint16_t>()[i]), expect["w.f16"]["bits"][i].get<int>())
+        << i;
     EXPECT_EQ(int16_t(f32_to_f16(f32[i])), expect["w.f16"]["bits"][i].get<int>()) << i;
   }
   EXPECT_EQ(f.find("ids")->data<int64_t>()[3], int64_t(1) << 40);
