@@ -201,7 +201,7 @@ std::string resolve_model_path(const std::string& model_arg) {
                        fmt::join(s.incomplete, ", "));
   std::string dir = "./" + name;
   throw Error(msg,
-              fmt::format("this machine does not download models; fetch it first with "
+              fmt::format("swiftlet does not download models; fetch it first with "
                           "`modelscope download --model {0} --local_dir {1}` or "
                           "`huggingface-cli download {0} --local-dir {1}`, then pass --model {1}",
                           model_arg, dir));
