@@ -213,7 +213,8 @@ TokenizerFacts read_tokenizer_facts(const std::string& dir) {
       max_id = std::max(max_id, id);
     }
   }
-  const Json& model = tok.contains("model") ? tok["model"] : Json();
+  static const Json kNone;
+  const Json& model = tok.contains("model") ? tok.at("model") : kNone;  // a reference, no copy
   if (!model.is_object() || !model.contains("vocab"))
     throw Error(fmt::format("{} has no model.vocab", tok_path));
   const Json& vocab = model["vocab"];
