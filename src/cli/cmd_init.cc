@@ -1,4 +1,5 @@
-// swiftlet init: a new Hugging Face model folder with random weights, from a preset or a config.json.
+// swiftlet init: a new Hugging Face model folder with random weights, from a preset or a
+// config.json.
 #include <cctype>
 #include <cstdio>
 
@@ -12,25 +13,35 @@ namespace swiftlet::cli {
 
 namespace {
 
-constexpr const char* kSummary = "create a model folder with random weights (preset or config.json)";
+constexpr const char* kSummary =
+    "create a model folder with random weights (preset or config.json)";
 
 // "2GB" = 2e9 bytes, "500MB", "1GiB" = 2^30, plain digits = bytes (transformers' max_shard_size).
 uint64_t parse_size(const std::string& text) {
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   std::string unit = text.substr(i);
   for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
   double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  else if (unit == "KB") scale = 1e3;
-  else if (unit == "MB") scale = 1e6;
-  else if (unit == "GB") scale = 1e9;
-  else if (unit == "KIB") scale = 1024.0;
-  else if (unit == "MIB") scale = 1024.0 * 1024;
-  else if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  if (unit.empty() || unit == "B")
+    scale = 1;
+  else if (unit == "KB")
+    scale = 1e3;
+  else if (unit == "MB")
+    scale = 1e6;
+  else if (unit == "GB")
+    scale = 1e9;
+  else if (unit == "KIB")
+    scale = 1024.0;
+  else if (unit == "MIB")
+    scale = 1024.0 * 1024;
+  else if (unit == "GIB")
+    scale = 1024.0 * 1024 * 1024;
   double value = i > 0 ? std::strtod(text.substr(0, i).c_str(), nullptr) : 0;
   if (scale == 0 || !(value > 0))
-    throw Error(fmt::format("--max_shard_size expects a size like 2GB, 500MB or 1GiB, got '{}'", text));
+    throw Error(
+        fmt::format("--max_shard_size expects a size like 2GB, 500MB or 1GiB, got '{}'", text));
   return uint64_t(value * scale);
 }
 
@@ -46,20 +57,25 @@ std::string with_commas(int64_t n) {
 int run_init(int argc, char** argv) {
   std::string presets;
   for (const auto& p : init_preset_names()) presets += (presets.empty() ? "" : ", ") + p;
-  Flags flags("init", {
-      {"preset", FlagKind::kString, "", "model shape: " + presets},
-      {"config", FlagKind::kString, "", "a config.json to take the shape from (instead of --preset)"},
-      {"tokenizer_dir", FlagKind::kString, "",
-       "folder with tokenizer.json + tokenizer_config.json (copied; sets vocab and special ids)"},
-      {"output_dir", FlagKind::kString, "", "the new model folder"},
-      {"overwrite", FlagKind::kBool, "false", "allow writing into a non-empty --output_dir"},
-      {"torch_dtype", FlagKind::kString, "",
-       "float32, bfloat16 or float16 (default: float32 for tiny presets, bfloat16 for full-size "
-       "ones, the config's own with --config)"},
-      {"seed", FlagKind::kInt, "42", "random seed of the weights"},
-      {"max_shard_size", FlagKind::kString, "2GB", "largest weight file before sharding"},
-      {"threads", FlagKind::kInt, "0", "threads filling the weights (0: all cores given)"},
-  });
+  Flags flags(
+      "init",
+      {
+          {"preset", FlagKind::kString, "", "model shape: " + presets},
+          {"config", FlagKind::kString, "",
+           "a config.json to take the shape from (instead of --preset)"},
+          {"tokenizer_dir", FlagKind::kString, "",
+           "folder with tokenizer.json + tokenizer_config.json (copied; sets vocab and special "
+           "ids)"},
+          {"output_dir", FlagKind::kString, "", "the new model folder"},
+          {"overwrite", FlagKind::kBool, "false", "allow writing into a non-empty --output_dir"},
+          {"torch_dtype", FlagKind::kString, "",
+           "float32, bfloat16 or float16 (default: float32 for tiny presets, bfloat16 for "
+           "full-size "
+           "ones, the config's own with --config)"},
+          {"seed", FlagKind::kInt, "42", "random seed of the weights"},
+          {"max_shard_size", FlagKind::kString, "2GB", "largest weight file before sharding"},
+          {"threads", FlagKind::kInt, "0", "threads filling the weights (0: all cores given)"},
+      });
   if (!flags.parse(argc, argv)) {
     std::printf("%s", flags.help_text(kSummary).c_str());
     return 0;

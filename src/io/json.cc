@@ -24,14 +24,16 @@ Json parse_json(const std::string& text, const std::string& where) {
   try {
     return Json::parse(text);
   } catch (const Json::parse_error& e) {
-    // nlohmann's message starts "[json.exception.parse_error.101] parse error at line 1, column 2: "
-    // and its byte is one past the offending character; keep only the explanation.
+    // nlohmann's message starts "[json.exception.parse_error.101] parse error at line 1, column 2:
+    // " and its byte is one past the offending character; keep only the explanation.
     std::string msg = e.what();
-    if (auto colon = msg.find(": "); msg.rfind("[json.exception", 0) == 0 && colon != std::string::npos)
+    if (auto colon = msg.find(": ");
+        msg.rfind("[json.exception", 0) == 0 && colon != std::string::npos)
       msg = msg.substr(colon + 2);
     size_t byte = e.byte > 0 ? e.byte - 1 : 0;
     auto [line, column] = line_column(text, byte);
-    throw Error(fmt::format("{} is not valid JSON: line {}, column {}: {}", where, line, column, msg));
+    throw Error(
+        fmt::format("{} is not valid JSON: line {}, column {}: {}", where, line, column, msg));
   }
 }
 
@@ -101,7 +103,8 @@ std::string json_string(const Json& o, const std::string& key, const std::string
   return v.get<std::string>();
 }
 
-std::optional<int64_t> json_opt_int(const Json& o, const std::string& key, const std::string& where) {
+std::optional<int64_t> json_opt_int(const Json& o, const std::string& key,
+                                    const std::string& where) {
   if (!json_has(o, key)) return std::nullopt;
   return json_int(o, key, where);
 }

@@ -1,9 +1,8 @@
 #pragma once
 // JSON helpers over nlohmann::json whose errors name the file (and line/column for syntax errors)
 // and the field: "field hidden_size of model/config.json must be an integer".
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 

@@ -40,7 +40,8 @@ struct Fd {
   }
   uint64_t size(const std::string& path) const {
     struct stat st;
-    if (::fstat(fd, &st) != 0) throw Error(fmt::format("cannot stat {}: {}", path, std::strerror(errno)));
+    if (::fstat(fd, &st) != 0)
+      throw Error(fmt::format("cannot stat {}: {}", path, std::strerror(errno)));
     return uint64_t(st.st_size);
   }
   void read_at(void* dst, size_t n, uint64_t offset, const std::string& path) const {
@@ -75,13 +76,13 @@ uint64_t json_offset(const Json& v, const std::string& what) {
 
 SafetensorsEntry parse_entry(const std::string& name, const Json& v, const std::string& path) {
   std::string where = fmt::format("tensor {} in the header of {}", name, path);
-  if (!v.is_object())
-    throw Error(fmt::format("{} is not a JSON object: {}", where, v.dump()));
+  if (!v.is_object()) throw Error(fmt::format("{} is not a JSON object: {}", where, v.dump()));
   SafetensorsEntry e;
   e.name = name;
   if (!v.contains("dtype") || !v["dtype"].is_string())
     throw Error(fmt::format("{} has no dtype string", where));
-  e.dtype = parse_safetensors_dtype(v["dtype"].get<std::string>(), fmt::format("tensor {} of {}", name, path));
+  e.dtype = parse_safetensors_dtype(v["dtype"].get<std::string>(),
+                                    fmt::format("tensor {} of {}", name, path));
   if (!v.contains("shape") || !v["shape"].is_array())
     throw Error(fmt::format("{} has no shape array", where));
   for (const Json& d : v["shape"])
@@ -117,14 +118,15 @@ DType parse_safetensors_dtype(const std::string& name, const std::string& where)
   if (name.rfind("F8_", 0) == 0)
     throw Error(fmt::format("{} has dtype {}: FP8 weights are not supported", where, name),
                 "convert the model to bf16 (or download its bf16 release) and load that folder");
-  static const char* kKnown[] = {"BOOL", "I8",  "I16", "U16", "U32", "U64", "F64",
-                                 "C64",  "F4",  "F6_E2M3", "F6_E3M2"};
+  static const char* kKnown[] = {"BOOL", "I8",  "I16", "U16",     "U32",    "U64",
+                                 "F64",  "C64", "F4",  "F6_E2M3", "F6_E3M2"};
   for (const char* k : kKnown)
     if (name == k)
       throw Error(fmt::format("{} has dtype {}, which swiftlet does not support (supported: {})",
                               where, name, supported_list()),
                   "convert the model to bf16, f16 or f32");
-  throw Error(fmt::format("{} has unknown dtype '{}' (supported: {})", where, name, supported_list()));
+  throw Error(
+      fmt::format("{} has unknown dtype '{}' (supported: {})", where, name, supported_list()));
 }
 
 SafetensorsHeader read_safetensors_header(const std::string& path) {
@@ -133,66 +135,72 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   h.path = path;
   h.file_size = fd.size(path);
   if (h.file_size < 8)
-    throw Error(fmt::format("{} is not a safetensors file: it has only {} bytes", path, h.file_size));
+    throw Error(
+        fmt::format("{} is not a safetensors file: it has only {} bytes", path, h.file_size));
   unsigned char len_bytes[8];
   fd.read_at(len_bytes, 8, 0, path);
   h.header_bytes = read_u64_le(len_bytes);
   if (h.header_bytes > kMaxHeaderBytes)
-    throw Error(fmt::format("{}: header length {} is absurd (the limit is {} bytes); the file is "
-                            "corrupt or not a safetensors file",
-                            path, h.header_bytes, kMaxHeaderBytes));
+    throw Error(
+        fmt::format("{}: header length {} is absurd (the limit is {} bytes); the file is "
+                    "corrupt or not a safetensors file",
+                    path, h.header_bytes, kMaxHeaderBytes));
   if (h.header_bytes > h.file_size - 8)
-    throw Error(fmt::format("{}: header length {} is larger than the file ({} bytes); the file is "
-                            "truncated or not a safetensors file",
-                            path, h.header_bytes, h.file_size));
+    throw Error(
+        fmt::format("{}: header length {} is larger than the file ({} bytes); the file is "
+                    "truncated or not a safetensors file",
+                    path, h.header_bytes, h.file_size));
   h.data_start = 8 + h.header_bytes;
   std::string text(h.header_bytes, '\0');
   fd.read_at(text.data(), text.size(), 8, path);
   Json j = parse_json(text, fmt::format("the header of {}", path));
-  if (!j.is_object())
-    throw Error(fmt::format("the header of {} is not a JSON object", path));
+  if (!j.is_object()) throw Error(fmt::format("the header of {} is not a JSON object", path));
 
   const uint64_t data_size = h.file_size - h.data_start;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it->is_object())
-        throw Error(fmt::format("__metadata__ in the header of {} must be an object of strings", path));
+        throw Error(
+            fmt::format("__metadata__ in the header of {} must be an object of strings", path));
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (!m->is_string())
-          throw Error(fmt::format("__metadata__ field {} in the header of {} must be a string, got {}",
-                                  m.key(), path, m->dump()));
+          throw Error(
+              fmt::format("__metadata__ field {} in the header of {} must be a string, got {}",
+                          m.key(), path, m->dump()));
         h.metadata[m.key()] = m->get<std::string>();
       }
       continue;
     }
     SafetensorsEntry e = parse_entry(it.key(), *it, path);
     if (e.begin > e.end)
-      throw Error(fmt::format("tensor {} in {}: data_offsets [{}, {}] end before they begin", e.name,
-                              path, e.begin, e.end));
+      throw Error(fmt::format("tensor {} in {}: data_offsets [{}, {}] end before they begin",
+                              e.name, path, e.begin, e.end));
     if (e.end > data_size)
-      throw Error(fmt::format("tensor {} in {}: data_offsets [{}, {}] go past the end of the data "
-                              "region ({} bytes); the file is truncated or corrupt",
-                              e.name, path, e.begin, e.end, data_size));
+      throw Error(
+          fmt::format("tensor {} in {}: data_offsets [{}, {}] go past the end of the data "
+                      "region ({} bytes); the file is truncated or corrupt",
+                      e.name, path, e.begin, e.end, data_size));
     uint64_t need = needed_bytes(e, data_size);
     if (need != e.end - e.begin)
-      throw Error(fmt::format("tensor {} in {}: data_offsets [{}, {}] hold {} bytes but shape {} of "
-                              "{} needs {}",
-                              e.name, path, e.begin, e.end, e.end - e.begin, shape_str(e.shape),
-                              dtype_name(e.dtype),
-                              need == UINT64_MAX ? std::string("more than the file")
-                                                 : std::to_string(need)));
+      throw Error(fmt::format(
+          "tensor {} in {}: data_offsets [{}, {}] hold {} bytes but shape {} of "
+          "{} needs {}",
+          e.name, path, e.begin, e.end, e.end - e.begin, shape_str(e.shape), dtype_name(e.dtype),
+          need == UINT64_MAX ? std::string("more than the file") : std::to_string(need)));
     h.tensors.push_back(std::move(e));
   }
-  std::sort(h.tensors.begin(), h.tensors.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(h.tensors.begin(), h.tensors.end(),
+            [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+              return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+            });
   for (size_t i = 1; i < h.tensors.size(); ++i) {
     const auto& a = h.tensors[i - 1];
     const auto& b = h.tensors[i];
     // Empty tensors occupy no bytes and cannot overlap anything.
     if (b.begin < a.end && a.begin != a.end && b.begin != b.end)
-      throw Error(fmt::format("tensors {} [{}, {}] and {} [{}, {}] overlap in {}; the file is corrupt",
-                              a.name, a.begin, a.end, b.name, b.begin, b.end, path));
+      throw Error(
+          fmt::format("tensors {} [{}, {}] and {} [{}, {}] overlap in {}; the file is corrupt",
+                      a.name, a.begin, a.end, b.name, b.begin, b.end, path));
   }
   return h;
 }
@@ -247,8 +255,10 @@ void check_name(const std::string& name, std::set<std::string>& seen, const std:
     throw Error(fmt::format("cannot save {}: tensor name {} appears twice", path, name));
 }
 
-// File order of the reference writer: larger elements first (keeps every tensor aligned), then name.
-std::vector<size_t> file_order(const std::vector<TensorInfo>& infos, const std::vector<size_t>& subset) {
+// File order of the reference writer: larger elements first (keeps every tensor aligned), then
+// name.
+std::vector<size_t> file_order(const std::vector<TensorInfo>& infos,
+                               const std::vector<size_t>& subset) {
   std::vector<size_t> order = subset;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     size_t sa = dtype_size(infos[a].dtype), sb = dtype_size(infos[b].dtype);
@@ -310,7 +320,8 @@ std::vector<TensorInfo> infos_of(const std::vector<std::pair<std::string, Tensor
 }  // namespace
 
 void save_safetensors(const std::string& path, const std::vector<TensorInfo>& infos,
-                      const TensorProducer& produce, const std::map<std::string, std::string>& metadata) {
+                      const TensorProducer& produce,
+                      const std::map<std::string, std::string>& metadata) {
   std::vector<size_t> all(infos.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
   write_file(path, infos, all, produce, metadata);
@@ -319,14 +330,13 @@ void save_safetensors(const std::string& path, const std::vector<TensorInfo>& in
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  save_safetensors(path, infos_of(tensors), [&](size_t i) { return tensors[i].second; }, metadata);
+  save_safetensors(
+      path, infos_of(tensors), [&](size_t i) { return tensors[i].second; }, metadata);
 }
 
-std::vector<std::string> save_safetensors_sharded(const std::string& dir,
-                                                  const std::vector<TensorInfo>& infos,
-                                                  const TensorProducer& produce,
-                                                  uint64_t max_shard_bytes,
-                                                  const std::map<std::string, std::string>& metadata) {
+std::vector<std::string> save_safetensors_sharded(
+    const std::string& dir, const std::vector<TensorInfo>& infos, const TensorProducer& produce,
+    uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
   SWIFTLET_CHECK(max_shard_bytes > 0, "save_safetensors_sharded: max_shard_bytes is 0");
   {
     std::set<std::string> seen;
@@ -382,7 +392,8 @@ std::vector<std::string> save_safetensors_sharded(
     const std::string& dir, const std::vector<std::pair<std::string, Tensor>>& tensors,
     uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
   return save_safetensors_sharded(
-      dir, infos_of(tensors), [&](size_t i) { return tensors[i].second; }, max_shard_bytes, metadata);
+      dir, infos_of(tensors), [&](size_t i) { return tensors[i].second; }, max_shard_bytes,
+      metadata);
 }
 
 }  // namespace swiftlet::io

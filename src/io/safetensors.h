@@ -32,9 +32,9 @@ struct SafetensorsEntry {
 struct SafetensorsHeader {
   std::string path;
   uint64_t file_size = 0;
-  uint64_t header_bytes = 0;  // N
-  uint64_t data_start = 0;    // 8 + N
-  std::vector<SafetensorsEntry> tensors;  // in file order (by begin offset)
+  uint64_t header_bytes = 0;                    // N
+  uint64_t data_start = 0;                      // 8 + N
+  std::vector<SafetensorsEntry> tensors;        // in file order (by begin offset)
   std::map<std::string, std::string> metadata;  // "__metadata__"
 };
 

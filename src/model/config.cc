@@ -54,9 +54,10 @@ RopeScaling parse_rope_scaling(const Json& r, const std::string& where) {
   RopeScaling s;
   if (r.is_null()) return s;
   std::string what = fmt::format("rope_scaling in {}", where);
-  if (!r.is_object()) throw Error(fmt::format("{} must be an object or null, got {}", what, r.dump()));
-  std::string type = io::json_opt_string(r, "rope_type", what).value_or(
-      io::json_opt_string(r, "type", what).value_or("default"));
+  if (!r.is_object())
+    throw Error(fmt::format("{} must be an object or null, got {}", what, r.dump()));
+  std::string type = io::json_opt_string(r, "rope_type", what)
+                         .value_or(io::json_opt_string(r, "type", what).value_or("default"));
   s.rope_type = type;
   if (type == "default") return s;
   if (type == "linear") {
@@ -67,15 +68,18 @@ RopeScaling parse_rope_scaling(const Json& r, const std::string& where) {
     s.high_freq_factor = io::json_number(r, "high_freq_factor", what);
     s.original_max_position_embeddings = io::json_int(r, "original_max_position_embeddings", what);
     if (s.high_freq_factor <= s.low_freq_factor || s.original_max_position_embeddings <= 0)
-      throw Error(fmt::format("{}: llama3 scaling needs high_freq_factor > low_freq_factor and a "
-                              "positive original_max_position_embeddings",
-                              what));
+      throw Error(
+          fmt::format("{}: llama3 scaling needs high_freq_factor > low_freq_factor and a "
+                      "positive original_max_position_embeddings",
+                      what));
   } else {
-    throw Error(fmt::format("{}: rope type '{}' is not supported (supported: default, linear, llama3)",
-                            what, type),
-                "remove rope_scaling from config.json to use the model at its original context length");
+    throw Error(
+        fmt::format("{}: rope type '{}' is not supported (supported: default, linear, llama3)",
+                    what, type),
+        "remove rope_scaling from config.json to use the model at its original context length");
   }
-  if (!(s.factor > 0)) throw Error(fmt::format("{}: factor must be positive, got {}", what, s.factor));
+  if (!(s.factor > 0))
+    throw Error(fmt::format("{}: factor must be positive, got {}", what, s.factor));
   return s;
 }
 
@@ -87,9 +91,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 
   if (io::json_has(j, "quantization_config")) {
     const Json& q = j["quantization_config"];
-    std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
-                             ? q["quant_method"].get<std::string>()
-                             : std::string("unknown");
+    std::string method =
+        q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+            ? q["quant_method"].get<std::string>()
+            : std::string("unknown");
     throw Error(fmt::format("{} describes a quantized model (quant_method {}); swiftlet loads only "
                             "bf16, f16 or f32 weights",
                             where, method),
@@ -137,17 +142,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                               ? positive_int(j, "num_key_value_heads", where)
                               : c.num_attention_heads;
   if (c.num_attention_heads % c.num_key_value_heads != 0)
-    throw Error(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                            where, c.num_attention_heads, c.num_key_value_heads));
+    throw Error(
+        fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where,
+                    c.num_attention_heads, c.num_key_value_heads));
   if (io::json_has(j, "head_dim")) {
     c.head_dim = positive_int(j, "head_dim", where);
   } else if (c.family == ModelFamily::kQwen3) {
     c.head_dim = 128;  // Qwen3Config's default
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
-      throw Error(fmt::format("{}: hidden_size {} is not a multiple of num_attention_heads {} and "
-                              "head_dim is not given",
-                              where, c.hidden_size, c.num_attention_heads));
+      throw Error(
+          fmt::format("{}: hidden_size {} is not a multiple of num_attention_heads {} and "
+                      "head_dim is not given",
+                      where, c.hidden_size, c.num_attention_heads));
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
 
@@ -161,13 +168,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                      .value_or(io::json_opt_number(rope_params, "rope_theta",
                                                    fmt::format("rope_parameters in {}", where))
                                    .value_or(10000.0));
-  if (!(c.rope_theta > 0)) throw Error(fmt::format("field rope_theta of {} must be positive", where));
-  c.rope_scaling = parse_rope_scaling(io::json_has(j, "rope_scaling") ? j["rope_scaling"] : rope_params,
-                                      where);
+  if (!(c.rope_theta > 0))
+    throw Error(fmt::format("field rope_theta of {} must be positive", where));
+  c.rope_scaling =
+      parse_rope_scaling(io::json_has(j, "rope_scaling") ? j["rope_scaling"] : rope_params, where);
 
   if (auto act = io::json_opt_string(j, "hidden_act", where); act && *act != "silu")
-    throw Error(fmt::format("{}: hidden_act '{}' is not supported (the supported families use silu)",
-                            where, *act));
+    throw Error(fmt::format(
+        "{}: hidden_act '{}' is not supported (the supported families use silu)", where, *act));
   if (io::json_opt_bool(j, "use_sliding_window", where).value_or(false))
     throw Error(fmt::format("{}: use_sliding_window is true; sliding-window attention is not "
                             "supported",
@@ -195,17 +203,20 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (!dtype) dtype = io::json_opt_string(j, "dtype", where);  // name used by newer transformers
   c.torch_dtype = dtype.value_or("float32");
   if (c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" && c.torch_dtype != "float16")
-    throw Error(fmt::format("{}: torch_dtype '{}' is not supported (supported: float32, bfloat16, "
-                            "float16)",
-                            where, c.torch_dtype));
+    throw Error(
+        fmt::format("{}: torch_dtype '{}' is not supported (supported: float32, bfloat16, "
+                    "float16)",
+                    where, c.torch_dtype));
   c.eos_token_id = token_ids(j, "eos_token_id", where);
   std::vector<int64_t> bos = token_ids(j, "bos_token_id", where);
   if (bos.size() > 1)
-    throw Error(fmt::format("field bos_token_id of {} must be one id, got {}", where, j["bos_token_id"].dump()));
+    throw Error(fmt::format("field bos_token_id of {} must be one id, got {}", where,
+                            j["bos_token_id"].dump()));
   c.bos_token_id = bos.empty() ? -1 : bos[0];
   for (int64_t id : c.eos_token_id)
     if (id >= c.vocab_size)
-      throw Error(fmt::format("{}: eos_token_id {} is not below vocab_size {}", where, id, c.vocab_size));
+      throw Error(
+          fmt::format("{}: eos_token_id {} is not below vocab_size {}", where, id, c.vocab_size));
   if (c.bos_token_id >= c.vocab_size)
     throw Error(fmt::format("{}: bos_token_id {} is not below vocab_size {}", where, c.bos_token_id,
                             c.vocab_size));

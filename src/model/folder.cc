@@ -19,7 +19,8 @@ using io::Json;
 
 namespace {
 
-std::vector<int64_t> token_id_list(const Json& j, const std::string& key, const std::string& where) {
+std::vector<int64_t> token_id_list(const Json& j, const std::string& key,
+                                   const std::string& where) {
   std::vector<int64_t> ids;
   if (!io::json_has(j, key)) return ids;
   std::string what = fmt::format("field {} of {}", key, where);
@@ -91,7 +92,8 @@ bool search_modelscope(const std::string& org, const std::string& name, Search& 
   if (escaped != ids[0]) ids.push_back(escaped);
   for (const auto& layout : layouts)
     for (const auto& id : ids)
-      if (s.offer(io::path_join(layout.empty() ? root : io::path_join(root, layout), id))) return true;
+      if (s.offer(io::path_join(layout.empty() ? root : io::path_join(root, layout), id)))
+        return true;
   return false;
 }
 
@@ -100,7 +102,8 @@ bool search_huggingface(const std::string& org, const std::string& name, Search&
   if (root.empty() && !env("HF_HOME").empty()) root = io::path_join(env("HF_HOME"), "hub");
   if (root.empty() && !env("XDG_CACHE_HOME").empty())
     root = io::path_join(env("XDG_CACHE_HOME"), "huggingface/hub");
-  if (root.empty() && !env("HOME").empty()) root = io::path_join(env("HOME"), ".cache/huggingface/hub");
+  if (root.empty() && !env("HOME").empty())
+    root = io::path_join(env("HOME"), ".cache/huggingface/hub");
   if (root.empty()) return false;
   std::string repo = io::path_join(root, "models--" + org + "--" + name);
   std::string snapshots = io::path_join(repo, "snapshots");
@@ -142,7 +145,8 @@ GenerationConfig parse_generation_config(const std::string& json_text, const std
   g.do_sample = io::json_opt_bool(j, "do_sample", where);
   g.max_new_tokens = io::json_opt_int(j, "max_new_tokens", where);
   auto bad = [&](const char* field, const char* rule) {
-    throw Error(fmt::format("field {} of {} must be {}, got {}", field, where, rule, j[field].dump()));
+    throw Error(
+        fmt::format("field {} of {} must be {}, got {}", field, where, rule, j[field].dump()));
   };
   if (g.temperature && *g.temperature < 0) bad("temperature", "at least 0");
   if (g.top_p && !(*g.top_p > 0 && *g.top_p <= 1)) bad("top_p", "in (0, 1]");
@@ -172,7 +176,8 @@ std::string generation_config_to_json(const GenerationConfig& g) {
 
 std::string resolve_model_path(const std::string& model_arg) {
   if (model_arg.empty())
-    throw Error("no model given", "pass --model with a model folder or a hub ID like Qwen/Qwen3-0.6B");
+    throw Error("no model given",
+                "pass --model with a model folder or a hub ID like Qwen/Qwen3-0.6B");
   if (io::is_directory(model_arg)) return model_arg;
   if (io::path_exists(model_arg))
     throw Error(fmt::format("model {} is a file, not a model folder", model_arg),
@@ -195,10 +200,11 @@ std::string resolve_model_path(const std::string& model_arg) {
     msg += fmt::format("; {} exists but has no config.json (an incomplete download?)",
                        fmt::join(s.incomplete, ", "));
   std::string dir = "./" + name;
-  throw Error(msg, fmt::format("this machine does not download models; fetch it first with "
-                               "`modelscope download --model {0} --local_dir {1}` or "
-                               "`huggingface-cli download {0} --local-dir {1}`, then pass --model {1}",
-                               model_arg, dir));
+  throw Error(msg,
+              fmt::format("swiftlet does not download models; fetch it first with "
+                          "`modelscope download --model {0} --local_dir {1}` or "
+                          "`huggingface-cli download {0} --local-dir {1}`, then pass --model {1}",
+                          model_arg, dir));
 }
 
 namespace {
@@ -226,7 +232,8 @@ ModelFolder load_model_folder(const std::string& model_arg) {
   m.config = parse_model_config(io::read_file(config_path), config_path);
 
   const std::string gen_path = io::path_join(m.path, "generation_config.json");
-  if (io::is_regular_file(gen_path)) m.generation = parse_generation_config(io::read_file(gen_path), gen_path);
+  if (io::is_regular_file(gen_path))
+    m.generation = parse_generation_config(io::read_file(gen_path), gen_path);
   if (m.generation.eos_token_id.empty()) m.generation.eos_token_id = m.config.eos_token_id;
   if (!m.generation.bos_token_id && m.config.bos_token_id >= 0)
     m.generation.bos_token_id = m.config.bos_token_id;
@@ -242,7 +249,8 @@ ModelFolder load_model_folder(const std::string& model_arg) {
       throw Error(fmt::format("{} has no weight_map object", index_path));
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       if (!it->is_string())
-        throw Error(fmt::format("weight_map entry {} of {} must be a file name", it.key(), index_path));
+        throw Error(
+            fmt::format("weight_map entry {} of {} must be a file name", it.key(), index_path));
       weight_map[it.key()] = it->get<std::string>();
     }
     std::set<std::string> files;
@@ -264,8 +272,9 @@ ModelFolder load_model_folder(const std::string& model_arg) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(m.path, ec)) {
       std::string n = e.path().filename().string();
-      if (n.size() > 4 && (n.ends_with(".bin") || n.ends_with(".pt") || n.ends_with(".safetensors") ||
-                           n.ends_with(".gguf") || n.ends_with(".pth")))
+      if (n.size() > 4 &&
+          (n.ends_with(".bin") || n.ends_with(".pt") || n.ends_with(".safetensors") ||
+           n.ends_with(".gguf") || n.ends_with(".pth")))
         others.push_back(n);
     }
     std::sort(others.begin(), others.end());
@@ -284,7 +293,8 @@ ModelFolder load_model_folder(const std::string& model_arg) {
   // Validate every header before mapping any data.
   std::vector<io::SafetensorsHeader> headers;
   std::map<std::string, std::pair<size_t, const io::SafetensorsEntry*>> present;  // name -> file
-  for (const auto& f : m.weight_files) headers.push_back(io::read_safetensors_header(io::path_join(m.path, f)));
+  for (const auto& f : m.weight_files)
+    headers.push_back(io::read_safetensors_header(io::path_join(m.path, f)));
   for (size_t fi = 0; fi < headers.size(); ++fi) {
     for (const auto& e : headers[fi].tensors) {
       auto [it, fresh] = present.emplace(e.name, std::make_pair(fi, &e));
@@ -314,14 +324,16 @@ ModelFolder load_model_folder(const std::string& model_arg) {
     const io::SafetensorsEntry& e = *it->second.second;
     const std::string& file = headers[it->second.first].path;
     if (e.shape != s.shape)
-      throw Error(fmt::format("tensor {} in {} has shape {}, but config.json ({} with hidden_size {}, "
-                              "vocab_size {}) needs {}",
-                              s.name, file, shape_str(e.shape), m.config.architecture,
-                              m.config.hidden_size, m.config.vocab_size, shape_str(s.shape)),
-                  "the weights and config.json do not belong together");
+      throw Error(
+          fmt::format("tensor {} in {} has shape {}, but config.json ({} with hidden_size {}, "
+                      "vocab_size {}) needs {}",
+                      s.name, file, shape_str(e.shape), m.config.architecture, m.config.hidden_size,
+                      m.config.vocab_size, shape_str(s.shape)),
+          "the weights and config.json do not belong together");
     if (!dtype_is_float(e.dtype))
-      throw Error(fmt::format("tensor {} in {} has dtype {}; model weights must be F32, BF16 or F16",
-                              s.name, file, dtype_name(e.dtype)));
+      throw Error(
+          fmt::format("tensor {} in {} has dtype {}; model weights must be F32, BF16 or F16",
+                      s.name, file, dtype_name(e.dtype)));
   }
   if (!missing.empty())
     throw Error(fmt::format("model folder {} lacks {} weight(s) that {} needs: {}", m.path,
@@ -332,18 +344,20 @@ ModelFolder load_model_folder(const std::string& model_arg) {
   for (const auto& [name, _] : present) {
     if (expected.count(name) || ignorable_extra(name)) continue;
     if (name == "lm_head.weight" && m.config.tie_word_embeddings) {
-      log_warning("{}: ignoring lm_head.weight because tie_word_embeddings is true (the output layer "
-                  "uses model.embed_tokens.weight, as transformers does)",
-                  m.path);
+      log_warning(
+          "{}: ignoring lm_head.weight because tie_word_embeddings is true (the output layer "
+          "uses model.embed_tokens.weight, as transformers does)",
+          m.path);
       continue;
     }
     extra.push_back(name);
   }
   if (!extra.empty())
-    throw Error(fmt::format("model folder {} has {} tensor(s) that {} does not use: {}", m.path,
-                            extra.size(), m.config.architecture, first_names(extra, 5)),
-                "the weights belong to another architecture than config.json names, or to a variant "
-                "swiftlet does not support");
+    throw Error(
+        fmt::format("model folder {} has {} tensor(s) that {} does not use: {}", m.path,
+                    extra.size(), m.config.architecture, first_names(extra, 5)),
+        "the weights belong to another architecture than config.json names, or to a variant "
+        "swiftlet does not support");
 
   for (const auto& h : headers) {
     io::SafetensorsFile f = io::load_safetensors(h);

@@ -44,8 +44,9 @@ struct ModelFolder {
 // A local folder is returned as given. A hub ID "org/name" is looked up in
 // ModelScope's cache ($MODELSCOPE_CACHE, else ~/.cache/modelscope/hub: models/<org>/<name> and
 // <org>/<name>, names also with '.' escaped as '___') and then Hugging Face's
-// ($HF_HUB_CACHE, $HF_HOME/hub, else ~/.cache/huggingface/hub: models--<org>--<name>/snapshots/<rev>
-// with <rev> from refs/main). Throws Error listing the folders searched, with download commands.
+// ($HF_HUB_CACHE, $HF_HOME/hub, else ~/.cache/huggingface/hub:
+// models--<org>--<name>/snapshots/<rev> with <rev> from refs/main). Throws Error listing the
+// folders searched, with download commands.
 std::string resolve_model_path(const std::string& model_arg);
 
 // Loads config.json, generation_config.json and the weights, refusing unsupported or damaged

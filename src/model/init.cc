@@ -30,12 +30,14 @@ struct Preset {
 // (Qwen3 q/k norms, Qwen2 q/k/v biases, Llama-3 rope scaling) at a size tests run in milliseconds.
 constexpr Preset kPresets[] = {
     {"tiny", ModelFamily::kQwen3, 64, 2, 4, 2, 16, 128, 4096, 1e6, 1e-6, true, "float32", false},
-    {"tiny-qwen2", ModelFamily::kQwen2, 64, 2, 4, 2, 16, 128, 4096, 1e6, 1e-6, false, "float32", false},
-    {"tiny-llama", ModelFamily::kLlama, 64, 2, 4, 2, 16, 128, 4096, 5e5, 1e-5, false, "float32", false},
-    {"qwen3-0.6b", ModelFamily::kQwen3, 1024, 28, 16, 8, 128, 3072, 40960, 1e6, 1e-6, true, "bfloat16",
-     true},
-    {"qwen3-1.7b", ModelFamily::kQwen3, 2048, 28, 16, 8, 128, 6144, 40960, 1e6, 1e-6, true, "bfloat16",
-     true},
+    {"tiny-qwen2", ModelFamily::kQwen2, 64, 2, 4, 2, 16, 128, 4096, 1e6, 1e-6, false, "float32",
+     false},
+    {"tiny-llama", ModelFamily::kLlama, 64, 2, 4, 2, 16, 128, 4096, 5e5, 1e-5, false, "float32",
+     false},
+    {"qwen3-0.6b", ModelFamily::kQwen3, 1024, 28, 16, 8, 128, 3072, 40960, 1e6, 1e-6, true,
+     "bfloat16", true},
+    {"qwen3-1.7b", ModelFamily::kQwen3, 2048, 28, 16, 8, 128, 6144, 40960, 1e6, 1e-6, true,
+     "bfloat16", true},
 };
 
 const Preset* find_preset(const std::string& name) {
@@ -67,7 +69,8 @@ uint64_t fnv1a(const std::string& s) {
 
 // Normal(0, std) in fixed chunks, each with its own stream keyed by (seed, weight name, chunk), so
 // the bytes do not depend on the thread count or on which other weights the model has.
-void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stddev, ThreadPool* pool) {
+void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stddev,
+                 ThreadPool* pool) {
   constexpr int64_t kChunk = 1 << 16;
   const int64_t n = t.numel(), chunks = (n + kChunk - 1) / kChunk;
   const uint64_t key = mix64(mix64(seed) ^ fnv1a(name));
@@ -78,10 +81,17 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
       for (int64_t i = c * kChunk; i < end; ++i) {
         float v = float(stddev * rng.normal());
         switch (t.dtype()) {
-          case DType::kF32: t.data<float>()[i] = v; break;
-          case DType::kBF16: t.data<uint16_t>()[i] = f32_to_bf16(v); break;
-          case DType::kF16: t.data<uint16_t>()[i] = f32_to_f16(v); break;
-          default: SWIFTLET_CHECK(false, "fill_normal: dtype {}", dtype_name(t.dtype()));
+          case DType::kF32:
+            t.data<float>()[i] = v;
+            break;
+          case DType::kBF16:
+            t.data<uint16_t>()[i] = f32_to_bf16(v);
+            break;
+          case DType::kF16:
+            t.data<uint16_t>()[i] = f32_to_f16(v);
+            break;
+          default:
+            SWIFTLET_CHECK(false, "fill_normal: dtype {}", dtype_name(t.dtype()));
         }
       }
     }
@@ -96,16 +106,24 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
 void fill_constant(Tensor& t, float v) {
   for (int64_t i = 0; i < t.numel(); ++i) {
     switch (t.dtype()) {
-      case DType::kF32: t.data<float>()[i] = v; break;
-      case DType::kBF16: t.data<uint16_t>()[i] = f32_to_bf16(v); break;
-      case DType::kF16: t.data<uint16_t>()[i] = f32_to_f16(v); break;
-      default: SWIFTLET_CHECK(false, "fill_constant: dtype {}", dtype_name(t.dtype()));
+      case DType::kF32:
+        t.data<float>()[i] = v;
+        break;
+      case DType::kBF16:
+        t.data<uint16_t>()[i] = f32_to_bf16(v);
+        break;
+      case DType::kF16:
+        t.data<uint16_t>()[i] = f32_to_f16(v);
+        break;
+      default:
+        SWIFTLET_CHECK(false, "fill_constant: dtype {}", dtype_name(t.dtype()));
     }
   }
 }
 
 // A special token in tokenizer_config.json is a string or, in older files, {"content": "..."}.
-std::optional<std::string> special_token(const Json& config, const char* key, const std::string& where) {
+std::optional<std::string> special_token(const Json& config, const char* key,
+                                         const std::string& where) {
   if (!io::json_has(config, key)) return std::nullopt;
   const Json& v = config[key];
   if (v.is_string()) return v.get<std::string>();
@@ -114,10 +132,14 @@ std::optional<std::string> special_token(const Json& config, const char* key, co
   throw Error(fmt::format("field {} of {} must be a token string, got {}", key, where, v.dump()));
 }
 
-const char* const kTokenizerFiles[] = {"tokenizer.json",       "tokenizer_config.json",
-                                       "special_tokens_map.json", "added_tokens.json",
-                                       "vocab.json",           "merges.txt",
-                                       "vocab.txt",            "tokenizer.model"};
+const char* const kTokenizerFiles[] = {"tokenizer.json",
+                                       "tokenizer_config.json",
+                                       "special_tokens_map.json",
+                                       "added_tokens.json",
+                                       "vocab.json",
+                                       "merges.txt",
+                                       "vocab.txt",
+                                       "tokenizer.model"};
 
 }  // namespace
 
@@ -130,7 +152,8 @@ std::vector<std::string> init_preset_names() {
 ModelConfig init_preset_config(const std::string& name) {
   const Preset* p = find_preset(name);
   if (!p)
-    throw Error(fmt::format("unknown preset '{}' (presets: {})", name, fmt::join(init_preset_names(), ", ")),
+    throw Error(fmt::format("unknown preset '{}' (presets: {})", name,
+                            fmt::join(init_preset_names(), ", ")),
                 "or give --config with a config.json");
   ModelConfig c;
   c.family = p->family;
@@ -171,9 +194,10 @@ TokenizerFacts read_tokenizer_facts(const std::string& dir) {
   const std::string cfg_path = io::path_join(dir, "tokenizer_config.json");
   for (const auto& p : {tok_path, cfg_path})
     if (!io::is_regular_file(p))
-      throw Error(fmt::format("tokenizer folder {} has no {}", dir, fs::path(p).filename().string()),
-                  "--tokenizer_dir takes a folder with tokenizer.json and tokenizer_config.json, for "
-                  "example a downloaded model's folder");
+      throw Error(
+          fmt::format("tokenizer folder {} has no {}", dir, fs::path(p).filename().string()),
+          "--tokenizer_dir takes a folder with tokenizer.json and tokenizer_config.json, for "
+          "example a downloaded model's folder");
   Json tok = io::read_json_file(tok_path);
   Json cfg = io::read_json_file(cfg_path);
   TokenizerFacts f;
@@ -184,17 +208,20 @@ TokenizerFacts read_tokenizer_facts(const std::string& dir) {
   if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
     for (const Json& a : tok["added_tokens"]) {
       int64_t id = io::json_int(a, "id", fmt::format("an added_tokens entry of {}", tok_path));
-      ids.emplace(io::json_string(a, "content", fmt::format("added token {} of {}", id, tok_path)), id);
+      ids.emplace(io::json_string(a, "content", fmt::format("added token {} of {}", id, tok_path)),
+                  id);
       max_id = std::max(max_id, id);
     }
   }
-  const Json& model = tok.contains("model") ? tok["model"] : Json();
+  static const Json kNone;
+  const Json& model = tok.contains("model") ? tok.at("model") : kNone;  // a reference, no copy
   if (!model.is_object() || !model.contains("vocab"))
     throw Error(fmt::format("{} has no model.vocab", tok_path));
   const Json& vocab = model["vocab"];
   if (vocab.is_object()) {  // BPE / WordPiece / WordLevel: {token: id}
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      int64_t id = io::json_as_int(*it, fmt::format("the id of token {} in {}", it.key(), tok_path));
+      int64_t id =
+          io::json_as_int(*it, fmt::format("the id of token {} in {}", it.key(), tok_path));
       ids.emplace(it.key(), id);
       max_id = std::max(max_id, id);
     }
@@ -238,11 +265,13 @@ int64_t padded_vocab_size(const TokenizerFacts& f) {
 InitResult plan_model_folder(const InitOptions& o) {
   if (o.preset.empty() == o.config_path.empty())
     throw Error("give exactly one of --preset and --config",
-                fmt::format("presets: {}; --config takes a config.json", fmt::join(init_preset_names(), ", ")));
+                fmt::format("presets: {}; --config takes a config.json",
+                            fmt::join(init_preset_names(), ", ")));
   if (o.tokenizer_dir.empty())
-    throw Error("--tokenizer_dir is required",
-                "give a folder with tokenizer.json and tokenizer_config.json; the model's vocabulary "
-                "and special tokens come from it");
+    throw Error(
+        "--tokenizer_dir is required",
+        "give a folder with tokenizer.json and tokenizer_config.json; the model's vocabulary "
+        "and special tokens come from it");
   if (o.output_dir.empty()) throw Error("--output_dir is required");
 
   InitResult r;
@@ -265,9 +294,10 @@ InitResult plan_model_folder(const InitOptions& o) {
   if (preset) {
     c.vocab_size = padded_vocab_size(tf);
   } else if (c.vocab_size < tf.num_tokens) {
-    throw Error(fmt::format("vocab_size {} of {} is smaller than the {} tokens of the tokenizer in {}",
-                            c.vocab_size, o.config_path, tf.num_tokens, o.tokenizer_dir),
-                "raise vocab_size or use the tokenizer the config was made for");
+    throw Error(
+        fmt::format("vocab_size {} of {} is smaller than the {} tokens of the tokenizer in {}",
+                    c.vocab_size, o.config_path, tf.num_tokens, o.tokenizer_dir),
+        "raise vocab_size or use the tokenizer the config was made for");
   }
   c.eos_token_id = {tf.eos_token_id};
   // Qwen's tokenizers name no bos_token while Qwen's configs give <|endoftext|>; follow them.
@@ -276,7 +306,8 @@ InitResult plan_model_folder(const InitOptions& o) {
   GenerationConfig& g = r.generation;
   g.eos_token_id = {tf.eos_token_id};
   // Chat models stop at the end of a turn and at the end of a document (Qwen lists both).
-  if (tf.endoftext_id >= 0 && tf.endoftext_id != tf.eos_token_id) g.eos_token_id.push_back(tf.endoftext_id);
+  if (tf.endoftext_id >= 0 && tf.endoftext_id != tf.eos_token_id)
+    g.eos_token_id.push_back(tf.endoftext_id);
   if (c.bos_token_id >= 0) g.bos_token_id = c.bos_token_id;
   if (tf.pad_token_id >= 0) g.pad_token_id = tf.pad_token_id;
   if (preset && preset->qwen3_sampling) {
@@ -307,19 +338,24 @@ InitResult init_model_folder(const InitOptions& o) {
   std::vector<io::TensorInfo> infos;
   for (const auto& s : specs) infos.push_back({s.name, dtype, s.shape});
   // Weights first: config.json appears last, so a folder with one is complete.
-  r.files = io::save_safetensors_sharded(
-      o.output_dir, infos,
-      [&](size_t i) {
-        Tensor t = Tensor::host(specs[i].shape, dtype);
-        switch (specs[i].kind) {
-          case WeightKind::kNorm: fill_constant(t, 1.0f); break;
-          case WeightKind::kBias: fill_constant(t, 0.0f); break;
-          case WeightKind::kEmbedding:
-          case WeightKind::kLinear: fill_normal(t, specs[i].name, o.seed, 0.02, o.pool); break;
-        }
-        return t;
-      },
-      o.max_shard_bytes, {{"format", "pt"}});
+  r.files = io::save_safetensors_sharded(o.output_dir, infos,
+                                         [&](size_t i) {
+                                           Tensor t = Tensor::host(specs[i].shape, dtype);
+                                           switch (specs[i].kind) {
+                                             case WeightKind::kNorm:
+                                               fill_constant(t, 1.0f);
+                                               break;
+                                             case WeightKind::kBias:
+                                               fill_constant(t, 0.0f);
+                                               break;
+                                             case WeightKind::kEmbedding:
+                                             case WeightKind::kLinear:
+                                               fill_normal(t, specs[i].name, o.seed, 0.02, o.pool);
+                                               break;
+                                           }
+                                           return t;
+                                         },
+                                         o.max_shard_bytes, {{"format", "pt"}});
   if (r.files.size() > 1) r.files.push_back("model.safetensors.index.json");
 
   for (const char* name : kTokenizerFiles) {

@@ -15,9 +15,10 @@ namespace swiftlet {
 struct InitOptions {
   std::string preset;       // a name of init_preset_names(), or empty when config_path is given
   std::string config_path;  // a config.json to take the shape from (exactly one of the two)
-  std::string tokenizer_dir;  // holds tokenizer.json + tokenizer_config.json; copied into the folder
+  std::string
+      tokenizer_dir;  // holds tokenizer.json + tokenizer_config.json; copied into the folder
   std::string output_dir;
-  bool overwrite = false;   // allow a non-empty output_dir
+  bool overwrite = false;  // allow a non-empty output_dir
   // float32 | bfloat16 | float16; empty: float32 for the tiny presets (exact tests and training),
   // bfloat16 for the full-size presets (as Qwen ships them), config.json's own for config_path.
   std::string torch_dtype;
@@ -62,6 +63,11 @@ InitResult plan_model_folder(const InitOptions& options);
 // model.safetensors.index.json above max_shard_bytes) and copies of the tokenizer files.
 // Linear and embedding weights ~ Normal(0, 0.02) (transformers' initializer_range), norm scales 1,
 // biases 0; the same seed gives the same bytes whatever the thread count.
+// Special ids: config eos = the tokenizer's eos_token; bos = its bos_token, else <|endoftext|> (as
+// Qwen's configs); generation_config eos = [eos_token, <|endoftext|> if different], pad = pad_token.
+// qwen3-0.6b / qwen3-1.7b also get Qwen3's published sampling defaults (do_sample, temperature 0.6,
+// top_p 0.95, top_k 20); the tiny presets and --config folders decode greedily unless asked, so
+// tests and demos are deterministic.
 InitResult init_model_folder(const InitOptions& options);
 
 }  // namespace swiftlet

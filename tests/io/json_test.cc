@@ -15,22 +15,27 @@ using testing::write_text;
 
 TEST(Json, SyntaxErrorsNameFileLineAndColumn) {
   // The stray x sits on line 3, column 8.
-  EXPECT_ERROR_HAS(parse_json("{\n  \"a\": 1,\n  \"b\": x\n}", "cfg.json"),
-                   "cfg.json is not valid JSON: line 3, column 8: syntax error while parsing value");
-  EXPECT_ERROR_HAS(parse_json("{\"a\": [1, 2}", "f.json"), "f.json is not valid JSON: line 1, column 12");
+  EXPECT_ERROR_HAS(
+      parse_json("{\n  \"a\": 1,\n  \"b\": x\n}", "cfg.json"),
+      "cfg.json is not valid JSON: line 3, column 8: syntax error while parsing value");
+  EXPECT_ERROR_HAS(parse_json("{\"a\": [1, 2}", "f.json"),
+                   "f.json is not valid JSON: line 1, column 12");
   EXPECT_ERROR_HAS(parse_json("", "empty.json"), "empty.json is not valid JSON: line 1, column 1");
   EXPECT_EQ(line_column("ab\ncd\n", 4), (std::pair<int64_t, int64_t>{2, 2}));
 }
 
 TEST(Json, ReadErrorsNameTheFile) {
   TempDir dir;
-  EXPECT_ERROR_HAS(read_json_file(dir / "nope.json"), "cannot read " + (dir / "nope.json") + ": No such file");
+  EXPECT_ERROR_HAS(read_json_file(dir / "nope.json"),
+                   "cannot read " + (dir / "nope.json") + ": No such file");
   write_text(dir / "bad.json", "{\"a\": tru}");
-  EXPECT_ERROR_HAS(read_json_file(dir / "bad.json"), (dir / "bad.json") + " is not valid JSON: line 1, column");
+  EXPECT_ERROR_HAS(read_json_file(dir / "bad.json"),
+                   (dir / "bad.json") + " is not valid JSON: line 1, column");
 }
 
 TEST(Json, TypedGettersExplainTheField) {
-  Json j = parse_json(R"({"n": 7, "f": 32000.0, "x": 1.5, "s": "hi", "b": true, "z": null})", "c.json");
+  Json j =
+      parse_json(R"({"n": 7, "f": 32000.0, "x": 1.5, "s": "hi", "b": true, "z": null})", "c.json");
   EXPECT_EQ(json_int(j, "n", "c.json"), 7);
   EXPECT_EQ(json_int(j, "f", "c.json"), 32000);  // integral floats are accepted
   EXPECT_ERROR_HAS(json_int(j, "x", "c.json"), "field x of c.json must be an integer, got 1.5");

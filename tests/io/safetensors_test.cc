@@ -34,7 +34,8 @@ std::string f32_bytes(std::initializer_list<float> v) {
 Tensor filled(const Shape& shape, DType dtype, int seed) {
   Tensor t = Tensor::host(shape, dtype);
   auto* b = static_cast<unsigned char*>(t.raw_ptr());
-  for (size_t i = 0; i < t.nbytes(); ++i) b[i] = static_cast<unsigned char>((i * 131 + seed * 17 + 7) & 0xff);
+  for (size_t i = 0; i < t.nbytes(); ++i)
+    b[i] = static_cast<unsigned char>((i * 131 + seed * 17 + 7) & 0xff);
   return t;
 }
 
@@ -70,7 +71,8 @@ TEST(Safetensors, RoundTripsEveryDtype) {
     EXPECT_EQ(e.begin, expect_begin) << e.name;
     expect_begin = e.end;
   }
-  EXPECT_EQ(order, (std::vector<std::string>{"i64", "empty", "f32", "i32", "scalar", "bf16", "f16", "u8"}));
+  EXPECT_EQ(order, (std::vector<std::string>{"i64", "empty", "f32", "i32", "scalar", "bf16", "f16",
+                                             "u8"}));
   EXPECT_EQ(h.file_size, h.data_start + expect_begin);
 
   SafetensorsFile f = load_safetensors(path);
@@ -134,38 +136,48 @@ class SafetensorsCorrupt : public ::testing::Test {
 };
 
 TEST_F(SafetensorsCorrupt, HeaderLengthAbsurd) {
-  std::string good = make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1}));
+  std::string good =
+      make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1}));
   good[7] = char(0x7f);  // flip the top byte of the header length
-  EXPECT_ERROR_HAS(read_safetensors_header(write(good)), "is absurd (the limit is 100000000 bytes)");
+  EXPECT_ERROR_HAS(read_safetensors_header(write(good)),
+                   "is absurd (the limit is 100000000 bytes)");
 }
 
 TEST_F(SafetensorsCorrupt, HeaderLengthLargerThanFile) {
-  std::string good = make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1}));
+  std::string good =
+      make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32_bytes({1}));
   good[1] = 0x10;  // + 4096
-  EXPECT_ERROR_HAS(read_safetensors_header(write(good)), "bad.safetensors: header length 4152 is larger than the file (68 bytes)");
+  EXPECT_ERROR_HAS(read_safetensors_header(write(good)),
+                   "bad.safetensors: header length 4152 is larger than the file (68 bytes)");
 }
 
 TEST_F(SafetensorsCorrupt, TooShortForTheLength) {
-  EXPECT_ERROR_HAS(read_safetensors_header(write("abc")), "is not a safetensors file: it has only 3 bytes");
+  EXPECT_ERROR_HAS(read_safetensors_header(write("abc")),
+                   "is not a safetensors file: it has only 3 bytes");
 }
 
 TEST_F(SafetensorsCorrupt, TruncatedData) {
-  std::string good = make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", f32_bytes({1, 2}));
+  std::string good =
+      make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", f32_bytes({1, 2}));
   good.resize(good.size() - 3);
   EXPECT_ERROR_HAS(load_safetensors(write(good)),
-                   "tensor w in " + path + ": data_offsets [0, 8] go past the end of the data region "
-                   "(5 bytes); the file is truncated or corrupt");
+                   "tensor w in " + path +
+                       ": data_offsets [0, 8] go past the end of the data region "
+                       "(5 bytes); the file is truncated or corrupt");
 }
 
 TEST_F(SafetensorsCorrupt, OffsetsOutsideTheData) {
-  std::string f = make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[100,104]}})", f32_bytes({1}));
+  std::string f =
+      make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[100,104]}})", f32_bytes({1}));
   EXPECT_ERROR_HAS(read_safetensors_header(write(f)), "data_offsets [100, 104] go past the end");
 }
 
 TEST_F(SafetensorsCorrupt, OffsetsNotMatchingTheShape) {
-  std::string f = make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32_bytes({1, 2, 3}));
-  EXPECT_ERROR_HAS(read_safetensors_header(write(f)),
-                   "tensor w in " + path + ": data_offsets [0, 8] hold 8 bytes but shape [3] of F32 needs 12");
+  std::string f =
+      make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32_bytes({1, 2, 3}));
+  EXPECT_ERROR_HAS(
+      read_safetensors_header(write(f)),
+      "tensor w in " + path + ": data_offsets [0, 8] hold 8 bytes but shape [3] of F32 needs 12");
 }
 
 TEST_F(SafetensorsCorrupt, OverlappingTensors) {
@@ -182,33 +194,40 @@ TEST_F(SafetensorsCorrupt, HeaderNotJson) {
 }
 
 TEST_F(SafetensorsCorrupt, Fp8IsRefusedWithAdvice) {
-  std::string f = make_file(R"({"model.layers.0.mlp.up_proj.weight":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})",
-                            "abcd");
+  std::string f = make_file(
+      R"({"model.layers.0.mlp.up_proj.weight":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})",
+      "abcd");
   EXPECT_ERROR_HAS(read_safetensors_header(write(f)),
                    "tensor model.layers.0.mlp.up_proj.weight of " + path +
                        " has dtype F8_E4M3: FP8 weights are not supported");
   EXPECT_ERROR_HAS(read_safetensors_header(path), "convert the model to bf16");
   std::string g = make_file(R"({"w":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[0,1]}})", "a");
-  EXPECT_ERROR_HAS(read_safetensors_header(write(g)), "has dtype F8_E5M2: FP8 weights are not supported");
+  EXPECT_ERROR_HAS(read_safetensors_header(write(g)),
+                   "has dtype F8_E5M2: FP8 weights are not supported");
 }
 
 TEST_F(SafetensorsCorrupt, OtherDtypesAreNamed) {
-  std::string f = make_file(R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", "abcdefgh");
-  EXPECT_ERROR_HAS(read_safetensors_header(write(f)),
-                   "has dtype F64, which swiftlet does not support (supported: F32, BF16, F16, I32, I64, U8)");
+  std::string f =
+      make_file(R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", "abcdefgh");
+  EXPECT_ERROR_HAS(
+      read_safetensors_header(write(f)),
+      "has dtype F64, which swiftlet does not support (supported: F32, BF16, F16, I32, I64, U8)");
   std::string g = make_file(R"({"w":{"dtype":"Q4_K","shape":[1],"data_offsets":[0,1]}})", "a");
   EXPECT_ERROR_HAS(read_safetensors_header(write(g)), "has unknown dtype 'Q4_K'");
 }
 
 TEST_F(SafetensorsCorrupt, MalformedEntriesAndMetadata) {
-  EXPECT_ERROR_HAS(read_safetensors_header(write(make_file(R"([1,2])", ""))), "is not a JSON object");
-  EXPECT_ERROR_HAS(read_safetensors_header(write(make_file(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", ""))),
+  EXPECT_ERROR_HAS(read_safetensors_header(write(make_file(R"([1,2])", ""))),
+                   "is not a JSON object");
+  EXPECT_ERROR_HAS(read_safetensors_header(
+                       write(make_file(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", ""))),
                    "tensor w in the header of " + path + " has no shape array");
+  EXPECT_ERROR_HAS(read_safetensors_header(write(make_file(
+                       R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", ""))),
+                   "must be a non-negative integer, got -1");
   EXPECT_ERROR_HAS(
-      read_safetensors_header(write(make_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", ""))),
-      "must be a non-negative integer, got -1");
-  EXPECT_ERROR_HAS(read_safetensors_header(write(make_file(R"({"__metadata__":{"format":1}})", ""))),
-                   "__metadata__ field format in the header of " + path + " must be a string");
+      read_safetensors_header(write(make_file(R"({"__metadata__":{"format":1}})", ""))),
+      "__metadata__ field format in the header of " + path + " must be a string");
 }
 
 TEST(Safetensors, RefusesDuplicateNames) {
@@ -251,8 +270,11 @@ TEST(Safetensors, ShardsLikeTransformers) {
                                              "model-00003-of-00003.safetensors"}));
   Json index = read_json_file(dir / "model.safetensors.index.json");
   EXPECT_EQ(index["metadata"]["total_size"].get<int64_t>(), 40 + 40 + 20 + 160 + 5);
-  EXPECT_EQ(index["weight_map"],
-            Json({{"t0", names[0]}, {"t1", names[0]}, {"t2", names[0]}, {"big", names[1]}, {"t4", names[2]}}));
+  EXPECT_EQ(index["weight_map"], Json({{"t0", names[0]},
+                                       {"t1", names[0]},
+                                       {"t2", names[0]},
+                                       {"big", names[1]},
+                                       {"t4", names[2]}}));
   std::map<std::string, Tensor> all;
   for (const auto& n : names) {
     SafetensorsFile f = load_safetensors(dir / n);

@@ -79,11 +79,11 @@ inline std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
-#define EXPECT_ERROR_HAS(statement, text)                                     \
-  do {                                                                        \
+#define EXPECT_ERROR_HAS(statement, text)                                          \
+  do {                                                                             \
     std::string swiftlet_msg_ = ::swiftlet::testing::error_of([&] { statement; }); \
-    EXPECT_NE(swiftlet_msg_.find(text), std::string::npos)                    \
-        << "error was: " << swiftlet_msg_ << "\nexpected to contain: " << (text); \
+    EXPECT_NE(swiftlet_msg_.find(text), std::string::npos)                         \
+        << "error was: " << swiftlet_msg_ << "\nexpected to contain: " << (text);  \
   } while (0)
 
 inline bool require_references() {

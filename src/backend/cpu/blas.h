@@ -3,9 +3,12 @@
 //  - single-threaded (OPENBLAS_NUM_THREADS=1 while it loads): the CPU device splits every GEMM
 //    over its own ThreadPool and calls sgemm once per pool thread, so BLAS uses exactly the pool's
 //    thread count and no second set of threads competes with the pool for cores;
-//  - with its AVX-512 kernels on AVX-512 CPUs it does not recognise: Debian's OpenBLAS 0.3.21 falls
-//    back to Haswell or SSE3 kernels on newer CPUs (2-6x slower) unless OPENBLAS_CORETYPE names
-//    a core before the library initialises. The user's own OPENBLAS_CORETYPE always wins.
+//  - with its AVX-512 (SkylakeX) kernels on every CPU with AVX-512F/BW/DQ/VL/CD: Debian's OpenBLAS
+//    0.3.21 falls back to Haswell or SSE3 kernels on newer CPUs (2-6x slower) unless
+//    OPENBLAS_CORETYPE names a core before the library initialises. An OPENBLAS_CORETYPE already
+//    in the environment is kept when it names an AVX-512 core or the CPU has no AVX-512, and
+//    otherwise overridden (info().how says so): images that pin it to Haswell for other programs
+//    would halve swiftlet's GEMM speed.
 // The environment is restored after loading. Measured on a 2-core AVX-512 machine: 230 GFLOP/s
 // per thread, 390-430 with two threads at (512, 1024..3072, 1024) (oneDNN 2.6: ~360).
 #include <cstdint>

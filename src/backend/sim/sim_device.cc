@@ -72,20 +72,29 @@ class SimArena {
     if (next != free_.begin()) {  // merge with the preceding block
       auto prev = std::prev(next);
       if (prev->first + prev->second == off) {
-        prev->second += len;
-        return;
+        off = prev->first;
+        len += prev->second;
+        free_.erase(prev);
       }
     }
-    free_[off] = len;
+    if (off + len == top_) {
+      top_ = off;  // the block ends the bump region: give it back to it
+    } else {
+      free_[off] = len;
+    }
   }
 
   size_t capacity() const { return capacity_; }
 
  private:
   size_t round_pages(size_t n) const { return (n + page_ - 1) / page_ * page_; }
+  // Entering opens [base, top) rounded to pages; leaving closes everything opened since, which
+  // covers memory allocated (extending the range) or freed (shrinking top) during the call.
   void set_access(int prot) {
     size_t extent;
-    {
+    if (prot == PROT_NONE) {
+      extent = rw_extent_;
+    } else {
       std::lock_guard<std::mutex> lock(alloc_mu_);
       extent = round_pages(top_);
     }
