@@ -27,19 +27,19 @@ namespace swiftlet::testing {
 namespace fs = std::filesystem;
 
 // A fresh folder under the system temp dir, removed when the object dies.
-class TempDir {
+class TokenizerTempDir {
  public:
-  TempDir() {
+  TokenizerTempDir() {
     std::string tmpl = (fs::temp_directory_path() / "swiftlet-tok-XXXXXX").string();
     if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }
-  ~TempDir() {
+  ~TokenizerTempDir() {
     std::error_code ec;
     fs::remove_all(path_, ec);
   }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+  TokenizerTempDir(const TokenizerTempDir&) = delete;
+  TokenizerTempDir& operator=(const TokenizerTempDir&) = delete;
   const fs::path& path() const { return path_; }
   fs::path write(const std::string& name, const std::string& content) const {
     fs::path p = path_ / name;
@@ -115,7 +115,7 @@ inline std::string shell_quote(const std::string& s) {
 // a gtest failure recorded).
 inline std::vector<nlohmann::json> run_hf_oracle(const fs::path& model_dir,
                                                  const std::vector<std::string>& strings) {
-  TempDir tmp;
+  TokenizerTempDir tmp;
   std::string input;
   for (const auto& s : strings) input += nlohmann::json(s).dump() + "\n";
   fs::path in = tmp.write("in.jsonl", input), out_path = tmp.path() / "out.jsonl";

@@ -12,7 +12,7 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-using testing::TempDir;
+using testing::TokenizerTempDir;
 
 struct ParityStats {
   size_t strings = 0, id_mismatches = 0, text_mismatches = 0;
@@ -86,7 +86,7 @@ TEST(TokenizerParity, Llama3MatchesHuggingFace) {
 
 // Writes a copy of a model folder whose tokenizer.json is changed by edit().
 template <class F>
-void write_variant(const fs::path& src, const TempDir& dst, F edit) {
+void write_variant(const fs::path& src, const TokenizerTempDir& dst, F edit) {
   json t = json::parse(testing::read_text(src / "tokenizer.json"));
   edit(t);
   dst.write("tokenizer.json", t.dump());
@@ -97,7 +97,7 @@ void write_variant(const fs::path& src, const TempDir& dst, F edit) {
 TEST(TokenizerParity, Llama3WithBosTemplateMatchesHuggingFace) {
   fs::path dir = testing::npm_tokenizer_dir("llama3");
   SWIFTLET_REQUIRE_HF_ORACLE(dir);
-  TempDir tmp;
+  TokenizerTempDir tmp;
   write_variant(dir, tmp, [](json& t) {
     json bytelevel = t["post_processor"];
     json tmpl = {{"type", "TemplateProcessing"},
@@ -124,7 +124,7 @@ TEST(TokenizerParity, Llama3WithBosTemplateMatchesHuggingFace) {
 TEST(TokenizerParity, Gpt2StyleByteLevelRegexMatchesHuggingFace) {
   fs::path dir = testing::npm_tokenizer_dir("qwen3");
   SWIFTLET_REQUIRE_HF_ORACLE(dir);
-  TempDir tmp;
+  TokenizerTempDir tmp;
   write_variant(dir, tmp, [](json& t) {
     t["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true},
                           {"trim_offsets", true}, {"use_regex", true}};
@@ -143,7 +143,7 @@ TEST(TokenizerParity, Gpt2StyleByteLevelRegexMatchesHuggingFace) {
 TEST(TokenizerParity, Pcre2RegexPathMatchesHuggingFace) {
   fs::path dir = testing::npm_tokenizer_dir("llama3");
   SWIFTLET_REQUIRE_HF_ORACLE(dir);
-  TempDir tmp;
+  TokenizerTempDir tmp;
   write_variant(dir, tmp, [](json& t) {
     auto& split = t["pre_tokenizer"]["pretokenizers"][0];
     split["pattern"]["Regex"] = "(?:" + split["pattern"]["Regex"].get<std::string>() + ")";
