@@ -14,6 +14,7 @@
 #include "model/folder.h"
 #include "model/init.h"
 #include "model/transformer.h"
+#include "model/weights.h"
 
 using namespace swiftlet;
 using Clock = std::chrono::steady_clock;
@@ -67,7 +68,7 @@ struct GenFigures {
 };
 
 GenFigures generation(Transformer& m, int64_t prefill, int64_t decode) {
-  std::vector<int32_t> prompt(size_t(prefill));
+  std::vector<int32_t> prompt(static_cast<size_t>(prefill));
   for (int64_t i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % 150000);
   KvCache cache = m.new_cache(prefill + decode);
   SequenceStep s{prompt, &cache, false};
