@@ -176,6 +176,7 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
   double win_loss = 0, win_grad = 0;
   int64_t win_tokens = 0, win_correct = 0, win_steps = 0, win_train_tokens = 0;
   auto t0 = std::chrono::steady_clock::now();
+  auto window_start = t0;
   std::vector<std::vector<size_t>> batches;
   int64_t batches_epoch = -1;
 
@@ -245,12 +246,15 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
                   {"remaining_time", format_duration(elapsed / done * double(total_steps - gstep))},
                   {"memory(GiB)", round6(peak_rss_gib())},
                   {"train_speed(iter/s)", round6(done / std::max(elapsed, 1e-9))},
-                  {"tokens_per_second", round6(double(win_train_tokens) / std::max(elapsed, 1e-9))},
+                  {"tokens_per_second",
+                   round6(double(win_train_tokens) /
+                          std::max(std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count(), 1e-9))},
                   {"step", gstep}};
       logger.log(rec, progress);
       result.log_history.push_back(rec);
       win_loss = win_grad = 0;
       win_tokens = win_correct = win_steps = win_train_tokens = 0;
+      window_start = std::chrono::steady_clock::now();
     }
     bool evaluated = false;
     if (!val_set.empty() && (gstep % eval_steps == 0 || last)) {
