@@ -73,6 +73,7 @@ int run_init(int argc, char** argv) {
            "full-size "
            "ones, the config's own with --config)"},
           {"seed", FlagKind::kInt, "42", "random seed of the weights"},
+          {"initializer_range", FlagKind::kFloat, "0", "std of the random weights (0: the config's, default 0.02)"},
           {"max_shard_size", FlagKind::kString, "2GB", "largest weight file before sharding"},
           {"threads", FlagKind::kInt, "0", "threads filling the weights (0: all cores given)"},
       });
@@ -89,6 +90,7 @@ int run_init(int argc, char** argv) {
   o.torch_dtype = flags.str("torch_dtype");
   if (flags.i64("seed") < 0) throw Error("--seed must not be negative");
   o.seed = uint64_t(flags.i64("seed"));
+  o.initializer_range = flags.f64("initializer_range");
   o.max_shard_bytes = parse_size(flags.str("max_shard_size"));
   int64_t threads = flags.i64("threads");
   if (threads < 0) throw Error("--threads must not be negative");

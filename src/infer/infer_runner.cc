@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "core/log.h"
-#include "data/conversation.h"
+#include "data/sources.h"
 
 namespace swiftlet {
 
@@ -39,7 +39,7 @@ std::vector<int32_t> encode_prompt(Runtime& rt, const InferOptions& opt,
                                    const std::vector<ChatMessage>& messages) {
   TemplateOptions t;
   t.system = opt.system;
-  t.enable_thinking = opt.enable_thinking;
+  t.enable_thinking = opt.enable_thinking ? opt.enable_thinking : rt.default_enable_thinking();
   t.add_generation_prompt = true;
   return rt.tokenizer().encode(rt.chat_template().render(messages, t));
 }
@@ -86,7 +86,15 @@ void run_chat(Runtime& rt, const InferOptions& opt, std::istream& in, std::ostre
 }
 
 std::string run_dataset_inference(Runtime& rt, const InferOptions& opt, const std::string& default_dir) {
-  auto rows = read_json_rows(opt.val_dataset);
+  // Files, folders and built-in IDs with #N, read as training reads them.
+  const DatasetSpec spec = parse_dataset_spec(opt.val_dataset);
+  LoadedDataset loaded = read_dataset(spec, ReadOptions{});
+  std::vector<ParsedRow> rows;
+  if (spec.sample) {
+    for (size_t i : sample_indices(loaded.rows.size(), *spec.sample, 42)) rows.push_back(loaded.rows[i]);
+  } else {
+    rows = std::move(loaded.rows);
+  }
   if (opt.val_dataset_sample >= 0 && int64_t(rows.size()) > opt.val_dataset_sample) rows.resize(size_t(opt.val_dataset_sample));
   std::string path = opt.result_path;
   if (path.empty()) path = (fs::path(default_dir) / "infer_result" / (timestamp() + ".jsonl")).string();
@@ -103,8 +111,7 @@ std::string run_dataset_inference(Runtime& rt, const InferOptions& opt, const st
   std::vector<Pending> pending(rows.size());
   Engine& engine = rt.engine();
   for (size_t i = 0; i < rows.size(); ++i) {
-    const auto& [line, row] = rows[i];
-    Conversation conv = parse_conversation(row, fmt::format("{} line {}", opt.val_dataset, line));
+    Conversation conv = rows[i].conversation;
     std::string label;
     bool has_label = false;
     if (conv.messages.back().role == "assistant") {

@@ -101,6 +101,11 @@ SamplingParams Runtime::default_sampling() const {
   return p;
 }
 
+std::optional<bool> Runtime::default_enable_thinking() const {
+  if (template_name_ == "qwen3") return false;
+  return std::nullopt;
+}
+
 DecoderFactory Runtime::decoder_factory() {
   const Tokenizer* t = tokenizer_.get();
   return [t] { return std::make_unique<TokenizerDecoder>(*t); };

@@ -44,6 +44,9 @@ class Runtime {
   const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }
   // Sampling defaults from generation_config.json (greedy when do_sample is false).
   SamplingParams default_sampling() const;
+  // Thinking when the request does not say: off for hybrid Qwen3 (as ms-swift's inference does,
+  // and as SFT data without <think> blocks trains it); the template's own default otherwise.
+  std::optional<bool> default_enable_thinking() const;
   // A decoder factory for the engine.
   DecoderFactory decoder_factory();
 

@@ -159,6 +159,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
 
   c.rms_norm_eps = io::json_opt_number(j, "rms_norm_eps", where).value_or(1e-6);
+  c.initializer_range = io::json_opt_number(j, "initializer_range", where).value_or(0.02);
   if (!(c.rms_norm_eps > 0))
     throw Error(fmt::format("field rms_norm_eps of {} must be positive", where));
   // transformers >= 4.56 may write rope_parameters {rope_theta, rope_type, ...} instead.
@@ -253,7 +254,7 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["torch_dtype"] = c.torch_dtype;
   j["hidden_act"] = "silu";
   j["attention_dropout"] = 0.0;
-  j["initializer_range"] = 0.02;
+  j["initializer_range"] = c.initializer_range;
   j["use_cache"] = true;
   switch (c.family) {
     case ModelFamily::kLlama:

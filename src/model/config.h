@@ -30,6 +30,7 @@ struct ModelConfig {
   int64_t head_dim = 0;  // defaults to hidden_size / num_attention_heads
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
+  double initializer_range = 0.02;  // std of random initial weights (swiftlet init)
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;

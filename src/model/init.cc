@@ -34,6 +34,9 @@ constexpr Preset kPresets[] = {
      false},
     {"tiny-llama", ModelFamily::kLlama, 64, 2, 4, 2, 16, 128, 4096, 5e5, 1e-5, false, "float32",
      false},
+    // The quick start's model: big enough that a LoRA on a random base can shape confident
+    // logits (they scale with hidden size through the tied embedding), small enough for 2 cores.
+    {"small", ModelFamily::kQwen3, 512, 4, 8, 4, 64, 1536, 4096, 1e6, 1e-6, true, "float32", false},
     {"qwen3-0.6b", ModelFamily::kQwen3, 1024, 28, 16, 8, 128, 3072, 40960, 1e6, 1e-6, true,
      "bfloat16", true},
     {"qwen3-1.7b", ModelFamily::kQwen3, 2048, 28, 16, 8, 128, 6144, 40960, 1e6, 1e-6, true,
@@ -289,6 +292,8 @@ InitResult plan_model_folder(const InitOptions& o) {
     c.torch_dtype = o.torch_dtype;
   }
   dtype_of(c.torch_dtype, "torch_dtype");
+  if (o.initializer_range < 0) throw Error("--initializer_range must be positive");
+  if (o.initializer_range > 0) c.initializer_range = o.initializer_range;
 
   const TokenizerFacts tf = read_tokenizer_facts(o.tokenizer_dir);
   if (preset) {
@@ -350,7 +355,7 @@ InitResult init_model_folder(const InitOptions& o) {
                                                break;
                                              case WeightKind::kEmbedding:
                                              case WeightKind::kLinear:
-                                               fill_normal(t, specs[i].name, o.seed, 0.02, o.pool);
+                                               fill_normal(t, specs[i].name, o.seed, c.initializer_range, o.pool);
                                                break;
                                            }
                                            return t;

@@ -23,6 +23,7 @@ struct InitOptions {
   // bfloat16 for the full-size presets (as Qwen ships them), config.json's own for config_path.
   std::string torch_dtype;
   uint64_t seed = 42;
+  double initializer_range = 0;  // > 0: std of the random weights (default: the config's, 0.02)
   uint64_t max_shard_bytes = io::kDefaultMaxShardBytes;
   ThreadPool* pool = nullptr;  // fills the weights in parallel when given; same bytes either way
 };
@@ -35,7 +36,7 @@ struct InitResult {
   std::vector<std::string> files;  // everything written, names within output_dir
 };
 
-// tiny, tiny-qwen2, tiny-llama, qwen3-0.6b, qwen3-1.7b.
+// tiny, tiny-qwen2, tiny-llama, small, qwen3-0.6b, qwen3-1.7b.
 std::vector<std::string> init_preset_names();
 // The shape of a preset; vocab_size and the special token ids are left to the tokenizer.
 ModelConfig init_preset_config(const std::string& name);
