@@ -229,14 +229,17 @@ std::vector<ChatMessage> merge_for_template(const std::vector<ChatMessage>& mess
   return out;
 }
 
-json conversation_to_json(const Conversation& conversation) {
-  json messages = json::array();
+nlohmann::ordered_json conversation_to_json(const Conversation& conversation) {
+  using ordered = nlohmann::ordered_json;
+  ordered messages = ordered::array();
   for (const ChatMessage& m : conversation.messages) {
-    json j = {{"role", m.role}, {"content", m.content}};
+    ordered j = {{"role", m.role}, {"content", m.content}};
     if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
     messages.push_back(std::move(j));
   }
-  return {{"messages", std::move(messages)}};
+  ordered row = ordered::object();
+  row["messages"] = std::move(messages);
+  return row;
 }
 
 }  // namespace swiftlet

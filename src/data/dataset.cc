@@ -325,9 +325,10 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   settings.loss_all = a.loss_scale == "all";
   settings.max_length = a.max_length;
   settings.truncation_strategy = a.truncation_strategy;
-  report.add("template {}, loss on {}, max_length {}, {} tokenizing thread(s)", template_name,
-             settings.loss_all ? "every token" : "assistant replies", a.max_length,
-             a.dataset_num_proc);
+  report.add("template {}, loss on {}, max_length {}", template_name,
+             settings.loss_all ? "every token" : "assistant replies", a.max_length);
+  log_info("tokenizing {} train and {} val rows in {} thread(s)", train_rows.size(),
+           val_rows.size(), a.dataset_num_proc);
 
   ThreadPool pool(int(a.dataset_num_proc));
   DatasetBundle bundle;
