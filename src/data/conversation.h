@@ -5,9 +5,8 @@
 // aliases), and plain `text` (pre-training). Rows that cannot be read, and features swiftlet does
 // not train yet (images, audio, video, tools, per-message loss), are an Error naming `where`
 // (file:line).
-#include <nlohmann/json_fwd.hpp>
-
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>

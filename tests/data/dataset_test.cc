@@ -1,6 +1,8 @@
 // load_datasets end to end on small files: #N sampling below and above the row count, the seeded
 // split and val_dataset.jsonl, shuffling, packing boundaries, group_by_length, thread-count
 // independence, the cache (reuse and invalidation), built-in datasets and the report.
+#include "data/dataset.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 
 #include "data/builtin.h"
 #include "data/data_fixture.h"
-#include "data/dataset.h"
 #include "train/trainer.h"
 
 namespace swiftlet {
@@ -27,7 +28,10 @@ using testing::write_text;
 std::string numbered_rows(int n, int first = 0) {
   std::string s;
   for (int i = first; i < first + n; ++i)
-    s += nlohmann::json({{"query", fmt::format("Row {}?", i)}, {"response", fmt::format("Answer {}", i)}}).dump() + "\n";
+    s += nlohmann::json(
+             {{"query", fmt::format("Row {}?", i)}, {"response", fmt::format("Answer {}", i)}})
+             .dump() +
+         "\n";
   return s;
 }
 
@@ -138,7 +142,8 @@ TEST_F(DataLoad, SeveralDatasetsAreConcatenatedAndShuffled) {
 
 TEST_F(DataLoad, FolderReadsEveryDataFileInside) {
   write_text(dir / "data/b.jsonl", numbered_rows(2, 10));
-  write_text(dir / "data/sub/a.json", "[" + nlohmann::json({{"query", "Row 20?"}, {"response", "r"}}).dump() + "]");
+  write_text(dir / "data/sub/a.json",
+             "[" + nlohmann::json({{"query", "Row 20?"}, {"response", "r"}}).dump() + "]");
   write_text(dir / "data/c.txt", "not read: only the query/response rows are numbered\n");
   write_text(dir / "data/README.md", "# not a data file");
   write_text(dir / "data/.hidden/x.jsonl", "not json");
@@ -186,7 +191,8 @@ TEST_F(DataLoad, PackingFillsSequencesUpToMaxLengthWithoutMixingSamples) {
   // Best-fit decreasing: no two sequences could have been merged into one.
   for (size_t i = 0; i < packed.train.size(); ++i)
     for (size_t j = i + 1; j < packed.train.size(); ++j)
-      EXPECT_GT(packed.train[i].input_ids.size() + packed.train[j].input_ids.size(), size_t(a.max_length));
+      EXPECT_GT(packed.train[i].input_ids.size() + packed.train[j].input_ids.size(),
+                size_t(a.max_length));
 }
 
 TEST_F(DataLoad, GroupByLengthMakesMicroBatchesOfSimilarLength) {
@@ -194,8 +200,10 @@ TEST_F(DataLoad, GroupByLengthMakesMicroBatchesOfSimilarLength) {
   std::string rows;
   for (int i = 0; i < 40; ++i)
     rows += nlohmann::json({{"query", fmt::format("Row {}?", i)},
-                            {"response", i % 2 ? std::string("x") : std::string(size_t(20 + i * 7), 'y') + " z"}})
-                .dump() + "\n";
+                            {"response", i % 2 ? std::string("x")
+                                               : std::string(size_t(20 + i * 7), 'y') + " z"}})
+                .dump() +
+            "\n";
   write_text(dir / "d.jsonl", rows);
   DataArgs a = test_args({dir / "d.jsonl"});
   const DatasetBundle plain = load(a);
@@ -211,7 +219,8 @@ TEST_F(DataLoad, GroupByLengthMakesMicroBatchesOfSimilarLength) {
     ASSERT_EQ(g.packed_lengths.size(), 4u);
     int64_t at = 0;
     for (size_t k = 0; k < g.packed_lengths.size(); ++k) {
-      parts.insert(std::vector<int32_t>(g.input_ids.begin() + at, g.input_ids.begin() + at + g.packed_lengths[k]));
+      parts.insert(std::vector<int32_t>(g.input_ids.begin() + at,
+                                        g.input_ids.begin() + at + g.packed_lengths[k]));
       if (k) {
         EXPECT_LE(g.packed_lengths[k], g.packed_lengths[k - 1]);  // longest first
       }
@@ -242,19 +251,24 @@ TEST_F(DataLoad, ThreadCountDoesNotChangeTheResult) {
     EXPECT_EQ(one.train[i].input_ids, three.train[i].input_ids);
     EXPECT_EQ(one.train[i].labels, three.train[i].labels);
   }
-  for (size_t i = 0; i < one.val.size(); ++i) EXPECT_EQ(one.val[i].input_ids, three.val[i].input_ids);
+  for (size_t i = 0; i < one.val.size(); ++i)
+    EXPECT_EQ(one.val[i].input_ids, three.val[i].input_ids);
 }
 
 TEST_F(DataLoad, MaxLengthReportsDroppedAndTruncatedRows) {
   std::string rows = numbered_rows(3);
-  rows += nlohmann::json({{"query", "Row 9? " + std::string(300, 'q')}, {"response", "long"}}).dump() + "\n";
+  rows +=
+      nlohmann::json({{"query", "Row 9? " + std::string(300, 'q')}, {"response", "long"}}).dump() +
+      "\n";
   write_text(dir / "d.jsonl", rows);
   DataArgs a = test_args({dir / "d.jsonl"});
   a.max_length = 40;
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(load(a).train.size(), 3u);
   std::string log = ::testing::internal::GetCapturedStderr();
-  EXPECT_NE(log.find("train: 1 of 4 rows are longer than --max_length 40: dropped"), std::string::npos) << log;
+  EXPECT_NE(log.find("train: 1 of 4 rows are longer than --max_length 40: dropped"),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find("train: 3 samples, tokens min"), std::string::npos) << log;
   a.truncation_strategy = "left";
   ::testing::internal::CaptureStderr();
@@ -267,7 +281,9 @@ TEST_F(DataLoad, MaxLengthReportsDroppedAndTruncatedRows) {
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(load(a).train.size(), 3u);
   log = ::testing::internal::GetCapturedStderr();
-  EXPECT_NE(log.find("dropped 1 rows with no trained token (some after truncation)"), std::string::npos) << log;
+  EXPECT_NE(log.find("dropped 1 rows with no trained token (some after truncation)"),
+            std::string::npos)
+      << log;
 }
 
 TEST_F(DataLoad, CacheIsReusedForTheSameInputsAndRebuiltWhenTheyChange) {
@@ -290,8 +306,10 @@ TEST_F(DataLoad, CacheIsReusedForTheSameInputsAndRebuiltWhenTheyChange) {
   a.dataset_num_proc = 2;  // does not change the result: still a hit
   const DatasetBundle second = run(true);
   ASSERT_EQ(first.train.size(), second.train.size());
-  for (size_t i = 0; i < first.train.size(); ++i) EXPECT_EQ(first.train[i].labels, second.train[i].labels);
-  EXPECT_EQ(testing::read_bytes(dir / "run1/val_dataset.jsonl"), testing::read_bytes(dir / "run2/val_dataset.jsonl"));
+  for (size_t i = 0; i < first.train.size(); ++i)
+    EXPECT_EQ(first.train[i].labels, second.train[i].labels);
+  EXPECT_EQ(testing::read_bytes(dir / "run1/val_dataset.jsonl"),
+            testing::read_bytes(dir / "run2/val_dataset.jsonl"));
   // Each of these changes the samples, so each misses (and then hits on a repeat).
   a.max_length = 30;
   run(false);
@@ -323,7 +341,8 @@ TEST_F(DataLoad, SelfCognitionFillsNameAndAuthorInBothLanguages) {
     const std::string text = qwen3_tokenizer().decode(s.input_ids);
     EXPECT_EQ(text.find("{{"), std::string::npos) << text;
     zh += text.find("小黄") != std::string::npos || text.find("魔搭") != std::string::npos;
-    en += text.find("Xiao Huang") != std::string::npos || text.find("ModelScope") != std::string::npos;
+    en += text.find("Xiao Huang") != std::string::npos ||
+          text.find("ModelScope") != std::string::npos;
   }
   EXPECT_EQ(zh + en, int(both.train.size()));
   EXPECT_GE(zh, 30);
@@ -351,7 +370,8 @@ TEST_F(DataLoad, ArithmeticHasDisjointTrainAndTestQuestionsWithCorrectAnswers) {
   for (const auto* rows : {&train, &test})
     for (const auto& r : *rows) {
       int x = -1, y = -1;
-      ASSERT_EQ(std::sscanf(r.value["query"].get<std::string>().c_str(), "What is %d + %d?", &x, &y), 2);
+      ASSERT_EQ(
+          std::sscanf(r.value["query"].get<std::string>().c_str(), "What is %d + %d?", &x, &y), 2);
       EXPECT_EQ(r.value["response"].get<std::string>(), std::to_string(x + y));
     }
   for (const auto& r : test) EXPECT_EQ(questions.count(r.value["query"].get<std::string>()), 0u);

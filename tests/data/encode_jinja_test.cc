@@ -25,18 +25,20 @@ const Tokenizer& tokenizer_of(const char* package) {
   static std::map<std::string, Tokenizer> loaded;
   auto it = loaded.find(package);
   if (it == loaded.end())
-    it = loaded.emplace(package, Tokenizer::load((testing::node_modules_dir() / package / "models").string()))
+    it = loaded
+             .emplace(package,
+                      Tokenizer::load((testing::node_modules_dir() / package / "models").string()))
              .first;
   return it->second;
 }
 
 // Python's str.isspace() characters, as `\s` of ms-swift's regex.
 bool py_space_at(const std::string& s, size_t i, size_t* len) {
-  static const char* kSpaces[] = {" ", "\t", "\n", "\r", "\f", "\v", "\x1c", "\x1d", "\x1e", "\x1f",
-                                  "\u0085", "\u00a0", "\u1680", "\u2000", "\u2001", "\u2002",
-                                  "\u2003", "\u2004", "\u2005", "\u2006", "\u2007", "\u2008",
-                                  "\u2009", "\u200a", "\u2028", "\u2029", "\u202f", "\u205f",
-                                  "\u3000"};
+  static const char* kSpaces[] = {" ",      "\t",     "\n",     "\r",     "\f",     "\v",
+                                  "\x1c",   "\x1d",   "\x1e",   "\x1f",   "\u0085", "\u00a0",
+                                  "\u1680", "\u2000", "\u2001", "\u2002", "\u2003", "\u2004",
+                                  "\u2005", "\u2006", "\u2007", "\u2008", "\u2009", "\u200a",
+                                  "\u2028", "\u2029", "\u202f", "\u205f", "\u3000"};
   for (const char* sp : kSpaces) {
     const std::string_view v(sp);
     if (s.compare(i, v.size(), v) == 0) {
@@ -64,7 +66,8 @@ size_t empty_think(const std::string& body) {
 // Trained bytes of a rendered conversation, read off its structure: the reply bodies between an
 // assistant header and the end-of-turn token, plus that token under the rule above.
 std::vector<bool> oracle_mask(const std::string& text, bool qwen) {
-  const std::string head = qwen ? "<|im_start|>assistant\n" : "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  const std::string head =
+      qwen ? "<|im_start|>assistant\n" : "<|start_header_id|>assistant<|end_header_id|>\n\n";
   const std::string end = qwen ? "<|im_end|>\n" : "<|eot_id|>";
   std::vector<bool> mask(text.size(), false);
   for (size_t at = text.find(head); at != std::string::npos; at = text.find(head, at + 1)) {
@@ -91,7 +94,8 @@ void check_against_jinja(const char* package, const std::string& template_name,
                          const std::vector<testing::Conversation>& conversations, Stats& stats) {
   const bool qwen = template_name == "qwen3";
   const Tokenizer& tok = tokenizer_of(package);
-  const ChatTemplate tmpl = ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
+  const ChatTemplate tmpl =
+      ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
   EncodeSettings settings;
   settings.options.preserve_thinking = false;  // the Jinja templates drop history thinking
   settings.max_length = 1 << 20;

@@ -1,10 +1,11 @@
 // encode_conversation: whole-text tokenization with loss flags mapped through byte offsets, the
 // per-piece fallback when normalization changes the text, labels[0], and the truncation
 // strategies, on hand-written rows with ids from Hugging Face's tokenizer.
+#include "data/encode.h"
+
 #include <gtest/gtest.h>
 
 #include "data/data_fixture.h"
-#include "data/encode.h"
 
 namespace swiftlet {
 namespace {
@@ -25,14 +26,17 @@ class DataEncode : public ::testing::Test {
 };
 
 TEST_F(DataEncode, ArithmeticRowIdsAndMask) {
-  const EncodedRow r = encode_conversation(qwen3_tokenizer(), nothink, qa("What is 23 + 58?", "81"), {});
+  const EncodedRow r =
+      encode_conversation(qwen3_tokenizer(), nothink, qa("What is 23 + 58?", "81"), {});
   ASSERT_EQ(r.samples.size(), 1u);
-  const std::vector<int32_t> ids = {151644, 872, 198, 3838, 374, 220, 17, 18, 488, 220, 20,
-                                    23,     30,  151645, 198, 151644, 77091, 198, 23, 16, 151645, 198};
+  const std::vector<int32_t> ids = {151644, 872, 198, 3838, 374,    220,    17,  18,
+                                    488,    220, 20,  23,   30,     151645, 198, 151644,
+                                    77091,  198, 23,  16,   151645, 198};
   std::vector<int32_t> labels(ids.size(), I);
   for (size_t i = 18; i < ids.size(); ++i) labels[i] = ids[i];  // "8" "1" <|im_end|> "\n"
   EXPECT_EQ(r.samples[0].input_ids, ids);
-  EXPECT_EQ(r.samples[0].labels, labels) << show_tokens(qwen3_tokenizer(), r.samples[0].input_ids, r.samples[0].labels);
+  EXPECT_EQ(r.samples[0].labels, labels)
+      << show_tokens(qwen3_tokenizer(), r.samples[0].input_ids, r.samples[0].labels);
   EXPECT_EQ(r.length, 22);
   EXPECT_FALSE(r.over_length || r.no_trained_token || r.per_segment);
 }
@@ -43,10 +47,14 @@ TEST_F(DataEncode, ATokenAcrossAPieceBoundaryIsTrainedAndPiecewiseTokenizationWo
   std::vector<int32_t> joined, joined_labels, piecewise, piecewise_labels;
   ASSERT_TRUE(tokenize_joined(qwen3_tokenizer(), pieces, joined, joined_labels));
   tokenize_per_segment(qwen3_tokenizer(), pieces, piecewise, piecewise_labels);
-  EXPECT_EQ(joined, (std::vector<int32_t>{151644, 872, 198, 80, 151645, 198, 151644, 77091, 271, 13048, 151645, 198}));
+  EXPECT_EQ(joined, (std::vector<int32_t>{151644, 872, 198, 80, 151645, 198, 151644, 77091, 271,
+                                          13048, 151645, 198}));
   EXPECT_EQ(joined_labels, (std::vector<int32_t>{I, I, I, I, I, I, I, I, 271, 13048, 151645, 198}));
-  EXPECT_EQ(piecewise, (std::vector<int32_t>{151644, 872, 198, 80, 151645, 198, 151644, 77091, 198, 198, 13048, 151645, 198}));
-  EXPECT_EQ(encode_conversation(qwen3_tokenizer(), nothink, qa("q", "\nHi"), {}).samples[0].input_ids, joined);
+  EXPECT_EQ(piecewise, (std::vector<int32_t>{151644, 872, 198, 80, 151645, 198, 151644, 77091, 198,
+                                             198, 13048, 151645, 198}));
+  EXPECT_EQ(
+      encode_conversation(qwen3_tokenizer(), nothink, qa("q", "\nHi"), {}).samples[0].input_ids,
+      joined);
 }
 
 TEST_F(DataEncode, TextThatNormalizationChangesIsTokenizedPieceByPiece) {
@@ -54,9 +62,11 @@ TEST_F(DataEncode, TextThatNormalizationChangesIsTokenizedPieceByPiece) {
   const EncodedRow r = encode_conversation(qwen3_tokenizer(), nothink, qa("q", "Cafe\u0301"), {});
   ASSERT_EQ(r.samples.size(), 1u);
   EXPECT_TRUE(r.per_segment);
-  const std::vector<int32_t> ids = {151644, 872, 198, 80, 151645, 198, 151644, 77091, 198, 34, 2577, 963, 151645, 198};
+  const std::vector<int32_t> ids = {151644, 872, 198, 80,   151645, 198,    151644,
+                                    77091,  198, 34,  2577, 963,    151645, 198};
   EXPECT_EQ(r.samples[0].input_ids, ids);
-  EXPECT_EQ(r.samples[0].labels, (std::vector<int32_t>{I, I, I, I, I, I, I, I, I, 34, 2577, 963, 151645, 198}));
+  EXPECT_EQ(r.samples[0].labels,
+            (std::vector<int32_t>{I, I, I, I, I, I, I, I, I, 34, 2577, 963, 151645, 198}));
 }
 
 TEST_F(DataEncode, LossScaleAllTrainsEverythingButTheFirstToken) {
@@ -72,7 +82,8 @@ TEST_F(DataEncode, LossScaleAllTrainsEverythingButTheFirstToken) {
 // The arithmetic row is 22 tokens; its reply "81<|im_end|>\n" is the last 4.
 TEST_F(DataEncode, TruncationStrategies) {
   const Conversation row = qa("What is 23 + 58?", "81");
-  const std::vector<int32_t> full = encode_conversation(qwen3_tokenizer(), nothink, row, {}).samples[0].input_ids;
+  const std::vector<int32_t> full =
+      encode_conversation(qwen3_tokenizer(), nothink, row, {}).samples[0].input_ids;
   EncodeSettings s;
   s.max_length = 10;
   s.truncation_strategy = "delete";
@@ -116,7 +127,8 @@ TEST_F(DataEncode, TruncationStrategies) {
 }
 
 TEST_F(DataEncode, ARowWithoutAReplyHasNothingToTrain) {
-  const EncodedRow r = encode_conversation(qwen3_tokenizer(), nothink, {{{"user", "only a question", ""}}}, {});
+  const EncodedRow r =
+      encode_conversation(qwen3_tokenizer(), nothink, {{{"user", "only a question", ""}}}, {});
   EXPECT_TRUE(r.no_trained_token);
   EXPECT_TRUE(r.samples.empty());
 }
@@ -124,10 +136,12 @@ TEST_F(DataEncode, ARowWithoutAReplyHasNothingToTrain) {
 TEST_F(DataEncode, TemplateErrorsPropagate) {
   // The plain template (pt) has no system prompt and one turn.
   const ChatTemplate plain = ChatTemplate::by_name("plain", {"", "<|im_end|>"});
-  EXPECT_ERROR_HAS(encode_conversation(qwen3_tokenizer(), plain,
-                                       {{{"user", "a", ""}, {"assistant", "b", ""}, {"user", "c", ""}, {"assistant", "d", ""}}},
-                                       {}),
-                   "renders one text and one reply");
+  EXPECT_ERROR_HAS(
+      encode_conversation(
+          qwen3_tokenizer(), plain,
+          {{{"user", "a", ""}, {"assistant", "b", ""}, {"user", "c", ""}, {"assistant", "d", ""}}},
+          {}),
+      "renders one text and one reply");
 }
 
 }  // namespace

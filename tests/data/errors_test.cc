@@ -13,7 +13,8 @@ using testing::TempDir;
 using testing::test_args;
 using testing::write_text;
 
-const std::string kGood = R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})";
+const std::string kGood =
+    R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})";
 
 struct BadCase {
   std::string file;     // name, extension decides the reader
@@ -24,7 +25,8 @@ struct BadCase {
 std::vector<BadCase> bad_cases() {
   return {
       {"malformed.jsonl", kGood + "\n{\"messages\": [\n", "malformed.jsonl line 2: malformed JSON"},
-      {"not_object.jsonl", kGood + "\n[1, 2]\n", "not_object.jsonl line 2: expected a JSON object, got array"},
+      {"not_object.jsonl", kGood + "\n[1, 2]\n",
+       "not_object.jsonl line 2: expected a JSON object, got array"},
       {"content_type.jsonl", kGood + "\n" + R"({"messages": [{"role": "user", "content": 5}]})",
        "content_type.jsonl line 2 message 0: content must be a string, got number"},
       {"content_null.jsonl", kGood + "\n" + R"({"messages": [{"role": "user", "content": null}]})",
@@ -33,36 +35,52 @@ std::vector<BadCase> bad_cases() {
        "messages_type.jsonl line 2: messages must be a list, got string"},
       {"response_type.jsonl", kGood + "\n" + R"({"query": "q", "response": {"a": 1}})",
        "response_type.jsonl line 2: response must be a string, got object"},
-      {"history_type.jsonl", kGood + "\n" + R"({"query": "q", "response": "r", "history": [["only one"]]})",
+      {"history_type.jsonl",
+       kGood + "\n" + R"({"query": "q", "response": "r", "history": [["only one"]]})",
        "history_type.jsonl line 2: history item 0 is not a [query, response] pair"},
-      {"empty.jsonl", kGood + "\n" + R"({"messages": []})", "empty.jsonl line 2: the conversation is empty"},
+      {"empty.jsonl", kGood + "\n" + R"({"messages": []})",
+       "empty.jsonl line 2: the conversation is empty"},
       {"only_system.jsonl", kGood + "\n" + R"({"messages": [{"role": "system", "content": "s"}]})",
        "only_system.jsonl line 2: the conversation is empty"},
-      {"no_format.jsonl", kGood + "\n" + R"({"foo": "bar"})", "no_format.jsonl line 2: no conversation found"},
+      {"no_format.jsonl", kGood + "\n" + R"({"foo": "bar"})",
+       "no_format.jsonl line 2: no conversation found"},
       {"role.jsonl", kGood + "\n" + R"({"messages": [{"role": "narrator", "content": "x"}]})",
        "role.jsonl line 2 message 0: unknown role 'narrator'"},
       {"role_type.jsonl", kGood + "\n" + R"({"messages": [{"role": 1, "content": "x"}]})",
        "role_type.jsonl line 2 message 0: role must be a string, got number"},
-      {"sharegpt_role.json", "[" + kGood + ", " + R"({"conversations": [{"from": "alien", "value": "x"}]})" + "]",
+      {"sharegpt_role.json",
+       "[" + kGood + ", " + R"({"conversations": [{"from": "alien", "value": "x"}]})" + "]",
        "sharegpt_role.json item 2 message 0: unknown role 'alien'"},
       {"array.json", "[" + kGood + ",\n {\"messages\": ]", "array.json line 2: malformed JSON"},
-      {"images.jsonl", kGood + "\n" + R"({"messages": [{"role": "user", "content": "<image>?"}], "images": ["a.png"]})",
+      {"images.jsonl",
+       kGood + "\n" +
+           R"({"messages": [{"role": "user", "content": "<image>?"}], "images": ["a.png"]})",
        "images.jsonl line 2: the row has images"},
       {"image_part.jsonl",
-       kGood + "\n" + R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
+       kGood + "\n" +
+           R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
        "image_part.jsonl line 2 message 0: content part 0 is of type 'image_url'"},
-      {"tools.jsonl", kGood + "\n" + R"({"tools": "[{\"type\": \"function\"}]", "messages": [{"role": "user", "content": "x"}]})",
+      {"tools.jsonl",
+       kGood + "\n" +
+           R"({"tools": "[{\"type\": \"function\"}]", "messages": [{"role": "user", "content": "x"}]})",
        "tools.jsonl line 2: the row has tools"},
-      {"tool_role.jsonl", kGood + "\n" + R"({"messages": [{"role": "user", "content": "x"}, {"role": "tool_call", "content": "{}"}]})",
+      {"tool_role.jsonl",
+       kGood + "\n" +
+           R"({"messages": [{"role": "user", "content": "x"}, {"role": "tool_call", "content": "{}"}]})",
        "tool_role.jsonl line 2 message 1: role 'tool_call' is a tool turn"},
-      {"loss.jsonl", kGood + "\n" + R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "loss": false}]})",
+      {"loss.jsonl",
+       kGood + "\n" +
+           R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "loss": false}]})",
        "loss.jsonl line 2 message 1: per-message \"loss\" is not supported"},
-      {"cells.csv", "query,response\nq,r\na,b,c\n", "cells.csv line 3: 3 cells, but the header has 2 columns"},
-      {"quote.csv", "query,response\nq,r\n\"never closed,x\n", "quote.csv line 3: a quoted cell is never closed"},
+      {"cells.csv", "query,response\nq,r\na,b,c\n",
+       "cells.csv line 3: 3 cells, but the header has 2 columns"},
+      {"quote.csv", "query,response\nq,r\n\"never closed,x\n",
+       "quote.csv line 3: a quoted cell is never closed"},
       {"utf8.csv", "query,response\nq,r\nbad \xff byte,r\n", "utf8.csv line 3: "},
       // A template error (reasoning on a template without thinking) names the row as well.
       {"reasoning.jsonl",
-       kGood + "\n" + R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "reasoning_content": "r"}]})",
+       kGood + "\n" +
+           R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "reasoning_content": "r"}]})",
        "reasoning.jsonl line 2: template qwen3_nothinking: messages[1] has reasoning_content"},
   };
 }
@@ -103,9 +121,12 @@ TEST_F(DataErrors, NonStrictSkipsAndCountsBadRowsAndKeepsTheGoodOnes) {
   EXPECT_NO_THROW(b = load(a));
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(b.train.size(), size_t(1 + bad_when_read + bad_when_encoded + 2));
-  auto has = [&](const std::string& text) { EXPECT_NE(log.find(text), std::string::npos) << text << "\n" << log; };
-  has(fmt::format("mixed.jsonl: skipped {} bad row(s) (--strict false), the first: {} line 2: malformed JSON",
-                  bad_when_read, dir / "mixed.jsonl"));
+  auto has = [&](const std::string& text) {
+    EXPECT_NE(log.find(text), std::string::npos) << text << "\n" << log;
+  };
+  has(fmt::format(
+      "mixed.jsonl: skipped {} bad row(s) (--strict false), the first: {} line 2: malformed JSON",
+      bad_when_read, dir / "mixed.jsonl"));
   has(fmt::format("mixed.csv: skipped 1 bad row(s) (--strict false), the first: {} line 3: 3 cells",
                   dir / "mixed.csv"));
   // Rows that fail later (template, invalid UTF-8) are counted when they are encoded.
@@ -118,16 +139,19 @@ TEST_F(DataErrors, NonStrictSkipsAndCountsBadRowsAndKeepsTheGoodOnes) {
 }
 
 TEST_F(DataErrors, MissingAndUnsupportedFiles) {
-  EXPECT_ERROR_HAS(load(test_args({dir / "nope.jsonl"})), "dataset " + (dir / "nope.jsonl") + " does not exist");
+  EXPECT_ERROR_HAS(load(test_args({dir / "nope.jsonl"})),
+                   "dataset " + (dir / "nope.jsonl") + " does not exist");
   EXPECT_ERROR_HAS(load(test_args({dir / "nope.jsonl#10"})), "nope.jsonl does not exist");
   DataArgs a = test_args({"swiftlet/self-cognition"});
   a.val_dataset = {dir / "missing_val.jsonl"};
   EXPECT_ERROR_HAS(load(a), "missing_val.jsonl does not exist");
   EXPECT_ERROR_HAS(load(test_args({"swiftlet/unknown"})), "neither a file nor a built-in dataset");
   write_text(dir / "d.parquet", "PAR1");
-  EXPECT_ERROR_HAS(load(test_args({dir / "d.parquet"})), "files of type '.parquet' are not supported");
+  EXPECT_ERROR_HAS(load(test_args({dir / "d.parquet"})),
+                   "files of type '.parquet' are not supported");
   std::filesystem::create_directories(dir / "empty_folder");
-  EXPECT_ERROR_HAS(load(test_args({dir / "empty_folder"})), "holds no .jsonl, .json, .csv or .txt file");
+  EXPECT_ERROR_HAS(load(test_args({dir / "empty_folder"})),
+                   "holds no .jsonl, .json, .csv or .txt file");
   a = test_args({dir / "d.parquet"});
   a.system = dir / "no_such_system.txt";
   EXPECT_ERROR_HAS(load(a), "no_such_system.txt: the file does not exist");
