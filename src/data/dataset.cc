@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -95,6 +97,19 @@ std::string model_type_of(const std::string& model_dir) {
   return config.value("model_type", "");
 }
 
+// Hash of the running executable (Linux), so that a rebuilt swiftlet never reuses samples an
+// older build made; "" where it cannot be read.
+const std::string& program_identity() {
+  static const std::string id = [] {
+    try {
+      return hash_file("/proc/self/exe");
+    } catch (const Error&) {
+      return std::string();
+    }
+  }();
+  return id;
+}
+
 // Everything the samples depend on, hashed: data files by content, the arguments that change
 // the result (not dataset_num_proc or output_dir), tokenizer files and template inputs.
 std::string cache_key(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
@@ -102,6 +117,8 @@ std::string cache_key(const DataArgs& a, const std::vector<DatasetSpec>& train_s
                       const std::optional<std::string>& system, const std::string& model_dir) {
   ContentHasher h;
   h.field("swiftlet datasets v1");
+  // The program itself: another build may render or tokenize differently.
+  h.field(program_identity());
   auto specs = [&](const char* kind, const std::vector<DatasetSpec>& list) {
     for (const DatasetSpec& s : list) {
       h.field(kind);
@@ -243,6 +260,31 @@ std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, con
   return out;
 }
 
+// The first sample as ms-swift prints it: the text, and the labels with untrained runs written as
+// [-100 * n], so that the loss mask can be checked by eye.
+void report_first_sample(Report& report, const Tokenizer& tok, const TokenizedSample& s) {
+  constexpr size_t kMaxChars = 2000;
+  auto cut = [&](std::string text) {
+    if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + " ...";
+    return text;
+  };
+  std::string labels;
+  for (size_t i = 0; i < s.labels.size();) {
+    size_t j = i;
+    if (s.labels[i] == kIgnoreIndex) {
+      while (j < s.labels.size() && s.labels[j] == kIgnoreIndex) ++j;
+      labels += fmt::format("[-100 * {}]", j - i);
+    } else {
+      while (j < s.labels.size() && s.labels[j] != kIgnoreIndex) ++j;
+      labels += tok.decode(std::span<const int32_t>(s.labels.data() + i, j - i));
+    }
+    i = j;
+  }
+  report.add("first train sample, {} tokens: [INPUT] {}", s.input_ids.size(),
+             cut(tok.decode(s.input_ids)));
+  report.add("first train sample: [LABELS] {}", cut(labels));
+}
+
 void report_encoding(Report& report, const char* what, size_t rows, const EncodeTotals& t,
                      const DataArgs& a, const std::vector<TokenizedSample>& samples) {
   log_skipped(report, t.skipped, what);
@@ -271,6 +313,10 @@ void report_encoding(Report& report, const char* what, size_t rows, const Encode
 }  // namespace
 
 DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   check_args(a);
   const std::string model_dir = resolve_model_path(model_arg);
   std::vector<DatasetSpec> train_specs, val_specs;
@@ -302,6 +348,7 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
           io::path_join(cache_dir, key + ".bin"), hit->template_name);
       for (const std::string& line : hit->report) log_info("  {}", line);
       write_val(hit->val_jsonl);
+      log_info("datasets loaded from the cache in {:.2f} s", seconds());
       return std::move(hit->bundle);
     }
   }
@@ -345,6 +392,7 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   bundle.val = encode_rows(val_rows, tok, tmpl, settings, a, pool, val_totals);
   report_encoding(report, "train", train_rows.size(), train_totals, a, bundle.train);
   if (!val_rows.empty()) report_encoding(report, "val", val_rows.size(), val_totals, a, bundle.val);
+  if (!bundle.train.empty()) report_first_sample(report, tok, bundle.train[0]);
   if (bundle.train.empty())
     throw Error("no training sample is left after reading and encoding the datasets",
                 "check --dataset, --max_length and --truncation_strategy (see the log above)");
@@ -380,6 +428,7 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     const std::string path = write_dataset_cache(cache_dir, key, entry);
     if (!path.empty()) log_info("tokenized datasets cached in {}", path);
   }
+  log_info("datasets read and tokenized in {:.2f} s", seconds());
   return bundle;
 }
 
