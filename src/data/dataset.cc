@@ -57,6 +57,9 @@ void check_args(const DataArgs& a) {
   if (t == "split" && a.use_chat_template)
     throw Error("--truncation_strategy split is for pre-training (--use_chat_template false)",
                 "cut chat rows with left or right, or drop them with delete");
+  if (!a.use_chat_template && a.system && !a.system->empty())
+    throw Error("--system needs a chat template, but --use_chat_template is false (pt)",
+                "leave --system out for pre-training, or train with swiftlet sft");
   if (a.loss_scale != "default" && a.loss_scale != "all")
     throw Error(fmt::format("--loss_scale {} is not supported", a.loss_scale),
                 "use default (assistant replies are trained) or all (every token)");
