@@ -225,7 +225,7 @@ void read_all(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
 }
 
 struct EncodeTotals {
-  size_t over_length = 0, deleted = 0, no_trained = 0, per_segment = 0, split_rows = 0;
+  size_t over_length = 0, no_trained = 0, truncated_away = 0, per_segment = 0;
   std::vector<std::string> skipped;
 };
 
@@ -254,10 +254,9 @@ std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, con
     }
     EncodedRow& r = encoded[i];
     totals.over_length += r.over_length;
-    totals.deleted += r.over_length && a.truncation_strategy == "delete";
     totals.no_trained += r.no_trained_token;
+    totals.truncated_away += r.no_trained_token && r.over_length;
     totals.per_segment += r.per_segment;
-    totals.split_rows += r.over_length && a.truncation_strategy == "split";
     for (TokenizedSample& s : r.samples) out.push_back(std::move(s));
   }
   return out;
@@ -301,9 +300,10 @@ void report_encoding(Report& report, const char* what, size_t rows, const Encode
                    : fmt::format("truncated from the {} (--truncation_strategy {})", s, s));
   }
   if (t.no_trained)
-    report.add(
-        "{}: dropped {} rows with no trained token{}", what, t.no_trained,
-        t.over_length && a.truncation_strategy != "delete" ? " (some after truncation)" : "");
+    report.add("{}: dropped {} rows with no trained token{}", what, t.no_trained,
+               t.truncated_away
+                   ? fmt::format(" ({} of them lost their replies to truncation)", t.truncated_away)
+                   : "");
   if (t.per_segment)
     report.add(
         "{}: {} rows were tokenized piece by piece (Unicode normalization changed their text)",
@@ -368,7 +368,6 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   if (carved)
     for (const ParsedRow& r : val_rows)
       val_jsonl += conversation_to_json(r.conversation).dump() + "\n";
-  write_val(val_jsonl);
 
   const Tokenizer tok = Tokenizer::load(model_dir);
   std::string template_name =
@@ -431,6 +430,7 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     const std::string path = write_dataset_cache(cache_dir, key, entry);
     if (!path.empty()) log_info("tokenized datasets cached in {}", path);
   }
+  write_val(val_jsonl);  // only once everything succeeded: a failed run leaves no files
   log_info("datasets read and tokenized in {:.2f} s", seconds());
   return bundle;
 }

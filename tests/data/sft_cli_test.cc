@@ -95,9 +95,10 @@ TEST_F(DataSftCli, ABadRowEndsTheRunWithAnErrorNamingFileAndLine) {
                                 "\n"
                                 R"({"query": "a", "response": )"
                                 "\n");
-  const CliRun r = run_swiftlet(
-      dir,
-      fmt::format("sft --model '{}' --dataset bad.jsonl --max_steps 1 --output_dir out", model));
+  const CliRun r =
+      run_swiftlet(dir, fmt::format("sft --model '{}' --dataset bad.jsonl --split_dataset_ratio "
+                                    "0.5 --max_steps 1 --output_dir out",
+                                    model));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("error: bad.jsonl line 2: malformed JSON"), std::string::npos)
       << r.output;
