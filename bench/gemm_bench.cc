@@ -69,8 +69,10 @@ void section(const char* title) { std::printf("\n%s\n", title); }
 int main(int argc, char** argv) {
   int threads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--seconds")) g_budget = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--seconds"))
+      g_budget = std::atof(argv[i + 1]);
     else {
       std::fprintf(stderr, "usage: gemm_bench [--threads N] [--seconds S]\n");
       return 2;
@@ -161,7 +163,8 @@ int main(int argc, char** argv) {
                   bytes / t.best / 1e9, bytes / t.median / 1e9);
     }
     Timing t2 = time_it([&] { (void)dev.sum_squares(big); });
-    std::printf("  sum_squares           %7.1f / %7.1f\n", bytes / t2.best / 1e9, bytes / t2.median / 1e9);
+    std::printf("  sum_squares           %7.1f / %7.1f\n", bytes / t2.best / 1e9,
+                bytes / t2.median / 1e9);
   }
   return 0;
 }

@@ -62,7 +62,10 @@ void attention_ref(const Problem& p, const std::vector<double>& q,
 // with a 37-token cache, one with a 300-token cache (long enough to be split over key chunks),
 // and one uncovered row at the end.
 Problem mixed_problem(int64_t Hq, int64_t Hkv, int64_t D) {
-  return Problem{14, Hq, Hkv, D,
+  return Problem{14,
+                 Hq,
+                 Hkv,
+                 D,
                  {{0, 4, 4, 4}, {4, 3, 3, 3}, {7, 4, 8, 11}, {11, 1, 37, 40}, {12, 1, 300, 305}}};
 }
 
@@ -77,7 +80,8 @@ Inputs make_inputs(const Problem& p, DType kv_dtype, uint64_t seed) {
   for (size_t s = 0; s < p.segs.size(); ++s) {
     auto k = round_to(random_floats(size_t(p.kv_size(s)), seed + 10 + s), kv_dtype);
     auto v = round_to(random_floats(size_t(p.kv_size(s)), seed + 20 + s), kv_dtype);
-    for (int64_t i = p.segs[s].kv_len * p.Hkv * p.D; i < p.kv_size(s); ++i) k[size_t(i)] = v[size_t(i)] = NAN;
+    for (int64_t i = p.segs[s].kv_len * p.Hkv * p.D; i < p.kv_size(s); ++i)
+      k[size_t(i)] = v[size_t(i)] = NAN;
     in.k.push_back(k);
     in.v.push_back(v);
   }
@@ -97,8 +101,13 @@ void check_forward(DeviceTest& t, Device& dev, const Problem& p, DType kv_dtype)
   for (size_t s = 0; s < p.segs.size(); ++s) {
     const SegSpec& sp = p.segs[s];
     Shape shape{sp.cache_rows, p.Hkv, p.D};
-    segs.push_back({sp.q_begin, sp.q_len, sp.kv_len, t.up(in.k[s], shape, kv_dtype),
-                    t.up(in.v[s], shape, kv_dtype), {}, {}});
+    segs.push_back({sp.q_begin,
+                    sp.q_len,
+                    sp.kv_len,
+                    t.up(in.k[s], shape, kv_dtype),
+                    t.up(in.v[s], shape, kv_dtype),
+                    {},
+                    {}});
   }
   Tensor q = t.up(in.q, {p.Tq, p.Hq, p.D});
   Tensor out = t.up(std::vector<float>(size_t(p.Tq * p.Hq * p.D), 7.0f), {p.Tq, p.Hq, p.D});
@@ -115,9 +124,10 @@ void check_forward(DeviceTest& t, Device& dev, const Problem& p, DType kv_dtype)
 }
 
 TEST_P(AttentionTest, ForwardSegmentsGqaCachesAndDecode) {
-  check_forward(*this, dev(), mixed_problem(4, 2, 20), DType::kF32);  // GQA, D not a vector multiple
-  check_forward(*this, dev(), mixed_problem(4, 4, 16), DType::kF32);  // multi-head
-  check_forward(*this, dev(), mixed_problem(6, 1, 8), DType::kF32);   // multi-query
+  check_forward(*this, dev(), mixed_problem(4, 2, 20),
+                DType::kF32);  // GQA, D not a vector multiple
+  check_forward(*this, dev(), mixed_problem(4, 4, 16), DType::kF32);   // multi-head
+  check_forward(*this, dev(), mixed_problem(6, 1, 8), DType::kF32);    // multi-query
   check_forward(*this, dev(), mixed_problem(4, 2, 32), DType::kBF16);  // bf16 KV cache
   check_forward(*this, dev(), mixed_problem(4, 2, 32), DType::kF16);
 }
@@ -172,7 +182,8 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
                     up(in.v[s], shape), up(dk0[s], shape), up(dv0[s], shape)});
   }
   Tensor q = up(in.q, {p.Tq, p.Hq, p.D}), dout = up(r, {p.Tq, p.Hq, p.D});
-  Tensor out = dev().empty({p.Tq, p.Hq, p.D}, DType::kF32), lse = dev().empty({p.Tq, p.Hq}, DType::kF32);
+  Tensor out = dev().empty({p.Tq, p.Hq, p.D}, DType::kF32),
+         lse = dev().empty({p.Tq, p.Hq}, DType::kF32);
   dev().attention_forward(out, lse, q, segs, float(p.scale()));
   Tensor dq = up(dq0, {p.Tq, p.Hq, p.D});
   dev().attention_backward(dq, dout, q, out, lse, segs, float(p.scale()));

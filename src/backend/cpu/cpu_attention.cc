@@ -30,8 +30,8 @@ inline float dot(const float* a, const void* b, int64_t b_off, int64_t n) {
   int64_t i = 0;
   for (; i + W <= n; i += W) acc = s::fma(s::load(a + i), s::load_as<Dk>(b, b_off + i), acc);
   if (i < n)
-    acc = s::fma(s::load_partial(a + i, int(n - i)), s::load_partial_as<Dk>(b, b_off + i, int(n - i)),
-                 acc);
+    acc = s::fma(s::load_partial(a + i, int(n - i)),
+                 s::load_partial_as<Dk>(b, b_off + i, int(n - i)), acc);
   return s::reduce_add(acc);
 }
 
@@ -48,11 +48,13 @@ template <DType Dx>
 inline void axpy(float* y, float alpha, const void* x, int64_t x_off, int64_t n) {
   s::V va = s::set1(alpha);
   int64_t i = 0;
-  for (; i + W <= n; i += W) s::store(y + i, s::fma(va, s::load_as<Dx>(x, x_off + i), s::load(y + i)));
+  for (; i + W <= n; i += W)
+    s::store(y + i, s::fma(va, s::load_as<Dx>(x, x_off + i), s::load(y + i)));
   if (i < n) {
     int len = int(n - i);
-    s::store_partial(y + i, s::fma(va, s::load_partial_as<Dx>(x, x_off + i, len), s::load_partial(y + i, len)),
-                     len);
+    s::store_partial(
+        y + i, s::fma(va, s::load_partial_as<Dx>(x, x_off + i, len), s::load_partial(y + i, len)),
+        len);
   }
 }
 
@@ -62,7 +64,8 @@ struct Geometry {
 };
 
 // A decode step against a long cache (one query row, many keys) is split over chunks of keys
-// instead: every chunk reads whole contiguous k/v rows (all heads), partial softmax sums are merged.
+// instead: every chunk reads whole contiguous k/v rows (all heads), partial softmax sums are
+// merged.
 constexpr int64_t kDecodeChunk = 256;
 inline bool split_over_keys(const AttnSegment& sg) {
   return sg.q_len == 1 && sg.kv_len > kDecodeChunk;
@@ -72,7 +75,8 @@ inline bool split_over_keys(const AttnSegment& sg) {
 template <class Fn>
 void set_items(Geometry* g, std::span<const AttnSegment> segments, Fn rows_of) {
   g->item_begin.assign(1, 0);
-  for (const AttnSegment& sg : segments) g->item_begin.push_back(g->item_begin.back() + rows_of(sg) * g->Hkv);
+  for (const AttnSegment& sg : segments)
+    g->item_begin.push_back(g->item_begin.back() + rows_of(sg) * g->Hkv);
 }
 
 // Checks the segments against q and returns the shared geometry (without work items).
@@ -85,10 +89,10 @@ Geometry check_segments(const char* k, const Tensor& q, std::span<const AttnSegm
   std::vector<std::pair<const char*, const char*>> grad_ranges;
   for (size_t si = 0; si < segments.size(); ++si) {
     const AttnSegment& sg = segments[si];
-    SWIFTLET_CHECK(sg.q_begin >= 0 && sg.q_len >= 0 && sg.q_begin + sg.q_len <= g.Tq &&
-                       sg.kv_len >= sg.q_len,
-                   "{}: segment {} (q_begin {}, q_len {}, kv_len {}) does not fit q {}", k, si,
-                   sg.q_begin, sg.q_len, sg.kv_len, q.describe());
+    SWIFTLET_CHECK(
+        sg.q_begin >= 0 && sg.q_len >= 0 && sg.q_begin + sg.q_len <= g.Tq && sg.kv_len >= sg.q_len,
+        "{}: segment {} (q_begin {}, q_len {}, kv_len {}) does not fit q {}", k, si, sg.q_begin,
+        sg.q_len, sg.kv_len, q.describe());
     SWIFTLET_CHECK(sg.k.ndim() == 3 && sg.v.shape() == sg.k.shape() && sg.k.dim(0) >= sg.kv_len &&
                        sg.k.dim(2) == g.D && sg.k.dim(1) > 0 && g.Hq % sg.k.dim(1) == 0,
                    "{}: segment {} k {} / v {} must be [>= {}, Hkv, {}] with {} % Hkv == 0", k, si,
@@ -257,10 +261,11 @@ void attention_dkv_items(const Geometry& g, std::span<const AttnSegment> segment
 }
 
 // One chunk [j0, j1) of a decode segment's keys for all query heads of its single row q (Hq x D):
-// writes per head acc = sum_j e^(s_j - m) v_j, then m and l = sum_j e^(s_j - m), to part [Hq, D + 2].
+// writes per head acc = sum_j e^(s_j - m) v_j, then m and l = sum_j e^(s_j - m), to part [Hq, D +
+// 2].
 template <DType Dk>
-void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, float scale,
-                  int64_t j0, int64_t j1, float* part) {
+void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, float scale, int64_t j0,
+                  int64_t j1, float* part) {
   const int64_t D = g.D, Hq = g.Hq, Hkv = g.Hkv, group = g.group, n = j1 - j0, row = Hkv * D;
   const void *kp = sg.k.raw_ptr(), *vp = sg.v.raw_ptr();
   float* sc = scratch_floats(2, size_t(Hq * n));
@@ -313,7 +318,8 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
   std::vector<std::pair<size_t, int64_t>> chunks;
   for (size_t si = 0; si < segments.size(); ++si)
     if (split_over_keys(segments[si]))
-      for (int64_t j0 = 0; j0 < segments[si].kv_len; j0 += kDecodeChunk) chunks.emplace_back(si, j0);
+      for (int64_t j0 = 0; j0 < segments[si].kv_len; j0 += kDecodeChunk)
+        chunks.emplace_back(si, j0);
   const int64_t part_size = g.Hq * (g.D + 2);
   std::vector<float> parts(chunks.size() * size_t(part_size));
   s::with_float_dtype(segments[0].k.dtype(), [&](auto d) {
@@ -332,14 +338,16 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
       }
     });
   });
-  // Merge: with chunk maxima m_c, m = max m_c, out = sum_c e^(m_c - m) acc_c / sum_c e^(m_c - m) l_c.
+  // Merge: with chunk maxima m_c, m = max m_c, out = sum_c e^(m_c - m) acc_c / sum_c e^(m_c - m)
+  // l_c.
   for (size_t c0 = 0; c0 < chunks.size();) {
     size_t c1 = c0;
     while (c1 < chunks.size() && chunks[c1].first == chunks[c0].first) ++c1;
     const AttnSegment& sg = segments[chunks[c0].first];
     for (int64_t h = 0; h < g.Hq; ++h) {
       float m = -std::numeric_limits<float>::infinity(), total = 0;
-      for (size_t c = c0; c < c1; ++c) m = std::max(m, parts[c * size_t(part_size) + size_t(h * (g.D + 2) + g.D)]);
+      for (size_t c = c0; c < c1; ++c)
+        m = std::max(m, parts[c * size_t(part_size) + size_t(h * (g.D + 2) + g.D)]);
       float* o = op + (sg.q_begin * g.Hq + h) * g.D;
       std::fill(o, o + g.D, 0.0f);
       for (size_t c = c0; c < c1; ++c) {
