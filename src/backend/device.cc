@@ -61,12 +61,14 @@ std::unique_ptr<Device> DeviceRegistry::create(const std::string& name, ThreadPo
   std::string n = normalise_name(name);
   std::vector<std::string> known = available();
   if (std::find(known.begin(), known.end(), n) == known.end())
-    throw Error(fmt::format("unknown device '{}'", name), fmt::format("known devices: {}", join(known)));
+    throw Error(fmt::format("unknown device '{}'", name),
+                fmt::format("known devices: {}", join(known)));
   std::vector<std::string> vis = visible();
   if (std::find(vis.begin(), vis.end(), n) == vis.end())
-    throw Error(fmt::format("device {} is not visible (visible: {})", n, join(vis)),
-                fmt::format("add it to SWIFTLET_VISIBLE_DEVICES, e.g. SWIFTLET_VISIBLE_DEVICES={},{}",
-                            join(vis).empty() ? "cpu:0" : vis.front(), n));
+    throw Error(
+        fmt::format("device {} is not visible (visible: {})", n, join(vis)),
+        fmt::format("add it to SWIFTLET_VISIBLE_DEVICES, e.g. SWIFTLET_VISIBLE_DEVICES={},{}",
+                    join(vis).empty() ? "cpu:0" : vis.front(), n));
   if (n == "cpu:0") return std::make_unique<CpuDevice>(pool, n);
   return std::make_unique<SimDevice>(pool, n);
 }

@@ -51,6 +51,8 @@ class Device {
   Tensor zeros(const Shape& shape, DType dtype);
   // A tensor on this device holding a copy of a host tensor (the CPU device may share storage
   // instead of copying when the host memory outlives the result, as mmapped weights do).
+  // The CPU device always shares (the result keeps the host storage alive): write a host buffer
+  // again only once the uploaded tensor is no longer needed, or upload a fresh buffer.
   virtual Tensor upload(const Tensor& host) = 0;
   // A host tensor holding a copy of a tensor of this device.
   virtual Tensor download(const Tensor& t) = 0;
@@ -81,8 +83,8 @@ class Device {
   // dtable[ids[t], :] += dout[t, :]
   virtual void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids) = 0;
 
-  // y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps) per row. x,y [rows, dim]; w [dim] any float
-  // dtype; rstd [rows] f32 saved for backward (may be undefined in inference).
+  // y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps) per row. x,y [rows, dim]; w [dim] any
+  // float dtype; rstd [rows] f32 saved for backward (may be undefined in inference).
   virtual void rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor& x,
                                const Tensor& w, float eps) = 0;
   // dx += ..., dw += ... (dw may be undefined when the weight is frozen)
@@ -141,11 +143,16 @@ class Device {
   virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
 };
 
-// Devices visible to this process: "cpu" always, plus "sim" (the test device) when asked for.
-// SWIFTLET_VISIBLE_DEVICES (comma-separated, e.g. "cpu:0" or "sim:0") filters the list.
+// The devices this build knows: "cpu:0" (backend/cpu) and "sim:0" (backend/sim, the test device).
+// SWIFTLET_VISIBLE_DEVICES selects the visible ones: a comma-separated list in the order to use
+// them ("cpu:0,sim:0"; "cpu" means "cpu:0"); unset, only cpu:0 is visible, so users never meet the
+// test device by accident. A name it does not know is an Error listing the known devices.
+// Tests that run on sim:0 set SWIFTLET_VISIBLE_DEVICES before create() (see tests/backend/).
 struct DeviceRegistry {
-  static std::vector<std::string> available();                       // all known device names
-  static std::vector<std::string> visible();                         // after the env filter
+  static std::vector<std::string> available();  // all known device names
+  static std::vector<std::string> visible();    // after the env filter (throws Error when bad)
+  // A device by name. Error for unknown names (listing the known ones) and for devices that are
+  // known but not visible (the hint says how to make them visible).
   static std::unique_ptr<Device> create(const std::string& name, ThreadPool& pool);
 };
 

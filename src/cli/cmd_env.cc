@@ -26,7 +26,9 @@ std::string join(const std::vector<std::string>& v, const char* sep = " ") {
   return r.empty() ? "none" : r;
 }
 
-std::string gib(size_t bytes) { return fmt::format("{:.1f} GiB", double(bytes) / double(1ull << 30)); }
+std::string gib(size_t bytes) {
+  return fmt::format("{:.1f} GiB", double(bytes) / double(1ull << 30));
+}
 
 std::vector<float> random_values(size_t n, uint64_t seed) {
   Rng rng(seed);
@@ -72,7 +74,8 @@ double check_matmul(Device& dev, int64_t M, int64_t N, int64_t K, DType d) {
     for (int64_t n = 0; n < N; ++n) {
       double s = 0;
       for (int64_t k = 0; k < K; ++k) {
-        float wv = d == DType::kBF16 ? bf16_to_f32(f32_to_bf16(w[size_t(n * K + k)])) : w[size_t(n * K + k)];
+        float wv = d == DType::kBF16 ? bf16_to_f32(f32_to_bf16(w[size_t(n * K + k)]))
+                                     : w[size_t(n * K + k)];
         s += double(x[size_t(m * K + k)]) * wv;
       }
       want[size_t(m * N + n)] = s;
@@ -91,7 +94,8 @@ double check_rmsnorm(Device& dev) {
     double ss = 0;
     for (int64_t i = 0; i < dim; ++i) ss += double(x[size_t(r * dim + i)]) * x[size_t(r * dim + i)];
     double inv = 1.0 / std::sqrt(ss / dim + 1e-6);
-    for (int64_t i = 0; i < dim; ++i) want[size_t(r * dim + i)] = x[size_t(r * dim + i)] * inv * w[size_t(i)];
+    for (int64_t i = 0; i < dim; ++i)
+      want[size_t(r * dim + i)] = x[size_t(r * dim + i)] * inv * w[size_t(i)];
   }
   return rel_error(dev.download(Y).to_f32_vector(), want);
 }
@@ -101,11 +105,13 @@ double check_attention(Device& dev) {
   const int64_t T = 6, Hq = 4, Hkv = 2, D = 16;
   auto q = random_values(size_t(T * Hq * D), 5), k = random_values(size_t(T * Hkv * D), 6),
        v = random_values(size_t(T * Hkv * D), 7);
-  Tensor K = to_device(dev, k, {T, Hkv, D}, DType::kF32), V = to_device(dev, v, {T, Hkv, D}, DType::kF32);
+  Tensor K = to_device(dev, k, {T, Hkv, D}, DType::kF32),
+         V = to_device(dev, v, {T, Hkv, D}, DType::kF32);
   Tensor out = dev.empty({T, Hq, D}, DType::kF32);
   std::vector<AttnSegment> seg = {{0, T, T, K, V, {}, {}}};
   const double scale = 0.25;
-  dev.attention_forward(out, Tensor(), to_device(dev, q, {T, Hq, D}, DType::kF32), seg, float(scale));
+  dev.attention_forward(out, Tensor(), to_device(dev, q, {T, Hq, D}, DType::kF32), seg,
+                        float(scale));
   std::vector<double> want(q.size(), 0.0);
   for (int64_t i = 0; i < T; ++i)
     for (int64_t h = 0; h < Hq; ++h) {
@@ -114,14 +120,16 @@ double check_attention(Device& dev) {
       double m = -INFINITY, sum = 0;
       for (int64_t j = 0; j <= i; ++j) {
         double s = 0;
-        for (int64_t e = 0; e < D; ++e) s += double(q[size_t((i * Hq + h) * D + e)]) * k[size_t((j * Hkv + g) * D + e)];
+        for (int64_t e = 0; e < D; ++e)
+          s += double(q[size_t((i * Hq + h) * D + e)]) * k[size_t((j * Hkv + g) * D + e)];
         p[size_t(j)] = s * scale;
         m = std::max(m, p[size_t(j)]);
       }
       for (auto& x : p) sum += (x = std::exp(x - m));
       for (int64_t j = 0; j <= i; ++j)
         for (int64_t e = 0; e < D; ++e)
-          want[size_t((i * Hq + h) * D + e)] += p[size_t(j)] / sum * v[size_t((j * Hkv + g) * D + e)];
+          want[size_t((i * Hq + h) * D + e)] +=
+              p[size_t(j)] / sum * v[size_t((j * Hkv + g) * D + e)];
     }
   return rel_error(dev.download(out).to_f32_vector(), want);
 }
@@ -146,7 +154,8 @@ bool run_checks(ThreadPool& pool) {
         double err = c.run(*dev);
         bool pass = err <= kTolerance;
         ok = ok && pass;
-        detail += fmt::format("{}{} {:.1e}{}", detail.empty() ? "" : ", ", c.name, err, pass ? "" : " FAIL");
+        detail += fmt::format("{}{} {:.1e}{}", detail.empty() ? "" : ", ", c.name, err,
+                              pass ? "" : " FAIL");
       }
     } catch (const std::exception& e) {
       ok = false;
@@ -185,18 +194,20 @@ int run_env(int argc, char** argv) {
   std::printf("cores         %d available to this process (%u online)\n", cpu.cores_available,
               std::thread::hardware_concurrency());
   std::printf("simd (cpu)    %s\n", join(cpu.names()).c_str());
+  std::vector<std::string> built = build_simd_features();
   std::printf("simd (build)  %s kernels, compiled with %s\n", build_simd_level().c_str(),
-              join(build_simd_features()).c_str());
+              built.empty() ? "no SIMD extensions" : join(built).c_str());
   std::printf("memory        %s total, %s available\n", gib(mem.total_bytes).c_str(),
               gib(mem.available_bytes).c_str());
   ThreadPool pool(threads);
   std::string gemm;
   try {
     const blas::BlasInfo& b = blas::info();
-    gemm = fmt::format("{}, {} kernels ({}); f32 GEMM split over the pool, one single-threaded "
-                       "call per thread; bf16/f16 weights converted in panels; M <= 8 by swiftlet's "
-                       "{} GEMV kernels",
-                       b.library, b.core, b.how, build_simd_level());
+    gemm = fmt::format(
+        "{}, {} kernels ({}); f32 GEMM split over the pool, one single-threaded "
+        "call per thread; bf16/f16 weights converted in panels; M <= 8 by swiftlet's "
+        "{} GEMV kernels",
+        b.library, b.core, b.how, build_simd_level());
   } catch (const Error& e) {
     gemm = fmt::format("unavailable: {}", e.what());
   }
@@ -204,8 +215,9 @@ int run_env(int argc, char** argv) {
   std::printf("threads       %d%s\n", threads, flags.given("threads") ? " (--threads)" : "");
   const char* env = std::getenv("SWIFTLET_VISIBLE_DEVICES");
   std::vector<std::string> visible = DeviceRegistry::visible();
-  std::printf("devices       %s (SWIFTLET_VISIBLE_DEVICES=%s; known: %s)\n", join(visible, ", ").c_str(),
-              env ? env : "<unset>", join(DeviceRegistry::available(), ", ").c_str());
+  std::printf("devices       %s (SWIFTLET_VISIBLE_DEVICES=%s; known: %s)\n",
+              join(visible, ", ").c_str(), env ? env : "<unset>",
+              join(DeviceRegistry::available(), ", ").c_str());
   for (const std::string& name : visible) {
     try {
       DeviceInfo info = DeviceRegistry::create(name, pool)->info();

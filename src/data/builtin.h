@@ -25,7 +25,8 @@ struct BuiltinOptions {
 // The IDs (with their subsets) for listings and errors.
 const std::vector<std::string>& builtin_dataset_ids();
 
-// True when `id` (without #N) names a built-in dataset, subset included ("swiftlet/arithmetic:test").
+// True when `id` (without #N) names a built-in dataset, subset included
+// ("swiftlet/arithmetic:test").
 bool is_builtin_dataset(const std::string& id);
 
 // The rows of a built-in dataset in ms-swift's query/response format. Throws Error when the rows

@@ -165,7 +165,8 @@ std::string ContentHasher::hex() const {
 
 std::string hash_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read {}", path), "check that the file exists and is readable");
+  if (!in)
+    throw Error(fmt::format("cannot read {}", path), "check that the file exists and is readable");
   ContentHasher h;
   std::string buffer(1 << 20, '\0');
   while (in) {

@@ -40,7 +40,8 @@ std::string text_of(const json& v, const std::string& where, const std::string& 
                                    ? part["type"].get<std::string>()
                                    : "";
       if (is_media_part(type))
-        throw Error(fmt::format("{}: {} part {} is of type '{}'", where, field, i, type), kMediaHint);
+        throw Error(fmt::format("{}: {} part {} is of type '{}'", where, field, i, type),
+                    kMediaHint);
       if (type != "text" || !part.contains("text") || !part["text"].is_string())
         throw Error(fmt::format("{}: {} part {} is not {{\"type\": \"text\", \"text\": \"...\"}}",
                                 where, field, i),
@@ -88,8 +89,7 @@ ChatMessage parse_message(const json& m, const std::string& at) {
   const json& role = m.contains("role") ? m["role"] : m["from"];
   const bool openai = m.contains("role");
   const char* content_key = openai ? "content" : "value";
-  if (!m.contains(content_key))
-    throw Error(fmt::format("{}: {} is missing", at, content_key));
+  if (!m.contains(content_key)) throw Error(fmt::format("{}: {} is missing", at, content_key));
   ChatMessage msg{normalise_role(role, at), text_of(m[content_key], at, content_key), ""};
   if (m.contains("tool_calls") && !is_blank(m["tool_calls"]))
     throw Error(fmt::format("{}: the message has tool_calls", at), kToolHint);
@@ -186,16 +186,16 @@ Conversation parse_conversation(const json& input_row, const std::string& where,
         for (size_t i = 0; i < hist->size(); ++i) {
           const json& pair = (*hist)[i];
           if (!pair.is_array() || pair.size() != 2)
-            throw Error(fmt::format("{}: history item {} is not a [query, response] pair", where,
-                                    i));
+            throw Error(
+                fmt::format("{}: history item {} is not a [query, response] pair", where, i));
           c.messages.push_back({"user", text_of(pair[0], where, "history query"), ""});
           c.messages.push_back({"assistant", text_of(pair[1], where, "history response"), ""});
         }
       }
       c.messages.push_back({"user", query, ""});
-      if (const json* r = first_of(row, {"response", "answer", "output", "targets", "target",
-                                         "answer_key", "answers", "solution", "text", "completion",
-                                         "content"})) {
+      if (const json* r =
+              first_of(row, {"response", "answer", "output", "targets", "target", "answer_key",
+                             "answers", "solution", "text", "completion", "content"})) {
         if (r->is_array() && r->empty())
           throw Error(fmt::format("{}: the response is an empty list", where));
         const json& rv = r->is_array() ? (*r)[0] : *r;  // a list takes its first element
@@ -229,14 +229,17 @@ std::vector<ChatMessage> merge_for_template(const std::vector<ChatMessage>& mess
   return out;
 }
 
-json conversation_to_json(const Conversation& conversation) {
-  json messages = json::array();
+nlohmann::ordered_json conversation_to_json(const Conversation& conversation) {
+  using ordered = nlohmann::ordered_json;
+  ordered messages = ordered::array();
   for (const ChatMessage& m : conversation.messages) {
-    json j = {{"role", m.role}, {"content", m.content}};
+    ordered j = {{"role", m.role}, {"content", m.content}};
     if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
     messages.push_back(std::move(j));
   }
-  return {{"messages", std::move(messages)}};
+  ordered row = ordered::object();
+  row["messages"] = std::move(messages);
+  return row;
 }
 
 }  // namespace swiftlet

@@ -5,9 +5,8 @@
 // aliases), and plain `text` (pre-training). Rows that cannot be read, and features swiftlet does
 // not train yet (images, audio, video, tools, per-message loss), are an Error naming `where`
 // (file:line).
-#include <nlohmann/json_fwd.hpp>
-
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,8 +33,8 @@ Conversation parse_conversation(const nlohmann::json& row, const std::string& wh
 std::vector<ChatMessage> merge_for_template(const std::vector<ChatMessage>& messages);
 
 // The conversation in ms-swift's standard row format: {"messages": [{"role", "content"}, ...]}
-// (plus "reasoning_content" where given). Used for val_dataset.jsonl.
-nlohmann::json conversation_to_json(const Conversation& conversation);
+// (plus "reasoning_content" where given), keys in that order. Used for val_dataset.jsonl.
+nlohmann::ordered_json conversation_to_json(const Conversation& conversation);
 
 // Reads a .jsonl / .json (array or lines) file into (line number, row) pairs (for a JSON array:
 // the item number); malformed JSON is an Error naming the file and line.

@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -55,6 +57,9 @@ void check_args(const DataArgs& a) {
   if (t == "split" && a.use_chat_template)
     throw Error("--truncation_strategy split is for pre-training (--use_chat_template false)",
                 "cut chat rows with left or right, or drop them with delete");
+  if (!a.use_chat_template && a.system && !a.system->empty())
+    throw Error("--system needs a chat template, but --use_chat_template is false (pt)",
+                "leave --system out for pre-training, or train with swiftlet sft");
   if (a.loss_scale != "default" && a.loss_scale != "all")
     throw Error(fmt::format("--loss_scale {} is not supported", a.loss_scale),
                 "use default (assistant replies are trained) or all (every token)");
@@ -95,6 +100,19 @@ std::string model_type_of(const std::string& model_dir) {
   return config.value("model_type", "");
 }
 
+// Hash of the running executable (Linux), so that a rebuilt swiftlet never reuses samples an
+// older build made; "" where it cannot be read.
+const std::string& program_identity() {
+  static const std::string id = [] {
+    try {
+      return hash_file("/proc/self/exe");
+    } catch (const Error&) {
+      return std::string();
+    }
+  }();
+  return id;
+}
+
 // Everything the samples depend on, hashed: data files by content, the arguments that change
 // the result (not dataset_num_proc or output_dir), tokenizer files and template inputs.
 std::string cache_key(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
@@ -102,6 +120,8 @@ std::string cache_key(const DataArgs& a, const std::vector<DatasetSpec>& train_s
                       const std::optional<std::string>& system, const std::string& model_dir) {
   ContentHasher h;
   h.field("swiftlet datasets v1");
+  // The program itself: another build may render or tokenize differently.
+  h.field(program_identity());
   auto specs = [&](const char* kind, const std::vector<DatasetSpec>& list) {
     for (const DatasetSpec& s : list) {
       h.field(kind);
@@ -189,8 +209,8 @@ void read_all(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
     }
     std::vector<size_t> ti, vi;
     split_indices(rows.size(), a.split_dataset_ratio, derive_seed(a.data_seed, kSplit, i), ti, vi);
-    report.add("dataset {}: split {} train / {} val (--split_dataset_ratio {})",
-               train_specs[i].id, ti.size(), vi.size(), a.split_dataset_ratio);
+    report.add("dataset {}: split {} train / {} val (--split_dataset_ratio {})", train_specs[i].id,
+               ti.size(), vi.size(), a.split_dataset_ratio);
     std::vector<ParsedRow> t = take(rows, ti), v = take(rows, vi);
     train.insert(train.end(), t.begin(), t.end());
     val.insert(val.end(), v.begin(), v.end());
@@ -205,13 +225,14 @@ void read_all(const DataArgs& a, const std::vector<DatasetSpec>& train_specs,
 }
 
 struct EncodeTotals {
-  size_t over_length = 0, deleted = 0, no_trained = 0, per_segment = 0, split_rows = 0;
+  size_t over_length = 0, no_trained = 0, truncated_away = 0, per_segment = 0;
   std::vector<std::string> skipped;
 };
 
 std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, const Tokenizer& tok,
                                          const ChatTemplate& tmpl, const EncodeSettings& settings,
-                                         const DataArgs& a, ThreadPool& pool, EncodeTotals& totals) {
+                                         const DataArgs& a, ThreadPool& pool,
+                                         EncodeTotals& totals) {
   std::vector<EncodedRow> encoded(rows.size());
   std::vector<std::string> errors(rows.size()), hints(rows.size());
   pool.parallel_for(int64_t(rows.size()), [&](int64_t begin, int64_t end, int) {
@@ -233,13 +254,37 @@ std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, con
     }
     EncodedRow& r = encoded[i];
     totals.over_length += r.over_length;
-    totals.deleted += r.over_length && a.truncation_strategy == "delete";
     totals.no_trained += r.no_trained_token;
+    totals.truncated_away += r.no_trained_token && r.over_length;
     totals.per_segment += r.per_segment;
-    totals.split_rows += r.over_length && a.truncation_strategy == "split";
     for (TokenizedSample& s : r.samples) out.push_back(std::move(s));
   }
   return out;
+}
+
+// The first sample as ms-swift prints it: the text, and the labels with untrained runs written as
+// [-100 * n], so that the loss mask can be checked by eye.
+void report_first_sample(Report& report, const Tokenizer& tok, const TokenizedSample& s) {
+  constexpr size_t kMaxChars = 2000;
+  auto cut = [&](std::string text) {
+    if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + " ...";
+    return text;
+  };
+  std::string labels;
+  for (size_t i = 0; i < s.labels.size();) {
+    size_t j = i;
+    if (s.labels[i] == kIgnoreIndex) {
+      while (j < s.labels.size() && s.labels[j] == kIgnoreIndex) ++j;
+      labels += fmt::format("[-100 * {}]", j - i);
+    } else {
+      while (j < s.labels.size() && s.labels[j] != kIgnoreIndex) ++j;
+      labels += tok.decode(std::span<const int32_t>(s.labels.data() + i, j - i));
+    }
+    i = j;
+  }
+  report.add("first train sample, {} tokens: [INPUT] {}", s.input_ids.size(),
+             cut(tok.decode(s.input_ids)));
+  report.add("first train sample: [LABELS] {}", cut(labels));
 }
 
 void report_encoding(Report& report, const char* what, size_t rows, const EncodeTotals& t,
@@ -249,16 +294,20 @@ void report_encoding(Report& report, const char* what, size_t rows, const Encode
     const std::string& s = a.truncation_strategy;
     report.add("{}: {} of {} rows are longer than --max_length {}: {}", what, t.over_length, rows,
                a.max_length,
-               s == "delete"  ? "dropped (--truncation_strategy delete)"
-               : s == "split" ? "cut into pieces of max_length (--truncation_strategy split)"
-                              : fmt::format("truncated from the {} (--truncation_strategy {})", s, s));
+               s == "delete" ? "dropped (--truncation_strategy delete)"
+               : s == "split"
+                   ? "cut into pieces of max_length (--truncation_strategy split)"
+                   : fmt::format("truncated from the {} (--truncation_strategy {})", s, s));
   }
   if (t.no_trained)
     report.add("{}: dropped {} rows with no trained token{}", what, t.no_trained,
-               t.over_length && a.truncation_strategy != "delete" ? " (some after truncation)" : "");
+               t.truncated_away
+                   ? fmt::format(" ({} of them lost their replies to truncation)", t.truncated_away)
+                   : "");
   if (t.per_segment)
-    report.add("{}: {} rows were tokenized piece by piece (Unicode normalization changed their text)",
-               what, t.per_segment);
+    report.add(
+        "{}: {} rows were tokenized piece by piece (Unicode normalization changed their text)",
+        what, t.per_segment);
   LengthStats st;
   for (const TokenizedSample& s : samples) st.add(int64_t(s.input_ids.size()));
   report.add("{}: {}", what, st.str());
@@ -267,6 +316,10 @@ void report_encoding(Report& report, const char* what, size_t rows, const Encode
 }  // namespace
 
 DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   check_args(a);
   const std::string model_dir = resolve_model_path(model_arg);
   std::vector<DatasetSpec> train_specs, val_specs;
@@ -278,7 +331,8 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     log_warning("--val_dataset is given: --split_dataset_ratio {} is ignored (as in ms-swift)",
                 a.split_dataset_ratio);
   const std::optional<std::string> system = resolve_system(a.system);
-  const fs::path val_path = a.output_dir.empty() ? fs::path() : fs::path(a.output_dir) / "val_dataset.jsonl";
+  const fs::path val_path =
+      a.output_dir.empty() ? fs::path() : fs::path(a.output_dir) / "val_dataset.jsonl";
   auto write_val = [&](const std::string& jsonl) {
     if (jsonl.empty() || a.output_dir.empty()) return;
     fs::create_directories(a.output_dir);
@@ -291,11 +345,13 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   if (!cache_dir.empty()) {
     key = cache_key(a, train_specs, val_specs, system, model_dir);
     if (std::optional<CachedDatasets> hit = read_dataset_cache(cache_dir, key)) {
-      log_info("reusing the tokenized datasets of an earlier run from the cache {} (template {}); "
-               "what that run reported:",
-               io::path_join(cache_dir, key + ".bin"), hit->template_name);
+      log_info(
+          "reusing the tokenized datasets of an earlier run from the cache {} (template {}); "
+          "what that run reported:",
+          io::path_join(cache_dir, key + ".bin"), hit->template_name);
       for (const std::string& line : hit->report) log_info("  {}", line);
       write_val(hit->val_jsonl);
+      log_info("datasets loaded from the cache in {:.2f} s", seconds());
       return std::move(hit->bundle);
     }
   }
@@ -310,24 +366,26 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   read_all(a, train_specs, val_specs, ro, report, train_rows, val_rows, carved);
   std::string val_jsonl;
   if (carved)
-    for (const ParsedRow& r : val_rows) val_jsonl += conversation_to_json(r.conversation).dump() + "\n";
-  write_val(val_jsonl);
+    for (const ParsedRow& r : val_rows)
+      val_jsonl += conversation_to_json(r.conversation).dump() + "\n";
 
   const Tokenizer tok = Tokenizer::load(model_dir);
-  std::string template_name = a.template_name.empty()
-                                  ? ChatTemplate::detect(model_type_of(model_dir), tok.chat_template())
-                                  : a.template_name;
+  std::string template_name =
+      a.template_name.empty() ? ChatTemplate::detect(model_type_of(model_dir), tok.chat_template())
+                              : a.template_name;
   if (!a.use_chat_template) template_name = "plain";
-  const ChatTemplate tmpl = ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
+  const ChatTemplate tmpl =
+      ChatTemplate::by_name(template_name, {tok.bos_token(), tok.eos_token()});
   EncodeSettings settings;
   settings.options.system = system;
   settings.options.preserve_thinking = a.preserve_thinking.value_or(true);
   settings.loss_all = a.loss_scale == "all";
   settings.max_length = a.max_length;
   settings.truncation_strategy = a.truncation_strategy;
-  report.add("template {}, loss on {}, max_length {}, {} tokenizing thread(s)", template_name,
-             settings.loss_all ? "every token" : "assistant replies", a.max_length,
-             a.dataset_num_proc);
+  report.add("template {}, loss on {}, max_length {}", template_name,
+             settings.loss_all ? "every token" : "assistant replies", a.max_length);
+  log_info("tokenizing {} train and {} val rows in {} thread(s)", train_rows.size(),
+           val_rows.size(), a.dataset_num_proc);
 
   ThreadPool pool(int(a.dataset_num_proc));
   DatasetBundle bundle;
@@ -336,6 +394,7 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
   bundle.val = encode_rows(val_rows, tok, tmpl, settings, a, pool, val_totals);
   report_encoding(report, "train", train_rows.size(), train_totals, a, bundle.train);
   if (!val_rows.empty()) report_encoding(report, "val", val_rows.size(), val_totals, a, bundle.val);
+  if (!bundle.train.empty()) report_first_sample(report, tok, bundle.train[0]);
   if (bundle.train.empty())
     throw Error("no training sample is left after reading and encoding the datasets",
                 "check --dataset, --max_length and --truncation_strategy (see the log above)");
@@ -346,19 +405,22 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     bundle.val = pack_samples(bundle.val, a.max_length, derive_seed(a.data_seed, kValPack, 0));
     int64_t tokens = 0;
     for (const TokenizedSample& s : bundle.train) tokens += int64_t(s.input_ids.size());
-    report.add("packing: {} train samples into {} sequences of up to {} tokens ({:.1f}% full), "
-               "{} val samples into {}",
-               n_train, bundle.train.size(), a.max_length,
-               100.0 * double(tokens) / double(bundle.train.size() * size_t(a.max_length)), n_val,
-               bundle.val.size());
+    report.add(
+        "packing: {} train samples into {} sequences of up to {} tokens ({:.1f}% full), "
+        "{} val samples into {}",
+        n_train, bundle.train.size(), a.max_length,
+        100.0 * double(tokens) / double(bundle.train.size() * size_t(a.max_length)), n_val,
+        bundle.val.size());
   }
   if (a.group_by_length && a.train_batch_size > 1) {
     const size_t n = bundle.train.size();
-    bundle.train = group_by_length(bundle.train, a.train_batch_size, derive_seed(a.data_seed, kGroup, 0));
+    bundle.train =
+        group_by_length(bundle.train, a.train_batch_size, derive_seed(a.data_seed, kGroup, 0));
     bundle.train_grouped = true;
-    report.add("group_by_length: {} train samples in {} micro-batches of up to {} similar-length "
-               "samples",
-               n, bundle.train.size(), a.train_batch_size);
+    report.add(
+        "group_by_length: {} train samples in {} micro-batches of up to {} similar-length "
+        "samples",
+        n, bundle.train.size(), a.train_batch_size);
   } else if (a.group_by_length) {
     report.add("group_by_length: a batch holds one sample, there is nothing to group");
   }
@@ -368,6 +430,8 @@ DatasetBundle load_datasets(const DataArgs& a, const std::string& model_arg) {
     const std::string path = write_dataset_cache(cache_dir, key, entry);
     if (!path.empty()) log_info("tokenized datasets cached in {}", path);
   }
+  write_val(val_jsonl);  // only once everything succeeded: a failed run leaves no files
+  log_info("datasets read and tokenized in {:.2f} s", seconds());
   return bundle;
 }
 

@@ -30,11 +30,11 @@ struct DataArgs {
   int64_t train_batch_size = 1;  // per_device_train_batch_size: the group size of group_by_length
   bool strict = true;            // false: bad rows are skipped and counted instead of an Error
   std::string template_name;     // "" = detected from the model folder
-  std::optional<std::string> system;  // --system: text, or a .txt file; "\n" escapes expanded
-  std::vector<std::string> model_name;    // self-cognition (Chinese, English)
+  std::optional<std::string> system;    // --system: text, or a .txt file; "\n" escapes expanded
+  std::vector<std::string> model_name;  // self-cognition (Chinese, English)
   std::vector<std::string> model_author;
-  std::string loss_scale = "default";     // default | all (pt)
-  bool use_chat_template = true;          // false: the `plain` template (pt)
+  std::string loss_scale = "default";  // default | all (pt)
+  bool use_chat_template = true;       // false: the `plain` template (pt)
   // ms-swift --preserve_thinking; unset: true, ms-swift's choice for training under loss_scale
   // default/all (every turn keeps a think block, an empty untrained one when it has none).
   std::optional<bool> preserve_thinking;

@@ -5,11 +5,11 @@
 // Tokenization: the rendered text is tokenized as one text (what inference and HF's
 // apply_chat_template + tokenizer produce), and each token takes the loss flag of the text it
 // covers (a token that covers any trained byte is trained). Tokenizing the pieces one by one, as
-// ms-swift does, gives the same ids whenever no token crosses a piece boundary; the templates put
-// boundaries next to special tokens and newlines, where that holds, but a reply that starts with
-// a newline after Qwen3's empty think block (for example) does merge across the boundary. When
-// normalization (NFC) changes the text, byte offsets no longer line up: such rows are tokenized
-// piece by piece instead (and counted).
+// ms-swift does, gives other ids where a token crosses a piece boundary: a reply that starts
+// with a newline merges with the "\n" ending the assistant header ("\n\n" is one token), and
+// Qwen3's untrained empty think block can end inside a run of spaces. When normalization (NFC)
+// changes the text, byte offsets no longer line up: such rows are tokenized piece by piece
+// instead (and counted).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,8 +22,8 @@
 namespace swiftlet {
 
 struct EncodeSettings {
-  TemplateOptions options;   // system (--system), preserve_thinking; no generation prompt
-  bool loss_all = false;     // --loss_scale all: every token is trained
+  TemplateOptions options;  // system (--system), preserve_thinking; no generation prompt
+  bool loss_all = false;    // --loss_scale all: every token is trained
   int64_t max_length = 2048;
   std::string truncation_strategy = "delete";  // delete | left | right | split
 };

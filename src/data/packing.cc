@@ -46,7 +46,8 @@ std::vector<TokenizedSample> pack_samples(const std::vector<TokenizedSample>& sa
   std::multimap<int64_t, size_t> by_room;
   for (size_t i : order) {
     const int64_t len = int64_t(samples[i].input_ids.size());
-    SWIFTLET_CHECK(len <= capacity, "pack_samples: a sample of {} tokens exceeds {}", len, capacity);
+    SWIFTLET_CHECK(len <= capacity, "pack_samples: a sample of {} tokens exceeds {}", len,
+                   capacity);
     auto it = by_room.lower_bound(len);
     if (it == by_room.end()) {
       bins.push_back({i});
@@ -81,13 +82,15 @@ std::vector<TokenizedSample> group_by_length(const std::vector<TokenizedSample>&
   const size_t mega = size_t(batch_size) * 50, batch = size_t(batch_size);
   std::vector<TokenizedSample> out;
   for (size_t m = 0; m < order.size(); m += mega) {
-    const auto begin = order.begin() + long(m), end = order.begin() + long(std::min(order.size(), m + mega));
+    const auto begin = order.begin() + long(m),
+               end = order.begin() + long(std::min(order.size(), m + mega));
     std::stable_sort(begin, end, [&](size_t a, size_t b) {
       return samples[a].input_ids.size() > samples[b].input_ids.size();
     });
     for (auto it = begin; it < end; it += long(std::min<size_t>(batch, size_t(end - it)))) {
       std::vector<const TokenizedSample*> parts;
-      for (auto j = it; j < it + long(std::min<size_t>(batch, size_t(end - it))); ++j) parts.push_back(&samples[*j]);
+      for (auto j = it; j < it + long(std::min<size_t>(batch, size_t(end - it))); ++j)
+        parts.push_back(&samples[*j]);
       out.push_back(join_samples(parts));
     }
   }

@@ -18,7 +18,8 @@ namespace {
 
 std::string extension_of(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext;
 }
 
@@ -36,7 +37,9 @@ std::string short_json_error(const json::parse_error& e) {
 class RowSink {
  public:
   RowSink(FileRows& out, bool strict) : out_(out), strict_(strict) {}
-  void add(std::string where, json value) { out_.rows.push_back({std::move(where), std::move(value)}); }
+  void add(std::string where, json value) {
+    out_.rows.push_back({std::move(where), std::move(value)});
+  }
   void bad(const std::string& message, const std::string& hint) {
     if (strict_) throw Error(message, hint);
     out_.skipped.push_back(message);
@@ -156,7 +159,8 @@ void read_csv(const std::string& path, const std::string& text, RowSink& sink) {
     }
   }
   if (any) finish_record();
-  if (header.empty()) throw Error(fmt::format("{}: the CSV file is empty", path), "the first row names the columns");
+  if (header.empty())
+    throw Error(fmt::format("{}: the CSV file is empty", path), "the first row names the columns");
 }
 
 void read_txt(const std::string& path, const std::string& text, RowSink& sink) {
@@ -206,7 +210,8 @@ FileRows read_data_file(const std::string& path, bool strict) {
 std::vector<std::string> list_data_files(const std::string& folder) {
   std::vector<std::string> files;
   std::error_code ec;
-  auto it = fs::recursive_directory_iterator(folder, fs::directory_options::skip_permission_denied, ec);
+  auto it =
+      fs::recursive_directory_iterator(folder, fs::directory_options::skip_permission_denied, ec);
   if (ec) throw Error(fmt::format("dataset folder {}: {}", folder, ec.message()));
   for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) throw Error(fmt::format("dataset folder {}: {}", folder, ec.message()));
@@ -215,7 +220,8 @@ std::vector<std::string> list_data_files(const std::string& folder) {
       if (it->is_directory()) it.disable_recursion_pending();
       continue;
     }
-    if (it->is_regular_file() && is_data_file(it->path().string())) files.push_back(it->path().string());
+    if (it->is_regular_file() && is_data_file(it->path().string()))
+      files.push_back(it->path().string());
   }
   std::sort(files.begin(), files.end());
   if (files.empty())

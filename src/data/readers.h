@@ -3,7 +3,6 @@
 // object a line), .csv (a header row, then one row a record; every cell a string, RFC 4180
 // quoting), .txt (one `text` row a non-empty line), and folders holding such files.
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 

@@ -14,9 +14,10 @@ namespace swiftlet {
 namespace {
 
 std::string known_inputs_hint() {
-  return fmt::format("pass a .jsonl, .json, .csv or .txt file, a folder of them, or a built-in "
-                     "dataset ({})",
-                     fmt::join(builtin_dataset_ids(), ", "));
+  return fmt::format(
+      "pass a .jsonl, .json, .csv or .txt file, a folder of them, or a built-in "
+      "dataset ({})",
+      fmt::join(builtin_dataset_ids(), ", "));
 }
 
 void shuffle(std::vector<size_t>& v, Rng& rng) {
@@ -54,7 +55,8 @@ DatasetSpec parse_dataset_spec(const std::string& text) {
       throw Error(fmt::format("--dataset {}: #0 selects no row", text),
                   "#N takes N rows (N > 0); leave it out to take every row once");
   }
-  if (spec.id.empty()) throw Error(fmt::format("--dataset '{}' names no dataset", text), known_inputs_hint());
+  if (spec.id.empty())
+    throw Error(fmt::format("--dataset '{}' names no dataset", text), known_inputs_hint());
   spec.builtin = !io::path_exists(spec.id) && is_builtin_dataset(spec.id);
   return spec;
 }

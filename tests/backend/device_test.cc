@@ -1,9 +1,10 @@
 // The device boundary itself: the registry and SWIFTLET_VISIBLE_DEVICES, transfers, the sim
 // device's memory protection and argument checks, the CPU device refusing sim memory.
+#include "backend/device.h"
+
 #include <gtest/gtest.h>
 
 #include "backend/cpu/cpu_device.h"
-#include "backend/device.h"
 #include "backend/op_harness.h"
 #include "backend/sim/sim_device.h"
 
@@ -69,7 +70,8 @@ TEST(DeviceRegistry, CreateNamesKnownDevicesAndRespectsVisibility) {
   EXPECT_FALSE(sim->host_accessible());
   EXPECT_EQ(sim->info().name, "sim:0");
   EXPECT_GT(sim->info().memory_bytes, 0u);
-  EXPECT_NE(cpu->info().description.find("GEMM OpenBLAS"), std::string::npos) << cpu->info().description;
+  EXPECT_NE(cpu->info().description.find("GEMM OpenBLAS"), std::string::npos)
+      << cpu->info().description;
 }
 
 class TransferTest : public DeviceTest {};
@@ -174,8 +176,10 @@ TEST(CpuDevice, ResultsDoNotDependOnRepeatsAndReductionsNotOnThreads) {
   EXPECT_EQ(a.sum_squares(t), b.sum_squares(t));  // fixed blocks, not one per thread
   auto w = random_floats(64 * 2048, 6);
   Tensor x = Tensor::host_from(w, {64, 2048}), dw1 = Tensor::host_zeros({2048}, DType::kF32);
-  Tensor dw2 = Tensor::host_zeros({2048}, DType::kF32), rstd = Tensor::host_from(random_floats(64, 7), {64});
-  Tensor dx = Tensor::host_zeros({64, 2048}, DType::kF32), wt = Tensor::host_from(random_floats(2048, 8), {2048});
+  Tensor dw2 = Tensor::host_zeros({2048}, DType::kF32),
+         rstd = Tensor::host_from(random_floats(64, 7), {64});
+  Tensor dx = Tensor::host_zeros({64, 2048}, DType::kF32),
+         wt = Tensor::host_from(random_floats(2048, 8), {2048});
   a.rmsnorm_backward(dx, dw1, x, x, wt, rstd);
   b.rmsnorm_backward(dx, dw2, x, x, wt, rstd);
   EXPECT_EQ(dw1.to_f32_vector(), dw2.to_f32_vector());

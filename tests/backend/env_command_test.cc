@@ -37,7 +37,8 @@ TEST(EnvCommand, ReportsBuildCpuGemmAndDevices) {
         "\nsimd (cpu) ", "\nsimd (build) ", "\nmemory ", "\ngemm          OpenBLAS",
         "\nthreads       2 (--threads)", "\ndevices       cpu:0 (", "\n  cpu:0 "})
     EXPECT_NE(r.out.find(want), std::string::npos) << "missing '" << want << "' in:\n" << r.out;
-  EXPECT_EQ(r.out.find("sim:0  "), std::string::npos) << "sim is not visible by default:\n" << r.out;
+  EXPECT_EQ(r.out.find("sim:0  "), std::string::npos) << "sim is not visible by default:\n"
+                                                      << r.out;
 }
 
 TEST(EnvCommand, CheckPassesOnEveryVisibleDevice) {

@@ -45,8 +45,8 @@ void run_gemm_case(DeviceTest& t, Device& dev, GemmCase gc, bool ta, bool tb, DT
   Tensor C = t.up(c0, {M, N});
   dev.gemm(A, ta, B, tb, C, alpha, beta);
   auto want = gemm_ref(a, ta, b, tb, c0, M, N, K, alpha, beta);
-  SCOPED_TRACE(fmt::format("M {} N {} K {} trans_a {} trans_b {} B {} alpha {} beta {}", M, N, K, ta,
-                           tb, dtype_name(bdt), alpha, beta));
+  SCOPED_TRACE(fmt::format("M {} N {} K {} trans_a {} trans_b {} B {} alpha {} beta {}", M, N, K,
+                           ta, tb, dtype_name(bdt), alpha, beta));
   SWIFTLET_EXPECT_CLOSE(t.down(C), want, tol_f32(double(K)));
 }
 
@@ -60,7 +60,8 @@ TEST_P(GemmTest, AllTranspositionsBetasAndWeightDtypes) {
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (DType d : {DType::kF32, DType::kBF16, DType::kF16})
-          for (float beta : {0.0f, 1.0f}) run_gemm_case(*this, dev(), gc, ta, tb, d, 1.0f, beta, seed++);
+          for (float beta : {0.0f, 1.0f})
+            run_gemm_case(*this, dev(), gc, ta, tb, d, 1.0f, beta, seed++);
 }
 
 TEST_P(GemmTest, AlphaAndGeneralBeta) {
@@ -108,14 +109,17 @@ TEST_P(GemmTest, LinearBackwardMatchesFiniteDifferences) {
     std::vector<double> y(size_t(T * out));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t o = 0; o < out; ++o)
-        for (int64_t i = 0; i < in; ++i) y[size_t(t * out + o)] += xv[size_t(t * in + i)] * wv[size_t(o * in + i)];
+        for (int64_t i = 0; i < in; ++i)
+          y[size_t(t * out + o)] += xv[size_t(t * in + i)] * wv[size_t(o * in + i)];
     return y;
   };
-  auto gx = numeric_grad(to_double(x), [&](const auto& xv) { return project(forward(xv, to_double(w)), r); });
-  auto gw = numeric_grad(to_double(w), [&](const auto& wv) { return project(forward(to_double(x), wv), r); });
+  auto gx = numeric_grad(to_double(x),
+                         [&](const auto& xv) { return project(forward(xv, to_double(w)), r); });
+  auto gw = numeric_grad(to_double(w),
+                         [&](const auto& wv) { return project(forward(to_double(x), wv), r); });
   Tensor X = up(x, {T, in}), Wt = up(w, {out, in}), dY = up(r, {T, out});
   Tensor dX = dev().empty({T, in}, DType::kF32), dW = dev().zeros({out, in}, DType::kF32);
-  dev().gemm(dY, false, Wt, false, dX);           // dX = dY W
+  dev().gemm(dY, false, Wt, false, dX);            // dX = dY W
   dev().gemm(dY, true, X, false, dW, 1.0f, 1.0f);  // dW += dY^T X
   SWIFTLET_EXPECT_CLOSE(down(dX), gx, tol_grad(double(out)));
   SWIFTLET_EXPECT_CLOSE(down(dW), gw, tol_grad(double(T)));

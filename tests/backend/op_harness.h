@@ -71,7 +71,7 @@ inline std::vector<float> random_floats(size_t n, uint64_t seed, double scale = 
 inline std::vector<float> round_to(const std::vector<float>& v, DType d) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i)
-    r[i] = d == DType::kBF16 ? bf16_to_f32(f32_to_bf16(v[i]))
+    r[i] = d == DType::kBF16  ? bf16_to_f32(f32_to_bf16(v[i]))
            : d == DType::kF16 ? f16_to_f32(f32_to_f16(v[i]))
                               : v[i];
   return r;
@@ -95,11 +95,11 @@ inline double normalised_error(const std::vector<float>& got, const std::vector<
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-#define SWIFTLET_EXPECT_CLOSE(got, want, tol)                                              \
-  do {                                                                                     \
-    double err_ = ::swiftlet::test::normalised_error((got), (want));                       \
-    EXPECT_LE(err_, (tol)) << #got << " vs " << #want << ": normalised error " << err_     \
-                           << " above tolerance " << (tol);                                \
+#define SWIFTLET_EXPECT_CLOSE(got, want, tol)                                          \
+  do {                                                                                 \
+    double err_ = ::swiftlet::test::normalised_error((got), (want));                   \
+    EXPECT_LE(err_, (tol)) << #got << " vs " << #want << ": normalised error " << err_ \
+                           << " above tolerance " << (tol);                            \
   } while (0)
 
 // Central differences of a scalar function of x, step h (relative to max(1, |x_i|)).
@@ -157,7 +157,7 @@ class DeviceTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Device> dev_;
 };
 
-#define SWIFTLET_ALL_DEVICES(Suite) \
+#define SWIFTLET_ALL_DEVICES(Suite)                                             \
   INSTANTIATE_TEST_SUITE_P(Devices, Suite, ::testing::Values("cpu:0", "sim:0"), \
                            [](const auto& info) { return info.param.substr(0, 3); })
 

@@ -48,7 +48,8 @@ TEST_P(OpsTest, BiasForwardAndBackward) {
     Tensor X = up(x, {rows, n});
     dev().add_bias(X, up(bias, {n}, d));
     std::vector<double> want(x.size());
-    for (int64_t i = 0; i < rows * n; ++i) want[size_t(i)] = double(x[size_t(i)]) + bq[size_t(i % n)];
+    for (int64_t i = 0; i < rows * n; ++i)
+      want[size_t(i)] = double(x[size_t(i)]) + bq[size_t(i % n)];
     SWIFTLET_EXPECT_CLOSE(down(X), want, tol_f32(1));
   }
   // dbias += sum_r dy[r, :], against finite differences of sum(r * (x + bias)).
@@ -93,7 +94,8 @@ TEST_P(OpsTest, EmbeddingForwardAndBackward) {
     dev().embedding_forward(out, up_i32({11}, {1}), up(table, {V, D}));
     FAIL() << "expected Error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("token id 11 at position 0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("token id 11 at position 0"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -106,7 +108,8 @@ std::vector<double> rmsnorm_ref(const std::vector<double>& x, const std::vector<
     for (int64_t i = 0; i < dim; ++i) ss += x[size_t(r * dim + i)] * x[size_t(r * dim + i)];
     double inv = 1.0 / std::sqrt(ss / double(dim) + eps);
     if (rstd) (*rstd)[size_t(r)] = inv;
-    for (int64_t i = 0; i < dim; ++i) y[size_t(r * dim + i)] = x[size_t(r * dim + i)] * inv * w[size_t(i)];
+    for (int64_t i = 0; i < dim; ++i)
+      y[size_t(r * dim + i)] = x[size_t(r * dim + i)] * inv * w[size_t(i)];
   }
   return y;
 }
@@ -114,7 +117,8 @@ std::vector<double> rmsnorm_ref(const std::vector<double>& x, const std::vector<
 TEST_P(OpsTest, RmsNormForwardAndBackward) {
   const int64_t rows = 5, dim = 35;
   const float eps = 1e-6f;
-  auto x = random_floats(rows * dim, 10), w = random_floats(dim, 11), r = random_floats(rows * dim, 12);
+  auto x = random_floats(rows * dim, 10), w = random_floats(dim, 11),
+       r = random_floats(rows * dim, 12);
   for (DType d : {DType::kF32, DType::kBF16}) {
     auto wq = round_to(w, d);
     Tensor y = dev().empty({rows, dim}, DType::kF32), rstd = dev().empty({rows}, DType::kF32);
@@ -146,7 +150,8 @@ TEST_P(OpsTest, RmsNormForwardAndBackward) {
 
 // HF rotate_half: out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin, angle = f32(pos * inv_freq).
 std::vector<double> rope_ref(const std::vector<double>& x, const std::vector<int32_t>& pos,
-                             const std::vector<float>& inv_freq, int64_t H, int64_t D, double scaling) {
+                             const std::vector<float>& inv_freq, int64_t H, int64_t D,
+                             double scaling) {
   std::vector<double> y(x.size());
   int64_t half = D / 2;
   for (size_t t = 0; t < pos.size(); ++t)
@@ -173,7 +178,8 @@ TEST_P(OpsTest, RopeForwardAndBackward) {
     Tensor X = up(x, {T, H, D});
     dev().rope_forward(X, up_i32(pos, {T}), up(inv_freq, {D / 2}), scaling);
     // cos/sin are rounded to f32 in the kernel: a relative 1 ulp each.
-    SWIFTLET_EXPECT_CLOSE(down(X), rope_ref(to_double(x), pos, inv_freq, H, D, scaling), tol_f32(4));
+    SWIFTLET_EXPECT_CLOSE(down(X), rope_ref(to_double(x), pos, inv_freq, H, D, scaling),
+                          tol_f32(4));
     // Backward is R^T: the gradient of sum(r * rope(x)) with respect to x.
     auto g = numeric_grad(to_double(x), [&](const auto& xv) {
       return project(rope_ref(xv, pos, inv_freq, H, D, scaling), r);
@@ -201,8 +207,10 @@ TEST_P(OpsTest, SwigluForwardAndBackward) {
   auto dg0 = random_floats(n, 20), du0 = random_floats(n, 21);
   Tensor dG = up(dg0, {3, 67}), dU = up(du0, {3, 67});
   dev().swiglu_backward(dG, dU, up(r, {3, 67}), G, U);
-  auto gg = numeric_grad(to_double(g), [&](const auto& gv) { return project(swiglu_ref(gv, to_double(u)), r); });
-  auto gu = numeric_grad(to_double(u), [&](const auto& uv) { return project(swiglu_ref(to_double(g), uv), r); });
+  auto gg = numeric_grad(to_double(g),
+                         [&](const auto& gv) { return project(swiglu_ref(gv, to_double(u)), r); });
+  auto gu = numeric_grad(to_double(u),
+                         [&](const auto& uv) { return project(swiglu_ref(to_double(g), uv), r); });
   SWIFTLET_EXPECT_CLOSE(down(dG), plus(gg, dg0), tol_grad(4));
   SWIFTLET_EXPECT_CLOSE(down(dU), plus(gu, du0), tol_grad(4));
 }
@@ -223,7 +231,9 @@ TEST_P(OpsTest, CrossEntropyLossAccuracyAndGradient) {
   auto ce = [&](const std::vector<double>& x, std::vector<double>* loss) {
     double total = 0;
     for (int64_t r = 0; r < N; ++r) {
-      double l = labels[size_t(r)] == -100 ? 0.0 : logsumexp(&x[size_t(r * V)], V) - x[size_t(r * V + labels[size_t(r)])];
+      double l = labels[size_t(r)] == -100
+                     ? 0.0
+                     : logsumexp(&x[size_t(r * V)], V) - x[size_t(r * V + labels[size_t(r)])];
       if (loss) loss->push_back(l);
       total += l * scale;
     }
@@ -232,13 +242,15 @@ TEST_P(OpsTest, CrossEntropyLossAccuracyAndGradient) {
   std::vector<double> want_loss, want_correct;
   ce(to_double(logits), &want_loss);
   for (int64_t r = 0; r < N; ++r) {
-    int64_t am = std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V);
+    int64_t am = std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) -
+                 (logits.begin() + r * V);
     want_correct.push_back(labels[size_t(r)] != -100 && am == labels[size_t(r)] ? 1.0 : 0.0);
   }
   auto grad = numeric_grad(to_double(logits), [&](const auto& x) { return ce(x, nullptr); });
   for (bool alias : {false, true}) {
     SCOPED_TRACE(alias ? "dlogits aliases logits" : "separate dlogits");
-    Tensor X = up(logits, {N, V}), L = dev().empty({N}, DType::kF32), C = dev().empty({N}, DType::kF32);
+    Tensor X = up(logits, {N, V}), L = dev().empty({N}, DType::kF32),
+           C = dev().empty({N}, DType::kF32);
     Tensor dX = alias ? X : up(std::vector<float>(size_t(N * V), NAN), {N, V});  // overwritten
     dev().cross_entropy(L, C, dX, X, up_i32(labels, {N}), scale);
     SWIFTLET_EXPECT_CLOSE(down(L), want_loss, tol_f32(V));
@@ -277,7 +289,8 @@ TEST_P(OpsTest, AdamWMatchesTorchFormula) {
   const double lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
   for (int64_t step = 1; step <= 3; ++step) {
     auto g = random_floats(n, 30 + uint64_t(step));
-    dev().adamw_step(P, up(g, {n}), M, Vt, float(lr), float(b1), float(b2), float(eps), float(wd), step);
+    dev().adamw_step(P, up(g, {n}), M, Vt, float(lr), float(b1), float(b2), float(eps), float(wd),
+                     step);
     for (int64_t i = 0; i < n; ++i) {  // torch.optim.AdamW
       size_t k = size_t(i);
       pd[k] *= 1 - lr * wd;
@@ -313,7 +326,8 @@ TEST_P(OpsTest, DropoutMaskIsReproducibleAndMatchesBackward) {
   // differences of the forward (the mask read from its output) on the first 300 elements, run as
   // a tensor of their own: the mask depends only on (seed, element index).
   const int64_t m = 300;
-  std::vector<float> xs(x.begin(), x.begin() + m), r = random_floats(m, 41), d0 = random_floats(m, 42);
+  std::vector<float> xs(x.begin(), x.begin() + m), r = random_floats(m, 41),
+                                                   d0 = random_floats(m, 42);
   auto g = numeric_grad(to_double(xs), [&](const std::vector<double>& xv) {
     std::vector<double> out(static_cast<size_t>(m));
     for (size_t i = 0; i < size_t(m); ++i) out[i] = y[i] != 0.0f ? xv[i] / (1.0 - double(p)) : 0.0;

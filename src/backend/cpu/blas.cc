@@ -15,8 +15,8 @@ namespace swiftlet::blas {
 
 namespace {
 
-// cblas_sgemm's C signature with its enums as ints (CblasRowMajor = 101, NoTrans = 111, Trans = 112)
-// and blasint = int (the LP64 library).
+// cblas_sgemm's C signature with its enums as ints (CblasRowMajor = 101, NoTrans = 111, Trans =
+// 112) and blasint = int (the LP64 library).
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int,
                          float, float*, int);
 using StringFn = char* (*)();
@@ -62,9 +62,10 @@ Library load() {
   bool avx512 = f.os_avx512 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512cd;
   if (avx512 && !(user && is_avx512_core(user))) {
     coretype.emplace("OPENBLAS_CORETYPE", "SkylakeX");
-    how = user ? fmt::format("SkylakeX chosen by swiftlet for this AVX-512 CPU, overriding "
-                             "OPENBLAS_CORETYPE={}, a core without AVX-512 kernels",
-                             user)
+    how = user ? fmt::format(
+                     "SkylakeX chosen by swiftlet for this AVX-512 CPU, overriding "
+                     "OPENBLAS_CORETYPE={}, a core without AVX-512 kernels",
+                     user)
                : std::string("SkylakeX chosen by swiftlet for this AVX-512 CPU");
   } else if (user) {
     how = fmt::format("OPENBLAS_CORETYPE={} from the environment", user);

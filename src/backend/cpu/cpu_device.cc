@@ -99,7 +99,9 @@ void CpuDevice::copy(const Tensor& dst, const Tensor& src) {
   const void* s = src.raw_ptr();
   simd::with_float_dtype(dst.dtype(), [&](auto dd) {
     simd::with_float_dtype(src.dtype(), [&](auto ds) {
-      parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) { convert<decltype(dd)::value, decltype(ds)::value>(d, s, b, e); });
+      parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) {
+        convert<decltype(dd)::value, decltype(ds)::value>(d, s, b, e);
+      });
     });
   });
 }
@@ -127,7 +129,8 @@ void CpuDevice::fill(const Tensor& t, float value) {
       std::memset(p, int(uint8_t(value)), size_t(n));
       return;
     }
-    default: break;
+    default:
+      break;
   }
   simd::with_float_dtype(t.dtype(), [&](auto d) {
     parallel(pool_, n, 1 << 16, [&](int64_t b, int64_t e) {

@@ -10,7 +10,8 @@ namespace swiftlet {
 using namespace cpu;  // NOLINT: the kernel helpers
 namespace s = simd;
 constexpr int W = s::kWidth;
-constexpr int64_t kElementGrain = 1 << 14;  // elements per thread below which a kernel runs serially
+constexpr int64_t kElementGrain = 1
+                                  << 14;  // elements per thread below which a kernel runs serially
 
 void CpuDevice::add(const Tensor& out, const Tensor& a, const Tensor& b) {
   for (const Tensor* t : {&out, &a, &b}) {
@@ -98,7 +99,8 @@ void CpuDevice::bias_backward(const Tensor& dbias, const Tensor& dy) {
                int64_t c = blk * W;
                int len = int(std::min<int64_t>(W, n - c));
                s::V acc = s::zero();
-               for (int64_t r = 0; r < rows; ++r) acc = s::add(acc, s::load_partial(g + r * n + c, len));
+               for (int64_t r = 0; r < rows; ++r)
+                 acc = s::add(acc, s::load_partial(g + r * n + c, len));
                s::store_partial(db + c, s::add(s::load_partial(db + c, len), acc), len);
              }
            });
@@ -155,9 +157,10 @@ void CpuDevice::embedding_forward(const Tensor& out, const Tensor& ids, const Te
   const int32_t* id = i32(ids);
   for (int64_t t = 0; t < T; ++t)
     if (id[t] < 0 || id[t] >= V)
-      throw Error(fmt::format("token id {} at position {} is outside the embedding table of {} rows",
-                              id[t], t, V),
-                  "the tokenizer does not match the model's vocabulary");
+      throw Error(
+          fmt::format("token id {} at position {} is outside the embedding table of {} rows", id[t],
+                      t, V),
+          "the tokenizer does not match the model's vocabulary");
   float* o = f32(out);
   const void* tp = table.raw_ptr();
   s::with_float_dtype(table.dtype(), [&](auto d) {
@@ -196,7 +199,8 @@ void CpuDevice::embedding_backward(const Tensor& dtable, const Tensor& dout, con
                float* dst = dt + int64_t(id[t]) * D;
                const float* src = g + t * D;
                int64_t i = lo;
-               for (; i + W <= hi; i += W) s::store(dst + i, s::add(s::load(dst + i), s::load(src + i)));
+               for (; i + W <= hi; i += W)
+                 s::store(dst + i, s::add(s::load(dst + i), s::load(src + i)));
                for (; i < hi; ++i) dst[i] += src[i];
              }
            });

@@ -68,7 +68,7 @@ CpuFeatures detect() {
   uint64_t xcr0 = osxsave ? read_xcr0() : 0;
   bool os_avx = (xcr0 & 0x6) == 0x6;
   f.os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask, ZMM_Hi256, Hi16_ZMM
-  f.os_amx = (xcr0 & 0x60000) == 0x60000;          // XTILECFG, XTILEDATA
+  f.os_amx = (xcr0 & 0x60000) == 0x60000;         // XTILECFG, XTILEDATA
   if (max_leaf >= 7) {
     __cpuid_count(7, 0, a, b, c, d);
     f.avx2 = os_avx && (b & (1u << 5));

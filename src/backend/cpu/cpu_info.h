@@ -1,7 +1,7 @@
 #pragma once
 // What the host CPU offers (read at run time through cpuid / auxv) and what this build compiled
-// for (the SIMD level chosen from compiler macros). `swiftlet env` prints both; the BLAS loader uses
-// the run-time features to pick OpenBLAS kernels.
+// for (the SIMD level chosen from compiler macros). `swiftlet env` prints both; the BLAS loader
+// uses the run-time features to pick OpenBLAS kernels.
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -9,13 +9,13 @@
 namespace swiftlet {
 
 struct CpuFeatures {
-  std::string model;  // "AMD EPYC 9R45", from the cpuid brand string or /proc/cpuinfo
+  std::string model;        // "AMD EPYC 9R45", from the cpuid brand string or /proc/cpuinfo
   int cores_available = 0;  // CPUs this process may run on (affinity mask)
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512cd = false;
   bool avx512_bf16 = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
-  bool neon = false;  // ARM Advanced SIMD
+  bool neon = false;       // ARM Advanced SIMD
   bool os_avx512 = false;  // the OS saves zmm state (xgetbv), so AVX-512 is usable
   bool os_amx = false;     // the OS grants AMX tile state to this process
 

@@ -18,11 +18,14 @@ inline float dot(const float* a, const float* b, int64_t n) {
   s::V acc = s::zero();
   int64_t i = 0;
   for (; i + W <= n; i += W) acc = s::fma(s::load(a + i), s::load(b + i), acc);
-  if (i < n) acc = s::fma(s::load_partial(a + i, int(n - i)), s::load_partial(b + i, int(n - i)), acc);
+  if (i < n)
+    acc = s::fma(s::load_partial(a + i, int(n - i)), s::load_partial(b + i, int(n - i)), acc);
   return s::reduce_add(acc);
 }
 
-int64_t rows_grain(int64_t dim) { return std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(dim, 1)); }
+int64_t rows_grain(int64_t dim) {
+  return std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(dim, 1));
+}
 
 }  // namespace
 
@@ -37,8 +40,8 @@ void CpuDevice::rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tenso
   expect_dtype(k, "y", y, DType::kF32);
   expect_float(k, "w", w);
   int64_t dim = w.numel();
-  SWIFTLET_CHECK(w.ndim() == 1 && x.ndim() >= 1 && x.dim(-1) == dim, "{}: x {} and w {} disagree", k,
-                 x.describe(), w.describe());
+  SWIFTLET_CHECK(w.ndim() == 1 && x.ndim() >= 1 && x.dim(-1) == dim, "{}: x {} and w {} disagree",
+                 k, x.describe(), w.describe());
   expect_shape(k, "y", y, x.shape());
   int64_t rows = dim ? x.numel() / dim : 0;
   if (rstd.defined()) {
@@ -76,8 +79,8 @@ void CpuDevice::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tenso
   for (const Tensor* t : {&dx, &dy, &x, &rstd}) expect_dtype(k, "argument", *t, DType::kF32);
   expect_float(k, "w", w);
   int64_t dim = w.numel();
-  SWIFTLET_CHECK(w.ndim() == 1 && x.ndim() >= 1 && x.dim(-1) == dim, "{}: x {} and w {} disagree", k,
-                 x.describe(), w.describe());
+  SWIFTLET_CHECK(w.ndim() == 1 && x.ndim() >= 1 && x.dim(-1) == dim, "{}: x {} and w {} disagree",
+                 k, x.describe(), w.describe());
   expect_shape(k, "dx", dx, x.shape());
   expect_shape(k, "dy", dy, x.shape());
   int64_t rows = dim ? x.numel() / dim : 0;
@@ -180,7 +183,8 @@ void CpuDevice::rope_forward(const Tensor& x, const Tensor& positions, const Ten
   int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2);
   parallel(pool(), T, std::max<int64_t>(1, 4096 / std::max<int64_t>(H * D, 1)),
            [&](int64_t lo, int64_t hi) {
-             rope_rows(f32(x), i32(positions), f32(inv_freq), H, D, attention_scaling, false, lo, hi);
+             rope_rows(f32(x), i32(positions), f32(inv_freq), H, D, attention_scaling, false, lo,
+                       hi);
            });
 }
 
@@ -191,7 +195,8 @@ void CpuDevice::rope_backward(const Tensor& dx, const Tensor& positions, const T
   int64_t T = dx.dim(0), H = dx.dim(1), D = dx.dim(2);
   parallel(pool(), T, std::max<int64_t>(1, 4096 / std::max<int64_t>(H * D, 1)),
            [&](int64_t lo, int64_t hi) {
-             rope_rows(f32(dx), i32(positions), f32(inv_freq), H, D, attention_scaling, true, lo, hi);
+             rope_rows(f32(dx), i32(positions), f32(inv_freq), H, D, attention_scaling, true, lo,
+                       hi);
            });
 }
 

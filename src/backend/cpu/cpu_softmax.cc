@@ -57,9 +57,9 @@ void CpuDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const T
   const int32_t* lab = i32(labels);
   for (int64_t r = 0; r < N; ++r)
     if (lab[r] != -100 && (lab[r] < 0 || lab[r] >= V))
-      throw Error(fmt::format("label {} at row {} is outside the vocabulary of {} tokens", lab[r],
-                              r, V),
-                  "labels must be token ids of the model's vocabulary, or -100 to ignore a token");
+      throw Error(
+          fmt::format("label {} at row {} is outside the vocabulary of {} tokens", lab[r], r, V),
+          "labels must be token ids of the model's vocabulary, or -100 to ignore a token");
   float *lp = f32(loss), *cp = f32(correct), *xp = f32(logits);
   float* gp = dlogits.defined() ? f32(dlogits) : nullptr;
   parallel(pool(), N, 1, [&](int64_t lo, int64_t hi) {

@@ -24,7 +24,8 @@ inline void expect_shape(const char* kernel, const char* arg, const Tensor& t, c
                  shape_str(s));
 }
 inline void expect_numel(const char* kernel, const char* arg, const Tensor& t, int64_t n) {
-  SWIFTLET_CHECK(t.numel() == n, "{}: {} is {}, expected {} elements", kernel, arg, t.describe(), n);
+  SWIFTLET_CHECK(t.numel() == n, "{}: {} is {}, expected {} elements", kernel, arg, t.describe(),
+                 n);
 }
 
 inline float* f32(const Tensor& t) { return static_cast<float*>(t.raw_ptr()); }

@@ -14,7 +14,8 @@ namespace swiftlet {
 class SimArena {
  public:
   SimArena(const std::string& name, size_t capacity) : name_(name), capacity_(capacity) {
-    void* p = mmap(nullptr, capacity_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* p =
+        mmap(nullptr, capacity_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
       throw Error(fmt::format("{}: cannot reserve {} bytes of address space: {}", name_, capacity_,
                               std::strerror(errno)));
@@ -109,9 +110,9 @@ class SimArena {
   char* base_ = nullptr;
   std::recursive_mutex call_mu_;
   std::mutex alloc_mu_;
-  int depth_ = 0;           // nesting of active calls (guarded by call_mu_)
-  size_t rw_extent_ = 0;    // bytes from base_ currently readable/writable
-  size_t top_ = 0;          // end of the bump region (guarded by alloc_mu_)
+  int depth_ = 0;                  // nesting of active calls (guarded by call_mu_)
+  size_t rw_extent_ = 0;           // bytes from base_ currently readable/writable
+  size_t top_ = 0;                 // end of the bump region (guarded by alloc_mu_)
   std::map<size_t, size_t> free_;  // offset -> length of free blocks below top_
 };
 
@@ -132,7 +133,8 @@ class Access {
 }  // namespace
 
 SimDevice::SimDevice(ThreadPool& pool, std::string name, size_t capacity)
-    : CpuDevice(pool, std::move(name)), arena_(std::make_shared<SimArena>(this->name(), capacity)) {}
+    : CpuDevice(pool, std::move(name)),
+      arena_(std::make_shared<SimArena>(this->name(), capacity)) {}
 
 SimDevice::~SimDevice() = default;
 
