@@ -69,7 +69,7 @@ int run(int argc, char** argv) {
       {"served_model_name", FlagKind::kString, "", "model id clients send (default: last path component of --model)"},
       {"owned_by", FlagKind::kString, "swift", "owned_by field of /v1/models"},
       {"max_logprobs", FlagKind::kInt, "20", "largest top_logprobs a request may ask for"},
-      {"use_chat_template", FlagKind::kBool, "true", "false: /v1/completions continues prompts as plain text"},
+      {"use_chat_template", FlagKind::kBool, "true", "false: prompts are continued as plain text (base models)"},
       {"verbose", FlagKind::kBool, "true", "log one line per finished request"},
       {"log_interval", FlagKind::kFloat, "20", "seconds between throughput log lines (-1: off)"},
       {"kv_cache_gb", FlagKind::kFloat, "0", "KV cache memory budget in GB (0: half of the available memory)"},

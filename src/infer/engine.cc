@@ -71,7 +71,12 @@ Engine::Engine(Transformer& model, DecoderFactory decoder, EngineOptions options
   }
   if (opt_.max_batch_size < 1) throw Error("--max_batch_size must be at least 1");
   if (opt_.prefill_chunk < 1) opt_.prefill_chunk = 1;
-  if (attached_) attached_->attach(model_);
+  // The engine owns which adapter the model's layers point at from here on.
+  if (attached_) {
+    attached_->attach(model_);
+  } else {
+    LoraAdapter::detach(model_);
+  }
 }
 
 Engine::~Engine() = default;
@@ -201,6 +206,12 @@ bool Engine::emit(Active& a, int32_t token, const TokenLogprob* lp) {
   return false;
 }
 
+int64_t Engine::cache_tokens_allocated() const {
+  int64_t used = 0;
+  for (const auto& a : running_) used += a->cache.capacity;
+  return used;
+}
+
 // Cache tokens a running request holds, or will take for its prompt when it has no cache yet.
 int64_t Engine::cache_tokens_used() const {
   int64_t used = 0;
@@ -288,9 +299,7 @@ bool Engine::reserve_caches(const std::vector<Work>& work) {
     target[i] = std::max(need, std::min(max_model_len_, t));
     growth += target[i] - cap;
   }
-  int64_t used = 0;
-  for (const auto& a : running_) used += a->cache.capacity;
-  if (growth > 0 && used + growth > budget_tokens_) return false;
+  if (growth > 0 && cache_tokens_allocated() + growth > budget_tokens_) return false;
   for (size_t i = 0; i < work.size(); ++i)
     if (target[i] > 0) model_.reserve(work[i].a->cache, target[i]);
   return true;
@@ -423,15 +432,18 @@ bool Engine::step() {
   running_count_ = int64_t(running_.size());
   if (running_.empty()) {
     kv_used_bytes_ = 0;
-    if (!trimmed_) {
+    // Once idle for a moment (so the request threads have freed their side too), give freed
+    // caches and activations back to the system.
+    if (!trimmed_ && std::chrono::steady_clock::now() - last_busy_ > std::chrono::milliseconds(200)) {
 #ifdef __GLIBC__
-      malloc_trim(0);  // give freed caches and activations back to the system while idle
+      malloc_trim(0);
 #endif
       trimmed_ = true;
     }
     return false;
   }
   trimmed_ = false;
+  last_busy_ = std::chrono::steady_clock::now();
 
   std::vector<Work> work;
   for (;;) {
@@ -440,7 +452,7 @@ bool Engine::step() {
     SWIFTLET_CHECK(running_.size() > 1, "engine: one request needs more KV cache than the budget");
     preempt_latest();
   }
-  kv_used_bytes_ = cache_tokens_used() * kv_token_bytes_;
+  kv_used_bytes_ = cache_tokens_allocated() * kv_token_bytes_;
 
   // One forward per adapter group (LoRA changes every projection of the layers).
   std::vector<const LoraAdapter*> order;
@@ -465,7 +477,7 @@ bool Engine::step() {
   }
   std::erase_if(running_, [](const auto& a) { return a->done; });
   running_count_ = int64_t(running_.size());
-  kv_used_bytes_ = cache_tokens_used() * kv_token_bytes_;
+  kv_used_bytes_ = cache_tokens_allocated() * kv_token_bytes_;
   ++steps_;
   return true;
 }

@@ -103,6 +103,7 @@ struct EngineStats {
   int64_t steps = 0;
 };
 
+// One engine drives a model at a time: it sets which adapter the model's layers point at.
 class Engine {
  public:
   Engine(Transformer& model, DecoderFactory decoder, EngineOptions options);
@@ -142,6 +143,7 @@ class Engine {
   void run_group(const LoraAdapter* adapter, std::vector<Work>& work);
   void sample_next(Active& a, const float* logits_row, int64_t V);
   int64_t cache_tokens_used() const;
+  int64_t cache_tokens_allocated() const;
   const std::vector<int32_t>& feed(const Active& a) const;
 
   Transformer& model_;
@@ -160,6 +162,7 @@ class Engine {
   std::vector<std::unique_ptr<Active>> running_;  // engine thread only
   int64_t admissions_ = 0;
   bool trimmed_ = true;  // memory returned to the system since the engine went idle
+  std::chrono::steady_clock::time_point last_busy_;
   std::vector<float> row_, lsm_;  // scratch rows of logits and log-probabilities
   std::atomic<int64_t> running_count_{0}, kv_used_bytes_{0}, preemptions_{0}, steps_{0};
 };

@@ -453,7 +453,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
   t.add_generation_prompt = true;
   std::vector<int32_t> ids;
   try {
-    ids = rt.tokenizer().encode(rt.chat_template().render(r.messages, t));
+    ids = tokenize.encode(chat_template().render(r.messages, t));
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "invalid_request_error", "invalid_value", "messages");
   }
@@ -499,8 +499,8 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   for (const auto& p : r.prompts) {
     try {
       // ms-swift wraps a completion prompt as one user message of the chat template.
-      ids.push_back(opt.use_chat_template ? rt.tokenizer().encode(rt.chat_template().render({{"user", p, ""}}, t))
-                                          : rt.tokenizer().encode(p, /*add_special_tokens=*/true));
+      ids.push_back(opt.use_chat_template ? tokenize.encode(chat_template().render({{"user", p, ""}}, t))
+                                          : tokenize.encode(p, /*add_special_tokens=*/true));
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "invalid_request_error", "invalid_value", "prompt");
     }

@@ -75,8 +75,9 @@ int64_t default_kv_cache_bytes() {
 }
 
 Server::Impl::Impl(Runtime& r, Engine& e, ServerOptions o)
-    : rt(r), engine(e), opt(std::move(o)), seed_rng(opt.defaults.seed) {
+    : rt(r), engine(e), opt(std::move(o)), seed_rng(opt.defaults.seed), tokenize(r.tokenizer(), 2) {
   if (opt.models.empty()) throw Error("the server needs at least one model name");
+  if (!opt.use_chat_template) plain_template = ChatTemplate::by_name("plain");
 }
 
 const ServedModel& Server::Impl::find_model(const std::string& name) const {

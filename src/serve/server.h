@@ -34,7 +34,9 @@ struct ServerOptions {
   std::string owned_by = "swift";
   std::vector<ServedModel> models;  // the first is the base served name
   InferOptions defaults;  // the flags' generation defaults (sampling, max_new_tokens, stop, ...)
-  bool use_chat_template = true;  // false: /v1/completions prompts are plain text to continue
+  // false (ms-swift --use_chat_template false, for base models): completion prompts are plain
+  // text to continue and chat messages use the `plain` template.
+  bool use_chat_template = true;
   int max_logprobs = 20;
   size_t max_body_bytes = size_t(8) << 20;
   // Worker threads; each open stream and each idle keep-alive connection holds one. 0: 64.

@@ -6,12 +6,14 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/rng.h"
 #include "serve/metrics.h"
 #include "serve/openai_api.h"
 #include "serve/server.h"
+#include "serve/tokenize_workers.h"
 
 namespace swiftlet::serve {
 
@@ -32,6 +34,8 @@ struct Server::Impl {
 
   const ServedModel& find_model(const std::string& name) const;
   uint64_t random_seed();
+  // The model's chat template, or `plain` with --use_chat_template false.
+  const ChatTemplate& chat_template() const { return opt.use_chat_template ? rt.chat_template() : *plain_template; }
   // Held by a request from arrival until its response is fully written (counts in-flight work).
   std::shared_ptr<void> inflight_token();
   void engine_loop();
@@ -47,6 +51,8 @@ struct Server::Impl {
   std::atomic<int> inflight{0};
   std::mutex seed_mu;
   Rng seed_rng;
+  std::optional<ChatTemplate> plain_template;
+  TokenizeWorkers tokenize;
 };
 
 void send_error(httplib::Response& res, const ApiError& e);
