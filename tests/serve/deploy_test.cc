@@ -304,7 +304,8 @@ TEST(DeployQueue, FullQueueAnswers503AndLeavingClientsFreeTheirSlot) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
-  EXPECT_EQ(s.stop(), 0) << s.err();
+  EXPECT_EQ(s.stop(SIGINT), 0) << s.err();
+  EXPECT_NE(s.err().find("received SIGINT"), std::string::npos) << s.err();
 }
 
 TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
@@ -319,7 +320,8 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   ::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len);
   const int busy = ntohs(addr.sin_port);
   DeployProcess s({"--model", testing::tiny_model("tiny"), "--port", std::to_string(busy), "--use_chat_template",
-                   "false", "--served_model_name", "plain-tiny", "--log_interval", "-1"});
+                   "false", "--served_model_name", "plain-tiny", "--log_interval", "-1", "--max_new_tokens", "6",
+                   "--temperature", "0"});
   ::close(sock);
   EXPECT_NE(s.port(), busy);
   EXPECT_NE(s.err().find(fmt::format("port {} is busy; serving on port {} instead", busy, s.port())), std::string::npos)
@@ -347,6 +349,16 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
     EXPECT_EQ(lp["top_logprobs"][i].size(), 1u);
   }
 
+  // Fields a request leaves out fall back to the server's flags: 6 tokens, greedy.
+  json dreq = {{"messages", {{{"role", "user"}, {"content", "defaults"}}}}};
+  auto d1 = c.Post("/v1/chat/completions", dreq.dump(), "application/json");
+  auto d2 = c.Post("/v1/chat/completions", dreq.dump(), "application/json");
+  ASSERT_TRUE(d1 && d2);
+  json j1 = json::parse(d1->body), j2 = json::parse(d2->body);
+  EXPECT_EQ(j1["usage"]["completion_tokens"], 6) << d1->body;
+  EXPECT_EQ(j1["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j1["choices"][0]["message"]["content"], j2["choices"][0]["message"]["content"]);
+
   // SIGTERM while a stream runs: the stream still completes, new connections are refused, exit 0.
   StreamClient st(s.port(), {{"messages", {{{"role", "user"}, {"content", "finish me"}}}}, {"temperature", 0},
                              {"max_tokens", 400}});
@@ -364,6 +376,26 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   EXPECT_EQ(text.substr(text.size() - 14), "data: [DONE]\n\n");
   EXPECT_EQ(s.stop(SIGTERM, 30), 0) << s.err();
   EXPECT_NE(s.err().find("shutting down"), std::string::npos);
+}
+
+TEST(DeployAdapters, UnnamedAdapterIsServedUnderTheBaseNameAndMixingIsRefused) {
+  TempDir dir;
+  const std::string model = testing::tiny_model("tiny");
+  serve_testing::make_random_adapter(model, dir / "lora", 9);
+  DeployProcess s({"--adapters", dir / "lora", "--port", "0", "--served_model_name", "tuned", "--log_interval", "-1"});
+  httplib::Client c("127.0.0.1", s.port());
+  json req = {{"model", "tuned"}, {"messages", {{{"role", "user"}, {"content", "Tell me about swiftlets."}}}},
+              {"temperature", 0}, {"max_tokens", 10}};
+  auto res = c.Post("/v1/chat/completions", req.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json ref = infer_greedy(model, dir / "lora", "Tell me about swiftlets.", 10);
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["message"]["content"], ref["response"]);
+  EXPECT_EQ(s.stop(), 0) << s.err();
+
+  DeployProcess mixed({"--model", model, "--adapters", dir / "lora", "a=" + (dir / "lora"), "--port", "0"}, false);
+  EXPECT_EQ(mixed.stop(0, 30), 1);
+  EXPECT_NE(mixed.err().find("cannot be served together"), std::string::npos) << mixed.err();
 }
 
 }  // namespace
