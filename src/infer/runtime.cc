@@ -82,6 +82,7 @@ Runtime::Runtime(const RuntimeOptions& opt) {
   EngineOptions eo;
   eo.max_batch_size = opt.max_batch_size;
   eo.max_model_len = opt.max_model_len;
+  eo.base_adapter = adapter();
   engine_ = std::make_unique<Engine>(*model_, decoder_factory(), eo);
 }
 

