@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -235,16 +236,24 @@ std::vector<TokenizedSample> encode_rows(const std::vector<ParsedRow>& rows, con
                                          EncodeTotals& totals) {
   std::vector<EncodedRow> encoded(rows.size());
   std::vector<std::string> errors(rows.size()), hints(rows.size());
-  pool.parallel_for(int64_t(rows.size()), [&](int64_t begin, int64_t end, int) {
+  // Anything else a worker throws (a broken invariant, out of memory) is rethrown here: the pool
+  // cannot carry exceptions across threads.
+  std::vector<std::exception_ptr> failures(size_t(pool.size()));
+  pool.parallel_for(int64_t(rows.size()), [&](int64_t begin, int64_t end, int thread) {
     for (int64_t i = begin; i < end; ++i) {
       try {
         encoded[size_t(i)] = encode_conversation(tok, tmpl, rows[size_t(i)].conversation, settings);
       } catch (const Error& e) {
         errors[size_t(i)] = fmt::format("{}: {}", rows[size_t(i)].where, e.what());
         hints[size_t(i)] = e.hint();
+      } catch (...) {
+        failures[size_t(thread)] = std::current_exception();
+        return;
       }
     }
   });
+  for (const std::exception_ptr& f : failures)
+    if (f) std::rethrow_exception(f);
   std::vector<TokenizedSample> out;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (!errors[i].empty()) {
