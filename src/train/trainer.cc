@@ -172,7 +172,8 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
   TrainResult result;
   result.run_dir = run_dir;
   result.log_history = state.log_history;
-  Progress progress(total_steps, state.global_step);
+  const int64_t start_step = state.global_step;
+  Progress progress(total_steps, start_step);
   double win_loss = 0, win_grad = 0;
   int64_t win_tokens = 0, win_correct = 0, win_steps = 0, win_train_tokens = 0;
   auto t0 = std::chrono::steady_clock::now();
@@ -193,7 +194,7 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
     return st;
   };
 
-  for (int64_t step = state.global_step; step < total_steps; ++step) {
+  for (int64_t step = start_step; step < total_steps; ++step) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
     if (epoch != batches_epoch) {
       batches = epoch_batches(train_set.size(), a.per_device_train_batch_size, a.data_seed, epoch);
@@ -234,7 +235,7 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
     const bool last = gstep == total_steps;
     if (gstep % a.logging_steps == 0 || gstep == 1 || last) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double done = double(gstep - state.global_step);
+      const double done = double(gstep - start_step);
       json rec = {{"loss", round6(win_tokens ? win_loss / double(win_tokens) : 0.0)},
                   {"grad_norm", round6(win_grad / double(win_steps))},
                   {"learning_rate", lr},
