@@ -161,9 +161,12 @@ async function api() {
                                                      repetition_penalty: 1.3, top_p: 0.9, top_k: 50, seed: 1 });
   assert.strictEqual(pen.choices[0].message.role, 'assistant');
 
-  // Qwen3: enable_thinking false adds the empty think block to the prompt.
+  // Qwen3: the server defaults to no thinking (as ms-swift's inference does: the prompt ends with
+  // the empty think block); enable_thinking true drops that block, false keeps it.
+  const think = await client.chat.completions.create({ ...greedy, chat_template_kwargs: { enable_thinking: true } });
   const nothink = await client.chat.completions.create({ ...greedy, chat_template_kwargs: { enable_thinking: false } });
-  assert.ok(nothink.usage.prompt_tokens > u.prompt_tokens);
+  assert.ok(nothink.usage.prompt_tokens > think.usage.prompt_tokens);
+  assert.strictEqual(nothink.usage.prompt_tokens, u.prompt_tokens);
 
   // Completions: a string, a list of prompts with n, echo, streaming.
   const comp = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', temperature: 0, max_tokens: 8 });
