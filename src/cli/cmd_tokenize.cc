@@ -1,6 +1,7 @@
 // swiftlet tokenize: text on stdin -> token ids as JSON, with a model's tokenizer.json.
 //   swiftlet tokenize --model DIR < text.txt            one JSON array for all of stdin
 //   swiftlet tokenize --model DIR --jsonl true < x.jsonl  one JSON string per line -> one array per line
+//   swiftlet tokenize --model DIR --messages conv.json     the conversation through the chat template
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -9,6 +10,10 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "core/error.h"
+#include "data/conversation.h"
+#include "io/file.h"
+#include "io/json.h"
+#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swiftlet::cli {
@@ -41,7 +46,15 @@ int run_tokenize(int argc, char** argv) {
                {"jsonl", FlagKind::kBool, "false",
                 "read one JSON string per line and print one array of ids per line"},
                {"add_special_tokens", FlagKind::kBool, "false",
-                "add the tokens of the tokenizer's post-processor template (e.g. BOS)"}});
+                "add the tokens of the tokenizer's post-processor template (e.g. BOS)"},
+               {"messages", FlagKind::kString, "",
+                "a JSON file with a conversation (a list of messages or a dataset row): apply the "
+                "chat template, then tokenize (stdin is not read)"},
+               {"template", FlagKind::kString, "", "chat template for --messages (default: detected)"},
+               {"system", FlagKind::kString, "", "system prompt for --messages"},
+               {"enable_thinking", FlagKind::kBool, "", "Qwen3 thinking for --messages"},
+               {"add_generation_prompt", FlagKind::kBool, "", "end with the assistant header (default: "
+                "true when the last message is not the assistant's)"}});
   if (!flags.parse(argc, argv)) {
     std::fputs(flags.help_text(kSummary).c_str(), stdout);
     return 0;
@@ -50,7 +63,29 @@ int run_tokenize(int argc, char** argv) {
     throw Error("swiftlet tokenize needs --model", "pass a model folder holding tokenizer.json");
   Tokenizer tokenizer = Tokenizer::load(flags.str("model"));
   bool add_special = flags.boolean("add_special_tokens");
-  std::string input = read_stdin(), out;
+  std::string out;
+  if (!flags.str("messages").empty()) {
+    const std::string path = flags.str("messages");
+    io::Json j = io::parse_json(io::read_file(path), path);
+    if (j.is_array()) j = io::Json{{"messages", j}};
+    Conversation conv = parse_conversation(j, path);
+    std::string model_type;
+    const std::string cfg = flags.str("model") + "/config.json";
+    if (io::is_regular_file(cfg)) model_type = io::read_json_file(cfg).value("model_type", "");
+    const std::string name = flags.str("template").empty()
+                                 ? ChatTemplate::detect(model_type, tokenizer.chat_template())
+                                 : flags.str("template");
+    ChatTemplate t = ChatTemplate::by_name(name, {tokenizer.bos_token(), tokenizer.eos_token()});
+    TemplateOptions o;
+    if (flags.given("system")) o.system = flags.str("system");
+    if (flags.given("enable_thinking")) o.enable_thinking = flags.boolean("enable_thinking");
+    o.add_generation_prompt = flags.given("add_generation_prompt") ? flags.boolean("add_generation_prompt")
+                                                                    : conv.messages.back().role != "assistant";
+    print_ids(tokenizer.encode(t.render(conv.messages, o), add_special), out);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  }
+  std::string input = read_stdin();
   if (!flags.boolean("jsonl")) {
     print_ids(tokenizer.encode(input, add_special), out);
   } else {

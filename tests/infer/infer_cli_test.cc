@@ -99,3 +99,28 @@ TEST(InferCli, BadFlagsAreOneLineErrors) {
 
 }  // namespace
 }  // namespace swiftlet
+
+namespace swiftlet {
+namespace {
+
+TEST(TokenizeCli, MessagesGoThroughTheChatTemplate) {
+  const std::string model = testing::tiny_model("tiny");
+  testing::TempDir tmp;
+  {
+    std::ofstream f(tmp / "c.json");
+    f << R"([{"role": "user", "content": "Hi"}])";
+  }
+  auto [rc, out] = run(fmt::format("{} tokenize --model {} --messages {}", SWIFTLET_BINARY, model, tmp / "c.json"), tmp);
+  ASSERT_EQ(rc, 0) << out;
+  // <|im_start|> user \n Hi <|im_end|> \n <|im_start|> assistant \n  (Qwen3's ids)
+  EXPECT_EQ(out, "[151644,872,198,13048,151645,198,151644,77091,198]\n");
+  auto [rc2, out2] = run(fmt::format("{} tokenize --model {} --messages {} --enable_thinking false", SWIFTLET_BINARY,
+                                     model, tmp / "c.json"),
+                         tmp);
+  ASSERT_EQ(rc2, 0) << out2;
+  // ... then <think> \n\n </think> \n\n
+  EXPECT_EQ(out2, "[151644,872,198,13048,151645,198,151644,77091,198,151667,271,151668,271]\n");
+}
+
+}  // namespace
+}  // namespace swiftlet
