@@ -98,86 +98,6 @@ void gemv_nt(const float* a, int64_t M, int64_t K, const void* b, int64_t n0, in
   for (; n < n1; ++n) gemv_nt_rows<D, 1>(a, M, K, b, n, c, ldc, alpha, beta);
 }
 
-// The bf16 variant of gemv_nt_tile: B rows are widened with load_bf16_split (even and odd
-// elements in two vectors, one instruction each) and A comes packed to match (pack_even_odd), so
-// the kernel spends half the instructions of widening in order and keeps up with memory.
-template <int MT, int NT>
-void gemv_nt_tile_bf16(const float* ap, int64_t Kp, const uint16_t* b, int64_t K, int64_t n,
-                       float* c, int64_t ldc, float alpha, float beta) {
-  s::V acc[MT][NT];
-  for (auto& row : acc)
-    for (auto& v : row) v = s::zero();
-  static const int64_t kPD = getenv("PD") ? atoi(getenv("PD")) : 1;
-  const uint16_t* next = b + (n + NT * kPD) * K;
-  int64_t k = 0;
-  for (; k + 2 * W <= K; k += 2 * W) {
-    s::V be[NT], bo[NT];
-    for (int j = 0; j < NT; ++j) __builtin_prefetch(next + j * K + k, 0, 3);
-    for (int j = 0; j < NT; ++j) s::load_bf16_split(b + (n + j) * K + k, &be[j], &bo[j]);
-    for (int m = 0; m < MT; ++m) {
-      s::V ae = s::load(ap + m * Kp + k), ao = s::load(ap + m * Kp + k + W);
-      for (int j = 0; j < NT; ++j) acc[m][j] = s::fma(ao, bo[j], s::fma(ae, be[j], acc[m][j]));
-    }
-  }
-  if (k < K) {
-    s::V be[NT], bo[NT];
-    for (int j = 0; j < NT; ++j)
-      s::load_bf16_split_partial(b + (n + j) * K + k, int(K - k), &be[j], &bo[j]);
-    for (int m = 0; m < MT; ++m) {
-      s::V ae = s::load(ap + m * Kp + k), ao = s::load(ap + m * Kp + k + W);
-      for (int j = 0; j < NT; ++j) acc[m][j] = s::fma(ao, bo[j], s::fma(ae, be[j], acc[m][j]));
-    }
-  }
-  for (int m = 0; m < MT; ++m)
-    for (int j = 0; j < NT; ++j) {
-      float v = alpha * s::reduce_add(acc[m][j]);
-      float& out = c[m * ldc + n + j];
-      out = beta == 0.0f ? v : v + beta * out;
-    }
-}
-
-template <int NT>
-void gemv_nt_rows_bf16(const float* ap, int64_t M, int64_t Kp, const uint16_t* b, int64_t K,
-                       int64_t n, float* c, int64_t ldc, float alpha, float beta) {
-  for (int64_t m = 0; m < M; m += 4) {
-    const float* am = ap + m * Kp;
-    float* cm = c + m * ldc;
-    switch (std::min<int64_t>(4, M - m)) {
-      case 1:
-        gemv_nt_tile_bf16<1, NT>(am, Kp, b, K, n, cm, ldc, alpha, beta);
-        break;
-      case 2:
-        gemv_nt_tile_bf16<2, NT>(am, Kp, b, K, n, cm, ldc, alpha, beta);
-        break;
-      case 3:
-        gemv_nt_tile_bf16<3, NT>(am, Kp, b, K, n, cm, ldc, alpha, beta);
-        break;
-      default:
-        gemv_nt_tile_bf16<4, NT>(am, Kp, b, K, n, cm, ldc, alpha, beta);
-        break;
-    }
-  }
-}
-
-void gemv_nt_bf16(const float* ap, int64_t M, int64_t Kp, const uint16_t* b, int64_t K, int64_t n0,
-                  int64_t n1, float* c, int64_t ldc, float alpha, float beta) {
-  int64_t n = n0;
-  for (; n + kRowsB <= n1; n += kRowsB)
-    gemv_nt_rows_bf16<kRowsB>(ap, M, Kp, b, K, n, c, ldc, alpha, beta);
-  for (; n < n1; ++n) gemv_nt_rows_bf16<1>(ap, M, Kp, b, K, n, c, ldc, alpha, beta);
-}
-
-// op(A) [M, K] (A stored [K, M] when trans_a) repacked for gemv_nt_tile_bf16: each block of 2W
-// columns holds its W even-indexed values, then its W odd-indexed ones; zeros past K.
-void pack_even_odd(const float* a, bool trans_a, int64_t M, int64_t K, float* out, int64_t Kp) {
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < Kp; ++k) {
-      int64_t blk = k / (2 * W), i = k % (2 * W);
-      int64_t src = blk * 2 * W + (i < W ? 2 * i : 2 * (i - W) + 1);
-      out[m * Kp + k] = src >= K ? 0.0f : trans_a ? a[src * M + m] : a[m * K + src];
-    }
-}
-
 // C[m, col + j W ...] = alpha * sum_k A[m, k] B[k, col ...] (+ beta C) for m < MT over CV column
 // vectors of B [K, N]; `len` is the element count of the last vector (W except at the edge).
 template <DType D, int MT, int CV>
@@ -295,18 +215,6 @@ void CpuDevice::gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_
   const void* bp = b.raw_ptr();
   const int64_t lda = a.dim(1), ldb = b.dim(1), ldc = N;
 
-  static const bool kNoSplit = getenv("NOSPLIT") != nullptr;
-  if (!kNoSplit && M <= kSmallM && trans_b && b.dtype() == DType::kBF16) {
-    int64_t Kp = (K + 2 * W - 1) / (2 * W) * (2 * W);
-    float* packed = scratch_floats(1, size_t(M * Kp));
-    pack_even_odd(ap, trans_a, M, K, packed, Kp);
-    const uint16_t* bw = static_cast<const uint16_t*>(bp);
-    int64_t grain = std::max<int64_t>(kRowsB, int64_t(kFlopsPerThread / (2.0 * M * K) / 4));
-    parallel(pool(), N, grain, [&](int64_t n0, int64_t n1) {
-      gemv_nt_bf16(packed, M, Kp, bw, K, n0, n1, cp, ldc, alpha, beta);
-    });
-    return;
-  }
   if (M <= kSmallM) {
     // Pack op(A) as [M, K] rows (it is tiny) so the kernels read it contiguously.
     const float* ar = ap;

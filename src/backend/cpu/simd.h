@@ -70,27 +70,6 @@ inline V load_bf16_partial(const uint16_t* p, int n) { return widen_bf16(load_u1
 inline V load_f16_partial(const uint16_t* p, int n) {
   return _mm512_cvtph_ps(load_u16_partial(p, n));
 }
-// 2W bf16 values p[0..2W) as f32, split by index parity: a bf16 is the top half of an f32, so the
-// odd elements are the 32-bit lanes with the low half cleared and the even ones the lanes shifted
-// up: one instruction each, no shuffles (a dot product pairs them with A split the same way).
-inline void split_bf16(__m512i x, V* even, V* odd) {
-  *even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-  *odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(int(0xffff0000u))));
-}
-inline void load_bf16_split(const uint16_t* p, V* even, V* odd) {
-  split_bf16(_mm512_loadu_si512(p), even, odd);
-}
-#if defined(__AVX512BW__)
-inline void load_bf16_split_partial(const uint16_t* p, int n, V* even, V* odd) {
-  split_bf16(_mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << n) - 1), p), even, odd);
-}
-#else
-inline void load_bf16_split_partial(const uint16_t* p, int n, V* even, V* odd) {
-  alignas(64) uint16_t tmp[32] = {};
-  std::memcpy(tmp, p, size_t(n) * 2);
-  split_bf16(_mm512_load_si512(tmp), even, odd);
-}
-#endif
 // f32 -> bf16 round to nearest even, NaN kept quiet: the same bits as core's f32_to_bf16.
 inline __m256i narrow_bf16(V v) {
   __m512i u = _mm512_castps_si512(v);
@@ -186,16 +165,6 @@ inline V load_f16_partial(const uint16_t* p, int n) {
   std::memcpy(tmp, p, size_t(n) * 2);
   return load_f16(tmp);
 }
-inline void load_bf16_split(const uint16_t* p, V* even, V* odd) {
-  __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  *even = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
-  *odd = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xffff0000u))));
-}
-inline void load_bf16_split_partial(const uint16_t* p, int n, V* even, V* odd) {
-  alignas(32) uint16_t tmp[16] = {};
-  std::memcpy(tmp, p, size_t(n) * 2);
-  load_bf16_split(tmp, even, odd);
-}
 inline void store_bf16(uint16_t* p, V v) {
   alignas(32) float tmp[8];
   _mm256_store_ps(tmp, v);
@@ -259,16 +228,6 @@ inline V load_f16_partial(const uint16_t* p, int n) {
   uint16_t tmp[4] = {};
   std::memcpy(tmp, p, size_t(n) * 2);
   return load_f16(tmp);
-}
-inline void load_bf16_split(const uint16_t* p, V* even, V* odd) {
-  uint16x4x2_t x = vld2_u16(p);  // de-interleaves even and odd elements
-  *even = vreinterpretq_f32_u32(vshll_n_u16(x.val[0], 16));
-  *odd = vreinterpretq_f32_u32(vshll_n_u16(x.val[1], 16));
-}
-inline void load_bf16_split_partial(const uint16_t* p, int n, V* even, V* odd) {
-  uint16_t tmp[8] = {};
-  std::memcpy(tmp, p, size_t(n) * 2);
-  load_bf16_split(tmp, even, odd);
 }
 inline void store_bf16(uint16_t* p, V v) {
   float tmp[4];
@@ -368,17 +327,6 @@ inline V load_f16_partial(const uint16_t* p, int n) {
 }
 inline void store_bf16(uint16_t* p, V v) {
   for (int i = 0; i < 4; ++i) p[i] = f32_to_bf16(v.x[i]);
-}
-inline void load_bf16_split(const uint16_t* p, V* even, V* odd) {
-  for (int i = 0; i < 4; ++i) {
-    even->x[i] = bf16_to_f32(p[2 * i]);
-    odd->x[i] = bf16_to_f32(p[2 * i + 1]);
-  }
-}
-inline void load_bf16_split_partial(const uint16_t* p, int n, V* even, V* odd) {
-  uint16_t tmp[8] = {};
-  std::memcpy(tmp, p, size_t(n) * 2);
-  load_bf16_split(tmp, even, odd);
 }
 inline void store_f16(uint16_t* p, V v) {
   for (int i = 0; i < 4; ++i) p[i] = f32_to_f16(v.x[i]);
