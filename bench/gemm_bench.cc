@@ -136,6 +136,26 @@ int main(int argc, char** argv) {
     }
   }
 
+  section("attention prefill  T 512, 16 query heads, 8 kv heads, head_dim 128  (GFLOP/s, ms)");
+  {
+    const int64_t T = 512, Hq = 16, Hkv = 8, D = 128;
+    Tensor q = random_tensor({T, Hq, D}, DType::kF32, 6),
+           k = random_tensor({T, Hkv, D}, DType::kF32, 7);
+    Tensor v = random_tensor({T, Hkv, D}, DType::kF32, 8),
+           dout = random_tensor({T, Hq, D}, DType::kF32, 9);
+    Tensor out = dev.empty({T, Hq, D}, DType::kF32), lse = dev.empty({T, Hq}, DType::kF32);
+    Tensor dq = dev.zeros({T, Hq, D}, DType::kF32), dk = dev.zeros({T, Hkv, D}, DType::kF32);
+    Tensor dv = dev.zeros({T, Hkv, D}, DType::kF32);
+    std::vector<AttnSegment> seg = {{0, T, T, k, v, dk, dv}};
+    // Causal: q k^T and p v over T (T + 1) / 2 pairs, 2 D flops each.
+    double flops = 4.0 * double(T * (T + 1) / 2) * double(Hq * D);
+    Timing f = time_it([&] { dev.attention_forward(out, lse, q, seg, 0.088f); });
+    Timing b = time_it([&] { dev.attention_backward(dq, dout, q, out, lse, seg, 0.088f); });
+    std::printf("  forward  %7.1f GFLOP/s  %7.2f ms\n", flops / f.median / 1e9, f.median * 1e3);
+    std::printf("  backward %7.1f GFLOP/s  %7.2f ms  (2.5x the forward's flops)\n",
+                2.5 * flops / b.median / 1e9, b.median * 1e3);
+  }
+
   section("memory read bandwidth  (1 GiB, GB/s, best / median)");
   {
     const int64_t n = int64_t(1) << 28;  // floats

@@ -6,6 +6,7 @@
 
 #include "backend/device.h"
 #include "backend/op_harness.h"
+#include "core/rng.h"
 
 namespace swiftlet::test {
 namespace {
@@ -161,14 +162,14 @@ TEST_P(AttentionTest, PackedSegmentsShareOneKvTensor) {
   SWIFTLET_EXPECT_CLOSE(down(out), want, tol_f32(5.0 * D));
 }
 
-TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
-  Problem p = mixed_problem(4, 2, 8);
-  p.segs[3] = {11, 1, 9, 12};  // short caches keep the finite differences cheap
-  p.segs[4] = {12, 1, 6, 8};
+// Runs forward + backward on the device and compares dq, dk, dv (accumulated onto random initial
+// values) with central differences of sum(r * out) through the reference: at every coordinate, or
+// at `samples` random coordinates per tensor when the problem is too large to difference fully.
+// The cache rows past kv_len must keep their initial gradient exactly.
+void check_backward(DeviceTest& t, Device& dev, const Problem& p, size_t samples) {
   Inputs in = make_inputs(p, DType::kF32, 7);
   auto r = random_floats(size_t(p.Tq * p.Hq * p.D), 8);  // dout
   const size_t S = p.segs.size();
-  // Initial gradients (kernels accumulate into them); the unused cache rows must keep theirs.
   auto dq0 = random_floats(in.q.size(), 9);
   std::vector<std::vector<float>> dk0, dv0;
   for (size_t s = 0; s < S; ++s) {
@@ -178,15 +179,15 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   std::vector<AttnSegment> segs;
   for (size_t s = 0; s < S; ++s) {
     Shape shape{p.segs[s].cache_rows, p.Hkv, p.D};
-    segs.push_back({p.segs[s].q_begin, p.segs[s].q_len, p.segs[s].kv_len, up(in.k[s], shape),
-                    up(in.v[s], shape), up(dk0[s], shape), up(dv0[s], shape)});
+    segs.push_back({p.segs[s].q_begin, p.segs[s].q_len, p.segs[s].kv_len, t.up(in.k[s], shape),
+                    t.up(in.v[s], shape), t.up(dk0[s], shape), t.up(dv0[s], shape)});
   }
-  Tensor q = up(in.q, {p.Tq, p.Hq, p.D}), dout = up(r, {p.Tq, p.Hq, p.D});
-  Tensor out = dev().empty({p.Tq, p.Hq, p.D}, DType::kF32),
-         lse = dev().empty({p.Tq, p.Hq}, DType::kF32);
-  dev().attention_forward(out, lse, q, segs, float(p.scale()));
-  Tensor dq = up(dq0, {p.Tq, p.Hq, p.D});
-  dev().attention_backward(dq, dout, q, out, lse, segs, float(p.scale()));
+  Tensor q = t.up(in.q, {p.Tq, p.Hq, p.D}), dout = t.up(r, {p.Tq, p.Hq, p.D});
+  Tensor out = dev.empty({p.Tq, p.Hq, p.D}, DType::kF32),
+         lse = dev.empty({p.Tq, p.Hq}, DType::kF32);
+  dev.attention_forward(out, lse, q, segs, float(p.scale()));
+  Tensor dq = t.up(dq0, {p.Tq, p.Hq, p.D});
+  dev.attention_backward(dq, dout, q, out, lse, segs, float(p.scale()));
 
   auto qd = to_double(in.q);
   auto kd = to_double_all(in.k), vd = to_double_all(in.v);
@@ -196,31 +197,76 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
     attention_ref(p, qx, kx, vx, &o, &l);
     return project(o, r);
   };
-  auto add0 = [](std::vector<double> g, const std::vector<float>& init) {
-    for (size_t i = 0; i < g.size(); ++i) g[i] += init[i];
-    return g;
+  Rng rng(11);
+  // Coordinates to difference among the first n (all of them when samples == 0).
+  auto pick = [&](size_t n) {
+    std::vector<size_t> at;
+    for (size_t i = 0; i < n; ++i) at.push_back(i);
+    if (samples && samples < n) {
+      for (size_t i = 0; i < samples; ++i) std::swap(at[i], at[i + rng.below(n - i)]);
+      at.resize(samples);
+    }
+    return at;
   };
-  double tol = tol_grad(40.0 * p.D);
-  auto gq = numeric_grad(qd, [&](const auto& x) { return loss(x, kd, vd); });
-  SWIFTLET_EXPECT_CLOSE(down(dq), add0(gq, dq0), tol);
+  // Device gradient minus its initial value, at the picked coordinates.
+  auto grad_at = [&](const Tensor& g, const std::vector<float>& init,
+                     const std::vector<size_t>& at) {
+    auto v = t.down(g);
+    std::vector<float> r2;
+    for (size_t i : at) r2.push_back(v[i] - init[i]);
+    return r2;
+  };
+  double tol = tol_grad(300.0 * p.D);
+  auto aq = pick(qd.size());
+  auto gq = numeric_grad_at(qd, aq, [&](const auto& x) { return loss(x, kd, vd); });
+  SWIFTLET_EXPECT_CLOSE(grad_at(dq, dq0, aq), gq, tol);
   for (size_t s = 0; s < S; ++s) {
     SCOPED_TRACE(fmt::format("segment {}", s));
-    // Only the first kv_len rows are differentiated; the NaN cache rows must keep their init.
-    int64_t used = p.segs[s].kv_len * p.Hkv * p.D;
+    size_t used = size_t(p.segs[s].kv_len * p.Hkv * p.D);
+    auto ak = pick(used);
     auto kx = kd;
-    auto gk = numeric_grad(kd[s], [&](const auto& x) {
+    auto gk = numeric_grad_at(kd[s], ak, [&](const auto& x) {
       kx[s] = x;
       return loss(qd, kx, vd);
     });
     auto vx = vd;
-    auto gv = numeric_grad(vd[s], [&](const auto& x) {
+    auto gv = numeric_grad_at(vd[s], ak, [&](const auto& x) {
       vx[s] = x;
       return loss(qd, kd, vx);
     });
-    for (int64_t i = used; i < p.kv_size(s); ++i) gk[size_t(i)] = gv[size_t(i)] = 0.0;  // NaN rows
-    SWIFTLET_EXPECT_CLOSE(down(segs[s].dk), add0(gk, dk0[s]), tol);
-    SWIFTLET_EXPECT_CLOSE(down(segs[s].dv), add0(gv, dv0[s]), tol);
+    SWIFTLET_EXPECT_CLOSE(grad_at(segs[s].dk, dk0[s], ak), gk, tol);
+    SWIFTLET_EXPECT_CLOSE(grad_at(segs[s].dv, dv0[s], ak), gv, tol);
+    auto dk = t.down(segs[s].dk), dv = t.down(segs[s].dv);
+    for (size_t i = used; i < dk.size(); ++i) {  // rows past kv_len: untouched
+      ASSERT_EQ(dk[i], dk0[s][i]) << i;
+      ASSERT_EQ(dv[i], dv0[s][i]) << i;
+    }
   }
+}
+
+TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
+  Problem p = mixed_problem(4, 2, 8);
+  p.segs[3] = {11, 1, 9, 12};  // short caches keep the finite differences cheap
+  p.segs[4] = {12, 1, 6, 8};
+  check_backward(*this, dev(), p, 0);
+}
+
+// Segments of 16 rows or more run as blocked matrix products (BLAS); 70 rows span two blocks of
+// 64, and the second segment continues a 25-token cache.
+Problem long_problem(int64_t D) {
+  return Problem{
+      95, 4, 2, D, {{0, 70, 70, 70}, {70, 20, 45, 50}, {90, 3, 3, 3}, {93, 1, 300, 305}}};
+}
+
+TEST_P(AttentionTest, BlockedForwardForLongSegments) {
+  check_forward(*this, dev(), long_problem(20), DType::kF32);
+  check_forward(*this, dev(), long_problem(32), DType::kBF16);  // converted block by block
+}
+
+TEST_P(AttentionTest, BlockedBackwardMatchesFiniteDifferences) {
+  Problem p = long_problem(8);
+  p.segs[3] = {93, 1, 9, 12};
+  check_backward(*this, dev(), p, 48);
 }
 
 TEST_P(AttentionTest, RejectsOverlappingSegmentsAndBadHeads) {

@@ -9,8 +9,10 @@
 //    in the environment is kept when it names an AVX-512 core or the CPU has no AVX-512, and
 //    otherwise overridden (info().how says so): images that pin it to Haswell for other programs
 //    would halve swiftlet's GEMM speed.
-// The environment is restored after loading. Measured on a 2-core AVX-512 machine: 230 GFLOP/s
-// per thread, 390-430 with two threads at (512, 1024..3072, 1024) (oneDNN 2.6: ~360).
+// The environment is restored after loading (at the first CpuDevice, before other threads run).
+// Chosen by measurement on a 2-core AVX-512 machine (AMD Zen 5) at (512, 1024..3072, 1024):
+// this setup 440-485 GFLOP/s with two threads, OpenBLAS's own Haswell pick ~240, oneDNN 2.6's
+// sgemm 355-370 and its matmul primitive ~440 (which would add a dependency and an OpenMP pool).
 #include <cstdint>
 #include <string>
 

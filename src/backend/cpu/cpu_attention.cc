@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/attention_blas.h"
 #include "backend/cpu/cpu_device.h"
 #include "backend/cpu/kernel_util.h"
 #include "backend/cpu/simd.h"
@@ -313,7 +314,9 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
   if (segments.empty()) return;
   const float* qp = f32(q);
   float *op = f32(out), *lp = lse.defined() ? f32(lse) : nullptr;
-  set_items(&g, segments, [](const AttnSegment& sg) { return split_over_keys(sg) ? 0 : sg.q_len; });
+  set_items(&g, segments, [](const AttnSegment& sg) {
+    return split_over_keys(sg) || attention_uses_blas(sg) ? 0 : sg.q_len;
+  });
   // Decode segments: (segment, key chunk) items writing partial sums, merged per head below.
   std::vector<std::pair<size_t, int64_t>> chunks;
   for (size_t si = 0; si < segments.size(); ++si)
@@ -329,6 +332,7 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
     parallel(pool(), g.item_begin.back(), 1, [&](int64_t lo, int64_t hi) {
       attention_forward_items<Dk>(g, segments, qp, op, lp, scale, lo, hi);
     });
+    attention_forward_blas(pool(), {g.Hq, g.Hkv, g.D}, segments, qp, op, lp, scale);
     parallel(pool(), int64_t(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c) {
         const AttnSegment& sg = segments[chunks[size_t(c)].first];
@@ -374,7 +378,8 @@ void CpuDevice::attention_backward(const Tensor& dq, const Tensor& dout, const T
   for (const AttnSegment& sg : segments)
     for (const Tensor* t : {&sg.k, &sg.v, &sg.dk, &sg.dv}) check_here(k, *t);
   Geometry g = check_segments(k, q, segments, true);
-  set_items(&g, segments, [](const AttnSegment& sg) { return sg.q_len; });
+  set_items(&g, segments,
+            [](const AttnSegment& sg) { return attention_uses_blas(sg) ? 0 : sg.q_len; });
   for (const Tensor* t : {&dq, &dout, &out}) expect_shape(k, "argument", *t, q.shape());
   expect_shape(k, "lse", lse, {g.Tq, g.Hq});
   if (segments.empty()) return;
@@ -385,10 +390,12 @@ void CpuDevice::attention_backward(const Tensor& dq, const Tensor& dout, const T
     attention_dq_items(g, segments, qp, op, gp, lp, dqp, delta.data(), scale, lo, hi);
   });
   Geometry gk = g;
-  set_items(&gk, segments, [](const AttnSegment& sg) { return sg.kv_len; });
+  set_items(&gk, segments,
+            [](const AttnSegment& sg) { return attention_uses_blas(sg) ? 0 : sg.kv_len; });
   parallel(pool(), gk.item_begin.back(), 1, [&](int64_t lo, int64_t hi) {
     attention_dkv_items(gk, segments, qp, gp, lp, delta.data(), scale, lo, hi);
   });
+  attention_backward_blas(pool(), {g.Hq, g.Hkv, g.D}, segments, qp, op, gp, lp, dqp, scale);
 }
 
 }  // namespace swiftlet

@@ -136,8 +136,8 @@ void CpuDevice::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tenso
 namespace {
 
 // Rotates each head's pairs (x[i], x[i + D/2]) of the rows [lo, hi) by +angle (forward) or
-// -angle (backward, R^T), then scales by attention_scaling. cos/sin of the f32 angle
-// pos * inv_freq[i] (rounded as HF computes it in f32) are evaluated in double and rounded.
+// -angle (backward, R^T), then scales by attention_scaling. The angle pos * inv_freq[i] is rounded
+// to f32 and its cos/sin taken in f32 (glibc's cosf/sinf, within 1 ulp), as HF computes them.
 void rope_rows(float* x, const int32_t* pos, const float* inv_freq, int64_t H, int64_t D,
                float scaling, bool inverse, int64_t lo, int64_t hi) {
   int64_t half = D / 2;
@@ -145,9 +145,9 @@ void rope_rows(float* x, const int32_t* pos, const float* inv_freq, int64_t H, i
   float* sn = cs + half;
   for (int64_t t = lo; t < hi; ++t) {
     for (int64_t i = 0; i < half; ++i) {
-      double angle = double(float(pos[t]) * inv_freq[i]);
-      cs[i] = float(std::cos(angle)) * scaling;
-      sn[i] = float(std::sin(angle)) * scaling * (inverse ? -1.0f : 1.0f);
+      float angle = float(pos[t]) * inv_freq[i];
+      cs[i] = std::cos(angle) * scaling;
+      sn[i] = std::sin(angle) * scaling * (inverse ? -1.0f : 1.0f);
     }
     for (int64_t h = 0; h < H; ++h) {
       float* x1 = x + (t * H + h) * D;
