@@ -93,6 +93,8 @@ std::shared_ptr<Job> submit_all(Server::Impl& s, std::vector<GenerationRequest> 
       return !job->gone.load();
     };
     cb.on_finish = [job, ci, metrics](const GenerationOutput& o) {
+      // Counted before the waiting handler wakes, so /metrics never lags a finished response.
+      metrics->add_tokens(o.prompt_tokens, int64_t(o.tokens.size()) + (o.stop_token_id >= 0 ? 1 : 0));
       {
         std::lock_guard<std::mutex> lock(job->mu);
         ChoiceState& c = job->choices[size_t(ci)];
@@ -107,7 +109,6 @@ std::shared_ptr<Job> submit_all(Server::Impl& s, std::vector<GenerationRequest> 
         }
       }
       job->cv.notify_all();
-      metrics->add_tokens(o.prompt_tokens, int64_t(o.tokens.size()) + (o.stop_token_id >= 0 ? 1 : 0));
     };
     try {
       const int64_t id = s.engine.submit(std::move(reqs[i]), std::move(cb));
