@@ -3,7 +3,8 @@
 // batching). Each step runs Transformer::forward over the decode token of every running request
 // plus prompt chunks of new ones (bounded so prefill never starves decoding), then samples each
 // request with its own settings and checks its own stop conditions. Requests may name a LoRA
-// adapter: a step runs one forward per adapter group, attaching that group's adapter.
+// adapter: a step with one adapter attaches it; a step mixing adapters gives every projection
+// per-row adapters, so it is still one forward that reads the weights once.
 // KV caches live within a memory budget: a request is admitted only when its prompt fits, and
 // when decoding outgrows the budget the most recently admitted request is preempted (its cache
 // freed, recomputed from prompt + generated tokens when it is admitted again).
@@ -140,7 +141,9 @@ class Engine {
   std::vector<Work> plan();
   bool reserve_caches(const std::vector<Work>& work);
   void preempt_latest();
-  void run_group(const LoraAdapter* adapter, std::vector<Work>& work);
+  void set_attached(const LoraAdapter* adapter);
+  void run_step(std::vector<Work>& work);
+  void forward_and_sample(std::vector<Work>& work);
   void sample_next(Active& a, const float* logits_row, int64_t V);
   int64_t cache_tokens_used() const;
   int64_t cache_tokens_allocated() const;

@@ -23,16 +23,20 @@ class EngineTest : public ::testing::Test {
   static void SetUpTestSuite() {
     adapter_dir_ = new TempDir();
     const std::string model = testing::tiny_model("tiny");
-    make_random_adapter(model, adapter_dir_->path(), 11);
+    make_random_adapter(model, adapter_dir_->path() + "/a", 11);
+    make_random_adapter(model, adapter_dir_->path() + "/b", 12);
     RuntimeOptions o;
     o.model = model;
     o.threads = 2;
     rt_ = new Runtime(o);
     adapter_ = new LoraAdapter(
-        LoraAdapter::load(rt_->device(), adapter_dir_->path(), rt_->folder().config));
+        LoraAdapter::load(rt_->device(), adapter_dir_->path() + "/a", rt_->folder().config));
+    adapter2_ = new LoraAdapter(
+        LoraAdapter::load(rt_->device(), adapter_dir_->path() + "/b", rt_->folder().config));
   }
   static void TearDownTestSuite() {
     delete adapter_;
+    delete adapter2_;
     delete rt_;
     delete adapter_dir_;
   }
@@ -58,11 +62,13 @@ class EngineTest : public ::testing::Test {
   static TempDir* adapter_dir_;
   static Runtime* rt_;
   static LoraAdapter* adapter_;
+  static LoraAdapter* adapter2_;
 };
 
 TempDir* EngineTest::adapter_dir_ = nullptr;
 Runtime* EngineTest::rt_ = nullptr;
 LoraAdapter* EngineTest::adapter_ = nullptr;
+LoraAdapter* EngineTest::adapter2_ = nullptr;
 
 TEST_F(EngineTest, RequestsJoiningARunningBatchGetTheirSoloTokens) {
   std::vector<GenerationRequest> reqs = {
@@ -120,16 +126,33 @@ TEST_F(EngineTest, AdapterRequestsShareStepsWithBaseRequests) {
   EXPECT_EQ(tuned_alone, manual);
   EXPECT_NE(tuned_alone, base_alone);
 
-  Engine e(rt_->model(), rt_->decoder_factory(), {});
-  std::vector<GenerationOutput> got(4);
-  for (size_t i = 0; i < 4; ++i) {
+  GenerationRequest other = base;
+  other.adapter = adapter2_;
+  other.max_new_tokens = 10;
+  const std::vector<int32_t> other_alone = alone(other);
+  EXPECT_NE(other_alone, std::vector<int32_t>(tuned_alone.begin(), tuned_alone.begin() + 10));
+
+  // Base, adapter a and adapter b requests in one batch (one forward with per-row adapters),
+  // joining at different steps so prefill chunks and decode rows of all three mix.
+  EngineOptions o;
+  o.prefill_chunk = 4;
+  Engine e(rt_->model(), rt_->decoder_factory(), o);
+  const std::vector<const GenerationRequest*> reqs = {&base, &tuned, &other, &tuned, &base, &other};
+  std::vector<GenerationOutput> got(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
     GenerationCallbacks cb;
     cb.on_finish = [&got, i](const GenerationOutput& out) { got[i] = out; };
-    e.submit(i % 2 ? tuned : base, cb);
+    e.submit(*reqs[i], cb);
+    e.step();
   }
   while (e.step()) {
   }
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].tokens, i % 2 ? tuned_alone : base_alone) << i;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto& want = reqs[i] == &base    ? base_alone
+                       : reqs[i] == &tuned ? tuned_alone
+                                           : other_alone;
+    EXPECT_EQ(got[i].tokens, want) << i;
+  }
 }
 
 TEST_F(EngineTest, KvCacheBudgetPreemptsAndResumesWithoutChangingTokens) {
