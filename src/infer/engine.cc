@@ -16,6 +16,13 @@ namespace swiftlet {
 namespace {
 constexpr int64_t kCacheHeadroom = 64;       // tokens allocated beyond a prompt for decoding
 constexpr int64_t kPromptLogprobChunk = 32;  // prompt rows per step whose logits are all kept
+
+// Projection m of a layer, in lora_module_names() order.
+Linear& module_linear(LayerWeights& L, size_t m) {
+  Linear* all[] = {&L.q_proj,    &L.k_proj,  &L.v_proj,   &L.o_proj,
+                   &L.gate_proj, &L.up_proj, &L.down_proj};
+  return *all[m];
+}
 }  // namespace
 
 struct Engine::Active {
@@ -30,11 +37,11 @@ struct Engine::Active {
   // the last generated token is then fed as a normal decode step.
   std::vector<int32_t> resume;
   bool resumed = false;
-  int64_t prefilled = 0;       // tokens of feed() already in the cache
-  int32_t next_input = -1;     // token to feed at the next decode step
-  std::string pending;         // text held back because it may start a stop string
+  int64_t prefilled = 0;    // tokens of feed() already in the cache
+  int32_t next_input = -1;  // token to feed at the next decode step
+  std::string pending;      // text held back because it may start a stop string
   GenerationOutput out;
-  int64_t admit_seq = 0;       // admission order; the latest is preempted first
+  int64_t admit_seq = 0;  // admission order; the latest is preempted first
   bool done = false;
   bool cancelled = false;
 };
@@ -53,19 +60,22 @@ Engine::Engine(Transformer& model, DecoderFactory decoder, EngineOptions options
   max_model_len_ = opt_.max_model_len > 0 ? opt_.max_model_len : c.max_position_embeddings;
   if (max_model_len_ <= 0) max_model_len_ = 4096;
   // Caches hold f32 keys and values of every layer: 2 * layers * kv_heads * head_dim floats.
-  kv_token_bytes_ = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * int64_t(sizeof(float));
+  kv_token_bytes_ =
+      2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * int64_t(sizeof(float));
   budget_tokens_ = std::numeric_limits<int64_t>::max();
   if (opt_.kv_cache_bytes > 0) {
     budget_tokens_ = opt_.kv_cache_bytes / kv_token_bytes_;
     if (budget_tokens_ < max_model_len_) {
       const double gb = double(max_model_len_ * kv_token_bytes_) / 1e9;
       if (opt_.max_model_len > 0 || budget_tokens_ < 16)
-        throw Error(fmt::format("a KV cache of {:.2f} GB holds {} tokens, fewer than the {} of "
-                                "--max_model_len (which needs {:.2f} GB)",
-                                double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, gb),
-                    "raise the KV cache budget or lower --max_model_len");
-      log_warning("the KV cache budget of {:.2f} GB holds {} tokens: max_model_len lowered from {} to {}",
-                  double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, budget_tokens_);
+        throw Error(
+            fmt::format("a KV cache of {:.2f} GB holds {} tokens, fewer than the {} of "
+                        "--max_model_len (which needs {:.2f} GB)",
+                        double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, gb),
+            "raise the KV cache budget or lower --max_model_len");
+      log_warning(
+          "the KV cache budget of {:.2f} GB holds {} tokens: max_model_len lowered from {} to {}",
+          double(opt_.kv_cache_bytes) / 1e9, budget_tokens_, max_model_len_, budget_tokens_);
       max_model_len_ = budget_tokens_;
     }
   }
@@ -277,7 +287,8 @@ std::vector<Engine::Work> Engine::plan() {
     int64_t n = std::min(len - a.prefilled, std::max<int64_t>(budget, 1));
     const bool all_logits = a.req.prompt_logprobs >= 0 && !a.resumed;
     if (all_logits) n = std::min(n, kPromptLogprobChunk);
-    work.push_back({&a, std::span<const int32_t>(f.data() + a.prefilled, size_t(n)), true, all_logits});
+    work.push_back(
+        {&a, std::span<const int32_t>(f.data() + a.prefilled, size_t(n)), true, all_logits});
     budget -= n;
   }
   return work;
@@ -353,7 +364,8 @@ void Engine::sample_next(Active& a, const float* src, int64_t V) {
   if (emit(a, tok, want_lp ? &lp : nullptr)) return;
   const int64_t plen = int64_t(a.req.prompt.size());
   const int64_t generated = int64_t(a.out.tokens.size());
-  if ((a.req.max_new_tokens >= 0 && generated >= a.req.max_new_tokens) || plen + generated >= max_model_len_) {
+  if ((a.req.max_new_tokens >= 0 && generated >= a.req.max_new_tokens) ||
+      plen + generated >= max_model_len_) {
     finish(a, "length");
     return;
   }
@@ -364,15 +376,70 @@ void Engine::sample_next(Active& a, const float* src, int64_t V) {
   a.next_input = tok;
 }
 
-void Engine::run_group(const LoraAdapter* adapter, std::vector<Work>& work) {
-  if (adapter != attached_) {
-    if (adapter) {
-      adapter->attach(model_);
-    } else {
-      LoraAdapter::detach(model_);
-    }
-    attached_ = adapter;
+void Engine::set_attached(const LoraAdapter* adapter) {
+  if (adapter == attached_) return;
+  if (adapter) {
+    adapter->attach(model_);
+  } else {
+    LoraAdapter::detach(model_);
   }
+  attached_ = adapter;
+}
+
+// Requests on different adapters still share one forward, so the weights are read once per step:
+// each adapter's rows are made contiguous and every projection gets per-row LoRA pairs.
+void Engine::run_step(std::vector<Work>& work) {
+  auto adapter_of = [&](const Work& w) {
+    return w.a->req.adapter ? w.a->req.adapter : opt_.base_adapter;
+  };
+  std::vector<const LoraAdapter*> adapters;
+  for (const Work& w : work)
+    if (std::find(adapters.begin(), adapters.end(), adapter_of(w)) == adapters.end())
+      adapters.push_back(adapter_of(w));
+  if (adapters.size() == 1) {
+    set_attached(adapters.front());
+    forward_and_sample(work);
+    return;
+  }
+  auto group = [&](const Work& w) {
+    return size_t(std::find(adapters.begin(), adapters.end(), adapter_of(w)) - adapters.begin());
+  };
+  std::stable_sort(work.begin(), work.end(),
+                   [&](const Work& x, const Work& y) { return group(x) < group(y); });
+  std::vector<std::pair<int64_t, int64_t>> range(adapters.size(), {-1, 0});  // packed rows
+  int64_t row = 0;
+  for (const Work& w : work) {
+    auto& r = range[group(w)];
+    if (r.first < 0) r.first = row;
+    row += int64_t(w.tokens.size());
+    r.second = row;
+  }
+  set_attached(nullptr);
+  auto& layers = model_.weights().layers;
+  const size_t modules = lora_module_names().size();
+  std::vector<std::vector<LoraRows>> rows(layers.size() * modules);
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (size_t m = 0; m < modules; ++m) {
+      std::vector<LoraRows>& lr = rows[l * modules + m];
+      for (size_t g = 0; g < adapters.size(); ++g)
+        if (const LoraPair* p = adapters[g] ? adapters[g]->pair(l, m) : nullptr)
+          lr.push_back({range[g].first, range[g].second, p});
+      module_linear(layers[l], m).lora_rows = lr;
+    }
+  auto clear = [&] {
+    for (size_t l = 0; l < layers.size(); ++l)
+      for (size_t m = 0; m < modules; ++m) module_linear(layers[l], m).lora_rows = {};
+  };
+  try {
+    forward_and_sample(work);
+  } catch (...) {
+    clear();
+    throw;
+  }
+  clear();
+}
+
+void Engine::forward_and_sample(std::vector<Work>& work) {
   std::vector<SequenceStep> steps;
   std::vector<int64_t> first_row;  // logits row of each work item's first returned row
   int64_t rows = 0;
@@ -434,7 +501,8 @@ bool Engine::step() {
     kv_used_bytes_ = 0;
     // Once idle for a moment (so the request threads have freed their side too), give freed
     // caches and activations back to the system.
-    if (!trimmed_ && std::chrono::steady_clock::now() - last_busy_ > std::chrono::milliseconds(200)) {
+    if (!trimmed_ &&
+        std::chrono::steady_clock::now() - last_busy_ > std::chrono::milliseconds(200)) {
 #ifdef __GLIBC__
       malloc_trim(0);
 #endif
@@ -454,26 +522,12 @@ bool Engine::step() {
   }
   kv_used_bytes_ = cache_tokens_allocated() * kv_token_bytes_;
 
-  // One forward per adapter group (LoRA changes every projection of the layers).
-  std::vector<const LoraAdapter*> order;
-  for (const Work& w : work) {
-    const LoraAdapter* ad = w.a->req.adapter ? w.a->req.adapter : opt_.base_adapter;
-    if (std::find(order.begin(), order.end(), ad) == order.end()) order.push_back(ad);
-  }
-  // The adapter already attached goes first, saving an attach when groups alternate.
-  auto cur = std::find(order.begin(), order.end(), attached_);
-  if (cur != order.end()) std::rotate(order.begin(), cur, cur + 1);
-  for (const LoraAdapter* ad : order) {
-    std::vector<Work> group;
-    for (const Work& w : work)
-      if ((w.a->req.adapter ? w.a->req.adapter : opt_.base_adapter) == ad) group.push_back(w);
-    try {
-      run_group(ad, group);
-    } catch (...) {
-      std::erase_if(running_, [](const auto& a) { return a->done; });
-      running_count_ = int64_t(running_.size());
-      throw;
-    }
+  try {
+    run_step(work);
+  } catch (...) {
+    std::erase_if(running_, [](const auto& a) { return a->done; });
+    running_count_ = int64_t(running_.size());
+    throw;
   }
   std::erase_if(running_, [](const auto& a) { return a->done; });
   running_count_ = int64_t(running_.size());

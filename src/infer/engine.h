@@ -3,7 +3,8 @@
 // batching). Each step runs Transformer::forward over the decode token of every running request
 // plus prompt chunks of new ones (bounded so prefill never starves decoding), then samples each
 // request with its own settings and checks its own stop conditions. Requests may name a LoRA
-// adapter: a step runs one forward per adapter group, attaching that group's adapter.
+// adapter: a step with one adapter attaches it; a step mixing adapters gives every projection
+// per-row adapters, so it is still one forward that reads the weights once.
 // KV caches live within a memory budget: a request is admitted only when its prompt fits, and
 // when decoding outgrows the budget the most recently admitted request is preempted (its cache
 // freed, recomputed from prompt + generated tokens when it is admitted again).
@@ -64,8 +65,8 @@ struct TokenLogprob {
 struct GenerationOutput {
   std::vector<int32_t> tokens;  // generated tokens (a final stop token id excluded)
   std::string text;
-  std::string finish_reason;  // "stop", "length", "abort" or "error"
-  std::string error;          // what went wrong when finish_reason is "error"
+  std::string finish_reason;   // "stop", "length", "abort" or "error"
+  std::string error;           // what went wrong when finish_reason is "error"
   int32_t stop_token_id = -1;  // the stop token that ended generation, if one did
   std::vector<TokenLogprob> logprobs;
   std::vector<TokenLogprob> prompt_logprobs;  // prompt tokens 1.. when asked for
@@ -80,11 +81,11 @@ struct GenerationCallbacks {
 };
 
 struct EngineOptions {
-  int64_t max_batch_size = 16;      // running requests at once; more wait in the queue
-  int64_t max_model_len = 0;        // prompt + generation limit; 0: the model's max positions
-  int64_t prefill_chunk = 512;      // prompt tokens processed per step across new requests
-  int64_t kv_cache_bytes = 0;       // KV cache memory budget; 0: unlimited
-  int64_t max_waiting = 0;          // queued requests before submit refuses; 0: unlimited
+  int64_t max_batch_size = 16;  // running requests at once; more wait in the queue
+  int64_t max_model_len = 0;    // prompt + generation limit; 0: the model's max positions
+  int64_t prefill_chunk = 512;  // prompt tokens processed per step across new requests
+  int64_t kv_cache_bytes = 0;   // KV cache memory budget; 0: unlimited
+  int64_t max_waiting = 0;      // queued requests before submit refuses; 0: unlimited
   const LoraAdapter* base_adapter = nullptr;  // applied to requests that name none
 };
 
@@ -140,7 +141,9 @@ class Engine {
   std::vector<Work> plan();
   bool reserve_caches(const std::vector<Work>& work);
   void preempt_latest();
-  void run_group(const LoraAdapter* adapter, std::vector<Work>& work);
+  void set_attached(const LoraAdapter* adapter);
+  void run_step(std::vector<Work>& work);
+  void forward_and_sample(std::vector<Work>& work);
   void sample_next(Active& a, const float* logits_row, int64_t V);
   int64_t cache_tokens_used() const;
   int64_t cache_tokens_allocated() const;
@@ -151,14 +154,14 @@ class Engine {
   EngineOptions opt_;
   int64_t max_model_len_;
   int64_t kv_token_bytes_;
-  int64_t budget_tokens_;  // INT64_MAX when unlimited
+  int64_t budget_tokens_;        // INT64_MAX when unlimited
   const LoraAdapter* attached_;  // adapter currently attached to the model's linear layers
   mutable std::mutex mu_;
   std::condition_variable work_cv_;
-  std::deque<std::unique_ptr<Active>> queue_;  // guarded by mu_
-  std::vector<int64_t> cancelled_;             // guarded by mu_
-  bool cancel_everything_ = false;             // guarded by mu_
-  int64_t next_id_ = 1;                        // guarded by mu_
+  std::deque<std::unique_ptr<Active>> queue_;     // guarded by mu_
+  std::vector<int64_t> cancelled_;                // guarded by mu_
+  bool cancel_everything_ = false;                // guarded by mu_
+  int64_t next_id_ = 1;                           // guarded by mu_
   std::vector<std::unique_ptr<Active>> running_;  // engine thread only
   int64_t admissions_ = 0;
   bool trimmed_ = true;  // memory returned to the system since the engine went idle

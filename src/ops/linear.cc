@@ -20,7 +20,14 @@ void linear_forward(Device& dev, const Tensor& y, const Tensor& x, const Linear&
                  lin.weight.describe());
   dev.gemm(x, false, lin.weight, true, y);
   if (lin.bias.defined()) dev.add_bias(y, lin.bias);
-  if (lin.lora) {
+  if (!lin.lora_rows.empty()) {
+    for (const LoraRows& r : lin.lora_rows) {  // y[rows] += s * (x[rows] A^T) B^T
+      if (!r.pair || r.end <= r.begin) continue;
+      Tensor xa = dev.empty({r.end - r.begin, r.pair->a.dim(0)}, DType::kF32);
+      dev.gemm(x.slice(r.begin, r.end), false, r.pair->a, true, xa);
+      dev.gemm(xa, false, r.pair->b, true, y.slice(r.begin, r.end), r.pair->scale, 1.0f);
+    }
+  } else if (lin.lora) {
     Tensor xd = lora_input(dev, x, lora_dropout, dropout_seed);
     Tensor xa = dev.empty({x.dim(0), lin.lora->a.dim(0)}, DType::kF32);
     dev.gemm(xd, false, lin.lora->a, true, xa);
@@ -31,6 +38,7 @@ void linear_forward(Device& dev, const Tensor& y, const Tensor& x, const Linear&
 void linear_backward(Device& dev, const Tensor& dx, const LinearGrads& g, const Tensor& dy,
                      const Tensor& x, const Linear& lin, float lora_dropout,
                      uint64_t dropout_seed) {
+  SWIFTLET_CHECK(lin.lora_rows.empty(), "linear_backward: per-row adapters are forward only");
   SWIFTLET_CHECK(dy.ndim() == 2 && dy.dim(1) == lin.out_features() && x.dim(0) == dy.dim(0),
                  "linear_backward: dy {} x {} weight {}", dy.describe(), x.describe(),
                  lin.weight.describe());

@@ -1,5 +1,7 @@
 #pragma once
 // Linear layer y = x W^T + b, with an optional LoRA adapter: y += s * (drop(x) A^T) B^T.
+#include <span>
+
 #include "backend/device.h"
 
 namespace swiftlet {
@@ -11,10 +13,19 @@ struct LoraPair {
   float scale = 1.0f;  // lora_alpha / rank (or / sqrt(rank) with rsLoRA)
 };
 
+// Rows [begin, end) of a batch that use `pair` (serving: requests on different adapters share
+// one forward).
+struct LoraRows {
+  int64_t begin = 0, end = 0;
+  const LoraPair* pair = nullptr;
+};
+
 struct Linear {
   Tensor weight;  // [out, in], f32/bf16/f16
   Tensor bias;    // [out] or undefined
   const LoraPair* lora = nullptr;  // optional adapter, owned elsewhere
+  // Forward only: per-row adapters instead of `lora` when not empty (rows not covered get none).
+  std::span<const LoraRows> lora_rows;
   int64_t out_features() const { return weight.dim(0); }
   int64_t in_features() const { return weight.dim(1); }
 };

@@ -116,8 +116,8 @@ std::shared_ptr<Job> submit_all(Server::Impl& s, std::vector<GenerationRequest> 
       job->choices[i].id = id;
     } catch (const EngineBusy& e) {
       abandon(*job, s.engine);
-      throw ApiError(503, fmt::format("the server is overloaded: {}; retry later", e.what()), "server_error",
-                     "server_overloaded");
+      throw ApiError(503, fmt::format("the server is overloaded: {}; retry later", e.what()),
+                     "server_error", "server_overloaded");
     } catch (const Error& e) {
       abandon(*job, s.engine);
       throw ApiError(400, e.what());
@@ -198,13 +198,14 @@ class ChatFormatter : public Formatter {
     json choices = json::array();
     for (size_t i = 0; i < job.choices.size(); ++i) {
       const GenerationOutput& o = job.choices[i].out;
-      choices.push_back({{"index", i},
-                         {"message", {{"role", "assistant"}, {"content", o.text}}},
-                         {"logprobs", want_logprobs ? chat_logprobs_json(o.logprobs, token_text) : json(nullptr)},
-                         {"finish_reason", o.finish_reason}});
+      choices.push_back(
+          {{"index", i},
+           {"message", {{"role", "assistant"}, {"content", o.text}}},
+           {"logprobs", want_logprobs ? chat_logprobs_json(o.logprobs, token_text) : json(nullptr)},
+           {"finish_reason", o.finish_reason}});
     }
-    return {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", model},
-            {"choices", choices}, {"usage", job_usage(job)}};
+    return {{"id", id},       {"object", "chat.completion"}, {"created", created},
+            {"model", model}, {"choices", choices},          {"usage", job_usage(job)}};
   }
   const char* name() const override { return "chat.completions"; }
   bool want_logprobs = false;
@@ -238,8 +239,10 @@ class CompletionFormatter : public Formatter {
   }
   json finish(int choice, const GenerationOutput& out) override {
     json c = chunk_base("text_completion");
-    c["choices"] = json::array(
-        {{{"index", choice}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", out.finish_reason}}});
+    c["choices"] = json::array({{{"index", choice},
+                                 {"text", ""},
+                                 {"logprobs", nullptr},
+                                 {"finish_reason", out.finish_reason}}});
     return c;
   }
   json full(const Job& job) override {
@@ -254,16 +257,19 @@ class CompletionFormatter : public Formatter {
           // The echoed prompt's tokens first (the first one has no log-probability).
           std::vector<TokenLogprob> all = o.prompt_logprobs;
           all.insert(all.end(), o.logprobs.begin(), o.logprobs.end());
-          lp = completion_logprobs_json(all, token_text, 0, true, prompt_ids[size_t(c.prompt)].front());
+          lp = completion_logprobs_json(all, token_text, 0, true,
+                                        prompt_ids[size_t(c.prompt)].front());
         } else {
           lp = completion_logprobs_json(o.logprobs, token_text, 0);
         }
       }
-      choices.push_back({{"index", i}, {"text", prefix + o.text}, {"logprobs", lp},
+      choices.push_back({{"index", i},
+                         {"text", prefix + o.text},
+                         {"logprobs", lp},
                          {"finish_reason", o.finish_reason}});
     }
-    return {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-            {"choices", choices}, {"usage", job_usage(job)}};
+    return {{"id", id},       {"object", "text_completion"}, {"created", created},
+            {"model", model}, {"choices", choices},          {"usage", job_usage(job)}};
   }
   const char* name() const override { return "completions"; }
   bool echo = false, want_logprobs = false;
@@ -298,7 +304,8 @@ void respond(Server::Impl& s, httplib::Response& res, std::shared_ptr<Job> job,
       std::deque<Event> batch;
       {
         std::unique_lock<std::mutex> lock(job->mu);
-        job->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !job->events.empty(); });
+        job->cv.wait_for(lock, std::chrono::milliseconds(100),
+                         [&] { return !job->events.empty(); });
         batch.swap(job->events);
       }
       if (!sink.is_writable()) return gone();
@@ -311,9 +318,9 @@ void respond(Server::Impl& s, httplib::Response& res, std::shared_ptr<Job> job,
             o = job->choices[size_t(e.choice)].out;
           }
           ++state->finished_seen;
-          out = o.finish_reason == "error"
-                    ? sse(error_json(500, "generation failed: " + o.error, "server_error", "engine_error"))
-                    : sse(f->finish(e.choice, o));
+          out = o.finish_reason == "error" ? sse(error_json(500, "generation failed: " + o.error,
+                                                            "server_error", "engine_error"))
+                                           : sse(f->finish(e.choice, o));
         } else {
           out = sse(f->delta(e));
         }
@@ -322,7 +329,7 @@ void respond(Server::Impl& s, httplib::Response& res, std::shared_ptr<Job> job,
       if (state->finished_seen == job->choices.size()) {
         if (f->include_usage) {
           json u = f->chunk_base(f->name() == std::string("completions") ? "text_completion"
-                                                                          : "chat.completion.chunk");
+                                                                         : "chat.completion.chunk");
           u["choices"] = json::array();
           {
             std::lock_guard<std::mutex> lock(job->mu);
@@ -350,7 +357,8 @@ void respond(Server::Impl& s, httplib::Response& res, std::shared_ptr<Job> job,
         std::lock_guard<std::mutex> lock(job->mu);
         for (const auto& c : job->choices)
           if (c.out.finish_reason == "error")
-            body = error_json(500, "generation failed: " + c.out.error, "server_error", "engine_error");
+            body = error_json(500, "generation failed: " + c.out.error, "server_error",
+                              "engine_error");
         if (body.is_null()) body = f->full(*job);
       }
       if (!write(sink, body.dump(-1, ' ', false, json::error_handler_t::replace))) return gone();
@@ -372,7 +380,8 @@ void respond(Server::Impl& s, httplib::Response& res, std::shared_ptr<Job> job,
     if (!verbose) return;
     std::lock_guard<std::mutex> lock(job->mu);
     if (!success || unfinished) {
-      log_info("{} {}: client went away after {:.2f} s; generation cancelled", f->name(), f->id, took);
+      log_info("{} {}: client went away after {:.2f} s; generation cancelled", f->name(), f->id,
+               took);
       return;
     }
     std::string reasons;
@@ -404,7 +413,8 @@ TokenTextFn token_text_fn(const Tokenizer& t) {
 
 namespace {
 
-void check_length(int64_t prompt, std::optional<int64_t> max_tokens, int64_t limit, const char* what) {
+void check_length(int64_t prompt, std::optional<int64_t> max_tokens, int64_t limit,
+                  const char* what) {
   if (prompt >= limit)
     throw ApiError(400,
                    fmt::format("This model's maximum context length is {} tokens. However, your {} "
@@ -412,18 +422,20 @@ void check_length(int64_t prompt, std::optional<int64_t> max_tokens, int64_t lim
                                limit, what, prompt, what),
                    "invalid_request_error", "context_length_exceeded", what);
   if (max_tokens && prompt + *max_tokens > limit)
-    throw ApiError(400,
-                   fmt::format("This model's maximum context length is {} tokens. However, you requested "
-                               "{} tokens ({} in the {}, {} in the completion). Please reduce the length "
-                               "of the {} or the completion.",
-                               limit, prompt + *max_tokens, prompt, what, *max_tokens, what),
-                   "invalid_request_error", "context_length_exceeded", "max_tokens");
+    throw ApiError(
+        400,
+        fmt::format("This model's maximum context length is {} tokens. However, you requested "
+                    "{} tokens ({} in the {}, {} in the completion). Please reduce the length "
+                    "of the {} or the completion.",
+                    limit, prompt + *max_tokens, prompt, what, *max_tokens, what),
+        "invalid_request_error", "context_length_exceeded", "max_tokens");
 }
 
 // An engine request from the prompt, the request's fields, then the flags' defaults (and
 // generation_config.json beneath them, through make_request).
-GenerationRequest make_generation(Server::Impl& s, const SamplingFields& f, std::vector<int32_t> prompt,
-                                  const ServedModel& m, uint64_t seed) {
+GenerationRequest make_generation(Server::Impl& s, const SamplingFields& f,
+                                  std::vector<int32_t> prompt, const ServedModel& m,
+                                  uint64_t seed) {
   GenerationRequest g = make_request(s.rt, s.opt.defaults, std::move(prompt));
   SamplingParams& p = g.sampling;
   if (f.temperature) p.temperature = *f.temperature;
@@ -434,9 +446,11 @@ GenerationRequest make_generation(Server::Impl& s, const SamplingFields& f, std:
   if (f.frequency_penalty) p.frequency_penalty = *f.frequency_penalty;
   if (f.repetition_penalty) p.repetition_penalty = *f.repetition_penalty;
   if (f.max_tokens) g.max_new_tokens = *f.max_tokens;
+  // OpenAI leaves a request's stop strings out of the text; the server's --stop_words stay in it,
+  // as in `swiftlet infer` and ms-swift.
   if (f.stop) g.stop_strings = *f.stop;
-  // OpenAI leaves stop strings out of the text (also the server's --stop_words).
-  g.include_stop_str_in_output = f.include_stop_str_in_output.value_or(false);
+  g.include_stop_str_in_output =
+      f.include_stop_str_in_output.value_or(!f.stop && !g.stop_strings.empty());
   g.seed = seed;
   g.adapter = m.adapter;
   return g;
@@ -484,13 +498,14 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   CompletionRequest r = parse_completion_request(req.body, opt.max_logprobs);
   const ServedModel& m = find_model(r.model);
   if (r.echo && r.logprobs && opt.use_chat_template)
-    throw ApiError(400,
-                   "'echo' with 'logprobs' needs the server started with --use_chat_template false "
-                   "(otherwise prompts are wrapped in the chat template, whose tokens are not the prompt's)",
-                   "invalid_request_error", "unsupported_value", "echo");
+    throw ApiError(
+        400,
+        "'echo' with 'logprobs' needs the server started with --use_chat_template false "
+        "(otherwise prompts are wrapped in the chat template, whose tokens are not the prompt's)",
+        "invalid_request_error", "unsupported_value", "echo");
   if (r.echo && r.logprobs && r.sampling.stream)
-    throw ApiError(400, "'echo' with 'logprobs' is not supported while streaming", "invalid_request_error",
-                   "unsupported_value", "echo");
+    throw ApiError(400, "'echo' with 'logprobs' is not supported while streaming",
+                   "invalid_request_error", "unsupported_value", "echo");
   TemplateOptions t;
   t.system = opt.defaults.system;
   t.enable_thinking = opt.defaults.enable_thinking;
@@ -500,15 +515,17 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   for (const auto& p : r.prompts) {
     try {
       // ms-swift wraps a completion prompt as one user message of the chat template.
-      ids.push_back(opt.use_chat_template ? tokenize.encode(chat_template().render({{"user", p, ""}}, t))
-                                          : tokenize.encode(p, /*add_special_tokens=*/true));
+      ids.push_back(opt.use_chat_template
+                        ? tokenize.encode(chat_template().render({{"user", p, ""}}, t))
+                        : tokenize.encode(p, /*add_special_tokens=*/true));
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "invalid_request_error", "invalid_value", "prompt");
     }
     lens.push_back(int64_t(ids.back().size()));
     check_length(lens.back(), r.sampling.max_tokens, engine.max_model_len(), "prompt");
   }
-  const int top = r.logprobs ? *r.logprobs : (opt.defaults.logprobs ? opt.defaults.top_logprobs : -1);
+  const int top =
+      r.logprobs ? *r.logprobs : (opt.defaults.logprobs ? opt.defaults.top_logprobs : -1);
   const uint64_t seed = r.sampling.seed ? uint64_t(*r.sampling.seed) : random_seed();
   std::vector<GenerationRequest> reqs;
   std::vector<int> prompt_of;
@@ -529,7 +546,8 @@ void Server::Impl::handle_completion(const httplib::Request& req, httplib::Respo
   f->prompts = r.prompts;
   f->prompt_ids = ids;
   f->token_text = token_text_fn(rt.tokenizer());
-  auto job = submit_all(*this, std::move(reqs), std::move(prompt_of), std::move(lens), r.sampling.stream);
+  auto job =
+      submit_all(*this, std::move(reqs), std::move(prompt_of), std::move(lens), r.sampling.stream);
   respond(*this, res, job, f, token, r.sampling.stream);
 }
 

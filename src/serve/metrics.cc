@@ -71,8 +71,9 @@ std::pair<int64_t, int64_t> Metrics::token_totals() const {
 std::string Metrics::render(const EngineStats& engine) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
-  out += "# HELP swiftlet_requests_total HTTP requests answered, by endpoint and status.\n"
-         "# TYPE swiftlet_requests_total counter\n";
+  out +=
+      "# HELP swiftlet_requests_total HTTP requests answered, by endpoint and status.\n"
+      "# TYPE swiftlet_requests_total counter\n";
   for (const auto& [key, n] : requests_)
     out += fmt::format("swiftlet_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", key.first,
                        key.second, n);
@@ -91,20 +92,25 @@ std::string Metrics::render(const EngineStats& engine) const {
       "# TYPE swiftlet_kv_cache_used_bytes gauge\nswiftlet_kv_cache_used_bytes {}\n"
       "# HELP swiftlet_kv_cache_budget_bytes KV cache memory budget (0: unlimited).\n"
       "# TYPE swiftlet_kv_cache_budget_bytes gauge\nswiftlet_kv_cache_budget_bytes {}\n"
-      "# HELP swiftlet_preemptions_total Generations preempted to stay within the KV cache budget.\n"
+      "# HELP swiftlet_preemptions_total Generations preempted to stay within the KV cache "
+      "budget.\n"
       "# TYPE swiftlet_preemptions_total counter\nswiftlet_preemptions_total {}\n"
       "# HELP swiftlet_engine_steps_total Batched forward steps run.\n"
       "# TYPE swiftlet_engine_steps_total counter\nswiftlet_engine_steps_total {}\n",
       engine.running, engine.waiting, engine.kv_cache_used_bytes, engine.kv_cache_budget_bytes,
       engine.preemptions, engine.steps);
-  out += "# HELP swiftlet_time_to_first_token_seconds Time from request arrival to its first token.\n"
-         "# TYPE swiftlet_time_to_first_token_seconds histogram\n";
+  out +=
+      "# HELP swiftlet_time_to_first_token_seconds Time from request arrival to its first token.\n"
+      "# TYPE swiftlet_time_to_first_token_seconds histogram\n";
   out += ttft_.render("swiftlet_time_to_first_token_seconds");
-  out += "# HELP swiftlet_time_per_output_token_seconds Time between consecutive tokens of a generation.\n"
-         "# TYPE swiftlet_time_per_output_token_seconds histogram\n";
+  out +=
+      "# HELP swiftlet_time_per_output_token_seconds Time between consecutive tokens of a "
+      "generation.\n"
+      "# TYPE swiftlet_time_per_output_token_seconds histogram\n";
   out += tpot_.render("swiftlet_time_per_output_token_seconds");
-  out += "# HELP swiftlet_request_latency_seconds Time from request arrival to its last token.\n"
-         "# TYPE swiftlet_request_latency_seconds histogram\n";
+  out +=
+      "# HELP swiftlet_request_latency_seconds Time from request arrival to its last token.\n"
+      "# TYPE swiftlet_request_latency_seconds histogram\n";
   out += e2e_.render("swiftlet_request_latency_seconds");
   return out;
 }

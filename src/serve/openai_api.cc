@@ -19,12 +19,18 @@ constexpr size_t kMaxStops = 16;
 
 const char* type_name(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    default: return "a number";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    default:
+      return "a number";
   }
 }
 
@@ -52,7 +58,8 @@ class Fields {
     if (!v->is_number()) wrong_type(key, *v, "a number");
     const double x = v->get<double>();
     if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
-      bad(key, fmt::format("'{}' must be in {}{}, {}], got {}", key, lo_open ? "(" : "[", lo, hi, x));
+      bad(key,
+          fmt::format("'{}' must be in {}{}, {}], got {}", key, lo_open ? "(" : "[", lo, hi, x));
     return x;
   }
 
@@ -65,12 +72,14 @@ class Fields {
         bad(key, fmt::format("'{}' is too large", key));
       x = v->get<int64_t>();
     } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
-               v->get<double>() == std::floor(v->get<double>()) && std::fabs(v->get<double>()) < 9e15) {
+               v->get<double>() == std::floor(v->get<double>()) &&
+               std::fabs(v->get<double>()) < 9e15) {
       x = int64_t(v->get<double>());
     } else {
       wrong_type(key, *v, "an integer");
     }
-    if (x < lo || x > hi) bad(key, fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x));
+    if (x < lo || x > hi)
+      bad(key, fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x));
     return x;
   }
 
@@ -93,14 +102,15 @@ class Fields {
                     const std::string& what) {
     const json* v = get(key);
     if (v && !neutral(*v))
-      throw ApiError(400, fmt::format("'{}' is not supported: {}", key, what), "invalid_request_error",
-                     "unsupported_parameter", key);
+      throw ApiError(400, fmt::format("'{}' is not supported: {}", key, what),
+                     "invalid_request_error", "unsupported_parameter", key);
   }
 
   void reject_unknown(const std::string& where) const {
     for (auto it = obj_.begin(); it != obj_.end(); ++it)
       if (!seen_.count(it.key()))
-        throw ApiError(400, fmt::format("unrecognized request argument in {}: '{}'", where, it.key()),
+        throw ApiError(400,
+                       fmt::format("unrecognized request argument in {}: '{}'", where, it.key()),
                        "invalid_request_error", "unknown_parameter", it.key());
   }
 
@@ -151,7 +161,8 @@ void parse_sampling(Fields& f, SamplingFields& s, bool chat) {
     } else {
       wrong_type("stop", *stop, "a string or a list of strings");
     }
-    if (stops.size() > kMaxStops) bad("stop", fmt::format("'stop' takes at most {} strings", kMaxStops));
+    if (stops.size() > kMaxStops)
+      bad("stop", fmt::format("'stop' takes at most {} strings", kMaxStops));
     for (const auto& x : stops)
       if (x.empty()) bad("stop", "'stop' strings must not be empty");
     s.stop = std::move(stops);
@@ -166,13 +177,16 @@ void parse_sampling(Fields& f, SamplingFields& s, bool chat) {
     o.reject_unknown("stream_options");
   }
   f.string("user");  // an end-user identifier for the caller's records; nothing to do here
-  f.only_neutral("logit_bias", [](const json& v) { return v.is_object() && v.empty(); },
-                 "logit biases are not implemented");
+  f.only_neutral(
+      "logit_bias", [](const json& v) { return v.is_object() && v.empty(); },
+      "logit biases are not implemented");
   const int n = s.n;
-  f.only_neutral("best_of", [n](const json& v) { return v.is_number_integer() && (v == 1 || v == n); },
-                 "best_of other than n is not implemented");
-  f.only_neutral("num_beams", [](const json& v) { return v.is_number_integer() && v == 1; },
-                 "beam search is not implemented");
+  f.only_neutral(
+      "best_of", [n](const json& v) { return v.is_number_integer() && (v == 1 || v == n); },
+      "best_of other than n is not implemented");
+  f.only_neutral(
+      "num_beams", [](const json& v) { return v.is_number_integer() && v == 1; },
+      "beam search is not implemented");
 }
 
 std::string message_content(const json& content, size_t index) {
@@ -189,8 +203,10 @@ std::string message_content(const json& content, size_t index) {
     std::optional<std::string> type = pf.string("type");
     if (!type) bad(pw, fmt::format("'{}' needs a 'type'", pw));
     if (*type != "text")
-      throw ApiError(400, fmt::format("{}: content parts of type '{}' are not supported; only text is", pw, *type),
-                     "invalid_request_error", "unsupported_content", pw);
+      throw ApiError(
+          400,
+          fmt::format("{}: content parts of type '{}' are not supported; only text is", pw, *type),
+          "invalid_request_error", "unsupported_content", pw);
     std::optional<std::string> t = pf.string("text");
     if (!t) bad(pw, fmt::format("'{}' of type text needs a 'text' string", pw));
     pf.reject_unknown(pw);
@@ -218,10 +234,13 @@ std::vector<ChatMessage> parse_messages(const json* msgs) {
     } else if (*role == "user" || *role == "assistant") {
       cm.role = *role;
     } else if (*role == "tool" || *role == "function") {
-      throw ApiError(400, fmt::format("{}: '{}' messages are not supported (no tool calling yet)", where, *role),
-                     "invalid_request_error", "unsupported_role", where + ".role");
+      throw ApiError(
+          400,
+          fmt::format("{}: '{}' messages are not supported (no tool calling yet)", where, *role),
+          "invalid_request_error", "unsupported_role", where + ".role");
     } else {
-      bad(where + ".role", fmt::format("{}: unknown role '{}' (system, user or assistant)", where, *role));
+      bad(where + ".role",
+          fmt::format("{}: unknown role '{}' (system, user or assistant)", where, *role));
     }
     const json* content = f.get("content");
     if (content) {
@@ -232,8 +251,9 @@ std::vector<ChatMessage> parse_messages(const json* msgs) {
     if (cm.role == "assistant")
       if (auto r = f.string("reasoning_content")) cm.reasoning_content = *r;
     f.string("name");  // a participant name; chat templates here have no place for it
-    f.only_neutral("tool_calls", [](const json& v) { return v.is_array() && v.empty(); },
-                   "tool calls are not implemented");
+    f.only_neutral(
+        "tool_calls", [](const json& v) { return v.is_array() && v.empty(); },
+        "tool calls are not implemented");
     // Fields the OpenAI client copies from earlier responses into the history.
     f.get("refusal");
     f.get("annotations");
@@ -254,7 +274,9 @@ json error_json(int status, const std::string& message, const std::string& type,
   return json{{"error", e}};
 }
 
-json error_json(const ApiError& e) { return error_json(e.status, e.what(), e.type, e.code, e.param); }
+json error_json(const ApiError& e) {
+  return error_json(e.status, e.what(), e.type, e.code, e.param);
+}
 
 ChatRequest parse_chat_request(const std::string& body, int max_logprobs) {
   json j = parse_body(body);
@@ -275,14 +297,18 @@ ChatRequest parse_chat_request(const std::string& body, int max_logprobs) {
     r.enable_thinking = k.boolean("enable_thinking");
     k.reject_unknown("chat_template_kwargs (only enable_thinking is known)");
   }
-  f.only_neutral("tools", [](const json& v) { return v.is_array() && v.empty(); },
-                 "tool calling is not implemented");
-  f.only_neutral("tool_choice", [](const json& v) { return v == "none"; },
-                 "tool calling is not implemented");
-  f.only_neutral("parallel_tool_calls", [](const json& v) { return v.is_boolean(); },
-                 "tool calling is not implemented");
-  f.only_neutral("response_format", [](const json& v) { return v.is_object() && v.value("type", "") == "text" && v.size() == 1; },
-                 "only {\"type\": \"text\"} is implemented");
+  f.only_neutral(
+      "tools", [](const json& v) { return v.is_array() && v.empty(); },
+      "tool calling is not implemented");
+  f.only_neutral(
+      "tool_choice", [](const json& v) { return v == "none"; }, "tool calling is not implemented");
+  f.only_neutral(
+      "parallel_tool_calls", [](const json& v) { return v.is_boolean(); },
+      "tool calling is not implemented");
+  f.only_neutral(
+      "response_format",
+      [](const json& v) { return v.is_object() && v.value("type", "") == "text" && v.size() == 1; },
+      "only {\"type\": \"text\"} is implemented");
   f.reject_unknown("the request");
   return r;
 }
@@ -315,8 +341,9 @@ CompletionRequest parse_completion_request(const std::string& body, int max_logp
   parse_sampling(f, r.sampling, /*chat=*/false);
   r.echo = f.boolean("echo").value_or(false);
   if (auto k = f.integer("logprobs", 0, max_logprobs)) r.logprobs = int(*k);
-  f.only_neutral("suffix", [](const json& v) { return v.is_string() && v.get<std::string>().empty(); },
-                 "insertion after a suffix is not implemented");
+  f.only_neutral(
+      "suffix", [](const json& v) { return v.is_string() && v.get<std::string>().empty(); },
+      "insertion after a suffix is not implemented");
   f.reject_unknown("the request");
   return r;
 }
@@ -338,7 +365,9 @@ json chat_logprobs_json(const std::vector<TokenLogprob>& lps, const TokenTextFn&
       TokenText tt = text(id);
       top.push_back({{"token", tt.text}, {"logprob", v}, {"bytes", bytes_json(tt.bytes)}});
     }
-    content.push_back({{"token", t.text}, {"logprob", lp.logprob}, {"bytes", bytes_json(t.bytes)},
+    content.push_back({{"token", t.text},
+                       {"logprob", lp.logprob},
+                       {"bytes", bytes_json(t.bytes)},
                        {"top_logprobs", top}});
   }
   return json{{"content", content}};
@@ -346,7 +375,8 @@ json chat_logprobs_json(const std::vector<TokenLogprob>& lps, const TokenTextFn&
 
 json completion_logprobs_json(const std::vector<TokenLogprob>& lps, const TokenTextFn& text,
                               size_t first_offset, bool leading_null, int32_t leading_token) {
-  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  json tokens = json::array(), values = json::array(), tops = json::array(),
+       offsets = json::array();
   size_t offset = first_offset;
   auto add = [&](int32_t id, const TokenLogprob* lp) {
     TokenText t = text(id);
@@ -365,7 +395,10 @@ json completion_logprobs_json(const std::vector<TokenLogprob>& lps, const TokenT
   };
   if (leading_null) add(leading_token, nullptr);
   for (const auto& lp : lps) add(lp.token, &lp);
-  return json{{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+  return json{{"tokens", tokens},
+              {"token_logprobs", values},
+              {"top_logprobs", tops},
+              {"text_offset", offsets}};
 }
 
 json usage_json(int64_t prompt_tokens, int64_t completion_tokens) {

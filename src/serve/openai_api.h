@@ -2,10 +2,9 @@
 // The OpenAI HTTP API's JSON: requests of /v1/chat/completions and /v1/completions parsed and
 // checked (wrong types and out-of-range values are ApiErrors, answered with HTTP 400 in OpenAI's
 // error form), and the response, chunk, logprobs and model-list objects built.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -23,7 +22,10 @@ class ApiError : public std::runtime_error {
  public:
   ApiError(int status, const std::string& message, std::string type = "invalid_request_error",
            std::string code = "", std::string param = "")
-      : std::runtime_error(message), status(status), type(std::move(type)), code(std::move(code)),
+      : std::runtime_error(message),
+        status(status),
+        type(std::move(type)),
+        code(std::move(code)),
         param(std::move(param)) {}
   int status;
   std::string type, code, param;

@@ -19,7 +19,8 @@ constexpr time_t kKeepAliveSeconds = 5;
 
 // Prometheus label for a path: the known endpoints, else "other" (bounded label values).
 std::string endpoint_label(const std::string& path) {
-  for (const char* p : {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/ping"})
+  for (const char* p :
+       {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/ping"})
     if (path == p) return p;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
@@ -27,12 +28,18 @@ std::string endpoint_label(const std::string& path) {
 
 const char* default_message(int status) {
   switch (status) {
-    case 400: return "bad request";
-    case 401: return "unauthorized";
-    case 404: return "not found";
-    case 413: return "the request body is larger than the server accepts";
-    case 503: return "the server is not available";
-    default: return status >= 500 ? "internal server error" : "request failed";
+    case 400:
+      return "bad request";
+    case 401:
+      return "unauthorized";
+    case 404:
+      return "not found";
+    case 413:
+      return "the request body is larger than the server accepts";
+    case 503:
+      return "the server is not available";
+    default:
+      return status >= 500 ? "internal server error" : "request failed";
   }
 }
 
@@ -61,7 +68,8 @@ void HttpServer::stop_accepting() {
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  res.set_content(error_json(e).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  res.set_content(error_json(e).dump(-1, ' ', false, json::error_handler_t::replace),
+                  "application/json");
 }
 
 int64_t default_kv_cache_bytes() {
@@ -86,7 +94,8 @@ const ServedModel& Server::Impl::find_model(const std::string& name) const {
     if (m.name == name) return m;
   std::string known;
   for (const auto& m : opt.models) known += (known.empty() ? "" : ", ") + m.name;
-  throw ApiError(404, fmt::format("The model '{}' does not exist; this server has: {}", name, known),
+  throw ApiError(404,
+                 fmt::format("The model '{}' does not exist; this server has: {}", name, known),
                  "invalid_request_error", "model_not_found", "model");
 }
 
@@ -117,10 +126,13 @@ void Server::Impl::engine_loop() {
         const auto totals = metrics.token_totals();
         const EngineStats st = engine.stats();
         if (totals != last_totals || st.running > 0 || st.waiting > 0)
-          log_info("throughput: prompt {:.1f} tokens/s, generation {:.1f} tokens/s; running {}, waiting {}, "
-                   "KV cache {:.1f} MB",
-                   double(totals.first - last_totals.first) / dt, double(totals.second - last_totals.second) / dt,
-                   st.running, st.waiting, double(st.kv_cache_used_bytes) / 1e6);
+          log_info(
+              "throughput: prompt {:.1f} tokens/s, generation {:.1f} tokens/s; running {}, waiting "
+              "{}, "
+              "KV cache {:.1f} MB",
+              double(totals.first - last_totals.first) / dt,
+              double(totals.second - last_totals.second) / dt, st.running, st.waiting,
+              double(st.kv_cache_used_bytes) / 1e6);
         last_log = now;
         last_totals = totals;
       }
@@ -155,55 +167,68 @@ void Server::start() {
   http.set_pre_routing_handler([&s](const httplib::Request& req, httplib::Response& res) {
     const bool api = req.path.rfind("/v1/", 0) == 0 || req.path == "/v1";
     if (s.draining && req.path != "/metrics") {
-      send_error(res, ApiError(503, "the server is shutting down", "server_error", "shutting_down"));
+      send_error(res,
+                 ApiError(503, "the server is shutting down", "server_error", "shutting_down"));
       res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     }
     if (api && !s.opt.api_key.empty()) {
       const std::string auth = req.get_header_value("Authorization");
       if (auth != "Bearer " + s.opt.api_key) {
-        send_error(res, ApiError(401,
-                                 auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
-                                              : "incorrect API key provided",
-                                 "invalid_request_error", "invalid_api_key"));
+        send_error(
+            res,
+            ApiError(401,
+                     auth.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                                  : "incorrect API key provided",
+                     "invalid_request_error", "invalid_api_key"));
         return httplib::Server::HandlerResponse::Handled;
       }
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string msg = default_message(res.status);
-    if (res.status == 404) msg = fmt::format("no route for {} {}", req.method, req.path);
-    send_error(res, ApiError(res.status, msg, res.status >= 500 ? "server_error" : "invalid_request_error"));
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    send_error(res, ApiError(500, "internal error: " + what, "server_error"));
-  });
+  http.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string msg = default_message(res.status);
+        if (res.status == 404) msg = fmt::format("no route for {} {}", req.method, req.path);
+        send_error(res, ApiError(res.status, msg,
+                                 res.status >= 500 ? "server_error" : "invalid_request_error"));
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        send_error(res, ApiError(500, "internal error: " + what, "server_error"));
+      });
   http.set_logger([&s](const httplib::Request& req, const httplib::Response& res) {
     s.metrics.count_request(endpoint_label(req.path), res.status);
   });
 
   auto model_json = [&s](const ServedModel& m) {
-    return json{{"id", m.name}, {"object", "model"}, {"created", int64_t(std::time(nullptr))},
-                {"owned_by", s.opt.owned_by}, {"root", m.root}, {"parent", nullptr}};
+    return json{{"id", m.name},
+                {"object", "model"},
+                {"created", int64_t(std::time(nullptr))},
+                {"owned_by", s.opt.owned_by},
+                {"root", m.root},
+                {"parent", nullptr}};
   };
   http.Get("/v1/models", [&s, model_json](const httplib::Request&, httplib::Response& res) {
     json data = json::array();
     for (const auto& m : s.opt.models) data.push_back(model_json(m));
     res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
   });
-  http.Get(R"(/v1/models/(.+))", [&s, model_json](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { res.set_content(model_json(s.find_model(req.matches[1])).dump(), "application/json"); });
-  });
+  http.Get(R"(/v1/models/(.+))",
+           [&s, model_json](const httplib::Request& req, httplib::Response& res) {
+             guarded(res, [&] {
+               res.set_content(model_json(s.find_model(req.matches[1])).dump(), "application/json");
+             });
+           });
   http.Post("/v1/chat/completions", [&s](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] { s.handle_chat(req, res); });
   });
@@ -217,7 +242,9 @@ void Server::start() {
     }
     res.set_content("{\"status\":\"ok\"}", "application/json");
   });
-  auto ping = [](const httplib::Request&, httplib::Response& res) { res.set_content("pong", "text/plain"); };
+  auto ping = [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("pong", "text/plain");
+  };
   http.Get("/ping", ping);
   http.Post("/ping", ping);
   http.Get("/metrics", [&s](const httplib::Request&, httplib::Response& res) {
@@ -234,12 +261,14 @@ void Server::start() {
         port = p;
         break;
       }
-    if (port > 0 && port != opt.port) log_warning("port {} is busy; serving on port {} instead", opt.port, port);
+    if (port > 0 && port != opt.port)
+      log_warning("port {} is busy; serving on port {} instead", opt.port, port);
   }
   if (port <= 0)
-    throw Error(fmt::format("cannot listen on {} port {}{}", opt.host, opt.port,
-                            opt.port ? fmt::format(" (nor the {} ports after it)", kPortTries) : ""),
-                "check --host, or pick a free --port");
+    throw Error(
+        fmt::format("cannot listen on {} port {}{}", opt.host, opt.port,
+                    opt.port ? fmt::format(" (nor the {} ports after it)", kPortTries) : ""),
+        "check --host, or pick a free --port");
   s.port = port;
   s.engine_thread = std::thread([&s] { s.engine_loop(); });
   s.listening = true;
@@ -250,8 +279,10 @@ void Server::start() {
 
   std::string names;
   for (const auto& m : opt.models) names += (names.empty() ? "" : ", ") + m.name;
-  const std::string shown = opt.host == "0.0.0.0" || opt.host.empty() ? "127.0.0.1" : opt.host;
-  std::printf("swiftlet deploy: listening on http://%s:%d (OpenAI API under /v1)\n", shown.c_str(), port);
+  const std::string shown =
+      opt.host.find(':') != std::string::npos ? "[" + opt.host + "]" : opt.host;
+  std::printf("swiftlet deploy: listening on http://%s:%d (OpenAI API under /v1)\n", shown.c_str(),
+              port);
   std::printf("swiftlet deploy: models: %s\n", names.c_str());
   std::fflush(stdout);
 }
@@ -262,17 +293,20 @@ void Server::shutdown() {
   if (!s.listen_thread.joinable()) return;  // never started
   s.draining = true;
   const int open = s.inflight;
-  log_info("shutting down: no new connections; {} request(s) in flight get up to {:.0f} s to finish", open,
-           s.opt.shutdown_timeout_s);
+  log_info(
+      "shutting down: no new connections; {} request(s) in flight get up to {:.0f} s to finish",
+      open, s.opt.shutdown_timeout_s);
   s.http.stop_accepting();
   auto wait_idle = [&s](double secs) {
-    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(secs));
-    while (s.inflight > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(secs));
+    while (s.inflight > 0 && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return s.inflight == 0;
   };
   if (!wait_idle(s.opt.shutdown_timeout_s)) {
-    log_warning("shutting down: {} request(s) still running after {:.0f} s are cancelled", int(s.inflight),
-                s.opt.shutdown_timeout_s);
+    log_warning("shutting down: {} request(s) still running after {:.0f} s are cancelled",
+                int(s.inflight), s.opt.shutdown_timeout_s);
     s.engine.cancel_all();
     wait_idle(5);
   }

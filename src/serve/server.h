@@ -29,7 +29,7 @@ struct ServedModel {
 
 struct ServerOptions {
   std::string host = "0.0.0.0";
-  int port = 8000;  // 0: any free port; busy: the next free one up to +100 (logged)
+  int port = 8000;      // 0: any free port; busy: the next free one up to +100 (logged)
   std::string api_key;  // when set, /v1/* needs "Authorization: Bearer <key>"
   std::string owned_by = "swift";
   std::vector<ServedModel> models;  // the first is the base served name
@@ -41,9 +41,9 @@ struct ServerOptions {
   size_t max_body_bytes = size_t(8) << 20;
   // Worker threads; each open stream and each idle keep-alive connection holds one. 0: 64.
   int http_threads = 0;
-  double shutdown_timeout_s = 30;   // in-flight requests get this long after shutdown() starts
-  bool verbose = true;              // log one line per finished generation request
-  double log_interval_s = 20;       // throughput log period; <= 0: off
+  double shutdown_timeout_s = 30;  // in-flight requests get this long after shutdown() starts
+  bool verbose = true;             // log one line per finished generation request
+  double log_interval_s = 20;      // throughput log period; <= 0: off
 };
 
 class Server {

@@ -35,7 +35,9 @@ struct Server::Impl {
   const ServedModel& find_model(const std::string& name) const;
   uint64_t random_seed();
   // The model's chat template, or `plain` with --use_chat_template false.
-  const ChatTemplate& chat_template() const { return opt.use_chat_template ? rt.chat_template() : *plain_template; }
+  const ChatTemplate& chat_template() const {
+    return opt.use_chat_template ? rt.chat_template() : *plain_template;
+  }
   // Held by a request from arrival until its response is fully written (counts in-flight work).
   std::shared_ptr<void> inflight_token();
   void engine_loop();

@@ -36,6 +36,8 @@ class LoraAdapter {
   void save(const std::string& dir) const;
 
   const LoraConfig& config() const { return cfg_; }
+  // The pair on module m (lora_module_names() order) of a layer; nullptr when not targeted.
+  const LoraPair* pair(size_t layer, size_t module) const { return pairs_[layer][module].get(); }
   // Points the model's linear layers at this adapter (detach() restores plain layers).
   void attach(Transformer& model) const;
   static void detach(Transformer& model);

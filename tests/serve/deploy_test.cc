@@ -30,8 +30,8 @@ class DeployTest : public ::testing::Test {
     model_ = testing::tiny_model("tiny");
     adapter_ = *dir_ / "lora";
     serve_testing::make_random_adapter(model_, adapter_, 5);
-    server_ = new DeployProcess({"--model", model_, "--adapters", "lora1=" + adapter_, "--api_key", kKey,
-                                 "--port", "0", "--log_interval", "-1"});
+    server_ = new DeployProcess({"--model", model_, "--adapters", "lora1=" + adapter_, "--api_key",
+                                 kKey, "--port", "0", "--log_interval", "-1"});
   }
   static void TearDownTestSuite() {
     if (server_) {
@@ -58,8 +58,10 @@ class DeployTest : public ::testing::Test {
 
   static std::string served_name() { return std::filesystem::path(model_).filename().string(); }
   static std::map<std::string, std::string> client_env() {
-    return {{"SWIFTLET_BASE_URL", server_->base_url()}, {"SWIFTLET_API_KEY", kKey},
-            {"SWIFTLET_MODEL", served_name()}, {"SWIFTLET_ADAPTER", "lora1"}};
+    return {{"SWIFTLET_BASE_URL", server_->base_url()},
+            {"SWIFTLET_API_KEY", kKey},
+            {"SWIFTLET_MODEL", served_name()},
+            {"SWIFTLET_ADAPTER", "lora1"}};
   }
 
   // A metric's value from /metrics (-1 when absent).
@@ -73,7 +75,8 @@ class DeployTest : public ::testing::Test {
     return -1;
   }
 
-  static void expect_error(const std::pair<int, json>& r, int status, const std::string& code_or_text) {
+  static void expect_error(const std::pair<int, json>& r, int status,
+                           const std::string& code_or_text) {
     EXPECT_EQ(r.first, status) << r.second.dump();
     ASSERT_TRUE(r.second.contains("error")) << r.second.dump();
     const json& e = r.second["error"];
@@ -94,12 +97,15 @@ std::string DeployTest::model_, DeployTest::adapter_;
 DeployProcess* DeployTest::server_ = nullptr;
 
 // `swiftlet infer` on one chat turn, greedy: (response, finish_reason, logprobs).
-json infer_greedy(const std::string& model, const std::string& adapter, const std::string& question, int max_new) {
+json infer_greedy(const std::string& model, const std::string& adapter, const std::string& question,
+                  int max_new) {
   TempDir tmp;
-  testing::write_text(tmp / "d.jsonl", json{{"messages", {{{"role", "user"}, {"content", question}}}}}.dump() + "\n");
-  std::string cmd = std::string(SWIFTLET_BINARY) + " infer --model " + model + " --val_dataset " + (tmp / "d.jsonl") +
-                    " --result_path " + (tmp / "r.jsonl") + " --temperature 0 --logprobs true --max_new_tokens " +
-                    std::to_string(max_new);
+  testing::write_text(
+      tmp / "d.jsonl",
+      json{{"messages", {{{"role", "user"}, {"content", question}}}}}.dump() + "\n");
+  std::string cmd = std::string(SWIFTLET_BINARY) + " infer --model " + model + " --val_dataset " +
+                    (tmp / "d.jsonl") + " --result_path " + (tmp / "r.jsonl") +
+                    " --temperature 0 --logprobs true --max_new_tokens " + std::to_string(max_new);
   if (!adapter.empty()) cmd += " --adapters " + adapter;
   cmd += " > " + (tmp / "log") + " 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << serve_testing::slurp(tmp / "log");
@@ -112,21 +118,26 @@ TEST_F(DeployTest, OpenAiClientAgreesWithInfer) {
   ASSERT_EQ(r.status, 0) << r.err << "\nserver log:\n" << server_->err();
   json out = json::parse(r.out);
   // temperature 0 through the server gives exactly what `swiftlet infer` gives.
-  for (const auto& [key, adapter] : {std::pair<std::string, std::string>{"greedy", ""}, {"adapter", adapter_}}) {
+  for (const auto& [key, adapter] :
+       {std::pair<std::string, std::string>{"greedy", ""}, {"adapter", adapter_}}) {
     json ref = infer_greedy(model_, adapter, "Tell me about swiftlets.", 12);
     const json& got = out[key];
     EXPECT_EQ(got["content"], ref["response"]) << key;
     EXPECT_EQ(got["finish_reason"], ref["finish_reason"]) << key;
     ASSERT_EQ(got["logprobs"].size(), ref["logprobs"].size()) << key;
     for (size_t i = 0; i < ref["logprobs"].size(); ++i)
-      EXPECT_NEAR(got["logprobs"][i].get<double>(), ref["logprobs"][i]["logprob"].get<double>(), 1e-5) << key << " " << i;
+      EXPECT_NEAR(got["logprobs"][i].get<double>(), ref["logprobs"][i]["logprob"].get<double>(),
+                  1e-5)
+          << key << " " << i;
   }
 }
 
 TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   const std::string chat = "/v1/chat/completions";
   auto body = [](json extra) {
-    json j = {{"model", served_name()}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
+    json j = {{"model", served_name()},
+              {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+              {"max_tokens", 2}};
     j.update(extra);
     return j.dump();
   };
@@ -135,7 +146,8 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   expect_error(post(chat, body({{"temperature", "warm"}})), 400, "'temperature' must be a number");
   expect_error(post(chat, body({{"max_tokens", 1.5}})), 400, "'max_tokens' must be an integer");
   expect_error(post(chat, body({{"messages", "hi"}})), 400, "'messages' must be a list");
-  expect_error(post(chat, body({{"messages", {{{"role", "user"}, {"content", 3}}}}})), 400, "messages[0].content");
+  expect_error(post(chat, body({{"messages", {{{"role", "user"}, {"content", 3}}}}})), 400,
+               "messages[0].content");
   expect_error(post(chat, body({{"stop", {1, 2}}})), 400, "'stop' must be");
   expect_error(post(chat, body({{"stream", "yes"}})), 400, "'stream' must be a boolean");
   expect_error(post(chat, body({{"temperature", -0.5}})), 400, "temperature");
@@ -144,15 +156,19 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   expect_error(post(chat, body({{"presence_penalty", 3}})), 400, "presence_penalty");
   expect_error(post(chat, body({{"logprobs", true}, {"top_logprobs", 21}})), 400, "top_logprobs");
   expect_error(post(chat, body({{"top_logprobs", 2}})), 400, "needs 'logprobs'");
-  expect_error(post(chat, body({{"stream_options", {{"include_usage", true}}}})), 400, "stream_options");
+  expect_error(post(chat, body({{"stream_options", {{"include_usage", true}}}})), 400,
+               "stream_options");
   expect_error(post(chat, body({{"frobnicate", 1}})), 400, "unknown_parameter");
-  expect_error(post(chat, body({{"tools", {{{"type", "function"}}}}})), 400, "unsupported_parameter");
-  expect_error(post(chat, body({{"messages", {{{"role", "tool"}, {"content", "x"}}}}})), 400, "unsupported_role");
+  expect_error(post(chat, body({{"tools", {{{"type", "function"}}}}})), 400,
+               "unsupported_parameter");
+  expect_error(post(chat, body({{"messages", {{{"role", "tool"}, {"content", "x"}}}}})), 400,
+               "unsupported_role");
   // A prompt longer than the context (4096 positions), and one whose max_tokens does not fit.
   std::string longtext;
   for (int i = 0; i < 2100; ++i) longtext += "word ";
-  expect_error(post(chat, body({{"messages", {{{"role", "user"}, {"content", longtext + longtext}}}}})), 400,
-               "context_length_exceeded");
+  expect_error(
+      post(chat, body({{"messages", {{{"role", "user"}, {"content", longtext + longtext}}}}})), 400,
+      "context_length_exceeded");
   expect_error(post(chat, body({{"max_tokens", 5000}})), 400, "context_length_exceeded");
   expect_error(post("/v1/completions", json{{"prompt", {1, 2, 3}}}.dump()), 400, "token ids");
   expect_error(post("/v1/completions", json{{"prompt", 7}}.dump()), 400, "'prompt' must be");
@@ -183,7 +199,9 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   EXPECT_EQ(ok.second["choices"][0]["message"]["role"], "assistant");
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_NE(m->body.find("swiftlet_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}"), std::string::npos);
+  EXPECT_NE(
+      m->body.find("swiftlet_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}"),
+      std::string::npos);
   EXPECT_NE(m->body.find("swiftlet_time_to_first_token_seconds_bucket"), std::string::npos);
   EXPECT_NE(m->body.find("swiftlet_time_per_output_token_seconds_count"), std::string::npos);
   EXPECT_GT(metric("swiftlet_generation_tokens_total"), 0);
@@ -193,7 +211,9 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
 TEST_F(DeployTest, LoadWithClientsLeavingMidStreamKeepsResultsAndMemory) {
   SWIFTLET_REQUIRE_OPENAI_CLIENT();
   auto settle = [] {
-    for (int i = 0; i < 200 && (metric("swiftlet_requests_running") != 0 || metric("swiftlet_requests_waiting") != 0); ++i)
+    for (int i = 0; i < 200 && (metric("swiftlet_requests_running") != 0 ||
+                                metric("swiftlet_requests_waiting") != 0);
+         ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the idle engine trims the heap
   };
@@ -209,9 +229,11 @@ TEST_F(DeployTest, LoadWithClientsLeavingMidStreamKeepsResultsAndMemory) {
   EXPECT_EQ(out["abandoned"], 8);
   settle();
   const int64_t after_kb = server_->rss_kb();
-  std::printf("server RSS: %lld kB idle, %lld kB after 32 more streams\n", (long long)idle_kb, (long long)after_kb);
+  std::printf("server RSS: %lld kB idle, %lld kB after 32 more streams\n", (long long)idle_kb,
+              (long long)after_kb);
   EXPECT_EQ(metric("swiftlet_kv_cache_used_bytes"), 0);
-  EXPECT_LE(after_kb, idle_kb + idle_kb / 10 + 8 * 1024) << "idle " << idle_kb << " kB, after " << after_kb << " kB";
+  EXPECT_LE(after_kb, idle_kb + idle_kb / 10 + 8 * 1024)
+      << "idle " << idle_kb << " kB, after " << after_kb << " kB";
   auto health = client().Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
@@ -230,7 +252,8 @@ class StreamClient {
     if (thread_.joinable()) thread_.join();
   }
   bool wait_chunks(int n, double seconds) {
-    for (int i = 0; i < int(seconds * 100) && chunks < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < int(seconds * 100) && chunks < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return chunks >= n;
   }
   void join() { thread_.join(); }
@@ -272,7 +295,8 @@ class StreamClient {
 TEST(DeployQueue, FullQueueAnswers503AndLeavingClientsFreeTheirSlot) {
   DeployProcess s({"--model", testing::tiny_model("tiny"), "--port", "0", "--max_batch_size", "1",
                    "--max_queue_size", "1", "--log_interval", "-1"});
-  const json req = {{"messages", {{{"role", "user"}, {"content", "hold the slot"}}}}, {"temperature", 0},
+  const json req = {{"messages", {{{"role", "user"}, {"content", "hold the slot"}}}},
+                    {"temperature", 0},
                     {"max_tokens", 4000}};
   StreamClient a(s.port(), req);
   ASSERT_TRUE(a.wait_chunks(2, 20)) << s.err();
@@ -319,19 +343,22 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   socklen_t len = sizeof(addr);
   ::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len);
   const int busy = ntohs(addr.sin_port);
-  DeployProcess s({"--model", testing::tiny_model("tiny"), "--port", std::to_string(busy), "--use_chat_template",
-                   "false", "--served_model_name", "plain-tiny", "--log_interval", "-1", "--max_new_tokens", "6",
-                   "--temperature", "0"});
+  DeployProcess s({"--model", testing::tiny_model("tiny"), "--port", std::to_string(busy),
+                   "--use_chat_template", "false", "--served_model_name", "plain-tiny",
+                   "--log_interval", "-1", "--max_new_tokens", "6", "--temperature", "0"});
   ::close(sock);
   EXPECT_NE(s.port(), busy);
-  EXPECT_NE(s.err().find(fmt::format("port {} is busy; serving on port {} instead", busy, s.port())), std::string::npos)
+  EXPECT_NE(
+      s.err().find(fmt::format("port {} is busy; serving on port {} instead", busy, s.port())),
+      std::string::npos)
       << s.err();
   EXPECT_NE(s.out().find("models: plain-tiny"), std::string::npos) << s.out();
 
   // Plain prompts: echo with logprobs returns the prompt's own tokens with their log-probabilities.
   httplib::Client c("127.0.0.1", s.port());
-  json creq = {{"model", "plain-tiny"}, {"prompt", "The quick brown fox"}, {"max_tokens", 3}, {"temperature", 0},
-               {"echo", true}, {"logprobs", 1}};
+  json creq = {{"model", "plain-tiny"}, {"prompt", "The quick brown fox"},
+               {"max_tokens", 3},       {"temperature", 0},
+               {"echo", true},          {"logprobs", 1}};
   auto cres = c.Post("/v1/completions", creq.dump(), "application/json");
   ASSERT_TRUE(cres);
   ASSERT_EQ(cres->status, 200) << cres->body;
@@ -360,7 +387,8 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   EXPECT_EQ(j1["choices"][0]["message"]["content"], j2["choices"][0]["message"]["content"]);
 
   // SIGTERM while a stream runs: the stream still completes, new connections are refused, exit 0.
-  StreamClient st(s.port(), {{"messages", {{{"role", "user"}, {"content", "finish me"}}}}, {"temperature", 0},
+  StreamClient st(s.port(), {{"messages", {{{"role", "user"}, {"content", "finish me"}}}},
+                             {"temperature", 0},
                              {"max_tokens", 400}});
   ASSERT_TRUE(st.wait_chunks(2, 20));
   ::kill(s.pid(), SIGTERM);
@@ -382,10 +410,13 @@ TEST(DeployAdapters, UnnamedAdapterIsServedUnderTheBaseNameAndMixingIsRefused) {
   TempDir dir;
   const std::string model = testing::tiny_model("tiny");
   serve_testing::make_random_adapter(model, dir / "lora", 9);
-  DeployProcess s({"--adapters", dir / "lora", "--port", "0", "--served_model_name", "tuned", "--log_interval", "-1"});
+  DeployProcess s({"--adapters", dir / "lora", "--port", "0", "--served_model_name", "tuned",
+                   "--log_interval", "-1"});
   httplib::Client c("127.0.0.1", s.port());
-  json req = {{"model", "tuned"}, {"messages", {{{"role", "user"}, {"content", "Tell me about swiftlets."}}}},
-              {"temperature", 0}, {"max_tokens", 10}};
+  json req = {{"model", "tuned"},
+              {"messages", {{{"role", "user"}, {"content", "Tell me about swiftlets."}}}},
+              {"temperature", 0},
+              {"max_tokens", 10}};
   auto res = c.Post("/v1/chat/completions", req.dump(), "application/json");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -393,7 +424,8 @@ TEST(DeployAdapters, UnnamedAdapterIsServedUnderTheBaseNameAndMixingIsRefused) {
   EXPECT_EQ(json::parse(res->body)["choices"][0]["message"]["content"], ref["response"]);
   EXPECT_EQ(s.stop(), 0) << s.err();
 
-  DeployProcess mixed({"--model", model, "--adapters", dir / "lora", "a=" + (dir / "lora"), "--port", "0"}, false);
+  DeployProcess mixed(
+      {"--model", model, "--adapters", dir / "lora", "a=" + (dir / "lora"), "--port", "0"}, false);
   EXPECT_EQ(mixed.stop(0, 30), 1);
   EXPECT_NE(mixed.err().find("cannot be served together"), std::string::npos) << mixed.err();
 }

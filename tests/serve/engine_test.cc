@@ -1,11 +1,14 @@
 // The continuous-batching engine: requests that share steps (joining late, with different
 // sampling, adapters, or preempted by the KV cache budget) produce exactly the tokens they produce
 // alone; prompt logprobs match the model's full-sequence logits; cancel and a full queue behave.
+#include "infer/engine.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
-#include "infer/engine.h"
 #include "infer/runtime.h"
 #include "serve/serve_fixture.h"
 
@@ -20,20 +23,26 @@ class EngineTest : public ::testing::Test {
   static void SetUpTestSuite() {
     adapter_dir_ = new TempDir();
     const std::string model = testing::tiny_model("tiny");
-    make_random_adapter(model, adapter_dir_->path(), 11);
+    make_random_adapter(model, adapter_dir_->path() + "/a", 11);
+    make_random_adapter(model, adapter_dir_->path() + "/b", 12);
     RuntimeOptions o;
     o.model = model;
     o.threads = 2;
     rt_ = new Runtime(o);
-    adapter_ = new LoraAdapter(LoraAdapter::load(rt_->device(), adapter_dir_->path(), rt_->folder().config));
+    adapter_ = new LoraAdapter(
+        LoraAdapter::load(rt_->device(), adapter_dir_->path() + "/a", rt_->folder().config));
+    adapter2_ = new LoraAdapter(
+        LoraAdapter::load(rt_->device(), adapter_dir_->path() + "/b", rt_->folder().config));
   }
   static void TearDownTestSuite() {
     delete adapter_;
+    delete adapter2_;
     delete rt_;
     delete adapter_dir_;
   }
 
-  static GenerationRequest request(const std::string& text, int64_t max_new, double temperature, uint64_t seed) {
+  static GenerationRequest request(const std::string& text, int64_t max_new, double temperature,
+                                   uint64_t seed) {
     GenerationRequest r;
     r.prompt = rt_->tokenizer().encode(text);
     r.max_new_tokens = max_new;
@@ -53,11 +62,13 @@ class EngineTest : public ::testing::Test {
   static TempDir* adapter_dir_;
   static Runtime* rt_;
   static LoraAdapter* adapter_;
+  static LoraAdapter* adapter2_;
 };
 
 TempDir* EngineTest::adapter_dir_ = nullptr;
 Runtime* EngineTest::rt_ = nullptr;
 LoraAdapter* EngineTest::adapter_ = nullptr;
+LoraAdapter* EngineTest::adapter2_ = nullptr;
 
 TEST_F(EngineTest, RequestsJoiningARunningBatchGetTheirSoloTokens) {
   std::vector<GenerationRequest> reqs = {
@@ -115,21 +126,39 @@ TEST_F(EngineTest, AdapterRequestsShareStepsWithBaseRequests) {
   EXPECT_EQ(tuned_alone, manual);
   EXPECT_NE(tuned_alone, base_alone);
 
-  Engine e(rt_->model(), rt_->decoder_factory(), {});
-  std::vector<GenerationOutput> got(4);
-  for (size_t i = 0; i < 4; ++i) {
+  GenerationRequest other = base;
+  other.adapter = adapter2_;
+  other.max_new_tokens = 10;
+  const std::vector<int32_t> other_alone = alone(other);
+  EXPECT_NE(other_alone, std::vector<int32_t>(tuned_alone.begin(), tuned_alone.begin() + 10));
+
+  // Base, adapter a and adapter b requests in one batch (one forward with per-row adapters),
+  // joining at different steps so prefill chunks and decode rows of all three mix.
+  EngineOptions o;
+  o.prefill_chunk = 4;
+  Engine e(rt_->model(), rt_->decoder_factory(), o);
+  const std::vector<const GenerationRequest*> reqs = {&base, &tuned, &other, &tuned, &base, &other};
+  std::vector<GenerationOutput> got(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
     GenerationCallbacks cb;
     cb.on_finish = [&got, i](const GenerationOutput& out) { got[i] = out; };
-    e.submit(i % 2 ? tuned : base, cb);
+    e.submit(*reqs[i], cb);
+    e.step();
   }
   while (e.step()) {
   }
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].tokens, i % 2 ? tuned_alone : base_alone) << i;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto& want = reqs[i] == &base    ? base_alone
+                       : reqs[i] == &tuned ? tuned_alone
+                                           : other_alone;
+    EXPECT_EQ(got[i].tokens, want) << i;
+  }
 }
 
 TEST_F(EngineTest, KvCacheBudgetPreemptsAndResumesWithoutChangingTokens) {
   std::vector<GenerationRequest> reqs;
-  for (int i = 0; i < 4; ++i) reqs.push_back(request(fmt::format("budget request number {}", i), 90, i % 2 ? 0.9 : 0, 3 + i));
+  for (int i = 0; i < 4; ++i)
+    reqs.push_back(request(fmt::format("budget request number {}", i), 90, i % 2 ? 0.9 : 0, 3 + i));
   std::vector<std::vector<int32_t>> expected;
   for (const auto& r : reqs) expected.push_back(alone(r));
 
@@ -163,10 +192,11 @@ TEST_F(EngineTest, BudgetSmallerThanTheContextLowersMaxModelLen) {
 }
 
 TEST_F(EngineTest, PromptLogprobsMatchTheFullSequenceLogits) {
-  GenerationRequest r = request("prompt logprobs are the log-softmax of each earlier position's logits "
-                                "over a prompt longer than one chunk of thirty-two tokens, which this "
-                                "sentence, going on and on about nothing in particular, surely is",
-                                3, 0, 1);
+  GenerationRequest r = request(
+      "prompt logprobs are the log-softmax of each earlier position's logits "
+      "over a prompt longer than one chunk of thirty-two tokens, which this "
+      "sentence, going on and on about nothing in particular, surely is",
+      3, 0, 1);
   ASSERT_GT(r.prompt.size(), 32u);
   r.prompt_logprobs = 2;
   Engine e(rt_->model(), rt_->decoder_factory(), {});
@@ -192,7 +222,9 @@ TEST_F(EngineTest, CancelFreesTheSlotAtTheNextStep) {
   GenerationOutput first, second;
   GenerationCallbacks cb1, cb2;
   int deltas = 0;
-  cb1.on_delta = [&](const std::string&, const TokenLogprob*) { return ++deltas < 5; };  // client leaves
+  cb1.on_delta = [&](const std::string&, const TokenLogprob*) {
+    return ++deltas < 5;
+  };  // client leaves
   cb1.on_finish = [&](const GenerationOutput& out) { first = out; };
   cb2.on_finish = [&](const GenerationOutput& out) { second = out; };
   e.submit(request("long", 1000, 0, 1), cb1);
@@ -231,6 +263,65 @@ TEST_F(EngineTest, FullQueueRefusesAndStopStringsCut) {
   EXPECT_EQ(cut.finish_reason, "stop");
   r.include_stop_str_in_output = true;
   EXPECT_EQ(e.generate(r).text, full.substr(0, full.find(stop) + stop.size()));
+}
+
+// The sampler's large-vocabulary paths (no top-k: one pass for the whole distribution, a growing
+// sorted prefix for top-p / min-p) against the plain definition: softmax, sort, cut, renormalise.
+TEST(SamplerLargeVocabulary, TopPAndMinPKeepExactlyTheReferenceSet) {
+  const int V = 2000;
+  Rng gen(3);
+  for (const double spread : {0.5, 4.0}) {  // a flat and a peaked distribution
+    std::vector<float> logits(V);
+    for (auto& l : logits) l = float(spread * gen.normal());
+    for (const auto& [top_p, min_p] : std::vector<std::pair<double, double>>{
+             {1.0, 0.0}, {0.9, 0.0}, {0.3, 0.0}, {1.0, 0.05}, {0.8, 0.01}}) {
+      // Reference: probabilities sorted descending, the top-p prefix, then the min-p floor.
+      std::vector<int32_t> idx(V);
+      std::iota(idx.begin(), idx.end(), 0);
+      std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+        return logits[size_t(a)] > logits[size_t(b)] ||
+               (logits[size_t(a)] == logits[size_t(b)] && a < b);
+      });
+      std::vector<double> p(V);
+      double z = 0;
+      for (int i = 0; i < V; ++i)
+        z += p[size_t(i)] =
+            std::exp(double(logits[size_t(idx[size_t(i)])] - logits[size_t(idx[0])]));
+      size_t cut = V;
+      double acc = 0;
+      for (size_t i = 0; i < size_t(V) && top_p < 1; ++i)
+        if ((acc += p[i] / z) >= top_p) {
+          cut = i + 1;
+          break;
+        }
+      size_t n = 1;
+      while (min_p > 0 && n < cut && p[n] >= min_p * p[0]) ++n;
+      if (min_p > 0) cut = n;
+      std::vector<double> expected(V, 0.0);
+      double kept = 0;
+      for (size_t i = 0; i < cut; ++i) kept += p[i];
+      for (size_t i = 0; i < cut; ++i) expected[size_t(idx[i])] = p[i] / kept;
+
+      SamplingParams sp;
+      sp.top_p = top_p;
+      sp.min_p = min_p;
+      Rng rng(11);
+      const int draws = 2000;
+      std::vector<int> counts(V, 0);
+      for (int d = 0; d < draws; ++d) {
+        std::vector<float> row = logits;
+        const int32_t t = sample_token(row, sp, rng);
+        ASSERT_GT(expected[size_t(t)], 0.0)
+            << "token outside the kept set; top_p " << top_p << " min_p " << min_p;
+        ++counts[size_t(t)];
+      }
+      // The most likely token's frequency within 4 standard deviations of its probability.
+      const int32_t best = idx[0];
+      const double q = expected[size_t(best)], sd = std::sqrt(q * (1 - q) / draws);
+      EXPECT_NEAR(counts[size_t(best)] / double(draws), q, 4 * sd + 1e-9)
+          << "spread " << spread << " top_p " << top_p << " min_p " << min_p;
+    }
+  }
 }
 
 }  // namespace

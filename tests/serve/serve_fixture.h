@@ -36,7 +36,8 @@ inline std::string slurp(const std::string& path) {
 
 // A LoRA adapter for the model folder (rank 4 on every projection) whose B is random, so it
 // changes the model's output; saved in PEFT's format to `dir`.
-inline void make_random_adapter(const std::string& model_dir, const std::string& dir, uint64_t seed) {
+inline void make_random_adapter(const std::string& model_dir, const std::string& dir,
+                                uint64_t seed) {
   ModelFolder folder = load_model_folder(model_dir);
   ThreadPool pool(1);
   auto dev = DeviceRegistry::create("cpu:0", pool);
@@ -154,13 +155,13 @@ inline std::string openai_client_missing() {
   return "";
 }
 
-#define SWIFTLET_REQUIRE_OPENAI_CLIENT()                                          \
-  do {                                                                            \
-    std::string why = ::swiftlet::serve_testing::openai_client_missing();         \
-    if (!why.empty()) {                                                           \
-      if (::swiftlet::testing::require_references_env()) FAIL() << why;           \
-      GTEST_SKIP() << why;                                                        \
-    }                                                                             \
+#define SWIFTLET_REQUIRE_OPENAI_CLIENT()                                  \
+  do {                                                                    \
+    std::string why = ::swiftlet::serve_testing::openai_client_missing(); \
+    if (!why.empty()) {                                                   \
+      if (::swiftlet::testing::require_references_env()) FAIL() << why;   \
+      GTEST_SKIP() << why;                                                \
+    }                                                                     \
   } while (0)
 
 inline std::string shell_quote(const std::string& s) {
@@ -175,13 +176,14 @@ struct NodeResult {
 };
 
 // Runs tests/serve/openai_client.cjs with a scenario and environment variables.
-inline NodeResult run_openai_client(const std::string& scenario, const std::map<std::string, std::string>& env) {
+inline NodeResult run_openai_client(const std::string& scenario,
+                                    const std::map<std::string, std::string>& env) {
   TempDir tmp;
   std::string cmd = "env";
   for (const auto& [k, v] : env) cmd += " " + k + "=" + shell_quote(v);
   const std::string script = std::string(SWIFTLET_SOURCE_DIR) + "/tests/serve/openai_client.cjs";
-  cmd += " node " + shell_quote(script) + " " + shell_quote(node_modules().string()) + " " + scenario + " > " +
-         (tmp / "out") + " 2> " + (tmp / "err");
+  cmd += " node " + shell_quote(script) + " " + shell_quote(node_modules().string()) + " " +
+         scenario + " > " + (tmp / "out") + " 2> " + (tmp / "err");
   NodeResult r;
   const int rc = std::system(cmd.c_str());
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
