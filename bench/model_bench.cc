@@ -92,12 +92,14 @@ int main(int argc, char** argv) {
   std::string model;
   int threads = 2;
   int64_t prefill = 512, decode = 128;
+  std::string only;  // --dtype bf16|f32: one row only
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--model") model = argv[i + 1];
     else if (k == "--threads") threads = std::atoi(argv[i + 1]);
     else if (k == "--prefill") prefill = std::atoll(argv[i + 1]);
     else if (k == "--decode") decode = std::atoll(argv[i + 1]);
+    else if (k == "--dtype") only = argv[i + 1];
   }
   try {
     ThreadPool pool(threads);
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
     ModelFolder folder = load_model_folder(model);
     std::printf("%-6s %14s %14s %12s %14s %14s\n", "dtype", "prefill tok/s", "decode tok/s", "GB/token", "decode bound", "% of bound");
     for (DType dt : {DType::kBF16, DType::kF32}) {
+      if (!only.empty() && only != (dt == DType::kBF16 ? "bf16" : "f32")) continue;
       Transformer m(*dev, folder.config, folder.weights, dt);
       // Bytes of weights read per decoded token (the tied embedding is read once, by the LM head).
       double bytes = 0;
