@@ -21,6 +21,7 @@ int run(int argc, char** argv) {
       {"stream", FlagKind::kBool, "", "print text as it is generated (default: true for chat, false for a dataset)"},
       {"val_dataset", FlagKind::kString, "", "jsonl/json file to run batch inference on"},
       {"val_dataset_sample", FlagKind::kInt, "-1", "only the first N rows of --val_dataset (-1: all)"},
+      {"load_data_args", FlagKind::kBool, "false", "reuse the training run's validation data (and its template/system) from the adapter's args.json"},
       {"result_path", FlagKind::kString, "", "where batch results are appended (default: <model or adapter>/infer_result/<time>.jsonl)"},
   });
   Flags flags("infer", specs);
@@ -34,6 +35,22 @@ int run(int argc, char** argv) {
   io.val_dataset = flags.str("val_dataset");
   io.val_dataset_sample = flags.i64("val_dataset_sample");
   io.result_path = flags.str("result_path");
+  // ms-swift's load_args: a checkpoint's args.json fills what the command line left unset.
+  if (!ro.adapters.empty()) {
+    SavedRunArgs saved = read_saved_run_args(ro.adapters.front());
+    if (ro.template_name.empty()) ro.template_name = saved.template_name;
+    if (ro.torch_dtype.empty()) ro.torch_dtype = saved.torch_dtype;
+    if (!io.system && !saved.system.empty()) io.system = saved.system;
+    if (flags.boolean("load_data_args") && io.val_dataset.empty()) {
+      if (saved.val_datasets.empty())
+        throw Error(fmt::format("--load_data_args: the run of {} kept no validation data", ro.adapters.front()),
+                    "pass --val_dataset, or train with --split_dataset_ratio or --val_dataset");
+      if (saved.val_datasets.size() > 1) throw Error("--load_data_args: the run used several --val_dataset files; pass one with --val_dataset");
+      io.val_dataset = saved.val_datasets.front();
+    }
+  } else if (flags.boolean("load_data_args")) {
+    throw Error("--load_data_args needs --adapters (a checkpoint of a swiftlet run)");
+  }
   Runtime rt(ro);
   if (io.val_dataset.empty()) {
     run_chat(rt, io, std::cin, std::cout);

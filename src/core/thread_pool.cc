@@ -9,6 +9,15 @@ namespace swiftlet {
 
 namespace {
 thread_local bool t_inside_pool = false;
+constexpr int kSpinIterations = 4000;  // a few tens of microseconds before a thread sleeps
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 void chunk(int64_t n, int parts, int i, int64_t* b, int64_t* e) {
   int64_t base = n / parts, rem = n % parts;
@@ -50,8 +59,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     std::lock_guard<std::mutex> lock(mu_);
     task_ = &fn;
     task_n_ = n;
-    pending_ = num_threads_ - 1;
-    ++generation_;
+    pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   start_cv_.notify_all();
   int64_t b, e;
@@ -59,9 +68,15 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   t_inside_pool = true;
   if (b < e) fn(b, e, 0);
   t_inside_pool = false;
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  task_ = nullptr;
+  for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
+  if (pending_.load(std::memory_order_acquire) != 0) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    task_ = nullptr;
+  }
   busy_ = false;
 }
 
@@ -71,20 +86,21 @@ void ThreadPool::worker(int index) {
   for (;;) {
     const std::function<void(int64_t, int64_t, int)>* task;
     int64_t n;
+    for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen; ++i) cpu_relax();
     {
       std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      start_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
       if (stop_) return;
-      seen = generation_;
+      seen = generation_.load(std::memory_order_acquire);
       task = task_;
       n = task_n_;
     }
     int64_t b, e;
     chunk(n, num_threads_, index, &b, &e);
     if (b < e) (*task)(b, e, index);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller may be about to sleep: wake it under the lock
+      done_cv_.notify_one();
     }
   }
 }

@@ -36,8 +36,11 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int64_t, int64_t, int)>* task_ = nullptr;
   int64_t task_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
+  // Workers spin briefly on generation_ before sleeping, and the caller on pending_: decode
+  // issues hundreds of short parallel_for calls a token, where a sleep/wake per call costs more
+  // than the work.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
   bool stop_ = false;
   std::atomic<bool> busy_{false};
 };

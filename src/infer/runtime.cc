@@ -29,6 +29,39 @@ std::string adapter_base_model(const std::string& adapter_dir) {
   return {};
 }
 
+SavedRunArgs read_saved_run_args(const std::string& ckpt) {
+  SavedRunArgs s;
+  const fs::path p = fs::path(ckpt) / "args.json";
+  if (!fs::exists(p)) return s;
+  nlohmann::json j;
+  try {
+    std::ifstream f(p);
+    j = nlohmann::json::parse(f);
+  } catch (const std::exception&) {
+    throw Error(fmt::format("{} is not valid JSON", p.string()));
+  }
+  auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+  s.model = str("model");
+  s.template_name = str("template");
+  s.system = str("system");
+  s.torch_dtype = str("torch_dtype");
+  std::string run_dir = fs::path(ckpt).lexically_normal().parent_path().string();
+  if (fs::path(ckpt).filename().empty()) run_dir = fs::path(ckpt).parent_path().parent_path().string();
+  const fs::path carved = fs::path(run_dir) / "val_dataset.jsonl";
+  if (fs::exists(carved)) {
+    s.val_datasets.push_back(carved.string());
+  } else if (j.contains("val_dataset") && j["val_dataset"].is_string() && !str("val_dataset").empty()) {
+    std::string v = str("val_dataset");  // saved as space-separated values
+    for (size_t i = 0; i < v.size();) {
+      size_t e = v.find(' ', i);
+      if (e == std::string::npos) e = v.size();
+      if (e > i) s.val_datasets.push_back(v.substr(i, e - i));
+      i = e + 1;
+    }
+  }
+  return s;
+}
+
 namespace {
 
 class TokenizerDecoder : public TextDecoder {

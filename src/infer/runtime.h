@@ -65,6 +65,15 @@ class Runtime {
   std::vector<int32_t> stop_ids_;
 };
 
+// What a training run saved in a checkpoint's args.json that inference reuses (ms-swift's
+// load_args / load_data_args). Empty fields were not set by the run.
+struct SavedRunArgs {
+  std::string model, template_name, system, torch_dtype;
+  std::vector<std::string> val_datasets;  // the run's validation data: its carved split
+                                          // (<run>/val_dataset.jsonl) or its --val_dataset
+};
+SavedRunArgs read_saved_run_args(const std::string& checkpoint_dir);
+
 // The base model of an adapter checkpoint: args.json "model" (swiftlet/ms-swift runs), else
 // adapter_config.json base_model_name_or_path. Empty when neither names one.
 std::string adapter_base_model(const std::string& adapter_dir);

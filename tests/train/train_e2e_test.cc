@@ -114,6 +114,15 @@ TEST(TrainE2E, RunLayoutAndFilesAsMsSwift) {
   EXPECT_EQ(res[0]["labels"], "red red");
   EXPECT_TRUE(res[0].contains("response"));
 
+  // --load_data_args: the run's carved validation split, with the run's template.
+  ASSERT_EQ(sh(fmt::format("{} infer --adapters {}/checkpoint-6 --load_data_args true --result_path {} "
+                           "--max_new_tokens 2 --temperature 0 > {} 2>&1",
+                           SWIFTLET_BINARY, run, tmp / "val.jsonl", tmp / "infer3.txt")),
+            0)
+      << testing::read_bytes(tmp / "infer3.txt");
+  EXPECT_EQ(read_jsonl(tmp / "val.jsonl").size(), read_jsonl(run + "/val_dataset.jsonl").size());
+  EXPECT_EQ(read_jsonl(tmp / "val.jsonl").size(), 6u);
+
   // merge, then the merged folder answers exactly as base + adapter (greedy).
   ASSERT_EQ(sh(fmt::format("{} export --adapters {}/checkpoint-6 --merge_lora true > {} 2>&1", SWIFTLET_BINARY, run,
                            tmp / "export.txt")),
