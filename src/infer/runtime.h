@@ -40,7 +40,9 @@ class Runtime {
   Engine& engine() { return *engine_; }
   Device& device() { return *device_; }
   // The adapter applied to the base model (--adapters CKPT), or nullptr.
-  const LoraAdapter* adapter() const { return adapters_.empty() ? nullptr : adapters_.front().get(); }
+  const LoraAdapter* adapter() const {
+    return adapters_.empty() ? nullptr : adapters_.front().get();
+  }
   // Token ids that end generation: generation_config eos ids, the tokenizer's eos, and the
   // template's stop words that are single tokens.
   const std::vector<int32_t>& stop_token_ids() const { return stop_ids_; }

@@ -2,6 +2,10 @@
 
 #include <sys/socket.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -112,12 +116,26 @@ std::shared_ptr<void> Server::Impl::inflight_token() {
 void Server::Impl::engine_loop() {
   auto last_log = Clock::now();
   auto last_totals = metrics.token_totals();
+  auto last_busy = Clock::now();
+  bool trimmed = true;
   while (!engine_stop) {
     engine.wait_for_work(std::chrono::milliseconds(50));
+    bool busy = false;
     try {
-      engine.step();
+      busy = engine.step();
     } catch (const std::exception& e) {
       log_warning("engine step failed (its requests ended with an error): {}", e.what());
+    }
+    // Once no request has been in flight for a moment, hand the memory the request threads freed
+    // back to the system as well (the engine trims only what it freed itself).
+    if (busy || inflight > 0) {
+      last_busy = Clock::now();
+      trimmed = false;
+    } else if (!trimmed && Clock::now() - last_busy > std::chrono::milliseconds(300)) {
+#ifdef __GLIBC__
+      malloc_trim(0);
+#endif
+      trimmed = true;
     }
     if (opt.log_interval_s > 0) {
       const auto now = Clock::now();

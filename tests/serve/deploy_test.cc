@@ -215,7 +215,7 @@ TEST_F(DeployTest, LoadWithClientsLeavingMidStreamKeepsResultsAndMemory) {
                                 metric("swiftlet_requests_waiting") != 0);
          ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the idle engine trims the heap
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));  // the idle server trims the heap
   };
   // Warm up the same paths (threads, caches of 32 requests) before measuring the idle level.
   serve_testing::NodeResult warm = serve_testing::run_openai_client("load", client_env());

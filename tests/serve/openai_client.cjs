@@ -211,7 +211,7 @@ async function api() {
 async function load() {
   const N = 32;
   const params = (i) => ({ model: i % 5 === 4 ? ADAPTER : MODEL, messages: [{ role: 'user', content: `client ${i} says hi` }],
-                           temperature: 1, top_k: 40, seed: 1000 + i, max_tokens: 24 });
+                           temperature: i % 2 ? 1 : 0, top_k: 40, seed: 1000 + i, max_tokens: 24 });
   const streams = [];
   for (let i = 0; i < N; i++) {
     streams.push((async () => {
