@@ -175,6 +175,11 @@ int run(int argc, char** argv) {
                   "pick another adapter name or --served_model_name");
     adapters.push_back(
         std::make_unique<LoraAdapter>(LoraAdapter::load(rt.device(), n.path, rt.folder().config)));
+    // Requests on different adapters share one forward with per-row LoRA pairs; whole replaced
+    // modules cannot be per row.
+    if (adapters.back()->has_modules_to_save())
+      throw Error(fmt::format("--adapters {}={}: adapters with modules_to_save cannot be served by name", n.name, n.path),
+                  "serve it alone (--adapters PATH) or merge it first (swiftlet export --merge_lora true)");
     so.models.push_back({n.name, adapters.back().get(), n.path});
   }
 

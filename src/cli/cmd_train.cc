@@ -71,6 +71,8 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"target_modules", FlagKind::kList, "all-linear",
        "all-linear or module names (q_proj v_proj ...)"},
       {"use_rslora", FlagKind::kBool, "false", "scale alpha / sqrt(r)"},
+      {"modules_to_save", FlagKind::kList, "",
+       "modules trained in full and stored with the adapter: embed_tokens, lm_head, all-embedding, all-norm"},
       {"output_dir", FlagKind::kString, "output", "runs are written to <output_dir>/v<N>-<time>/"},
       {"add_version", FlagKind::kBool, "true", "append v<N>-<time> to --output_dir"},
       {"num_train_epochs", FlagKind::kFloat, "3", "epochs"},
@@ -131,6 +133,9 @@ int run_train(int argc, char** argv, bool pt) {
   a.lora.dropout = f.f64("lora_dropout");
   a.lora.target_modules = f.list("target_modules");
   a.lora.use_rslora = f.boolean("use_rslora");
+  a.lora.modules_to_save = f.list("modules_to_save");
+  if (!a.lora.modules_to_save.empty() && a.tuner_type != "lora")
+    throw Error("--modules_to_save applies to --tuner_type lora (full training trains every module)");
   a.output_dir = f.str("output_dir");
   a.add_version = f.boolean("add_version");
   a.num_train_epochs = f.f64("num_train_epochs");

@@ -108,6 +108,7 @@ Transformer::Transformer(Device& device, ModelConfig config,
   }
   w_.norm = get("model.norm.weight");
   w_.lm_head = config_.tie_word_embeddings ? w_.embed_tokens : get("lm_head.weight");
+  base_w_ = w_;
   std::vector<float> inv = rope_inv_freq(config_);
   inv_freq_ = dev_.upload(Tensor::host_from(inv, {int64_t(inv.size())}));
 }

@@ -102,6 +102,9 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   Device& device() const { return dev_; }
   ModelWeights& weights() { return w_; }
+  // The weights as loaded (tensor handles, same storage): adapters that replace whole tensors
+  // (modules_to_save) are undone by restoring them.
+  void restore_base_weights() { w_ = base_w_; }
   DType weight_dtype() const { return weight_dtype_; }
 
   KvCache new_cache(int64_t capacity) const;
@@ -127,6 +130,7 @@ class Transformer {
   ModelConfig config_;
   DType weight_dtype_;
   ModelWeights w_;
+  ModelWeights base_w_;
   Tensor inv_freq_;  // [D/2] f32 on the device
 
   struct LayerActs;

@@ -125,9 +125,14 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
     adapter = std::make_unique<LoraAdapter>(
         resuming ? LoraAdapter::load(*dev, a.resume_from_checkpoint, folder.config)
                  : LoraAdapter::create(*dev, folder.config, lc, init_rng));
-    if (resuming) adapter->set_base_model(folder.path);
+    if (resuming) {
+      adapter->set_base_model(folder.path);
+    } else {
+      adapter->init_modules_to_save(*dev, model);
+    }
     adapter->attach(model);
     adapter->make_grads(*dev, grads);
+    if (folder.config.tie_word_embeddings && grads.embed_tokens.defined()) grads.lm_head = grads.embed_tokens;
     auto named = adapter->named_tensors();
     std::vector<std::pair<std::string, Tensor>> named_grads = adapter->named_grads(grads);
     for (size_t i = 0; i < named.size(); ++i) opt.add(named[i].first, named[i].second, named_grads[i].second);

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "io/safetensors.h"
+#include "model/weights.h"
 
 namespace swiftlet {
 
@@ -50,6 +51,25 @@ std::string key(size_t layer, const std::string& m, char ab) {
   return fmt::format("{}{}.{}.lora_{}.weight", kPrefix, layer, module_path(m), ab);
 }
 
+// The gradient slot of a module_to_save weight (embeddings, lm_head, norms).
+Tensor* saved_grad_slot(ModelGrads& g, const std::string& name) {
+  if (name == "model.embed_tokens.weight") return &g.embed_tokens;
+  if (name == "lm_head.weight") return &g.lm_head;
+  if (name == "model.norm.weight") return &g.norm;
+  size_t layer = 0;
+  char rest[64] = {0};
+  SWIFTLET_CHECK(std::sscanf(name.c_str(), "model.layers.%zu.%63s", &layer, rest) == 2 && layer < g.layers.size(),
+                 "no gradient slot for {}", name);
+  const std::string r = rest;
+  LayerGrads& L = g.layers[layer];
+  if (r == "input_layernorm.weight") return &L.input_layernorm;
+  if (r == "post_attention_layernorm.weight") return &L.post_attention_layernorm;
+  if (r == "self_attn.q_norm.weight") return &L.q_norm;
+  if (r == "self_attn.k_norm.weight") return &L.k_norm;
+  SWIFTLET_CHECK(false, "no gradient slot for {}", name);
+  return nullptr;
+}
+
 }  // namespace
 
 const std::vector<std::string>& lora_module_names() {
@@ -81,6 +101,30 @@ std::vector<std::string> resolve_target_modules(const std::vector<std::string>& 
   for (const auto& n : lora_module_names())
     if (out.count(n)) ordered.push_back(n);
   return ordered;
+}
+
+std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& n) {
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  };
+  for (const auto& n : names) {
+    if (n == "embed_tokens" || n == "all-embedding") {
+      add("model.embed_tokens.weight");
+    } else if (n == "lm_head") {
+      if (c.tie_word_embeddings)
+        throw Error("--modules_to_save lm_head: this model ties lm_head to embed_tokens",
+                    "use --modules_to_save embed_tokens (it trains both)");
+      add("lm_head.weight");
+    } else if (n == "all-norm") {
+      for (const auto& s : model_weight_specs(c))
+        if (s.kind == WeightKind::kNorm) add(s.name);
+    } else {
+      throw Error(fmt::format("--modules_to_save {} is not supported", n),
+                  "use embed_tokens, lm_head, all-embedding or all-norm");
+    }
+  }
+  return out;
 }
 
 LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const LoraConfig& cfg,
@@ -139,8 +183,6 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
     throw Error(fmt::format("{}: fan_in_fan_out adapters are not supported", where));
   if (j.contains("bias") && j["bias"].is_string() && j["bias"] != "none")
     throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where, j["bias"].get<std::string>()));
-  if (j.contains("modules_to_save") && j["modules_to_save"].is_array() && !j["modules_to_save"].empty())
-    throw Error(fmt::format("{}: modules_to_save is not supported yet", where));
   for (const char* k : {"rank_pattern", "alpha_pattern"})
     if (j.contains(k) && j[k].is_object() && !j[k].empty())
       throw Error(fmt::format("{}: per-module {} is not supported", where, k));
@@ -158,6 +200,9 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
       for (const auto& t : j["target_modules"]) targets.push_back(t.get<std::string>());
   }
   ad.cfg_.target_modules = resolve_target_modules(targets);
+  if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
+    for (const auto& m : j["modules_to_save"]) ad.cfg_.modules_to_save.push_back(m.get<std::string>());
+  const std::vector<std::string> to_save = resolve_modules_to_save(ad.cfg_.modules_to_save, model);
 
   io::SafetensorsFile file = io::load_safetensors(st_path.string());
   std::map<std::string, const Tensor*> by_name;
@@ -200,9 +245,35 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
       used += 2;
     }
   }
+  const auto specs = model_weight_specs(model);
+  for (const auto& name : to_save) {
+    auto it = by_name.find("base_model.model." + name);
+    if (it == by_name.end()) {  // PEFT may keep the wrapper's path in the key
+      const std::string stem = name.substr(0, name.size() - std::string(".weight").size());
+      it = by_name.find("base_model.model." + stem + ".modules_to_save.weight");
+    }
+    if (it == by_name.end())
+      throw Error(fmt::format("{}: modules_to_save lists {} but the file has no weight for it", st_path.string(), name));
+    Shape want;
+    for (const auto& s : specs)
+      if (s.name == name) want = s.shape;
+    if (it->second->shape() != want)
+      throw Error(fmt::format("{}: {} has shape {}, expected {}", st_path.string(), it->first,
+                              shape_str(it->second->shape()), shape_str(want)));
+    Tensor h = Tensor::host(want, DType::kF32);
+    for (int64_t i = 0; i < h.numel(); ++i) h.data<float>()[i] = it->second->item_f32(i);
+    Tensor d = dev.empty(want, DType::kF32);
+    dev.copy(d, dev.upload(h));
+    ad.saved_.emplace_back(name, d);
+    ++used;
+  }
   if (used != by_name.size()) {
     for (const auto& [n, t] : by_name) {
       bool known = false;
+      for (const auto& s : ad.saved_)
+        if (n == "base_model.model." + s.first ||
+            n == "base_model.model." + s.first.substr(0, s.first.size() - 7) + ".modules_to_save.weight")
+          known = true;
       for (size_t l = 0; l < ad.pairs_.size() && !known; ++l)
         for (const auto& m : lora_module_names())
           if (n == key(l, m, 'A') || n == key(l, m, 'B')) known = true;
@@ -216,6 +287,19 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   return ad;
 }
 
+void LoraAdapter::init_modules_to_save(Device& dev, const Transformer& model) {
+  saved_.clear();
+  ModelGrads unused;
+  auto& tm = const_cast<Transformer&>(model);
+  for (const auto& name : resolve_modules_to_save(cfg_.modules_to_save, model.config()))
+    for (auto& s : named_slots(model.config(), tm.weights(), unused))
+      if (s.name == name) {
+        Tensor t = dev.empty(s.weight->shape(), DType::kF32);
+        dev.copy(t, *s.weight);
+        saved_.emplace_back(name, t);
+      }
+}
+
 void LoraAdapter::save(const std::string& dir) const {
   fs::create_directories(dir);
   nlohmann::json j = {
@@ -223,7 +307,9 @@ void LoraAdapter::save(const std::string& dir) const {
       {"lora_alpha", cfg_.alpha}, {"lora_dropout", cfg_.dropout}, {"use_rslora", cfg_.use_rslora},
       {"target_modules", cfg_.target_modules}, {"base_model_name_or_path", cfg_.base_model_name_or_path},
       {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true},
-      {"init_lora_weights", true}, {"modules_to_save", nullptr}, {"use_dora", false},
+      {"init_lora_weights", true},
+      {"modules_to_save", cfg_.modules_to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg_.modules_to_save)},
+      {"use_dora", false},
       {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()},
       {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"revision", nullptr}};
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -246,6 +332,7 @@ std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_tensors() const {
         out.emplace_back(key(l, lora_module_names()[m], 'A'), pairs_[l][m]->a);
         out.emplace_back(key(l, lora_module_names()[m], 'B'), pairs_[l][m]->b);
       }
+  for (const auto& [name, t] : saved_) out.emplace_back("base_model.model." + name, t);
   return out;
 }
 
@@ -256,6 +343,14 @@ int64_t LoraAdapter::num_parameters() const {
 }
 
 void LoraAdapter::attach(Transformer& model) const {
+  if (!saved_.empty()) {
+    model.restore_base_weights();
+    ModelGrads unused;
+    for (const auto& [name, t] : saved_)
+      for (auto& s : named_slots(model.config(), model.weights(), unused))
+        if (s.name == name) *s.weight = t;
+    if (model.config().tie_word_embeddings) model.weights().lm_head = model.weights().embed_tokens;
+  }
   auto& layers = model.weights().layers;
   SWIFTLET_CHECK(layers.size() == pairs_.size(), "attach: {} layers vs {}", layers.size(), pairs_.size());
   for (size_t l = 0; l < layers.size(); ++l)
@@ -263,8 +358,7 @@ void LoraAdapter::attach(Transformer& model) const {
 }
 
 void LoraAdapter::detach(Transformer& model) {
-  for (auto& L : model.weights().layers)
-    for (size_t m = 0; m < lora_module_names().size(); ++m) layer_linear(L, m).lora = nullptr;
+  model.restore_base_weights();  // the loaded weights, without LoRA pairs or replaced modules
 }
 
 void LoraAdapter::make_grads(Device& dev, ModelGrads& grads) const {
@@ -276,6 +370,7 @@ void LoraAdapter::make_grads(Device& dev, ModelGrads& grads) const {
         g.lora_a = dev.zeros(pairs_[l][m]->a.shape(), DType::kF32);
         g.lora_b = dev.zeros(pairs_[l][m]->b.shape(), DType::kF32);
       }
+  for (const auto& [name, t] : saved_) *saved_grad_slot(grads, name) = dev.zeros(t.shape(), DType::kF32);
 }
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_grads(ModelGrads& grads) const {
@@ -287,10 +382,27 @@ std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_grads(ModelGrads&
         out.emplace_back(key(l, lora_module_names()[m], 'A'), g.lora_a);
         out.emplace_back(key(l, lora_module_names()[m], 'B'), g.lora_b);
       }
+  for (const auto& [name, t] : saved_) out.emplace_back("base_model.model." + name, *saved_grad_slot(grads, name));
   return out;
 }
 
 void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const {
+  for (const auto& [name, t] : saved_) {  // modules_to_save replace the base weights
+    auto it = host_weights.find(name);
+    SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
+    Tensor h = t.device() && !t.host_accessible() ? t.device()->download(t) : t;
+    Tensor out = Tensor::host(it->second.shape(), it->second.dtype());
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      const float f = h.data<float>()[i];
+      switch (out.dtype()) {
+        case DType::kF32: out.data<float>()[i] = f; break;
+        case DType::kBF16: out.data<uint16_t>()[i] = f32_to_bf16(f); break;
+        case DType::kF16: out.data<uint16_t>()[i] = f32_to_f16(f); break;
+        default: SWIFTLET_CHECK(false, "merge: weight {} has dtype {}", name, dtype_name(out.dtype()));
+      }
+    }
+    it->second = out;
+  }
   for (size_t l = 0; l < pairs_.size(); ++l)
     for (size_t m = 0; m < pairs_[l].size(); ++m) {
       if (!pairs_[l][m]) continue;

@@ -18,6 +18,9 @@ struct LoraConfig {
   double dropout = 0.05;
   std::vector<std::string> target_modules{"all-linear"};  // or names: q_proj v_proj ...
   bool use_rslora = false;
+  // Modules trained in full and stored in the adapter (PEFT modules_to_save): embed_tokens,
+  // lm_head, all-embedding, all-norm.
+  std::vector<std::string> modules_to_save;
   std::string base_model_name_or_path;
   double scale() const;  // alpha / rank, or alpha / sqrt(rank) with rsLoRA
 };
@@ -38,9 +41,13 @@ class LoraAdapter {
   const LoraConfig& config() const { return cfg_; }
   // The pair on module m (lora_module_names() order) of a layer; nullptr when not targeted.
   const LoraPair* pair(size_t layer, size_t module) const { return pairs_[layer][module].get(); }
-  // Points the model's linear layers at this adapter (detach() restores plain layers).
+  // Points the model's linear layers at this adapter and swaps in its modules_to_save weights
+  // (detach() restores the base model).
   void attach(Transformer& model) const;
   static void detach(Transformer& model);
+  // modules_to_save: f32 trainable copies of the model's current weights (a new adapter).
+  void init_modules_to_save(Device& dev, const Transformer& model);
+  bool has_modules_to_save() const { return !saved_.empty(); }
   // W += s B A on host weights by HF name (f32 math, stored back in the weight's dtype).
   void merge_into(std::map<std::string, Tensor>& host_weights) const;
 
@@ -57,7 +64,12 @@ class LoraAdapter {
   LoraConfig cfg_;
   // pairs_[layer][module index]; undefined tensors where the module is not targeted
   std::vector<std::vector<std::unique_ptr<LoraPair>>> pairs_;
+  std::vector<std::pair<std::string, Tensor>> saved_;  // HF weight name -> f32 tensor
 };
+
+// --modules_to_save names -> the HF weight names they cover (Error for unknown names, and for
+// lm_head when it is tied to embed_tokens).
+std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c);
 
 // "all-linear" or a list of names -> the set of module names, Error for unknown ones.
 std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets);

@@ -176,6 +176,9 @@ def grads_main(folder, batch_json, out, adapter=None):
         lt = load_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
         for t in lt.values():
             t.requires_grad_(True)
+        for k, t in lt.items():  # modules_to_save: whole weights replacing the base ones
+            if ".lora_" not in k:
+                w[k[len("base_model.model."):]] = t
         lora = {"tensors": lt, "scale": scale}
         params = lt
     else:

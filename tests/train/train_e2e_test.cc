@@ -227,3 +227,39 @@ TEST(TrainE2E, BadSettingsAreOneLineErrors) {
 
 }  // namespace
 }  // namespace swiftlet
+
+namespace swiftlet {
+namespace {
+
+TEST(TrainE2E, ModulesToSaveTrainMergeAndInfer) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  ASSERT_EQ(sh(sft_cmd(model, data, tmp / "out", 4, "--modules_to_save embed_tokens all-norm --learning_rate 1e-2")), 0)
+      << testing::read_bytes(tmp / "log.txt");
+  const std::string ckpt = only_run_dir(tmp / "out") + "/checkpoint-4";
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(ckpt + "/adapter_config.json"));
+  EXPECT_EQ(cfg["modules_to_save"], nlohmann::json({"embed_tokens", "all-norm"}));
+  ASSERT_EQ(sh(fmt::format("{} export --adapters {} --merge_lora true > {} 2>&1", SWIFTLET_BINARY, ckpt, tmp / "e.txt")), 0)
+      << testing::read_bytes(tmp / "e.txt");
+  {
+    std::ofstream q(tmp / "q.jsonl");
+    q << R"({"query": "Say red twice."})" << "\n" << R"({"query": "Say moon twice."})" << "\n";
+  }
+  for (const auto& [flags, out] : {std::pair<std::string, std::string>{"--adapters " + ckpt, "a.jsonl"},
+                                   {"--model " + ckpt + "-merged", "m.jsonl"}, {"--model " + model, "b.jsonl"}})
+    ASSERT_EQ(sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 6 --temperature 0 > {} 2>&1",
+                             SWIFTLET_BINARY, flags, tmp / "q.jsonl", tmp / out, tmp / "i.txt")),
+              0)
+        << testing::read_bytes(tmp / "i.txt");
+  auto a = read_jsonl(tmp / "a.jsonl"), m = read_jsonl(tmp / "m.jsonl"), b = read_jsonl(tmp / "b.jsonl");
+  ASSERT_EQ(a.size(), 2u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i]["response"], m[i]["response"]);
+  EXPECT_NE(a, b);  // training changed the answers
+  // Refused where it cannot apply.
+  EXPECT_NE(sh(sft_cmd(model, data, tmp / "bad", 2, "--modules_to_save lm_head")), 0);
+  EXPECT_NE(testing::read_bytes(tmp / "log.txt").find("ties lm_head to embed_tokens"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace swiftlet
