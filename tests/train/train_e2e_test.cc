@@ -263,3 +263,29 @@ TEST(TrainE2E, ModulesToSaveTrainMergeAndInfer) {
 
 }  // namespace
 }  // namespace swiftlet
+
+namespace swiftlet {
+namespace {
+
+TEST(TrainE2E, ResumeOnlyModelFromAWeightsOnlyCheckpoint) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  ASSERT_EQ(sh(sft_cmd(model, data, tmp / "a", 4, "--save_only_model true")), 0) << testing::read_bytes(tmp / "log.txt");
+  const std::string ckpt = only_run_dir(tmp / "a") + "/checkpoint-4";
+  EXPECT_FALSE(std::filesystem::exists(ckpt + "/optimizer.safetensors"));
+  // Without the optimizer state a full resume is refused with a hint; --resume_only_model works.
+  EXPECT_NE(sh(sft_cmd(model, data, tmp / "b", 8, "--resume_from_checkpoint " + ckpt)), 0);
+  EXPECT_NE(testing::read_bytes(tmp / "log.txt").find("--resume_only_model"), std::string::npos);
+  ASSERT_EQ(sh(sft_cmd(model, data, tmp / "c", 8, "--resume_from_checkpoint " + ckpt + " --resume_only_model true")), 0)
+      << testing::read_bytes(tmp / "log.txt");
+  const std::string run = only_run_dir(tmp / "c");
+  EXPECT_TRUE(std::filesystem::exists(run + "/checkpoint-8/adapter_model.safetensors"));
+  int64_t first_step = -1;
+  for (const auto& r : read_jsonl(run + "/logging.jsonl"))
+    if (r.contains("loss") && first_step < 0) first_step = r["step"];
+  EXPECT_EQ(first_step, 5);  // the step counter continues from the checkpoint
+}
+
+}  // namespace
+}  // namespace swiftlet
