@@ -87,6 +87,26 @@ GenFigures generation(Transformer& m, int64_t prefill, int64_t decode) {
   return {double(prefill) / tp, double(decode) / td};
 }
 
+// Aggregate decode tokens/s of `batch` sequences decoded together (one forward per step).
+double batched_decode(Transformer& m, int64_t batch, int64_t prompt, int64_t steps) {
+  std::vector<KvCache> caches;
+  std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    caches.push_back(m.new_cache(prompt + steps));
+    toks[size_t(b)].assign(size_t(prompt), int32_t(100 + b));
+  }
+  std::vector<SequenceStep> st;
+  for (int64_t b = 0; b < batch; ++b) st.push_back({toks[size_t(b)], &caches[size_t(b)], false});
+  m.forward(st);
+  for (auto& t : toks) t.assign(1, 7);
+  auto t0 = Clock::now();
+  for (int64_t i = 0; i < steps; ++i) {
+    for (int64_t b = 0; b < batch; ++b) st[size_t(b)].tokens = toks[size_t(b)];
+    m.forward(st);
+  }
+  return double(batch * steps) / seconds_since(t0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,6 +154,12 @@ int main(int argc, char** argv) {
       for (auto& s : named_slots(folder.config, m.weights(), unused))
         if (s.name != "model.embed_tokens.weight" || folder.config.tie_word_embeddings) bytes += double(s.weight->nbytes());
       GenFigures f = generation(m, prefill, decode);
+      if (dt == DType::kBF16) {
+        const double one = batched_decode(m, 1, 64, 32), four = batched_decode(m, 4, 64, 32),
+                     sixteen = batched_decode(m, 16, 64, 16);
+        std::printf("       batched decode (engine-free): 1 seq %.1f, 4 seqs %.1f (x%.2f), 16 seqs %.1f (x%.2f) tokens/s\n",
+                    one, four, four / one, sixteen, sixteen / one);
+      }
       const double bound = bw / bytes;
       std::printf("%-6s %14.1f %14.2f %12.3f %14.2f %13.0f%%\n", dt == DType::kBF16 ? "bf16" : "f32", f.prefill_tps,
                   f.decode_tps, bytes / 1e9, bound, 100.0 * f.decode_tps / bound);
