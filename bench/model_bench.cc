@@ -27,7 +27,9 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 // machines are shared, so single runs vary widely).
 double read_bandwidth(ThreadPool& pool) {
   const size_t n = (size_t(1) << 30) / sizeof(float);
-  std::vector<float> buf(n, 1.0f);
+  Tensor block = Tensor::host({int64_t(n)}, DType::kF32);  // the same allocator (huge pages) as weights
+  float* buf = block.data<float>();
+  for (size_t i = 0; i < n; ++i) buf[i] = 1.0f;
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     std::vector<double> sums(size_t(pool.size()), 0.0);
@@ -36,10 +38,10 @@ double read_bandwidth(ThreadPool& pool) {
       float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
       int64_t i = b;
       for (; i + 8 <= e; i += 8) {
-        s0 += buf[size_t(i)], s1 += buf[size_t(i + 1)], s2 += buf[size_t(i + 2)], s3 += buf[size_t(i + 3)];
-        s4 += buf[size_t(i + 4)], s5 += buf[size_t(i + 5)], s6 += buf[size_t(i + 6)], s7 += buf[size_t(i + 7)];
+        s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+        s4 += buf[i + 4], s5 += buf[i + 5], s6 += buf[i + 6], s7 += buf[i + 7];
       }
-      for (; i < e; ++i) s0 += buf[size_t(i)];
+      for (; i < e; ++i) s0 += buf[i];
       sums[size_t(th)] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
     });
     const double bw = double(n * sizeof(float)) / seconds_since(t);
