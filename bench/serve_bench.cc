@@ -62,6 +62,7 @@ StreamResult stream_chat(int port, int index, int max_tokens, const std::string&
       {"model", model},
       {"max_tokens", max_tokens},
       {"stream", true},
+      {"ignore_eos", true},  // random weights may sample an end token early
       {"stream_options", {{"include_usage", true}}},
       {"seed",
        index}}.dump();
