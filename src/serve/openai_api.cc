@@ -168,6 +168,7 @@ void parse_sampling(Fields& f, SamplingFields& s, bool chat) {
     s.stop = std::move(stops);
   }
   s.include_stop_str_in_output = f.boolean("include_stop_str_in_output");
+  s.ignore_eos = f.boolean("ignore_eos").value_or(false);
   s.stream = f.boolean("stream").value_or(false);
   if (const json* so = f.get("stream_options")) {
     if (!so->is_object()) wrong_type("stream_options", *so, "an object");

@@ -43,6 +43,7 @@ struct SamplingFields {
   std::optional<int64_t> top_k, max_tokens, seed;
   std::optional<std::vector<std::string>> stop;
   std::optional<bool> include_stop_str_in_output;
+  bool ignore_eos = false;  // vLLM's extension: only max_tokens ends generation (benchmarks)
   int n = 1;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage

@@ -385,6 +385,17 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   EXPECT_EQ(j1["usage"]["completion_tokens"], 6) << d1->body;
   EXPECT_EQ(j1["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(j1["choices"][0]["message"]["content"], j2["choices"][0]["message"]["content"]);
+  // vLLM's ignore_eos: only the token limit ends generation.
+  json ie = {{"messages", {{{"role", "user"}, {"content", "x"}}}},
+             {"ignore_eos", true},
+             {"max_tokens", 9}};
+  auto ir = c.Post("/v1/chat/completions", ie.dump(), "application/json");
+  ASSERT_TRUE(ir);
+  EXPECT_EQ(json::parse(ir->body)["usage"]["completion_tokens"], 9) << ir->body;
+  ie["ignore_eos"] = "yes";
+  auto ib = c.Post("/v1/chat/completions", ie.dump(), "application/json");
+  ASSERT_TRUE(ib);
+  EXPECT_EQ(ib->status, 400);
 
   // SIGTERM while a stream runs: the stream still completes, new connections are refused, exit 0.
   StreamClient st(s.port(), {{"messages", {{{"role", "user"}, {"content", "finish me"}}}},
