@@ -114,6 +114,15 @@ std::vector<float> Tensor::to_f32_vector() const {
   return out;
 }
 
+void Tensor::set_f32(int64_t i, float v) const {
+  switch (dtype_) {
+    case DType::kF32: data<float>()[i] = v; return;
+    case DType::kBF16: data<uint16_t>()[i] = f32_to_bf16(v); return;
+    case DType::kF16: data<uint16_t>()[i] = f32_to_f16(v); return;
+    default: SWIFTLET_CHECK(false, "set_f32 on a {} tensor", dtype_name(dtype_));
+  }
+}
+
 float Tensor::item_f32(int64_t i) const {
   switch (dtype_) {
     case DType::kF32: return data<float>()[i];

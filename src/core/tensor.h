@@ -74,6 +74,8 @@ class Tensor {
   // Host-only conveniences for tests and I/O.
   std::vector<float> to_f32_vector() const;  // any float dtype, host memory
   float item_f32(int64_t flat_index) const;
+  // Stores v (rounded to the tensor's float dtype) at a flat index; host float tensors only.
+  void set_f32(int64_t flat_index, float v) const;
 
  private:
   std::shared_ptr<Storage> storage_;

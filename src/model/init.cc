@@ -82,20 +82,7 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
       Rng rng(mix64(key ^ uint64_t(c)));
       const int64_t end = std::min(n, (c + 1) * kChunk);
       for (int64_t i = c * kChunk; i < end; ++i) {
-        float v = float(stddev * rng.normal());
-        switch (t.dtype()) {
-          case DType::kF32:
-            t.data<float>()[i] = v;
-            break;
-          case DType::kBF16:
-            t.data<uint16_t>()[i] = f32_to_bf16(v);
-            break;
-          case DType::kF16:
-            t.data<uint16_t>()[i] = f32_to_f16(v);
-            break;
-          default:
-            SWIFTLET_CHECK(false, "fill_normal: dtype {}", dtype_name(t.dtype()));
-        }
+        t.set_f32(i, float(stddev * rng.normal()));
       }
     }
   };
@@ -107,21 +94,7 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
 }
 
 void fill_constant(Tensor& t, float v) {
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    switch (t.dtype()) {
-      case DType::kF32:
-        t.data<float>()[i] = v;
-        break;
-      case DType::kBF16:
-        t.data<uint16_t>()[i] = f32_to_bf16(v);
-        break;
-      case DType::kF16:
-        t.data<uint16_t>()[i] = f32_to_f16(v);
-        break;
-      default:
-        SWIFTLET_CHECK(false, "fill_constant: dtype {}", dtype_name(t.dtype()));
-    }
-  }
+  for (int64_t i = 0; i < t.numel(); ++i) t.set_f32(i, v);
 }
 
 // A special token in tokenizer_config.json is a string or, in older files, {"content": "..."}.

@@ -14,15 +14,7 @@ Tensor host_as(const Tensor& t, DType dtype) {
   if (t.dtype() == dtype || !dtype_is_float(t.dtype())) return t;
   Tensor out = Tensor::host(t.shape(), dtype);
   const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    float f = t.item_f32(i);
-    switch (dtype) {
-      case DType::kF32: out.data<float>()[i] = f; break;
-      case DType::kBF16: out.data<uint16_t>()[i] = f32_to_bf16(f); break;
-      case DType::kF16: out.data<uint16_t>()[i] = f32_to_f16(f); break;
-      default: SWIFTLET_CHECK(false, "host_as: {}", dtype_name(dtype));
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) out.set_f32(i, t.item_f32(i));
   return out;
 }
 

@@ -392,15 +392,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
     SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
     Tensor h = t.device() && !t.host_accessible() ? t.device()->download(t) : t;
     Tensor out = Tensor::host(it->second.shape(), it->second.dtype());
-    for (int64_t i = 0; i < out.numel(); ++i) {
-      const float f = h.data<float>()[i];
-      switch (out.dtype()) {
-        case DType::kF32: out.data<float>()[i] = f; break;
-        case DType::kBF16: out.data<uint16_t>()[i] = f32_to_bf16(f); break;
-        case DType::kF16: out.data<uint16_t>()[i] = f32_to_f16(f); break;
-        default: SWIFTLET_CHECK(false, "merge: weight {} has dtype {}", name, dtype_name(out.dtype()));
-      }
-    }
+    for (int64_t i = 0; i < out.numel(); ++i) out.set_f32(i, h.data<float>()[i]);
     it->second = out;
   }
   for (size_t l = 0; l < pairs_.size(); ++l)
@@ -425,15 +417,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
           const float s = p.scale * B[o * r + k];
           for (int64_t i = 0; i < in; ++i) row[size_t(i)] += s * A[k * in + i];  // W += s B A
         }
-        for (int64_t i = 0; i < in; ++i) {
-          const int64_t at = o * in + i;
-          switch (w.dtype()) {
-            case DType::kF32: merged.data<float>()[at] = row[size_t(i)]; break;
-            case DType::kBF16: merged.data<uint16_t>()[at] = f32_to_bf16(row[size_t(i)]); break;
-            case DType::kF16: merged.data<uint16_t>()[at] = f32_to_f16(row[size_t(i)]); break;
-            default: SWIFTLET_CHECK(false, "merge: weight {} has dtype {}", name, dtype_name(w.dtype()));
-          }
-        }
+        for (int64_t i = 0; i < in; ++i) merged.set_f32(o * in + i, row[size_t(i)]);
       }
       it->second = merged;
     }
