@@ -47,6 +47,14 @@ const char* default_message(int status) {
   }
 }
 
+// Compares a presented key with the expected one in time independent of where they differ.
+bool same_secret(const std::string& given, const std::string& expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
 template <class F>
 void guarded(httplib::Response& res, F&& fn) {
   try {
@@ -192,7 +200,7 @@ void Server::start() {
     }
     if (api && !s.opt.api_key.empty()) {
       const std::string auth = req.get_header_value("Authorization");
-      if (auth != "Bearer " + s.opt.api_key) {
+      if (!same_secret(auth, "Bearer " + s.opt.api_key)) {
         send_error(
             res,
             ApiError(401,
