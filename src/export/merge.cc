@@ -4,7 +4,6 @@
 
 #include "core/log.h"
 #include "io/file.h"
-#include "io/json.h"
 #include "io/safetensors.h"
 #include "model/folder.h"
 #include "model/weights.h"
@@ -15,25 +14,11 @@ namespace swiftlet {
 
 namespace fs = std::filesystem;
 
-namespace {
-// The base model an adapter names (args.json "model", else adapter_config.json).
-std::string base_of(const std::string& adapter_dir) {
-  for (const auto& [file, key] : {std::pair<const char*, const char*>{"args.json", "model"},
-                                  {"adapter_config.json", "base_model_name_or_path"}}) {
-    const std::string p = (fs::path(adapter_dir) / file).string();
-    if (!fs::exists(p)) continue;
-    io::Json j = io::read_json_file(p);
-    if (j.contains(key) && j[key].is_string() && !j[key].get<std::string>().empty()) return j[key];
-  }
-  return {};
-}
-}  // namespace
-
 std::string merge_lora(const MergeOptions& opt) {
   if (opt.adapter_dir.empty()) throw Error("--adapters is required to merge", "pass the checkpoint folder of a LoRA run");
   std::string adapter = opt.adapter_dir;
   while (adapter.size() > 1 && adapter.back() == '/') adapter.pop_back();
-  const std::string base = opt.model.empty() ? base_of(adapter) : opt.model;
+  const std::string base = opt.model.empty() ? adapter_base_model(adapter) : opt.model;
   if (base.empty())
     throw Error(fmt::format("{} does not name its base model", adapter), "pass --model with the base model folder");
   const std::string out = opt.output_dir.empty() ? adapter + "-merged" : opt.output_dir;

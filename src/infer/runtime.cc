@@ -11,24 +11,6 @@ namespace swiftlet {
 
 namespace fs = std::filesystem;
 
-std::string adapter_base_model(const std::string& adapter_dir) {
-  auto read = [](const fs::path& p) -> nlohmann::json {
-    if (!fs::exists(p)) return nullptr;
-    try {
-      std::ifstream f(p);
-      return nlohmann::json::parse(f);
-    } catch (const std::exception&) {
-      return nullptr;
-    }
-  };
-  nlohmann::json args = read(fs::path(adapter_dir) / "args.json");
-  if (args.is_object() && args.contains("model") && args["model"].is_string()) return args["model"];
-  nlohmann::json cfg = read(fs::path(adapter_dir) / "adapter_config.json");
-  if (cfg.is_object() && cfg.contains("base_model_name_or_path") && cfg["base_model_name_or_path"].is_string())
-    return cfg["base_model_name_or_path"];
-  return {};
-}
-
 SavedRunArgs read_saved_run_args(const std::string& ckpt) {
   SavedRunArgs s;
   const fs::path p = fs::path(ckpt) / "args.json";

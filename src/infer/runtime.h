@@ -76,8 +76,5 @@ struct SavedRunArgs {
 };
 SavedRunArgs read_saved_run_args(const std::string& checkpoint_dir);
 
-// The base model of an adapter checkpoint: args.json "model" (swiftlet/ms-swift runs), else
-// adapter_config.json base_model_name_or_path. Empty when neither names one.
-std::string adapter_base_model(const std::string& adapter_dir);
 
 }  // namespace swiftlet

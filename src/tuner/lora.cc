@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 
+#include "io/json.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
 
@@ -49,6 +50,18 @@ std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, size_t m) {
 
 std::string key(size_t layer, const std::string& m, char ab) {
   return fmt::format("{}{}.{}.lora_{}.weight", kPrefix, layer, module_path(m), ab);
+}
+
+// An f32 copy on `dev` of a host tensor of any float dtype (adapter files may hold bf16).
+Tensor upload_f32(Device& dev, const Tensor& host) {
+  Tensor h = Tensor::host(host.shape(), DType::kF32);
+  for (int64_t i = 0; i < host.numel(); ++i) h.data<float>()[i] = host.item_f32(i);
+  return dev.upload(h);
+}
+
+// The tensor itself when the host can read it, else a host copy from its device.
+Tensor host_view(const Tensor& t) {
+  return t.device() && !t.host_accessible() ? t.device()->download(t) : t;
 }
 
 // The gradient slot of a module_to_save weight (embeddings, lm_head, norms).
@@ -101,6 +114,17 @@ std::vector<std::string> resolve_target_modules(const std::vector<std::string>& 
   for (const auto& n : lora_module_names())
     if (out.count(n)) ordered.push_back(n);
   return ordered;
+}
+
+std::string adapter_base_model(const std::string& adapter_dir) {
+  for (const auto& [file, key] : {std::pair<const char*, const char*>{"args.json", "model"},
+                                  {"adapter_config.json", "base_model_name_or_path"}}) {
+    const std::string p = (fs::path(adapter_dir) / file).string();
+    if (!fs::exists(p)) continue;
+    io::Json j = io::read_json_file(p);
+    if (j.contains(key) && j[key].is_string() && !j[key].get<std::string>().empty()) return j[key];
+  }
+  return {};
 }
 
 std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c) {
@@ -233,13 +257,8 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
                                 shape_str({ad.cfg_.rank, in}), shape_str({out, ad.cfg_.rank})),
                     "the adapter was trained on a different base model");
       auto p = std::make_unique<LoraPair>();
-      auto to_f32 = [&](const Tensor& t) {
-        Tensor h = Tensor::host(t.shape(), DType::kF32);
-        for (int64_t i = 0; i < t.numel(); ++i) h.data<float>()[i] = t.item_f32(i);
-        return dev.upload(h);
-      };
-      p->a = to_f32(a);
-      p->b = to_f32(b);
+      p->a = upload_f32(dev, a);
+      p->b = upload_f32(dev, b);
       p->scale = scale;
       ad.pairs_[l][m] = std::move(p);
       used += 2;
@@ -260,11 +279,7 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
     if (it->second->shape() != want)
       throw Error(fmt::format("{}: {} has shape {}, expected {}", st_path.string(), it->first,
                               shape_str(it->second->shape()), shape_str(want)));
-    Tensor h = Tensor::host(want, DType::kF32);
-    for (int64_t i = 0; i < h.numel(); ++i) h.data<float>()[i] = it->second->item_f32(i);
-    Tensor d = dev.empty(want, DType::kF32);
-    dev.copy(d, dev.upload(h));
-    ad.saved_.emplace_back(name, d);
+    ad.saved_.emplace_back(name, upload_f32(dev, *it->second));
     ++used;
   }
   if (used != by_name.size()) {
@@ -313,7 +328,7 @@ void LoraAdapter::save(const std::string& dir) const {
       {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()},
       {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"revision", nullptr}};
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (auto& [name, t] : named_tensors()) tensors.emplace_back(name, t.device() && !t.host_accessible() ? t.device()->download(t) : t);
+  for (auto& [name, t] : named_tensors()) tensors.emplace_back(name, host_view(t));
   io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
   const std::string path = (fs::path(dir) / "adapter_config.json").string();
   {
@@ -390,7 +405,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
   for (const auto& [name, t] : saved_) {  // modules_to_save replace the base weights
     auto it = host_weights.find(name);
     SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
-    Tensor h = t.device() && !t.host_accessible() ? t.device()->download(t) : t;
+    Tensor h = host_view(t);
     Tensor out = Tensor::host(it->second.shape(), it->second.dtype());
     for (int64_t i = 0; i < out.numel(); ++i) out.set_f32(i, h.data<float>()[i]);
     it->second = out;
@@ -402,9 +417,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
       auto it = host_weights.find(name);
       SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
       const LoraPair& p = *pairs_[l][m];
-      Device* dev = p.a.device();
-      Tensor a = dev && !p.a.host_accessible() ? dev->download(p.a) : p.a;
-      Tensor b = dev && !p.b.host_accessible() ? dev->download(p.b) : p.b;
+      Tensor a = host_view(p.a), b = host_view(p.b);
       const Tensor& w = it->second;
       const int64_t out = w.dim(0), in = w.dim(1), r = a.dim(0);
       Tensor merged = Tensor::host(w.shape(), w.dtype());

@@ -71,6 +71,11 @@ class LoraAdapter {
 // lm_head when it is tied to embed_tokens).
 std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c);
 
+// The base model of an adapter checkpoint: args.json "model" (swiftlet/ms-swift runs), else
+// adapter_config.json base_model_name_or_path. Empty when neither names one; a file that is not
+// valid JSON is an Error naming it.
+std::string adapter_base_model(const std::string& adapter_dir);
+
 // "all-linear" or a list of names -> the set of module names, Error for unknown ones.
 std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets);
 
