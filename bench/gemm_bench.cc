@@ -1,7 +1,8 @@
 // GEMM and memory benchmarks for the CPU device: prefill GEMMs with f32 and bf16 weights
 // (GFLOP/s), decode GEMVs (GB/s of weights streamed), the M at which GEMV hands over to BLAS,
 // attention decode against a long KV cache, and the machine's memory read bandwidth.
-//   ./build/gemm_bench [--threads N] [--seconds S]
+//   ./build/gemm_bench [--threads N] [--seconds S] [--only SECTION]
+// SECTION is one of prefill, gemv, smallm, bank, attention, memory (default: all).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -62,7 +63,13 @@ Timing bench_linear(Device& dev, int64_t M, int64_t N, int64_t K, DType d) {
   return time_it([&] { dev.gemm(x, false, w, true, y); });
 }
 
-void section(const char* title) { std::printf("\n%s\n", title); }
+std::string g_only;  // run only this section (empty: all)
+
+bool section(const char* key, const char* title) {
+  if (!g_only.empty() && g_only != key) return false;
+  std::printf("\n%s\n", title);
+  return true;
+}
 
 }  // namespace
 
@@ -73,8 +80,10 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seconds"))
       g_budget = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--only"))
+      g_only = argv[i + 1];
     else {
-      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--seconds S]\n");
+      std::fprintf(stderr, "usage: gemm_bench [--threads N] [--seconds S] [--only SECTION]\n");
       return 2;
     }
   }
@@ -84,60 +93,94 @@ int main(int argc, char** argv) {
   std::printf("cpu %s | %d threads | %s kernels | %s, %s kernels\n", cpu_features().model.c_str(),
               threads, build_simd_level().c_str(), b.library.c_str(), b.core.c_str());
 
-  section("prefill GEMM  y = x W^T  (GFLOP/s, best / median)");
-  std::printf("  %-22s %18s %18s %18s\n", "M x N x K", "W f32", "W bf16", "W f16");
-  const int64_t prefill[][3] = {{512, 1024, 1024}, {512, 3072, 1024}, {512, 1024, 3072}};
-  for (const auto& s : prefill) {
-    std::printf("  %-22s", fmt::format("{} x {} x {}", s[0], s[1], s[2]).c_str());
-    for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
-      Timing t = bench_linear(dev, s[0], s[1], s[2], d);
-      double flops = 2.0 * double(s[0] * s[1] * s[2]);
-      std::printf(" %8.1f / %7.1f", flops / t.best / 1e9, flops / t.median / 1e9);
-    }
-    std::printf("\n");
-  }
-
-  section("decode GEMV  y = x W^T, M = 1  (GB/s of weights read, best / median; ms per call)");
-  std::printf("  %-22s %26s %26s\n", "W [N, K]", "bf16", "f32");
-  const int64_t gemv[][2] = {{1024, 3072}, {3072, 1024}, {151936, 1024}};
-  for (const auto& s : gemv) {
-    std::printf("  %-22s", fmt::format("{} x {}", s[0], s[1]).c_str());
-    for (DType d : {DType::kBF16, DType::kF32}) {
-      Timing t = bench_linear(dev, 1, s[0], s[1], d);
-      double bytes = double(s[0] * s[1]) * double(dtype_size(d));
-      std::printf("   %6.1f / %6.1f  %7.3f ms", bytes / t.best / 1e9, bytes / t.median / 1e9,
-                  t.median * 1e3);
-    }
-    std::printf("\n");
-  }
-
-  section("small M, W 3072 x 1024  (GFLOP/s by M: GEMV kernels up to M = 8, BLAS above)");
-  std::printf("  %-6s %12s %12s\n", "M", "W bf16", "W f32");
-  for (int64_t M : {1, 2, 4, 8, 9, 16, 32, 64}) {
-    std::printf("  %-6lld", static_cast<long long>(M));
-    for (DType d : {DType::kBF16, DType::kF32}) {
-      Timing t = bench_linear(dev, M, 3072, 1024, d);
-      std::printf(" %12.1f", 2.0 * double(M) * 3072 * 1024 / t.median / 1e9);
-    }
-    std::printf("\n");
-  }
-
-  section("attention decode  q_len 1, 16 query heads, 8 kv heads, head_dim 128  (GB/s of KV read)");
-  for (int64_t kv_len : {512, 2048, 4096}) {
-    for (DType d : {DType::kF32, DType::kBF16}) {
-      Tensor q = random_tensor({1, 16, 128}, DType::kF32, 3);
-      Tensor k = random_tensor({kv_len, 8, 128}, d, 4), v = random_tensor({kv_len, 8, 128}, d, 5);
-      Tensor out = dev.empty({1, 16, 128}, DType::kF32);
-      std::vector<AttnSegment> seg = {{0, 1, kv_len, k, v, {}, {}}};
-      Timing t = time_it([&] { dev.attention_forward(out, Tensor(), q, seg, 0.088f); });
-      double bytes = 2.0 * double(kv_len * 8 * 128) * double(dtype_size(d));
-      std::printf("  kv_len %-6lld %-5s %7.1f GB/s  %7.3f ms\n", static_cast<long long>(kv_len),
-                  std::string(dtype_name(d)).c_str(), bytes / t.median / 1e9, t.median * 1e3);
+  if (section("prefill", "prefill GEMM  y = x W^T  (GFLOP/s, best / median)")) {
+    std::printf("  %-22s %18s %18s %18s\n", "M x N x K", "W f32", "W bf16", "W f16");
+    const int64_t prefill[][3] = {{512, 1024, 1024}, {512, 3072, 1024}, {512, 1024, 3072}};
+    for (const auto& s : prefill) {
+      std::printf("  %-22s", fmt::format("{} x {} x {}", s[0], s[1], s[2]).c_str());
+      for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
+        Timing t = bench_linear(dev, s[0], s[1], s[2], d);
+        double flops = 2.0 * double(s[0] * s[1] * s[2]);
+        std::printf(" %8.1f / %7.1f", flops / t.best / 1e9, flops / t.median / 1e9);
+      }
+      std::printf("\n");
     }
   }
 
-  section("attention prefill  T 512, 16 query heads, 8 kv heads, head_dim 128  (GFLOP/s, ms)");
-  {
+  if (section(
+          "gemv",
+          "decode GEMV  y = x W^T, M = 1  (GB/s of weights read, best / median; ms per call)")) {
+    std::printf("  %-22s %26s %26s\n", "W [N, K]", "bf16", "f32");
+    const int64_t gemv[][2] = {{1024, 3072}, {3072, 1024}, {151936, 1024}};
+    for (const auto& s : gemv) {
+      std::printf("  %-22s", fmt::format("{} x {}", s[0], s[1]).c_str());
+      for (DType d : {DType::kBF16, DType::kF32}) {
+        Timing t = bench_linear(dev, 1, s[0], s[1], d);
+        double bytes = double(s[0] * s[1]) * double(dtype_size(d));
+        std::printf("   %6.1f / %6.1f  %7.3f ms", bytes / t.best / 1e9, bytes / t.median / 1e9,
+                    t.median * 1e3);
+      }
+      std::printf("\n");
+    }
+  }
+
+  if (section("smallm", "small M, W 3072 x 1024 in cache  (GFLOP/s by M)")) {
+    std::printf("  %-6s %12s %12s\n", "M", "W bf16", "W f32");
+    for (int64_t M : {1, 2, 4, 8, 9, 16, 32, 64}) {
+      std::printf("  %-6lld", static_cast<long long>(M));
+      for (DType d : {DType::kBF16, DType::kF32}) {
+        Timing t = bench_linear(dev, M, 3072, 1024, d);
+        std::printf(" %12.1f", 2.0 * double(M) * 3072 * 1024 / t.median / 1e9);
+      }
+      std::printf("\n");
+    }
+  }
+
+  // Decode of a batch as the model runs it: every matmul streams weights that are not in cache.
+  // A bank of 64 [3072, 1024] matrices (384 MiB in bf16) is walked once per timed call.
+  if (section("bank",
+              "small M over a 64-matrix weight bank (not in cache)  (GFLOP/s; GB/s of weights)")) {
+    std::printf("  %-6s %22s %22s\n", "M", "W bf16", "W f32");
+    const int64_t N = 3072, K = 1024, count = 64;
+    for (int64_t M : {1, 2, 4, 8, 12, 16, 24, 32}) {
+      std::printf("  %-6lld", static_cast<long long>(M));
+      for (DType d : {DType::kBF16, DType::kF32}) {
+        std::vector<Tensor> bank;
+        for (int64_t i = 0; i < count; ++i)
+          bank.push_back(random_tensor({N, K}, d, uint64_t(10 + i)));
+        Tensor x = random_tensor({M, K}, DType::kF32, 1);
+        Tensor y = dev.empty({M, N}, DType::kF32);
+        Timing t = time_it([&] {
+          for (const Tensor& w : bank) dev.gemm(x, false, w, true, y);
+        });
+        double flops = 2.0 * double(M * N * K * count),
+               bytes = double(N * K * count * int64_t(dtype_size(d)));
+        std::printf(" %9.1f  %6.1f GB/s", flops / t.median / 1e9, bytes / t.median / 1e9);
+      }
+      std::printf("\n");
+    }
+  }
+
+  if (section("attention",
+              "attention decode  q_len 1, 16 query heads, 8 kv heads, head_dim 128  (GB/s of KV "
+              "read)")) {
+    for (int64_t kv_len : {512, 2048, 4096}) {
+      for (DType d : {DType::kF32, DType::kBF16}) {
+        Tensor q = random_tensor({1, 16, 128}, DType::kF32, 3);
+        Tensor k = random_tensor({kv_len, 8, 128}, d, 4), v = random_tensor({kv_len, 8, 128}, d, 5);
+        Tensor out = dev.empty({1, 16, 128}, DType::kF32);
+        std::vector<AttnSegment> seg = {{0, 1, kv_len, k, v, {}, {}}};
+        Timing t = time_it([&] { dev.attention_forward(out, Tensor(), q, seg, 0.088f); });
+        double bytes = 2.0 * double(kv_len * 8 * 128) * double(dtype_size(d));
+        std::printf("  kv_len %-6lld %-5s %7.1f GB/s  %7.3f ms\n", static_cast<long long>(kv_len),
+                    std::string(dtype_name(d)).c_str(), bytes / t.median / 1e9, t.median * 1e3);
+      }
+    }
+  }
+
+  if (section(
+          "attention",
+          "attention prefill  T 512, 16 query heads, 8 kv heads, head_dim 128  (GFLOP/s, ms)")) {
     const int64_t T = 512, Hq = 16, Hkv = 8, D = 128;
     Tensor q = random_tensor({T, Hq, D}, DType::kF32, 6),
            k = random_tensor({T, Hkv, D}, DType::kF32, 7);
@@ -156,8 +199,7 @@ int main(int argc, char** argv) {
                 2.5 * flops / b.median / 1e9, b.median * 1e3);
   }
 
-  section("memory read bandwidth  (1 GiB, GB/s, best / median)");
-  {
+  if (section("memory", "memory read bandwidth  (1 GiB, GB/s, best / median)")) {
     const int64_t n = int64_t(1) << 28;  // floats
     Tensor big = Tensor::host({n}, DType::kF32);
     std::memset(big.raw_ptr(), 1, big.nbytes());

@@ -51,10 +51,11 @@ void run_gemm_case(DeviceTest& t, Device& dev, GemmCase gc, bool ta, bool tb, DT
 }
 
 TEST_P(GemmTest, AllTranspositionsBetasAndWeightDtypes) {
-  // Small M (GEMV kernels: M <= 8) and larger M (BLAS, and bf16/f16 panels converted to f32), with
-  // sizes that are not multiples of the vector width; the last case is large enough to split over
-  // the pool's threads.
-  const GemmCase cases[] = {{1, 37, 45}, {3, 40, 33}, {8, 19, 70}, {9, 33, 21}, {65, 70, 131}};
+  // Small M (GEMV kernels: M <= 8, and M <= 32 for x W^T) and larger M (BLAS, and bf16/f16 panels
+  // converted to f32), with K below, at and between multiples of the vector width and of the
+  // bf16 pair block (2 vectors); the last case is large enough to split over the pool's threads.
+  const GemmCase cases[] = {{1, 37, 45}, {3, 40, 33}, {8, 19, 70},  {9, 33, 21},  {16, 21, 64},
+                            {31, 9, 7},  {32, 6, 96}, {33, 5, 32}, {65, 70, 131}};
   uint64_t seed = 1;
   for (GemmCase gc : cases)
     for (bool ta : {false, true})
@@ -123,6 +124,30 @@ TEST_P(GemmTest, LinearBackwardMatchesFiniteDifferences) {
   dev().gemm(dY, true, X, false, dW, 1.0f, 1.0f);  // dW += dY^T X
   SWIFTLET_EXPECT_CLOSE(down(dX), gx, tol_grad(double(out)));
   SWIFTLET_EXPECT_CLOSE(down(dW), gw, tol_grad(double(T)));
+}
+
+// A row of x W^T does not depend on the other rows of the batch, up to the GEMV limit (M <= 32):
+// a sequence decodes to the same logits alone or with others.
+TEST_P(GemmTest, SmallBatchRowsEqualSingleRows) {
+  const int64_t M = 32, N = 37, K = 100;
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
+    auto a = random_floats(size_t(M * K), 41), b = random_floats(size_t(N * K), 42);
+    Tensor B = up(b, {N, K}, d);
+    for (int64_t rows : {int64_t(2), int64_t(5), M}) {
+      std::vector<float> head(a.begin(), a.begin() + rows * K);
+      Tensor C = dev().empty({rows, N}, DType::kF32);
+      dev().gemm(up(head, {rows, K}), false, B, true, C);
+      std::vector<float> batch = down(C);
+      for (int64_t m = 0; m < rows; ++m) {
+        std::vector<float> row(a.begin() + m * K, a.begin() + (m + 1) * K);
+        Tensor c1 = dev().empty({1, N}, DType::kF32);
+        dev().gemm(up(row, {1, K}), false, B, true, c1);
+        std::vector<float> single = down(c1);
+        ASSERT_TRUE(std::equal(single.begin(), single.end(), batch.begin() + m * N))
+            << dtype_name(d) << " row " << m << " of " << rows;
+      }
+    }
+  }
 }
 
 TEST_P(GemmTest, RepeatsBitForBit) {

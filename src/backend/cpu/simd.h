@@ -67,6 +67,26 @@ inline __m256i load_u16_partial(const uint16_t* p, int n) {
 }
 #endif
 inline V load_bf16_partial(const uint16_t* p, int n) { return widen_bf16(load_u16_partial(p, n)); }
+// 2W consecutive bf16 values as two f32 vectors: even = p[0], p[2], ..., odd = p[1], p[3], ...
+// (one load and two bit operations, no shuffles: each 32-bit lane holds one even/odd pair).
+inline void split_bf16_pairs(__m512i u, V& even, V& odd) {
+  even = _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+  odd = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32(int(0xffff0000u))));
+}
+inline void load_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  split_bf16_pairs(_mm512_loadu_si512(p), even, odd);
+}
+#if defined(__AVX512BW__)
+inline void load_bf16_pairs_partial(const uint16_t* p, int n, V& even, V& odd) {  // n < 2W
+  split_bf16_pairs(_mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << n) - 1), p), even, odd);
+}
+#else
+inline void load_bf16_pairs_partial(const uint16_t* p, int n, V& even, V& odd) {
+  alignas(64) uint16_t tmp[32] = {};
+  std::memcpy(tmp, p, size_t(n) * 2);
+  split_bf16_pairs(_mm512_load_si512(tmp), even, odd);
+}
+#endif
 inline V load_f16_partial(const uint16_t* p, int n) {
   return _mm512_cvtph_ps(load_u16_partial(p, n));
 }
@@ -149,6 +169,16 @@ inline V load_bf16_partial(const uint16_t* p, int n) {
   std::memcpy(tmp, p, size_t(n) * 2);
   return load_bf16(tmp);
 }
+inline void load_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(int(0xffff0000u))));
+}
+inline void load_bf16_pairs_partial(const uint16_t* p, int n, V& even, V& odd) {
+  alignas(32) uint16_t tmp[16] = {};
+  std::memcpy(tmp, p, size_t(n) * 2);
+  load_bf16_pairs(tmp, even, odd);
+}
 #if defined(__F16C__)
 inline V load_f16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -223,6 +253,16 @@ inline V load_bf16_partial(const uint16_t* p, int n) {
   uint16_t tmp[4] = {};
   std::memcpy(tmp, p, size_t(n) * 2);
   return load_bf16(tmp);
+}
+inline void load_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  uint32x4_t u = vreinterpretq_u32_u16(vld1q_u16(p));
+  even = vreinterpretq_f32_u32(vshlq_n_u32(u, 16));
+  odd = vreinterpretq_f32_u32(vandq_u32(u, vdupq_n_u32(0xffff0000u)));
+}
+inline void load_bf16_pairs_partial(const uint16_t* p, int n, V& even, V& odd) {
+  uint16_t tmp[8] = {};
+  std::memcpy(tmp, p, size_t(n) * 2);
+  load_bf16_pairs(tmp, even, odd);
 }
 inline V load_f16_partial(const uint16_t* p, int n) {
   uint16_t tmp[4] = {};
@@ -319,6 +359,14 @@ inline V load_bf16_partial(const uint16_t* p, int n) {
   V r = zero();
   for (int i = 0; i < n; ++i) r.x[i] = bf16_to_f32(p[i]);
   return r;
+}
+inline void load_bf16_pairs_partial(const uint16_t* p, int n, V& even, V& odd) {
+  even = zero();
+  odd = zero();
+  for (int i = 0; i < n; ++i) (i % 2 ? odd : even).x[i / 2] = bf16_to_f32(p[i]);
+}
+inline void load_bf16_pairs(const uint16_t* p, V& even, V& odd) {
+  load_bf16_pairs_partial(p, 8, even, odd);
 }
 inline V load_f16_partial(const uint16_t* p, int n) {
   V r = zero();
