@@ -137,24 +137,35 @@ int main(int argc, char** argv) {
   }
 
   // Decode of a batch as the model runs it: every matmul streams weights that are not in cache.
-  // A bank of 64 [3072, 1024] matrices (384 MiB in bf16) is walked once per timed call.
+  // The bank holds 16 layers of Qwen3-0.6B's shapes (q, k, v, o, gate, up, down; 480 MiB in bf16)
+  // and is walked once per timed call.
   if (section("bank",
-              "small M over a 64-matrix weight bank (not in cache)  (GFLOP/s; GB/s of weights)")) {
+              "small M over 16 layers of Qwen3-0.6B shapes (not in cache)  (GFLOP/s; GB/s of "
+              "weights)")) {
     std::printf("  %-6s %22s %22s\n", "M", "W bf16", "W f32");
-    const int64_t N = 3072, K = 1024, count = 64;
-    for (int64_t M : {1, 2, 4, 8, 12, 16, 24, 32}) {
+    const int64_t shapes[][2] = {{2048, 1024}, {1024, 1024}, {1024, 1024}, {1024, 2048},
+                                 {3072, 1024}, {3072, 1024}, {1024, 3072}};
+    for (int64_t M : {1, 2, 4, 8, 16, 32}) {
       std::printf("  %-6lld", static_cast<long long>(M));
       for (DType d : {DType::kBF16, DType::kF32}) {
-        std::vector<Tensor> bank;
-        for (int64_t i = 0; i < count; ++i)
-          bank.push_back(random_tensor({N, K}, d, uint64_t(10 + i)));
-        Tensor x = random_tensor({M, K}, DType::kF32, 1);
-        Tensor y = dev.empty({M, N}, DType::kF32);
+        struct Item {
+          Tensor x, w, y;
+        };
+        std::vector<Item> bank;
+        double flops = 0, bytes = 0;
+        uint64_t seed = 10;
+        for (int layer = 0; layer < 16; ++layer)
+          for (const auto& s : shapes) {
+            bank.push_back({random_tensor({M, s[1]}, DType::kF32, seed),
+                            random_tensor({s[0], s[1]}, d, seed + 1),
+                            dev.empty({M, s[0]}, DType::kF32)});
+            seed += 2;
+            flops += 2.0 * double(M * s[0] * s[1]);
+            bytes += double(s[0] * s[1] * int64_t(dtype_size(d)));
+          }
         Timing t = time_it([&] {
-          for (const Tensor& w : bank) dev.gemm(x, false, w, true, y);
+          for (const Item& it : bank) dev.gemm(it.x, false, it.w, true, it.y);
         });
-        double flops = 2.0 * double(M * N * K * count),
-               bytes = double(N * K * count * int64_t(dtype_size(d)));
         std::printf(" %9.1f  %6.1f GB/s", flops / t.median / 1e9, bytes / t.median / 1e9);
       }
       std::printf("\n");

@@ -95,6 +95,11 @@ StreamResult stream_chat(int port, int index, int max_tokens, const std::string&
   };
   auto res = c.send(req);
   r.ok = res && res->status == 200 && got_first;
+  if (!r.ok)
+    std::fprintf(stderr, "request %d: %s\n", index,
+                 !res ? httplib::to_string(res.error()).c_str()
+                 : res->status != 200 ? ("HTTP " + std::to_string(res->status) + " " + res->body).c_str()
+                                      : "no content chunk in the stream");
   return r;
 }
 

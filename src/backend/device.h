@@ -50,9 +50,10 @@ class Device {
   virtual Tensor empty(const Shape& shape, DType dtype) = 0;  // uninitialised
   Tensor zeros(const Shape& shape, DType dtype);
   // A tensor on this device holding a copy of a host tensor (the CPU device may share storage
-  // instead of copying when the host memory outlives the result, as mmapped weights do).
-  // The CPU device always shares (the result keeps the host storage alive): write a host buffer
-  // again only once the uploaded tensor is no longer needed, or upload a fresh buffer.
+  // instead of copying when the host memory outlives the result).
+  // The CPU device shares (the result keeps the host storage alive), except that it copies large
+  // tensors of memory-mapped files to huge pages: write a host buffer again only once the
+  // uploaded tensor is no longer needed, or upload a fresh buffer.
   virtual Tensor upload(const Tensor& host) = 0;
   // A host tensor holding a copy of a tensor of this device.
   virtual Tensor download(const Tensor& t) = 0;

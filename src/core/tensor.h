@@ -26,6 +26,7 @@ struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
   Device* device = nullptr;  // nullptr: host memory
+  bool file_mapped = false;  // a read-only memory map of a file (safetensors weights)
   std::function<void(void*, size_t)> release;
   ~Storage() {
     if (release) release(ptr, bytes);

@@ -226,6 +226,7 @@ SafetensorsFile load_safetensors(const SafetensorsHeader& h) {
   auto storage = std::make_shared<Storage>();
   storage->ptr = base;
   storage->bytes = h.file_size;
+  storage->file_mapped = true;
   storage->release = [](void* p, size_t n) { ::munmap(p, n); };
 
   SafetensorsFile f;

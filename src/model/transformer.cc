@@ -1,9 +1,9 @@
 #include "model/transformer.h"
 
-#include "model/transformer_internal.h"
-
 #include <cmath>
 #include <numbers>
+
+#include "model/transformer_internal.h"
 
 namespace swiftlet {
 
@@ -24,7 +24,8 @@ DType parse_torch_dtype(const std::string& name) {
   if (name == "bfloat16" || name == "bf16") return DType::kBF16;
   if (name == "float16" || name == "fp16" || name == "half") return DType::kF16;
   if (name == "float32" || name == "fp32" || name == "float") return DType::kF32;
-  throw Error(fmt::format("--torch_dtype {} is not supported", name), "use bfloat16, float16 or float32");
+  throw Error(fmt::format("--torch_dtype {} is not supported", name),
+              "use bfloat16, float16 or float32");
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& c) {
@@ -65,12 +66,13 @@ Transformer::Transformer(Device& device, ModelConfig config,
     auto it = weights.find(name);
     if (it == weights.end()) throw Error(fmt::format("model weight {} is missing", name));
     Tensor h = host_as(it->second, weight_dtype_);
-    if (writable && h.storage() == it->second.storage()) {
+    Tensor u = dev_.upload(h);
+    if (writable && u.raw_ptr() == it->second.raw_ptr()) {  // shared with the caller's tensor
       Tensor d = dev_.empty(h.shape(), h.dtype());
-      dev_.copy(d, dev_.upload(h));
+      dev_.copy(d, u);
       return d;
     }
-    return dev_.upload(h);
+    return u;
   };
   auto linear = [&](const std::string& prefix, bool bias) {
     Linear l;
@@ -126,7 +128,8 @@ std::vector<NamedSlot> named_slots(const ModelConfig& c, ModelWeights& w, ModelG
       out.push_back({p + "self_attn.q_norm.weight", &L.q_norm, &G.q_norm});
       out.push_back({p + "self_attn.k_norm.weight", &L.k_norm, &G.k_norm});
     }
-    out.push_back({p + "post_attention_layernorm.weight", &L.post_attention_layernorm, &G.post_attention_layernorm});
+    out.push_back({p + "post_attention_layernorm.weight", &L.post_attention_layernorm,
+                   &G.post_attention_layernorm});
     lin("mlp.gate_proj", L.gate_proj, G.gate_proj);
     lin("mlp.up_proj", L.up_proj, G.up_proj);
     lin("mlp.down_proj", L.down_proj, G.down_proj);
@@ -235,7 +238,8 @@ Transformer::BatchCtx Transformer::train_ctx(const TrainBatch& batch) {
   SWIFTLET_CHECK(covered == b.T, "train batch: samples cover {} of {} rows", covered, b.T);
   for (int32_t t : batch.input_ids)
     if (t < 0 || t >= config_.vocab_size)
-      throw Error(fmt::format("token id {} is outside the model's vocabulary of {}", t, config_.vocab_size));
+      throw Error(fmt::format("token id {} is outside the model's vocabulary of {}", t,
+                              config_.vocab_size));
   b.ids = dev_.upload(Tensor::host_from_i32(batch.input_ids, {b.T}));
   b.positions = dev_.upload(Tensor::host_from_i32(batch.positions, {b.T}));
   b.targets = dev_.upload(Tensor::host_from_i32(batch.targets, {b.T}));

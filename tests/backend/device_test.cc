@@ -7,6 +7,8 @@
 #include "backend/cpu/cpu_device.h"
 #include "backend/op_harness.h"
 #include "backend/sim/sim_device.h"
+#include "io/safetensors.h"
+#include "io/test_util.h"
 
 namespace swiftlet::test {
 namespace {
@@ -165,6 +167,33 @@ TEST(CpuDevice, UploadSharesHostStorage) {
   EXPECT_EQ(t.device(), cpu.get());
   host = Tensor();  // the device tensor keeps the memory alive
   EXPECT_EQ(t.to_f32_vector(), (std::vector<float>{1, 2, 3}));
+}
+
+// Large tensors of a memory-mapped safetensors file are copied (to huge pages, for decode speed);
+// small ones and heap tensors are shared.
+TEST(CpuDevice, UploadCopiesLargeMappedTensors) {
+  ScopedEnv env("SWIFTLET_VISIBLE_DEVICES", nullptr);
+  auto cpu = DeviceRegistry::create("cpu:0", test_pool());
+  testing::TempDir dir;
+  const int64_t big = (int64_t(2) << 20) / 4 + 16;  // just over 2 MiB of f32
+  std::vector<float> values(static_cast<size_t>(big));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i % 1000) - 500.0f;
+  std::string path = dir.path() + "/w.safetensors";
+  io::save_safetensors(path, {{"big", Tensor::host_from(values, {big})},
+                              {"small", Tensor::host_from({1, 2, 3}, {3})}});
+  io::SafetensorsFile f = io::load_safetensors(path);
+  const Tensor& mapped_big = *f.find("big");
+  const Tensor& mapped_small = *f.find("small");
+  ASSERT_TRUE(mapped_big.storage()->file_mapped);
+  Tensor b = cpu->upload(mapped_big), s = cpu->upload(mapped_small);
+  EXPECT_NE(b.raw_ptr(), mapped_big.raw_ptr());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.raw_ptr()) % (uintptr_t(2) << 20), 0u);
+  EXPECT_EQ(s.raw_ptr(), mapped_small.raw_ptr());
+  EXPECT_EQ(b.to_f32_vector(), values);
+  EXPECT_EQ(mapped_big.to_f32_vector(), values);  // still readable after its pages were dropped
+  f = io::SafetensorsFile();
+  EXPECT_EQ(b.to_f32_vector(), values);
+  EXPECT_EQ(s.to_f32_vector(), (std::vector<float>{1, 2, 3}));
 }
 
 TEST(CpuDevice, ResultsDoNotDependOnRepeatsAndReductionsNotOnThreads) {

