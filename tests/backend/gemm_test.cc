@@ -1,6 +1,7 @@
 // gemm on every device: every transposition, beta 0 and 1, f32/bf16/f16 weights, the small-M
 // (GEMV) path and the BLAS path, against a double-precision loop; the linear layer's backward
 // (dX = dY W, dW += dY^T X) also against finite differences.
+#include "backend/cpu/cpu_device.h"
 #include "backend/device.h"
 #include "backend/op_harness.h"
 
@@ -44,6 +45,8 @@ void run_gemm_case(DeviceTest& t, Device& dev, GemmCase gc, bool ta, bool tb, DT
   Tensor B = t.up(b, tb ? Shape{N, K} : Shape{K, N}, bdt);
   Tensor C = t.up(c0, {M, N});
   dev.gemm(A, ta, B, tb, C, alpha, beta);
+  // The decode kernels with bf16 dot products round A to bf16 (CPUs with AVX512_BF16).
+  if (CpuDevice::gemm_rounds_a_to_bf16(M, tb, bdt)) a = round_to(a, DType::kBF16);
   auto want = gemm_ref(a, ta, b, tb, c0, M, N, K, alpha, beta);
   SCOPED_TRACE(fmt::format("M {} N {} K {} trans_a {} trans_b {} B {} alpha {} beta {}", M, N, K,
                            ta, tb, dtype_name(bdt), alpha, beta));

@@ -25,6 +25,11 @@ class CpuDevice : public Device {
   void copy(const Tensor& dst, const Tensor& src) override;
   void fill(const Tensor& t, float value) override;
 
+  // True when gemm rounds op(A) to bf16 for this shape: bf16 B used as [N, K] (trans_b) with
+  // M <= 32 on CPUs with AVX512_BF16 dot products (the decode matmuls; products exact, f32 sums).
+  static bool gemm_rounds_a_to_bf16(int64_t M, bool trans_b, DType b);
+  // One line on the small-M (decode) GEMM kernels, for `swiftlet env`.
+  static std::string gemv_summary();
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
             float alpha = 1.0f, float beta = 0.0f) override;
 

@@ -67,6 +67,17 @@ inline __m256i load_u16_partial(const uint16_t* p, int n) {
 }
 #endif
 inline V load_bf16_partial(const uint16_t* p, int n) { return widen_bf16(load_u16_partial(p, n)); }
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+// bf16 dot products (AVX512_BF16): acc[i] += a[2i] b[2i] + a[2i+1] b[2i+1] over 2W bf16 values,
+// products exact, sums in f32 (denormal inputs read as zero).
+#define SWIFTLET_SIMD_BF16_DOT 1
+using Bf16x2 = __m512bh;
+inline Bf16x2 load_bf16x2(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
+inline Bf16x2 load_bf16x2_partial(const uint16_t* p, int n) {  // n < 2W, the rest zero
+  return (__m512bh)_mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << n) - 1), p);
+}
+inline V dot_bf16x2(V acc, Bf16x2 a, Bf16x2 b) { return _mm512_dpbf16_ps(acc, a, b); }
+#endif
 // 2W consecutive bf16 values as two f32 vectors: even = p[0], p[2], ..., odd = p[1], p[3], ...
 // (one load and two bit operations, no shuffles: each 32-bit lane holds one even/odd pair).
 inline void split_bf16_pairs(__m512i u, V& even, V& odd) {
