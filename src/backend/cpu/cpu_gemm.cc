@@ -135,6 +135,8 @@ inline int64_t packed_bf16_stride(int64_t K) { return (K + 2 * W - 1) / (2 * W) 
 
 #if defined(SWIFTLET_SIMD_BF16_DOT)
 using PackedA = uint16_t;
+using ABlock = s::Bf16x2;  // 2W values of A
+using BBlock = s::Bf16x2;  // 2W weights of one row
 
 // out[m, :] = bf16(op(A)[m, :]); op(A) is [M, K] of A with leading dimension lda.
 void pack_bf16_a(const float* a, bool trans_a, int64_t lda, int64_t M, int64_t K, PackedA* out) {
@@ -146,45 +148,20 @@ void pack_bf16_a(const float* a, bool trans_a, int64_t lda, int64_t M, int64_t K
     for (int64_t k = 0; k < kp; k += W) s::store_bf16(out + m * kp + k, s::load(row + k));
   }
 }
-
-template <int MT, int NT>
-void gemv_nt_tile_bf16(const PackedA* ap, int64_t kp, int64_t K, const uint16_t* b, int64_t n,
-                       float* c, int64_t ldc, float alpha, float beta) {
-  s::V acc[MT][NT];
-  SWIFTLET_UNROLL
-  for (auto& row : acc) {
-    SWIFTLET_UNROLL
-    for (auto& v : row) v = s::zero();
-  }
-  const uint16_t* next = b + (n + NT) * K;  // the next tile's rows, prefetched as in gemv_nt_tile
-  int64_t k = 0;
-  auto step = [&](const s::Bf16x2(&bv)[NT]) {
-    SWIFTLET_UNROLL
-    for (int m = 0; m < MT; ++m) {
-      s::Bf16x2 av = s::load_bf16x2(ap + m * kp + k);
-      SWIFTLET_UNROLL
-      for (int j = 0; j < NT; ++j) acc[m][j] = s::dot_bf16x2(acc[m][j], av, bv[j]);
-    }
-  };
-  for (; k + 2 * W <= K; k += 2 * W) {
-    s::Bf16x2 bv[NT];
-    SWIFTLET_UNROLL
-    for (int j = 0; j < NT; ++j) {
-      __builtin_prefetch(next + j * K + k, 0, 3);
-      bv[j] = s::load_bf16x2(b + (n + j) * K + k);
-    }
-    step(bv);
-  }
-  if (k < K) {
-    s::Bf16x2 bv[NT];
-    SWIFTLET_UNROLL
-    for (int j = 0; j < NT; ++j) bv[j] = s::load_bf16x2_partial(b + (n + j) * K + k, int(K - k));
-    step(bv);
-  }
-  store_tile<MT, NT>(acc, c, ldc, n, alpha, beta);
+inline ABlock load_a_block(const PackedA* p) { return s::load_bf16x2(p); }
+inline BBlock load_b_block(const uint16_t* p) { return s::load_bf16x2(p); }
+inline BBlock load_b_block_partial(const uint16_t* p, int n) {
+  return s::load_bf16x2_partial(p, n);
+}
+inline s::V multiply_add(s::V acc, const ABlock& a, const BBlock& b) {
+  return s::dot_bf16x2(acc, a, b);
 }
 #else
 using PackedA = float;
+struct ABlock {
+  s::V even, odd;
+};
+using BBlock = ABlock;
 
 // out[m, :] = op(A)[m, :] with each block of 2W columns reordered as its W even columns, then its
 // W odd ones; op(A) is [M, K] of A with leading dimension lda.
@@ -199,7 +176,24 @@ void pack_bf16_a(const float* a, bool trans_a, int64_t lda, int64_t M, int64_t K
     }
   }
 }
+inline ABlock load_a_block(const PackedA* p) { return {s::load(p), s::load(p + W)}; }
+inline BBlock load_b_block(const uint16_t* p) {
+  BBlock b;
+  s::load_bf16_pairs(p, b.even, b.odd);
+  return b;
+}
+inline BBlock load_b_block_partial(const uint16_t* p, int n) {
+  BBlock b;
+  s::load_bf16_pairs_partial(p, n, b.even, b.odd);
+  return b;
+}
+inline s::V multiply_add(s::V acc, const ABlock& a, const BBlock& b) {
+  return s::fma(a.even, b.even, s::fma(a.odd, b.odd, acc));
+}
+#endif
 
+// C[m, n + j] (m < MT, j < NT) from A packed by pack_bf16_a (row stride kp) and bf16 rows of B,
+// 2W columns per step.
 template <int MT, int NT>
 void gemv_nt_tile_bf16(const PackedA* ap, int64_t kp, int64_t K, const uint16_t* b, int64_t n,
                        float* c, int64_t ldc, float alpha, float beta) {
@@ -211,33 +205,31 @@ void gemv_nt_tile_bf16(const PackedA* ap, int64_t kp, int64_t K, const uint16_t*
   }
   const uint16_t* next = b + (n + NT) * K;  // the next tile's rows, prefetched as in gemv_nt_tile
   int64_t k = 0;
-  auto step = [&](const s::V(&be)[NT], const s::V(&bo)[NT]) {
+  auto step = [&](const BBlock(&bv)[NT]) {
     SWIFTLET_UNROLL
     for (int m = 0; m < MT; ++m) {
-      s::V ae = s::load(ap + m * kp + k), ao = s::load(ap + m * kp + k + W);
+      ABlock av = load_a_block(ap + m * kp + k);
       SWIFTLET_UNROLL
-      for (int j = 0; j < NT; ++j) acc[m][j] = s::fma(ae, be[j], s::fma(ao, bo[j], acc[m][j]));
+      for (int j = 0; j < NT; ++j) acc[m][j] = multiply_add(acc[m][j], av, bv[j]);
     }
   };
   for (; k + 2 * W <= K; k += 2 * W) {
-    s::V be[NT], bo[NT];
+    BBlock bv[NT];
     SWIFTLET_UNROLL
     for (int j = 0; j < NT; ++j) {
       __builtin_prefetch(next + j * K + k, 0, 3);
-      s::load_bf16_pairs(b + (n + j) * K + k, be[j], bo[j]);
+      bv[j] = load_b_block(b + (n + j) * K + k);
     }
-    step(be, bo);
+    step(bv);
   }
   if (k < K) {
-    s::V be[NT], bo[NT];
+    BBlock bv[NT];
     SWIFTLET_UNROLL
-    for (int j = 0; j < NT; ++j)
-      s::load_bf16_pairs_partial(b + (n + j) * K + k, int(K - k), be[j], bo[j]);
-    step(be, bo);
+    for (int j = 0; j < NT; ++j) bv[j] = load_b_block_partial(b + (n + j) * K + k, int(K - k));
+    step(bv);
   }
   store_tile<MT, NT>(acc, c, ldc, n, alpha, beta);
 }
-#endif
 
 // The bf16 decode matmul over rows [n0, n1) of B, with A packed by pack_bf16_a.
 void gemv_nt_bf16(const PackedA* ap, int64_t M, int64_t K, const uint16_t* b, int64_t n0,
