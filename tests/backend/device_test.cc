@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu/cpu_device.h"
+#include "backend/cpu/cpu_info.h"
 #include "backend/op_harness.h"
 #include "backend/sim/sim_device.h"
 #include "io/safetensors.h"
@@ -194,6 +195,41 @@ TEST(CpuDevice, UploadCopiesLargeMappedTensors) {
   f = io::SafetensorsFile();
   EXPECT_EQ(b.to_f32_vector(), values);
   EXPECT_EQ(s.to_f32_vector(), (std::vector<float>{1, 2, 3}));
+}
+
+// memory_info lowers the machine's figures to a memory cgroup's limit (v1 and v2 layouts).
+TEST(CpuInfo, MemoryInfoHonoursCgroupLimits) {
+  testing::TempDir dir;
+  const std::string d = dir.path();
+  testing::write_text(d + "/meminfo",
+                      "MemTotal:       16777216 kB\nMemFree:  1 kB\n"
+                      "MemAvailable:   8388608 kB\n");
+  // No cgroup file: the machine's figures.
+  MemoryInfo plain = memory_info_from(d + "/meminfo", d + "/none", d + "/cg");
+  EXPECT_EQ(plain.total_bytes, size_t(16) << 30);
+  EXPECT_EQ(plain.available_bytes, size_t(8) << 30);
+  // v2: limit 4 GiB, 3 GiB used.
+  testing::write_text(d + "/cgroup2", "0::/job\n");
+  testing::write_text(d + "/cg/job/memory.max", "4294967296\n");
+  testing::write_text(d + "/cg/job/memory.current", "3221225472\n");
+  MemoryInfo v2 = memory_info_from(d + "/meminfo", d + "/cgroup2", d + "/cg");
+  EXPECT_EQ(v2.total_bytes, size_t(4) << 30);
+  EXPECT_EQ(v2.available_bytes, size_t(1) << 30);
+  // v2 without a limit.
+  testing::write_text(d + "/cg/job/memory.max", "max\n");
+  EXPECT_EQ(memory_info_from(d + "/meminfo", d + "/cgroup2", d + "/cg").total_bytes, size_t(16)
+                                                                                         << 30);
+  // v1, the group mounted at the root (as inside a container): limit 2 GiB, 512 MiB used.
+  testing::write_text(d + "/cgroup1", "5:cpu:/\n4:memory:/elsewhere\n");
+  testing::write_text(d + "/cg/memory/memory.limit_in_bytes", "2147483648\n");
+  testing::write_text(d + "/cg/memory/memory.usage_in_bytes", "536870912\n");
+  MemoryInfo v1 = memory_info_from(d + "/meminfo", d + "/cgroup1", d + "/cg");
+  EXPECT_EQ(v1.total_bytes, size_t(2) << 30);
+  EXPECT_EQ(v1.available_bytes, size_t(1536) << 20);
+  // v1's "no limit" value.
+  testing::write_text(d + "/cg/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  EXPECT_EQ(memory_info_from(d + "/meminfo", d + "/cgroup1", d + "/cg").available_bytes, size_t(8)
+                                                                                             << 30);
 }
 
 TEST(CpuDevice, ResultsDoNotDependOnRepeatsAndReductionsNotOnThreads) {

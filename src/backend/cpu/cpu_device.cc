@@ -46,15 +46,18 @@ Tensor CpuDevice::empty(const Shape& shape, DType dtype) {
 
 namespace {
 constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kUploadReserve = size_t(1) << 30;  // memory left free when copying weights
 }  // namespace
 
 Tensor CpuDevice::upload(const Tensor& host) {
   check_here("upload", host);
-  if (host.storage()->file_mapped && host.nbytes() >= kHugePage) {
-    // Weights in a memory-mapped file sit on 4 KiB pages; copied to huge pages, batched decode
-    // (4 sequences, Qwen3-0.6B shapes, bf16) spends 30 instead of 41 ms per step in its matmuls.
-    // The file's pages are then dropped from this process (they stay in the page cache) so the
-    // weights are not resident twice.
+  // Weights in a memory-mapped file sit on 4 KiB pages; copied to huge pages, batched decode
+  // (4 sequences, Qwen3-0.6B shapes, bf16) spends 30 instead of 41 ms per step in its matmuls.
+  // The file's pages are then dropped from this process (they stay in the page cache) so the
+  // weights are not resident twice. When memory (or the container's limit) runs short, the mapping
+  // is shared instead: slower, but a model larger than memory still runs.
+  if (host.storage()->file_mapped && host.nbytes() >= kHugePage &&
+      memory_info().available_bytes >= host.nbytes() + kUploadReserve) {
     Tensor t = empty(host.shape(), host.dtype());
     std::memcpy(t.raw_ptr(), host.raw_ptr(), host.nbytes());
     const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));

@@ -6,8 +6,11 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -177,9 +180,56 @@ std::vector<std::string> build_simd_features() {
   return out;
 }
 
+namespace {
+
+// A number from a one-line cgroup file; nullopt when absent or "max" (no limit).
+std::optional<size_t> read_cgroup_number(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!(in >> text) || text == "max") return std::nullopt;
+  try {
+    unsigned long long v = std::stoull(text);
+    if (v >= (1ull << 60)) return std::nullopt;  // cgroup v1's "no limit"
+    return size_t(v);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// The memory limit and usage of this process's cgroup (v2, else v1), when it has a limit.
+std::optional<std::pair<size_t, size_t>> cgroup_memory(const std::string& proc_cgroup,
+                                                       const std::string& cgroup_root) {
+  std::ifstream in(proc_cgroup);
+  std::string line;
+  while (std::getline(in, line)) {
+    // "0::/path" (v2) or "N:memory:/path" (v1); inside a container the path may not exist and the
+    // group is mounted at the root instead.
+    const bool v2 = line.rfind("0::", 0) == 0;
+    const size_t colon = line.find(':', line.find(':') + 1);
+    if (colon == std::string::npos) continue;
+    const std::string controllers = line.substr(line.find(':') + 1, colon - line.find(':') - 1);
+    if (!v2 && controllers != "memory") continue;
+    const std::string rel = line.substr(colon + 1);
+    const std::string base = v2 ? cgroup_root : cgroup_root + "/memory";
+    for (const std::string& dir : {base + rel, base}) {
+      auto limit = read_cgroup_number(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"));
+      auto usage = read_cgroup_number(dir + (v2 ? "/memory.current" : "/memory.usage_in_bytes"));
+      if (limit && usage) return std::make_pair(*limit, *usage);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 MemoryInfo memory_info() {
+  return memory_info_from("/proc/meminfo", "/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
+MemoryInfo memory_info_from(const std::string& meminfo, const std::string& proc_cgroup,
+                            const std::string& cgroup_root) {
   MemoryInfo m;
-  std::ifstream in("/proc/meminfo");
+  std::ifstream in(meminfo);
   std::string key;
   size_t kb;
   std::string unit;
@@ -187,6 +237,12 @@ MemoryInfo memory_info() {
     std::getline(in, unit);
     if (key == "MemTotal:") m.total_bytes = kb * 1024;
     if (key == "MemAvailable:") m.available_bytes = kb * 1024;
+  }
+  // A container's memory limit is lower than the machine's memory.
+  if (auto cg = cgroup_memory(proc_cgroup, cgroup_root)) {
+    const auto [limit, usage] = *cg;
+    m.total_bytes = std::min(m.total_bytes, limit);
+    m.available_bytes = std::min(m.available_bytes, limit > usage ? limit - usage : 0);
   }
   return m;
 }

@@ -35,6 +35,11 @@ struct MemoryInfo {
   size_t total_bytes = 0;
   size_t available_bytes = 0;
 };
-MemoryInfo memory_info();  // from /proc/meminfo (zeros when unreadable)
+// From /proc/meminfo (zeros when unreadable), lowered to the limit of the process's memory cgroup
+// (v2 memory.max / v1 memory.limit_in_bytes) when it has one.
+MemoryInfo memory_info();
+// The same from other files (tests): a meminfo file, a /proc/self/cgroup file, the cgroup mount.
+MemoryInfo memory_info_from(const std::string& meminfo, const std::string& proc_cgroup,
+                            const std::string& cgroup_root);
 
 }  // namespace swiftlet
