@@ -131,6 +131,11 @@ TEST_P(AttentionTest, ForwardSegmentsGqaCachesAndDecode) {
   check_forward(*this, dev(), mixed_problem(6, 1, 8), DType::kF32);    // multi-query
   check_forward(*this, dev(), mixed_problem(4, 2, 32), DType::kBF16);  // bf16 KV cache
   check_forward(*this, dev(), mixed_problem(4, 2, 32), DType::kF16);
+  // Head dims of whole vectors take the register-resident decode path: groups of 3 (a pair of
+  // heads, then one) and of 1, head_dim 128 and 64, f32 and bf16 caches.
+  check_forward(*this, dev(), mixed_problem(6, 2, 128), DType::kF32);
+  check_forward(*this, dev(), mixed_problem(6, 2, 128), DType::kBF16);
+  check_forward(*this, dev(), mixed_problem(3, 3, 64), DType::kF32);
 }
 
 TEST_P(AttentionTest, LongDecodeRow) {

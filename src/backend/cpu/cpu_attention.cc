@@ -22,6 +22,9 @@ constexpr int W = s::kWidth;
 
 namespace {
 
+// Small fixed-size loops over vectors, unrolled so their arrays stay in registers.
+#define SWIFTLET_UNROLL_ATTN _Pragma("GCC unroll 16")
+
 // The t-th row in zig-zag order over [0, n): 0, n-1, 1, n-2, ...
 inline int64_t zigzag(int64_t t, int64_t n) { return (t & 1) ? n - 1 - t / 2 : t / 2; }
 
@@ -291,6 +294,96 @@ void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, floa
   }
 }
 
+// decode_chunk for head_dim D = DV * W, the common case (64 or 128 with AVX-512): per kv head,
+// the k or v row of a key is loaded once for HN query heads at a time, and the query vectors
+// and output accumulators of those heads stay in registers (about twice the speed of the
+// general loop above, which re-reads k and v per head and accumulates in memory).
+template <DType Dk, int DV, int HN>
+void decode_heads(const AttnSegment& sg, const float* q, int64_t row, int64_t kvh, int64_t h0,
+                  float scale, int64_t j0, int64_t j1, float* sc, int64_t n, float* part) {
+  constexpr int64_t D = int64_t(DV) * W;
+  const void *kp = sg.k.raw_ptr(), *vp = sg.v.raw_ptr();
+  const int64_t col = kvh * D;
+  s::V qv[HN][DV];
+  SWIFTLET_UNROLL_ATTN
+  for (int hh = 0; hh < HN; ++hh) {
+    SWIFTLET_UNROLL_ATTN
+    for (int d = 0; d < DV; ++d) qv[hh][d] = s::load(q + (h0 + hh) * D + d * W);
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    if (j + kAhead < j1) prefetch_row(kp, (j + kAhead) * row + col, D, dtype_size(Dk));
+    s::V kv[DV];
+    SWIFTLET_UNROLL_ATTN
+    for (int d = 0; d < DV; ++d) kv[d] = s::load_as<Dk>(kp, j * row + col + d * W);
+    SWIFTLET_UNROLL_ATTN
+    for (int hh = 0; hh < HN; ++hh) {
+      s::V a = s::mul(qv[hh][0], kv[0]), b = s::zero();
+      SWIFTLET_UNROLL_ATTN
+      for (int d = 1; d < DV; ++d) (d % 2 ? b : a) = s::fma(qv[hh][d], kv[d], d % 2 ? b : a);
+      sc[(h0 + hh) * n + j - j0] = scale * s::reduce_add(s::add(a, b));
+    }
+  }
+  SWIFTLET_UNROLL_ATTN
+  for (int hh = 0; hh < HN; ++hh) {
+    float* srow = sc + (h0 + hh) * n;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
+    float* ph = part + (h0 + hh) * (D + 2);
+    ph[D + 1] = exp_in_place(srow, n, m);
+    ph[D] = m;
+  }
+  s::V acc[HN][DV];
+  SWIFTLET_UNROLL_ATTN
+  for (auto& a : acc) {
+    SWIFTLET_UNROLL_ATTN
+    for (auto& v : a) v = s::zero();
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    if (j + kAhead < j1) prefetch_row(vp, (j + kAhead) * row + col, D, dtype_size(Dk));
+    s::V vv[DV];
+    SWIFTLET_UNROLL_ATTN
+    for (int d = 0; d < DV; ++d) vv[d] = s::load_as<Dk>(vp, j * row + col + d * W);
+    SWIFTLET_UNROLL_ATTN
+    for (int hh = 0; hh < HN; ++hh) {
+      s::V p = s::set1(sc[(h0 + hh) * n + j - j0]);
+      SWIFTLET_UNROLL_ATTN
+      for (int d = 0; d < DV; ++d) acc[hh][d] = s::fma(p, vv[d], acc[hh][d]);
+    }
+  }
+  SWIFTLET_UNROLL_ATTN
+  for (int hh = 0; hh < HN; ++hh) {
+    SWIFTLET_UNROLL_ATTN
+    for (int d = 0; d < DV; ++d) s::store(part + (h0 + hh) * (D + 2) + d * W, acc[hh][d]);
+  }
+}
+
+// Runs fn(std::integral_constant<int, DV>{}) when D = DV * W for a register-resident DV (<= 8);
+// returns false otherwise.
+template <class Fn>
+bool with_head_vectors(int64_t D, Fn&& fn) {
+  if (D == 8 * W) return fn(std::integral_constant<int, 8>{}), true;
+  if (D == 4 * W) return fn(std::integral_constant<int, 4>{}), true;
+  if (D == 2 * W) return fn(std::integral_constant<int, 2>{}), true;
+  return false;
+}
+
+template <DType Dk>
+void decode_chunk_fast_or_general(const Geometry& g, const AttnSegment& sg, const float* q,
+                                  float scale, int64_t j0, int64_t j1, float* part) {
+  const int64_t n = j1 - j0, row = g.Hkv * g.D;
+  bool done = with_head_vectors(g.D, [&](auto dv) {
+    constexpr int DV = decltype(dv)::value;
+    float* sc = scratch_floats(2, size_t(g.Hq * n));
+    for (int64_t kvh = 0; kvh < g.Hkv; ++kvh) {
+      int64_t h = kvh * g.group, end = h + g.group;
+      for (; h + 2 <= end; h += 2)
+        decode_heads<Dk, DV, 2>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
+      if (h < end) decode_heads<Dk, DV, 1>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
+    }
+  });
+  if (!done) decode_chunk<Dk>(g, sg, q, scale, j0, j1, part);
+}
+
 }  // namespace
 
 void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
@@ -337,8 +430,8 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
       for (int64_t c = lo; c < hi; ++c) {
         const AttnSegment& sg = segments[chunks[size_t(c)].first];
         int64_t j0 = chunks[size_t(c)].second, j1 = std::min(sg.kv_len, j0 + kDecodeChunk);
-        decode_chunk<Dk>(g, sg, qp + sg.q_begin * g.Hq * g.D, scale, j0, j1,
-                         parts.data() + c * part_size);
+        decode_chunk_fast_or_general<Dk>(g, sg, qp + sg.q_begin * g.Hq * g.D, scale, j0, j1,
+                                         parts.data() + c * part_size);
       }
     });
   });
