@@ -95,7 +95,8 @@ struct GenFigures {
 // Prefill of `prefill` tokens (best of 3, fresh caches), then `decode` tokens one at a time in
 // `rounds` rounds; each round is preceded by a read-bandwidth measurement, so every decode rate is
 // compared with the bandwidth of the same moment (the machines are shared and drift widely).
-// Bytes per token: the weights, plus for the second figure the K and V (f32) of every layer at the
+// Bytes per token: the weights, plus for the second figure the K and V (the cache's dtype: bf16 for
+// bf16 weights, f32 for f32) of every layer at the
 // round's mean context.
 GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes, ReadBandwidth& rb,
                       int64_t prefill, int64_t decode, int rounds) {
@@ -110,8 +111,8 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
     Tensor logits = m.forward(std::span<SequenceStep>(&s, 1));
     g.prefill_tps = std::max(g.prefill_tps, double(prefill) / seconds_since(t));
   }
-  const double kv_per_pos =
-      2.0 * 4.0 * double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim);
+  const double kv_per_pos = 2.0 * double(dtype_size(m.kv_dtype())) *
+                            double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim);
   std::vector<double> tps, bws, pw, pk;
   int32_t tok = 1;
   int64_t done = 0;

@@ -59,9 +59,9 @@ Engine::Engine(Transformer& model, DecoderFactory decoder, EngineOptions options
   const ModelConfig& c = model_.config();
   max_model_len_ = opt_.max_model_len > 0 ? opt_.max_model_len : c.max_position_embeddings;
   if (max_model_len_ <= 0) max_model_len_ = 4096;
-  // Caches hold f32 keys and values of every layer: 2 * layers * kv_heads * head_dim floats.
-  kv_token_bytes_ =
-      2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * int64_t(sizeof(float));
+  // Caches hold the keys and values of every layer: 2 * layers * kv_heads * head_dim elements.
+  kv_token_bytes_ = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
+                    int64_t(dtype_size(model_.kv_dtype()));
   budget_tokens_ = std::numeric_limits<int64_t>::max();
   if (opt_.kv_cache_bytes > 0) {
     budget_tokens_ = opt_.kv_cache_bytes / kv_token_bytes_;

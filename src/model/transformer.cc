@@ -151,8 +151,8 @@ void Transformer::reserve(KvCache& cache, int64_t capacity) const {
   const size_t layers = size_t(config_.num_hidden_layers);
   std::vector<Tensor> k(layers), v(layers);
   for (size_t l = 0; l < layers; ++l) {
-    k[l] = dev_.empty({capacity, hkv, d}, DType::kF32);
-    v[l] = dev_.empty({capacity, hkv, d}, DType::kF32);
+    k[l] = dev_.empty({capacity, hkv, d}, kv_dtype());
+    v[l] = dev_.empty({capacity, hkv, d}, kv_dtype());
     if (cache.length > 0) {
       dev_.copy(k[l].slice(0, cache.length), cache.k[l].slice(0, cache.length));
       dev_.copy(v[l].slice(0, cache.length), cache.v[l].slice(0, cache.length));

@@ -106,6 +106,9 @@ class Transformer {
   // (modules_to_save) are undone by restoring them.
   void restore_base_weights() { w_ = base_w_; }
   DType weight_dtype() const { return weight_dtype_; }
+  // Keys and values in KV caches: the weights' dtype when it is bf16 or f16 (as a Hugging Face
+  // model loaded in that dtype keeps them), else f32.
+  DType kv_dtype() const { return weight_dtype_ == DType::kF32 ? DType::kF32 : weight_dtype_; }
 
   KvCache new_cache(int64_t capacity) const;
   // Grows a cache to hold at least `capacity` tokens (copying what it holds).

@@ -69,10 +69,11 @@ struct Geometry {
 
 // A decode step against a long cache (one query row, many keys) is split over chunks of keys
 // instead: every chunk reads whole contiguous k/v rows (all heads), partial softmax sums are
-// merged.
+// merged. With the register-resident kernel (`fast`, see decode_heads) every decode step goes
+// this way: its items are (chunk, kv head), as many as the row items for a short cache.
 constexpr int64_t kDecodeChunk = 256;
-inline bool split_over_keys(const AttnSegment& sg) {
-  return sg.q_len == 1 && sg.kv_len > kDecodeChunk;
+inline bool split_over_keys(const AttnSegment& sg, bool fast) {
+  return sg.q_len == 1 && (fast || sg.kv_len > kDecodeChunk);
 }
 
 // Work items of each segment: `rows_of(segment)` row-or-key ordinals times the kv heads.
@@ -366,22 +367,23 @@ bool with_head_vectors(int64_t D, Fn&& fn) {
   if (D == 2 * W) return fn(std::integral_constant<int, 2>{}), true;
   return false;
 }
+inline bool fast_decode(int64_t D) {
+  return with_head_vectors(D, [](auto) {});
+}
 
+// The query heads of kv head kvh over one key chunk (the fast path of decode_chunk).
 template <DType Dk>
-void decode_chunk_fast_or_general(const Geometry& g, const AttnSegment& sg, const float* q,
-                                  float scale, int64_t j0, int64_t j1, float* part) {
+void decode_chunk_kv_head(const Geometry& g, const AttnSegment& sg, const float* q, float scale,
+                          int64_t j0, int64_t j1, float* part, int64_t kvh) {
   const int64_t n = j1 - j0, row = g.Hkv * g.D;
-  bool done = with_head_vectors(g.D, [&](auto dv) {
+  with_head_vectors(g.D, [&](auto dv) {
     constexpr int DV = decltype(dv)::value;
     float* sc = scratch_floats(2, size_t(g.Hq * n));
-    for (int64_t kvh = 0; kvh < g.Hkv; ++kvh) {
-      int64_t h = kvh * g.group, end = h + g.group;
-      for (; h + 2 <= end; h += 2)
-        decode_heads<Dk, DV, 2>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
-      if (h < end) decode_heads<Dk, DV, 1>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
-    }
+    int64_t h = kvh * g.group, end = h + g.group;
+    for (; h + 2 <= end; h += 2)
+      decode_heads<Dk, DV, 2>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
+    if (h < end) decode_heads<Dk, DV, 1>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
   });
-  if (!done) decode_chunk<Dk>(g, sg, q, scale, j0, j1, part);
 }
 
 }  // namespace
@@ -407,13 +409,14 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
   if (segments.empty()) return;
   const float* qp = f32(q);
   float *op = f32(out), *lp = lse.defined() ? f32(lse) : nullptr;
-  set_items(&g, segments, [](const AttnSegment& sg) {
-    return split_over_keys(sg) || attention_uses_blas(sg) ? 0 : sg.q_len;
+  const bool fast = fast_decode(g.D);
+  set_items(&g, segments, [fast](const AttnSegment& sg) {
+    return split_over_keys(sg, fast) || attention_uses_blas(sg) ? 0 : sg.q_len;
   });
   // Decode segments: (segment, key chunk) items writing partial sums, merged per head below.
   std::vector<std::pair<size_t, int64_t>> chunks;
   for (size_t si = 0; si < segments.size(); ++si)
-    if (split_over_keys(segments[si]))
+    if (split_over_keys(segments[si], fast))
       for (int64_t j0 = 0; j0 < segments[si].kv_len; j0 += kDecodeChunk)
         chunks.emplace_back(si, j0);
   const int64_t part_size = g.Hq * (g.D + 2);
@@ -426,12 +429,21 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
       attention_forward_items<Dk>(g, segments, qp, op, lp, scale, lo, hi);
     });
     attention_forward_blas(pool(), {g.Hq, g.Hkv, g.D}, segments, qp, op, lp, scale);
-    parallel(pool(), int64_t(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t c = lo; c < hi; ++c) {
+    // With the fast path, items are (chunk, kv head): a few chunks still split evenly over the
+    // threads (three chunks over two threads would leave one thread a third of the work).
+    const int64_t per_chunk = fast ? g.Hkv : 1;
+    parallel(pool(), int64_t(chunks.size()) * per_chunk, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t it = lo; it < hi; ++it) {
+        const int64_t c = it / per_chunk;
         const AttnSegment& sg = segments[chunks[size_t(c)].first];
         int64_t j0 = chunks[size_t(c)].second, j1 = std::min(sg.kv_len, j0 + kDecodeChunk);
-        decode_chunk_fast_or_general<Dk>(g, sg, qp + sg.q_begin * g.Hq * g.D, scale, j0, j1,
-                                         parts.data() + c * part_size);
+        const float* qs = qp + sg.q_begin * g.Hq * g.D;
+        float* part = parts.data() + c * part_size;
+        if (per_chunk > 1) {
+          decode_chunk_kv_head<Dk>(g, sg, qs, scale, j0, j1, part, it % per_chunk);
+        } else {
+          decode_chunk<Dk>(g, sg, qs, scale, j0, j1, part);
+        }
       }
     });
   });
