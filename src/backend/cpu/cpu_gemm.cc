@@ -1,15 +1,15 @@
 // CpuDevice::gemm. Three paths, chosen by shape and weight dtype:
-//  - small M (decode, M <= kSmallM): hand-written kernels that stream B once, widening bf16/f16 to
-//    f32 and using FMA, split over N; they read the 2-byte weights directly. bf16 rows are read as
-//    even/odd pairs against a reordered copy of A, which needs no shuffles (3x the M = 4 rate of a
-//    widening load on AMD EPYC). Every row of C is summed in the same order whatever M is, so a
-//    sequence decodes to the same logits alone or in a batch;
+//  - small M (decode: M <= 32 for x W^T, M <= 8 for x W): hand-written kernels that stream B
+//    once, split over N, reading the 2-byte weights directly. bf16 weights of x W^T use bf16 dot
+//    products where the CPU has AVX512_BF16 (A rounded to bf16, f32 sums; see gemv_nt_tile_bf16),
+//    else even/odd f32 pairs; f16 (and bf16 of x W) are widened to f32 for FMA. Every row of C is
+//    summed in the same order whatever M is, so a row's result does not depend on the batch;
 //  - f32 B: OpenBLAS sgemm, one single-threaded call per pool thread on a block of C;
 //  - bf16/f16 B: each thread converts panels of its columns of B to f32 and runs sgemm on them.
 //    A stays f32 (no activation rounding) and this measures as fast as f32 weights (conversion is
 //    ~1% of the work at M = 512). A bf16 x bf16 product (AVX512_BF16) would round A to bf16; it
 //    runs at half the f32 peak on Intel CPUs without AMX and at twice it on AMD Zen 5 (oneDNN 2.6:
-//    ~1000 vs ~470 GFLOP/s on 2 cores), a possible opt-in mode for bf16 runs, not a default.
+//    ~1000 vs ~470 GFLOP/s on 2 cores), a possible opt-in mode for bf16 prefill, not a default.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -29,8 +29,8 @@ constexpr int W = s::kWidth;
 namespace {
 
 // Rows of A at or below which the GEMV kernels run instead of BLAS: for y = x W^T (decode of a
-// batch of sequences, measured faster than BLAS up to M = 32 with bf16 and f32 weights), and for x
-// W.
+// batch of sequences; measured faster than BLAS up to M = 32 with bf16 and f32 weights) and for
+// x W.
 constexpr int64_t kSmallM = 32;
 constexpr int64_t kSmallMNoTrans = 8;
 constexpr int64_t kPanelFloats = 1 << 20;  // f32 elements of one converted B panel (4 MiB)
@@ -126,8 +126,8 @@ inline void over_row_blocks(int64_t M, Fn&& fn) {
 // and take A packed once per call (row stride kp = K rounded up to 2W, zero-padded):
 //  - with AVX512_BF16, A is rounded to bf16 (round to nearest even) and each step is one bf16 dot
 //    product per (row of A, row of B): exact products summed in f32, as llama.cpp and PyTorch's
-//    bf16 matmuls do. Measured on AMD EPYC (Zen 5), M = 4: 3.4x the f32 FMA variant in cache, and
-//    memory-bound instead of compute-bound from DRAM;
+//    bf16 matmuls do. Measured on AMD EPYC, 2 threads, M = 4, weights in cache: 600 vs 340
+//    GFLOP/s for the f32 pair variant; from DRAM, memory-bound up to M = 8;
 //  - otherwise A stays f32, reordered per block of 2W columns as W even then W odd columns, and
 //    the weights are split into even/odd f32 vectors with a shift and a mask
 //    (simd::load_bf16_pairs).
