@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "backend/cpu/cpu_info.h"
+
 #include <cmath>
 #include <vector>
 
@@ -11,6 +13,17 @@ namespace swiftlet {
 namespace {
 
 namespace s = simd;
+
+// The kernel test binaries built for lesser CPUs (CMake's swiftlet_kernel_tests_<level>) say which
+// level they must have compiled, so a flag that stops working cannot silently test the wrong one.
+TEST(Simd, BuildsTheExpectedLevel) {
+#ifdef SWIFTLET_EXPECT_SIMD_LEVEL
+  EXPECT_EQ(build_simd_level(), SWIFTLET_EXPECT_SIMD_LEVEL);
+  EXPECT_EQ(s::kWidth, build_simd_level() == "avx2" ? 8 : 4);
+#else
+  EXPECT_EQ(s::kWidth, build_simd_level() == "avx512" ? 16 : build_simd_level() == "avx2" ? 8 : 4);
+#endif
+}
 
 TEST(Simd, ExpIsWithinTwoUlpAndHandlesEdges) {
   double worst = 0;
