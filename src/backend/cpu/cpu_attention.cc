@@ -334,11 +334,7 @@ void decode_heads(const AttnSegment& sg, const float* q, int64_t row, int64_t kv
     ph[D] = m;
   }
   s::V acc[HN][DV];
-  SWIFTLET_UNROLL_ATTN
-  for (auto& a : acc) {
-    SWIFTLET_UNROLL_ATTN
-    for (auto& v : a) v = s::zero();
-  }
+  s::set_zero(acc);
   for (int64_t j = j0; j < j1; ++j) {
     if (j + kAhead < j1) prefetch_row(vp, (j + kAhead) * row + col, D, dtype_size(Dk));
     s::V vv[DV];

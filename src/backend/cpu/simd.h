@@ -413,6 +413,17 @@ inline V exp(V x) {
   return zero_below(x, mul(y, pow2_int(n)), -87.3f);
 }
 
+// Sets every vector of a small fixed-size tile to zero. The loops are unrolled so that, inlined
+// into a kernel, the tile can live in registers (GCC does not unroll them at -O2 by itself).
+template <int R, int C>
+inline void set_zero(V (&tile)[R][C]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) tile[r][c] = zero();
+  }
+}
+
 // Loads of W consecutive elements of an array of dtype D (f32, bf16 or f16), widened to f32.
 template <DType D>
 inline V load_as(const void* base, int64_t i) {
