@@ -89,7 +89,6 @@ struct GenFigures {
   double decode_tps;                // median over the decode rounds
   double bw;                        // median read bandwidth measured next to them
   double pct_weights, pct_with_kv;  // median per-round % of the bound (weights; weights + KV)
-  double kv_bytes;                  // KV bytes read per token at the mean context
 };
 
 // Prefill of `prefill` tokens (best of 3, fresh caches), then `decode` tokens one at a time in
@@ -137,7 +136,6 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
   g.bw = median(bws);
   g.pct_weights = median(pw);
   g.pct_with_kv = median(pk);
-  g.kv_bytes = kv_per_pos * (double(prefill) + double(decode) / 2.0);
   return g;
 }
 

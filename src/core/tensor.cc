@@ -31,7 +31,7 @@ Tensor Tensor::host(const Shape& shape, DType dtype) {
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
   // Large blocks (weights, KV caches) on 2 MiB boundaries with transparent huge pages: streaming
   // gigabytes of weights per decoded token misses the TLB constantly with 4 KiB pages.
-  constexpr size_t kHuge = size_t(2) << 20;
+  constexpr size_t kHuge = kHugePageBytes;
   const size_t align = bytes >= kHuge ? kHuge : 64;
   size_t alloc = (bytes + align - 1) / align * align;
   if (alloc == 0) alloc = 64;

@@ -38,7 +38,9 @@ class Tensor {
   Tensor() = default;
   Tensor(std::shared_ptr<Storage> storage, size_t byte_offset, Shape shape, DType dtype);
 
-  // Host tensors (heap, 64-byte aligned).
+  // Host tensors (heap, 64-byte aligned; blocks of kHugePageBytes or more on 2 MiB boundaries with
+  // transparent huge pages).
+  static constexpr size_t kHugePageBytes = size_t(2) << 20;
   static Tensor host(const Shape& shape, DType dtype);        // uninitialised
   static Tensor host_zeros(const Shape& shape, DType dtype);  // zero-filled
   static Tensor host_from(const std::vector<float>& values, const Shape& shape);

@@ -45,7 +45,6 @@ Tensor CpuDevice::empty(const Shape& shape, DType dtype) {
 }
 
 namespace {
-constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kUploadReserve = size_t(1) << 30;  // memory left free when copying weights
 }  // namespace
 
@@ -56,7 +55,7 @@ Tensor CpuDevice::upload(const Tensor& host) {
   // The file's pages are then dropped from this process (they stay in the page cache) so the
   // weights are not resident twice. When memory (or the container's limit) runs short, the mapping
   // is shared instead: slower, but a model larger than memory still runs.
-  if (host.storage()->file_mapped && host.nbytes() >= kHugePage &&
+  if (host.storage()->file_mapped && host.nbytes() >= Tensor::kHugePageBytes &&
       memory_info().available_bytes >= host.nbytes() + kUploadReserve) {
     Tensor t = empty(host.shape(), host.dtype());
     std::memcpy(t.raw_ptr(), host.raw_ptr(), host.nbytes());

@@ -205,10 +205,9 @@ std::optional<std::pair<size_t, size_t>> cgroup_memory(const std::string& proc_c
     // "0::/path" (v2) or "N:memory:/path" (v1); inside a container the path may not exist and the
     // group is mounted at the root instead.
     const bool v2 = line.rfind("0::", 0) == 0;
-    const size_t colon = line.find(':', line.find(':') + 1);
-    if (colon == std::string::npos) continue;
-    const std::string controllers = line.substr(line.find(':') + 1, colon - line.find(':') - 1);
-    if (!v2 && controllers != "memory") continue;
+    const size_t first = line.find(':'), colon = line.find(':', first + 1);
+    if (first == std::string::npos || colon == std::string::npos) continue;
+    if (!v2 && line.substr(first + 1, colon - first - 1) != "memory") continue;
     const std::string rel = line.substr(colon + 1);
     const std::string base = v2 ? cgroup_root : cgroup_root + "/memory";
     for (const std::string& dir : {base + rel, base}) {
