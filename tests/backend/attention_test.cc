@@ -144,6 +144,17 @@ TEST_P(AttentionTest, LongDecodeRow) {
   check_forward(*this, dev(), p, DType::kF32);
 }
 
+TEST_P(AttentionTest, LoneDecodeRowSplitIntoChunks) {
+  // One decoding sequence: its keys are cut into a multiple of the thread count of equal chunks
+  // (577 keys: chunks of 145, 145, 145 and 142) whose partial softmax sums are merged; 1, 2 and
+  // 17 keys stay one chunk. Odd chunk lengths leave one key after the pairs of the v pass.
+  for (int64_t kv_len : {1, 2, 17, 577})
+    for (DType d : {DType::kF32, DType::kBF16}) {
+      SCOPED_TRACE(::testing::Message() << "kv_len " << kv_len << " " << dtype_name(d));
+      check_forward(*this, dev(), Problem{2, 4, 2, 128, {{0, 1, kv_len, kv_len + 3}}}, d);
+    }
+}
+
 TEST_P(AttentionTest, PackedSegmentsShareOneKvTensor) {
   // Training layout: two sequences packed in one [T, Hkv, D] k/v, each segment a row slice.
   const int64_t T = 9, Hq = 4, Hkv = 2, D = 8;

@@ -42,6 +42,8 @@ inline float dot(const float* a, const void* b, int64_t b_off, int64_t n) {
 // Prefetch the k/v row of key j + kAhead: consecutive keys of one head are a page apart (stride
 // Hkv * D), which the hardware prefetchers do not follow (decode read 3.5 GB/s without this).
 constexpr int64_t kAhead = 4;
+// decode_rows streams whole rows; prefetching the rows kDecodeAhead keys ahead gains ~7% there.
+constexpr int64_t kDecodeAhead = 4;
 inline void prefetch_row(const void* base, int64_t elem_off, int64_t n, size_t elem_size) {
   const char* p = static_cast<const char*>(base) + elem_off * int64_t(elem_size);
   for (int64_t b = 0; b < n * int64_t(elem_size); b += 64) __builtin_prefetch(p + b, 0, 3);
@@ -64,13 +66,14 @@ inline void axpy(float* y, float alpha, const void* x, int64_t x_off, int64_t n)
 
 struct Geometry {
   int64_t Tq = 0, Hq = 0, D = 0, Hkv = 0, group = 0;
+  int64_t part_stride = 0;  // floats per head in a decode chunk's partial sums (D + 2, padded)
   std::vector<int64_t> item_begin;  // prefix sums of work items per segment
 };
 
 // A decode step against a long cache (one query row, many keys) is split over chunks of keys
 // instead: every chunk reads whole contiguous k/v rows (all heads), partial softmax sums are
-// merged. With the register-resident kernel (`fast`, see decode_heads) every decode step goes
-// this way: its items are (chunk, kv head), as many as the row items for a short cache.
+// merged. With the faster kernel for common head sizes (`fast`, see decode_rows) every decode step
+// goes this way.
 constexpr int64_t kDecodeChunk = 256;
 inline bool split_over_keys(const AttnSegment& sg, bool fast) {
   return sg.q_len == 1 && (fast || sg.kv_len > kDecodeChunk);
@@ -90,6 +93,7 @@ Geometry check_segments(const char* k, const Tensor& q, std::span<const AttnSegm
   Geometry g;
   SWIFTLET_CHECK(q.ndim() == 3, "{}: q {} must be [T, H, D]", k, q.describe());
   g.Tq = q.dim(0), g.Hq = q.dim(1), g.D = q.dim(2);
+  g.part_stride = (g.D + 2 + 15) / 16 * 16;  // 64-byte aligned rows
   std::vector<std::pair<int64_t, int64_t>> q_ranges;
   std::vector<std::pair<const char*, const char*>> grad_ranges;
   for (size_t si = 0; si < segments.size(); ++si) {
@@ -283,7 +287,7 @@ void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, floa
     float* srow = sc + h * n;
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
-    float* ph = part + h * (D + 2);
+    float* ph = part + h * g.part_stride;
     ph[D + 1] = exp_in_place(srow, n, m);
     ph[D] = m;
     std::fill(ph, ph + D, 0.0f);
@@ -291,67 +295,70 @@ void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, floa
   for (int64_t j = j0; j < j1; ++j) {
     if (j + kAhead < j1) prefetch_row(vp, (j + kAhead) * row, row, dtype_size(Dk));
     for (int64_t h = 0; h < Hq; ++h)
-      axpy<Dk>(part + h * (D + 2), sc[h * n + j - j0], vp, j * row + (h / group) * D, D);
+      axpy<Dk>(part + h * g.part_stride, sc[h * n + j - j0], vp, j * row + (h / group) * D, D);
   }
 }
 
-// decode_chunk for head_dim D = DV * W, the common case (64 or 128 with AVX-512): per kv head,
-// the k or v row of a key is loaded once for HN query heads at a time, and the query vectors
-// and output accumulators of those heads stay in registers (about twice the speed of the
-// general loop above, which re-reads k and v per head and accumulates in memory).
-template <DType Dk, int DV, int HN>
-void decode_heads(const AttnSegment& sg, const float* q, int64_t row, int64_t kvh, int64_t h0,
-                  float scale, int64_t j0, int64_t j1, float* sc, int64_t n, float* part) {
+// decode_chunk for head_dim D = DV * W, the common case (64 or 128 with AVX-512). Keys are read
+// row by row, all kv heads of a row in turn, so each thread streams one contiguous block of the
+// cache (the hardware prefetchers follow it; per-head passes over strided rows reached half the
+// read bandwidth from DRAM). A head's k or v slice is loaded and widened once for the query heads
+// of its group; q comes from L1. The output accumulators stay in `part` (L1) and are updated for
+// two keys per load/store.
+template <DType Dk, int DV>
+void decode_rows(const Geometry& g, const AttnSegment& sg, const float* q, float scale, int64_t j0,
+                 int64_t j1, float* part) {
   constexpr int64_t D = int64_t(DV) * W;
+  const int64_t Hq = g.Hq, Hkv = g.Hkv, group = g.group, n = j1 - j0, row = Hkv * D;
   const void *kp = sg.k.raw_ptr(), *vp = sg.v.raw_ptr();
-  const int64_t col = kvh * D;
-  s::V qv[HN][DV];
-  SWIFTLET_UNROLL_ATTN
-  for (int hh = 0; hh < HN; ++hh) {
-    SWIFTLET_UNROLL_ATTN
-    for (int d = 0; d < DV; ++d) qv[hh][d] = s::load(q + (h0 + hh) * D + d * W);
-  }
+  float* sc = scratch_floats(2, size_t(Hq * n));
   for (int64_t j = j0; j < j1; ++j) {
-    if (j + kAhead < j1) prefetch_row(kp, (j + kAhead) * row + col, D, dtype_size(Dk));
-    s::V kv[DV];
-    SWIFTLET_UNROLL_ATTN
-    for (int d = 0; d < DV; ++d) kv[d] = s::load_as<Dk>(kp, j * row + col + d * W);
-    SWIFTLET_UNROLL_ATTN
-    for (int hh = 0; hh < HN; ++hh) {
-      s::V a = s::mul(qv[hh][0], kv[0]), b = s::zero();
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+      if (j + kDecodeAhead < j1) prefetch_row(kp, (j + kDecodeAhead) * row + kvh * D, D, dtype_size(Dk));
+      s::V kv[DV];
       SWIFTLET_UNROLL_ATTN
-      for (int d = 1; d < DV; ++d) (d % 2 ? b : a) = s::fma(qv[hh][d], kv[d], d % 2 ? b : a);
-      sc[(h0 + hh) * n + j - j0] = scale * s::reduce_add(s::add(a, b));
+      for (int d = 0; d < DV; ++d) kv[d] = s::load_as<Dk>(kp, j * row + kvh * D + d * W);
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const float* qh = q + h * D;
+        s::V a = s::mul(s::load(qh), kv[0]), b = s::zero();
+        SWIFTLET_UNROLL_ATTN
+        for (int d = 1; d < DV; ++d)
+          (d % 2 ? b : a) = s::fma(s::load(qh + d * W), kv[d], d % 2 ? b : a);
+        sc[h * n + j - j0] = scale * s::reduce_add(s::add(a, b));
+      }
     }
   }
-  SWIFTLET_UNROLL_ATTN
-  for (int hh = 0; hh < HN; ++hh) {
-    float* srow = sc + (h0 + hh) * n;
+  for (int64_t h = 0; h < Hq; ++h) {
+    float* srow = sc + h * n;
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
-    float* ph = part + (h0 + hh) * (D + 2);
+    float* ph = part + h * g.part_stride;
     ph[D + 1] = exp_in_place(srow, n, m);
     ph[D] = m;
+    std::fill(ph, ph + D, 0.0f);
   }
-  s::V acc[HN][DV];
-  s::set_zero(acc);
-  for (int64_t j = j0; j < j1; ++j) {
-    if (j + kAhead < j1) prefetch_row(vp, (j + kAhead) * row + col, D, dtype_size(Dk));
-    s::V vv[DV];
-    SWIFTLET_UNROLL_ATTN
-    for (int d = 0; d < DV; ++d) vv[d] = s::load_as<Dk>(vp, j * row + col + d * W);
-    SWIFTLET_UNROLL_ATTN
-    for (int hh = 0; hh < HN; ++hh) {
-      s::V p = s::set1(sc[(h0 + hh) * n + j - j0]);
+  int64_t j = j0;
+  for (; j + 2 <= j1; j += 2) {
+    for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+      if (j + kDecodeAhead + 1 < j1) prefetch_row(vp, (j + kDecodeAhead) * row + kvh * D, 2 * D, dtype_size(Dk));
+      s::V v0[DV], v1[DV];
       SWIFTLET_UNROLL_ATTN
-      for (int d = 0; d < DV; ++d) acc[hh][d] = s::fma(p, vv[d], acc[hh][d]);
+      for (int d = 0; d < DV; ++d) {
+        v0[d] = s::load_as<Dk>(vp, j * row + kvh * D + d * W);
+        v1[d] = s::load_as<Dk>(vp, (j + 1) * row + kvh * D + d * W);
+      }
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        float* acc = part + h * g.part_stride;
+        s::V p0 = s::set1(sc[h * n + j - j0]), p1 = s::set1(sc[h * n + j + 1 - j0]);
+        SWIFTLET_UNROLL_ATTN
+        for (int d = 0; d < DV; ++d)
+          s::store(acc + d * W, s::fma(p1, v1[d], s::fma(p0, v0[d], s::load(acc + d * W))));
+      }
     }
   }
-  SWIFTLET_UNROLL_ATTN
-  for (int hh = 0; hh < HN; ++hh) {
-    SWIFTLET_UNROLL_ATTN
-    for (int d = 0; d < DV; ++d) s::store(part + (h0 + hh) * (D + 2) + d * W, acc[hh][d]);
-  }
+  if (j < j1)
+    for (int64_t h = 0; h < Hq; ++h)
+      axpy<Dk>(part + h * g.part_stride, sc[h * n + j - j0], vp, j * row + (h / group) * D, D);
 }
 
 // Runs fn(std::integral_constant<int, DV>{}) when D = DV * W for a register-resident DV (<= 8);
@@ -365,21 +372,6 @@ bool with_head_vectors(int64_t D, Fn&& fn) {
 }
 inline bool fast_decode(int64_t D) {
   return with_head_vectors(D, [](auto) {});
-}
-
-// The query heads of kv head kvh over one key chunk (the fast path of decode_chunk).
-template <DType Dk>
-void decode_chunk_kv_head(const Geometry& g, const AttnSegment& sg, const float* q, float scale,
-                          int64_t j0, int64_t j1, float* part, int64_t kvh) {
-  const int64_t n = j1 - j0, row = g.Hkv * g.D;
-  with_head_vectors(g.D, [&](auto dv) {
-    constexpr int DV = decltype(dv)::value;
-    float* sc = scratch_floats(2, size_t(g.Hq * n));
-    int64_t h = kvh * g.group, end = h + g.group;
-    for (; h + 2 <= end; h += 2)
-      decode_heads<Dk, DV, 2>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
-    if (h < end) decode_heads<Dk, DV, 1>(sg, q, row, kvh, h, scale, j0, j1, sc, n, part);
-  });
 }
 
 }  // namespace
@@ -410,13 +402,30 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
     return split_over_keys(sg, fast) || attention_uses_blas(sg) ? 0 : sg.q_len;
   });
   // Decode segments: (segment, key chunk) items writing partial sums, merged per head below.
-  std::vector<std::pair<size_t, int64_t>> chunks;
-  for (size_t si = 0; si < segments.size(); ++si)
-    if (split_over_keys(segments[si], fast))
-      for (int64_t j0 = 0; j0 < segments[si].kv_len; j0 += kDecodeChunk)
-        chunks.emplace_back(si, j0);
-  const int64_t part_size = g.Hq * (g.D + 2);
-  std::vector<float> parts(chunks.size() * size_t(part_size));
+  // Chunks hold at most kDecodeChunk keys; when there are fewer decode sequences than threads,
+  // each sequence gets a multiple of the thread count of equal chunks (3 chunks over 2 threads
+  // would leave one thread two thirds of the keys).
+  struct Chunk {
+    size_t seg;
+    int64_t j0, j1;
+  };
+  std::vector<Chunk> chunks;
+  const int64_t threads = pool().size();
+  int64_t decoding = 0;
+  for (const AttnSegment& sg : segments) decoding += split_over_keys(sg, fast);
+  for (size_t si = 0; si < segments.size(); ++si) {
+    const AttnSegment& sg = segments[si];
+    if (!split_over_keys(sg, fast)) continue;
+    int64_t nc = (sg.kv_len + kDecodeChunk - 1) / kDecodeChunk;
+    if (decoding < threads)
+      nc = std::min((nc + threads - 1) / threads * threads, std::max<int64_t>(1, sg.kv_len / 16));
+    const int64_t len = (sg.kv_len + nc - 1) / nc;
+    for (int64_t j0 = 0; j0 < sg.kv_len; j0 += len)
+      chunks.push_back({si, j0, std::min(sg.kv_len, j0 + len)});
+  }
+  const int64_t part_size = g.Hq * g.part_stride;
+  std::vector<float> part_buf(chunks.size() * size_t(part_size) + 16);
+  float* parts = part_buf.data() + (16 - reinterpret_cast<uintptr_t>(part_buf.data()) / 4 % 16) % 16;
   s::with_float_dtype(segments[0].k.dtype(), [&](auto d) {
     constexpr DType Dk = decltype(d)::value;
     for (const AttnSegment& sg : segments)
@@ -425,21 +434,16 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
       attention_forward_items<Dk>(g, segments, qp, op, lp, scale, lo, hi);
     });
     attention_forward_blas(pool(), {g.Hq, g.Hkv, g.D}, segments, qp, op, lp, scale);
-    // With the fast path, items are (chunk, kv head): a few chunks still split evenly over the
-    // threads (three chunks over two threads would leave one thread a third of the work).
-    const int64_t per_chunk = fast ? g.Hkv : 1;
-    parallel(pool(), int64_t(chunks.size()) * per_chunk, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t it = lo; it < hi; ++it) {
-        const int64_t c = it / per_chunk;
-        const AttnSegment& sg = segments[chunks[size_t(c)].first];
-        int64_t j0 = chunks[size_t(c)].second, j1 = std::min(sg.kv_len, j0 + kDecodeChunk);
+    parallel(pool(), int64_t(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        const Chunk& ch = chunks[size_t(c)];
+        const AttnSegment& sg = segments[ch.seg];
         const float* qs = qp + sg.q_begin * g.Hq * g.D;
-        float* part = parts.data() + c * part_size;
-        if (per_chunk > 1) {
-          decode_chunk_kv_head<Dk>(g, sg, qs, scale, j0, j1, part, it % per_chunk);
-        } else {
-          decode_chunk<Dk>(g, sg, qs, scale, j0, j1, part);
-        }
+        float* part = parts + c * part_size;
+        if (!with_head_vectors(g.D, [&](auto dv) {
+              decode_rows<Dk, decltype(dv)::value>(g, sg, qs, scale, ch.j0, ch.j1, part);
+            }))
+          decode_chunk<Dk>(g, sg, qs, scale, ch.j0, ch.j1, part);
       }
     });
   });
@@ -447,16 +451,15 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
   // l_c.
   for (size_t c0 = 0; c0 < chunks.size();) {
     size_t c1 = c0;
-    while (c1 < chunks.size() && chunks[c1].first == chunks[c0].first) ++c1;
-    const AttnSegment& sg = segments[chunks[c0].first];
+    while (c1 < chunks.size() && chunks[c1].seg == chunks[c0].seg) ++c1;
+    const AttnSegment& sg = segments[chunks[c0].seg];
     for (int64_t h = 0; h < g.Hq; ++h) {
       float m = -std::numeric_limits<float>::infinity(), total = 0;
-      for (size_t c = c0; c < c1; ++c)
-        m = std::max(m, parts[c * size_t(part_size) + size_t(h * (g.D + 2) + g.D)]);
+      for (size_t c = c0; c < c1; ++c) m = std::max(m, parts[c * size_t(part_size) + size_t(h * g.part_stride + g.D)]);
       float* o = op + (sg.q_begin * g.Hq + h) * g.D;
       std::fill(o, o + g.D, 0.0f);
       for (size_t c = c0; c < c1; ++c) {
-        const float* part = parts.data() + c * size_t(part_size) + h * (g.D + 2);
+        const float* part = parts + c * size_t(part_size) + h * g.part_stride;
         float w = std::exp(part[g.D] - m);
         total += w * part[g.D + 1];
         axpy<DType::kF32>(o, w, part, 0, g.D);
