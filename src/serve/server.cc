@@ -6,7 +6,9 @@
 #include <malloc.h>
 #endif
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -20,6 +22,11 @@ namespace {
 
 constexpr int kPortTries = 100;  // ms-swift moves on to the next free port, up to +100
 constexpr time_t kKeepAliveSeconds = 5;
+// Pending connections the kernel queues for accept(). httplib 0.11 listens with a backlog of 5:
+// when more clients connect at once than the accept thread takes in, the rest wait in SYN-RECV
+// for retransmissions, and their requests can outlast the server's 5 s wait for a first request
+// (seen as rare client read errors with 16 simultaneous streams on a busy machine).
+constexpr int kListenBacklog = 512;
 
 // Prometheus label for a path: the known endpoints, else "other" (bounded label values).
 std::string endpoint_label(const std::string& path) {
@@ -183,9 +190,11 @@ void Server::start() {
   const int threads = opt.http_threads > 0 ? opt.http_threads : 64;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   // SO_REUSEADDR only: httplib's default SO_REUSEPORT would let two servers share a busy port.
-  http.set_socket_options([](socket_t sock) {
+  // The callback sees each socket httplib creates while binding; the last is the listening one.
+  http.set_socket_options([&s](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    s.listen_socket = sock;
   });
   http.set_payload_max_length(opt.max_body_bytes);
   http.set_keep_alive_timeout(kKeepAliveSeconds);
@@ -296,6 +305,9 @@ void Server::start() {
                     opt.port ? fmt::format(" (nor the {} ports after it)", kPortTries) : ""),
         "check --host, or pick a free --port");
   s.port = port;
+  // Listening again on a listening socket only resizes its queue (capped by net.core.somaxconn).
+  if (::listen(s.listen_socket, kListenBacklog) != 0)
+    log_warning("could not enlarge the listen queue of port {}: {}", port, std::strerror(errno));
   s.engine_thread = std::thread([&s] { s.engine_loop(); });
   s.listening = true;
   s.listen_thread = std::thread([&s] {

@@ -49,6 +49,7 @@ struct Server::Impl {
   HttpServer http;
   std::thread listen_thread, engine_thread;
   int port = 0;
+  socket_t listen_socket = -1;  // set while binding (see start)
   std::atomic<bool> draining{false}, engine_stop{false}, listening{false}, stopped{false};
   std::atomic<int> inflight{0};
   std::mutex seed_mu;

@@ -5,8 +5,15 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include <atomic>
 #include <nlohmann/json.hpp>
@@ -332,6 +339,42 @@ TEST(DeployQueue, FullQueueAnswers503AndLeavingClientsFreeTheirSlot) {
   EXPECT_NE(s.err().find("received SIGINT"), std::string::npos) << s.err();
 }
 
+// The accept-queue size of the IPv4 TCP socket listening on `port` (what `ss -lt` shows as
+// Send-Q), asked from the kernel's socket diagnostics; -1 if no such socket.
+int listen_backlog(int port) {
+  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM, NETLINK_SOCK_DIAG);
+  if (fd < 0) return -1;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof(msg);
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = AF_INET;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = 1u << TCP_LISTEN;
+  int found = -1;
+  if (::send(fd, &msg, sizeof(msg), 0) == ssize_t(sizeof(msg))) {
+    alignas(nlmsghdr) char buf[16384];
+    for (bool done = false; !done;) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      int left = int(n);
+      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+          done = true;
+          break;
+        }
+        const auto* d = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+        if (ntohs(d->id.idiag_sport) == port) found = int(d->idiag_wqueue);
+      }
+    }
+  }
+  ::close(fd);
+  return found;
+}
+
 TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
   // Occupy a port: the server moves to the next free one and says so.
   const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -348,6 +391,11 @@ TEST(DeployLifecycle, BusyPortPlainPromptsAndGracefulShutdown) {
                    "--log_interval", "-1", "--max_new_tokens", "6", "--temperature", "0"});
   ::close(sock);
   EXPECT_NE(s.port(), busy);
+  // The socket it listens on (not the one that failed to bind) queues many pending connections,
+  // not httplib's 5: 16 clients connecting at once must not wait for SYN retransmissions.
+  int somaxconn = 4096;
+  std::ifstream("/proc/sys/net/core/somaxconn") >> somaxconn;
+  EXPECT_EQ(listen_backlog(s.port()), std::min(512, somaxconn));
   EXPECT_NE(
       s.err().find(fmt::format("port {} is busy; serving on port {} instead", busy, s.port())),
       std::string::npos)
