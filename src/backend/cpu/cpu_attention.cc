@@ -299,40 +299,53 @@ void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, floa
   }
 }
 
-// decode_chunk for head_dim D = DV * W, the common case (64 or 128 with AVX-512). Keys are read
-// row by row, all kv heads of a row in turn, so each thread streams one contiguous block of the
-// cache (the hardware prefetchers follow it; per-head passes over strided rows reached half the
-// read bandwidth from DRAM). A head's k or v slice is loaded and widened once for the query heads
-// of its group; q comes from L1. The output accumulators stay in `part` (L1) and are updated for
-// two keys per load/store.
+// decode_chunk for head_dim D = DV * W (DV = 2 to 16: 64 to 256 with AVX-512, 128 with AVX2).
+// Keys are read row by row, all kv heads of a row in turn, so each thread streams one contiguous
+// block of the cache (the hardware prefetchers follow it; per-head passes over strided rows
+// reached half the read bandwidth from DRAM). Query heads go in pairs: each k or v vector is
+// widened once for both heads of a pair, and q and the output accumulators (in `part`) come from
+// L1; v is applied two keys per load/store of the accumulators.
 template <DType Dk, int DV>
 void decode_rows(const Geometry& g, const AttnSegment& sg, const float* q, float scale, int64_t j0,
                  int64_t j1, float* part) {
   constexpr int64_t D = int64_t(DV) * W;
   const int64_t Hq = g.Hq, Hkv = g.Hkv, group = g.group, n = j1 - j0, row = Hkv * D;
+  const int64_t ps = g.part_stride;
   const void *kp = sg.k.raw_ptr(), *vp = sg.v.raw_ptr();
   float* sc = scratch_floats(2, size_t(Hq * n));
+  // Calls fn(std::integral_constant<int, HN>{}, h) for the query heads of kv head kvh, by pairs.
+  auto by_pairs = [group](int64_t kvh, auto&& fn) {
+    int64_t h = kvh * group, end = h + group;
+    for (; h + 2 <= end; h += 2) fn(std::integral_constant<int, 2>{}, h);
+    if (h < end) fn(std::integral_constant<int, 1>{}, h);
+  };
   for (int64_t j = j0; j < j1; ++j) {
     for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
-      if (j + kDecodeAhead < j1) prefetch_row(kp, (j + kDecodeAhead) * row + kvh * D, D, dtype_size(Dk));
-      s::V kv[DV];
-      SWIFTLET_UNROLL_ATTN
-      for (int d = 0; d < DV; ++d) kv[d] = s::load_as<Dk>(kp, j * row + kvh * D + d * W);
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        const float* qh = q + h * D;
-        s::V a = s::mul(s::load(qh), kv[0]), b = s::zero();
+      if (j + kDecodeAhead < j1)
+        prefetch_row(kp, (j + kDecodeAhead) * row + kvh * D, D, dtype_size(Dk));
+      const int64_t off = j * row + kvh * D;
+      by_pairs(kvh, [&](auto hn, int64_t h) {
+        constexpr int HN = decltype(hn)::value;
+        s::V acc[HN][2];  // two chains per head: even and odd vectors
+        s::set_zero(acc);
         SWIFTLET_UNROLL_ATTN
-        for (int d = 1; d < DV; ++d)
-          (d % 2 ? b : a) = s::fma(s::load(qh + d * W), kv[d], d % 2 ? b : a);
-        sc[h * n + j - j0] = scale * s::reduce_add(s::add(a, b));
-      }
+        for (int d = 0; d < DV; ++d) {
+          const s::V kv = s::load_as<Dk>(kp, off + d * W);
+          SWIFTLET_UNROLL_ATTN
+          for (int hh = 0; hh < HN; ++hh)
+            acc[hh][d % 2] = s::fma(s::load(q + (h + hh) * D + d * W), kv, acc[hh][d % 2]);
+        }
+        SWIFTLET_UNROLL_ATTN
+        for (int hh = 0; hh < HN; ++hh)
+          sc[(h + hh) * n + j - j0] = scale * s::reduce_add(s::add(acc[hh][0], acc[hh][1]));
+      });
     }
   }
   for (int64_t h = 0; h < Hq; ++h) {
     float* srow = sc + h * n;
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
-    float* ph = part + h * g.part_stride;
+    float* ph = part + h * ps;
     ph[D + 1] = exp_in_place(srow, n, m);
     ph[D] = m;
     std::fill(ph, ph + D, 0.0f);
@@ -340,31 +353,39 @@ void decode_rows(const Geometry& g, const AttnSegment& sg, const float* q, float
   int64_t j = j0;
   for (; j + 2 <= j1; j += 2) {
     for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
-      if (j + kDecodeAhead + 1 < j1) prefetch_row(vp, (j + kDecodeAhead) * row + kvh * D, 2 * D, dtype_size(Dk));
-      s::V v0[DV], v1[DV];
-      SWIFTLET_UNROLL_ATTN
-      for (int d = 0; d < DV; ++d) {
-        v0[d] = s::load_as<Dk>(vp, j * row + kvh * D + d * W);
-        v1[d] = s::load_as<Dk>(vp, (j + 1) * row + kvh * D + d * W);
-      }
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        float* acc = part + h * g.part_stride;
-        s::V p0 = s::set1(sc[h * n + j - j0]), p1 = s::set1(sc[h * n + j + 1 - j0]);
+      if (j + kDecodeAhead + 1 < j1)
+        prefetch_row(vp, (j + kDecodeAhead) * row + kvh * D, 2 * D, dtype_size(Dk));
+      const int64_t off = j * row + kvh * D;
+      by_pairs(kvh, [&](auto hn, int64_t h) {
+        constexpr int HN = decltype(hn)::value;
+        s::V p0[HN], p1[HN];
         SWIFTLET_UNROLL_ATTN
-        for (int d = 0; d < DV; ++d)
-          s::store(acc + d * W, s::fma(p1, v1[d], s::fma(p0, v0[d], s::load(acc + d * W))));
-      }
+        for (int hh = 0; hh < HN; ++hh) {
+          p0[hh] = s::set1(sc[(h + hh) * n + j - j0]);
+          p1[hh] = s::set1(sc[(h + hh) * n + j + 1 - j0]);
+        }
+        SWIFTLET_UNROLL_ATTN
+        for (int d = 0; d < DV; ++d) {
+          const s::V v0 = s::load_as<Dk>(vp, off + d * W), v1 = s::load_as<Dk>(vp, off + row + d * W);
+          SWIFTLET_UNROLL_ATTN
+          for (int hh = 0; hh < HN; ++hh) {
+            float* acc = part + (h + hh) * ps + d * W;
+            s::store(acc, s::fma(p1[hh], v1, s::fma(p0[hh], v0, s::load(acc))));
+          }
+        }
+      });
     }
   }
   if (j < j1)
     for (int64_t h = 0; h < Hq; ++h)
-      axpy<Dk>(part + h * g.part_stride, sc[h * n + j - j0], vp, j * row + (h / group) * D, D);
+      axpy<Dk>(part + h * ps, sc[h * n + j - j0], vp, j * row + (h / group) * D, D);
 }
 
-// Runs fn(std::integral_constant<int, DV>{}) when D = DV * W for a register-resident DV (<= 8);
-// returns false otherwise.
+// Runs fn(std::integral_constant<int, DV>{}) when D = DV * W for DV in 2, 4, 8, 16 (the head
+// sizes decode_rows takes); returns false otherwise.
 template <class Fn>
 bool with_head_vectors(int64_t D, Fn&& fn) {
+  if (D == 16 * W) return fn(std::integral_constant<int, 16>{}), true;
   if (D == 8 * W) return fn(std::integral_constant<int, 8>{}), true;
   if (D == 4 * W) return fn(std::integral_constant<int, 4>{}), true;
   if (D == 2 * W) return fn(std::integral_constant<int, 2>{}), true;
