@@ -269,6 +269,21 @@ void attention_dkv_items(const Geometry& g, std::span<const AttnSegment> segment
   }
 }
 
+// Turns the scores sc [Hq, n] of one key chunk into e^(s - m) in place and starts each head's
+// partial sums in part (stride part_stride): D zeros for the output accumulator, then the chunk's
+// maximum m and l = sum e^(s - m).
+inline void chunk_softmax(const Geometry& g, float* sc, int64_t n, float* part) {
+  for (int64_t h = 0; h < g.Hq; ++h) {
+    float* srow = sc + h * n;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
+    float* ph = part + h * g.part_stride;
+    ph[g.D + 1] = exp_in_place(srow, n, m);
+    ph[g.D] = m;
+    std::fill(ph, ph + g.D, 0.0f);
+  }
+}
+
 // One chunk [j0, j1) of a decode segment's keys for all query heads of its single row q (Hq x D):
 // writes per head acc = sum_j e^(s_j - m) v_j, then m and l = sum_j e^(s_j - m), to part [Hq, D +
 // 2].
@@ -283,15 +298,7 @@ void decode_chunk(const Geometry& g, const AttnSegment& sg, const float* q, floa
     for (int64_t h = 0; h < Hq; ++h)
       sc[h * n + j - j0] = scale * dot<Dk>(q + h * D, kp, j * row + (h / group) * D, D);
   }
-  for (int64_t h = 0; h < Hq; ++h) {
-    float* srow = sc + h * n;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
-    float* ph = part + h * g.part_stride;
-    ph[D + 1] = exp_in_place(srow, n, m);
-    ph[D] = m;
-    std::fill(ph, ph + D, 0.0f);
-  }
+  chunk_softmax(g, sc, n, part);
   for (int64_t j = j0; j < j1; ++j) {
     if (j + kAhead < j1) prefetch_row(vp, (j + kAhead) * row, row, dtype_size(Dk));
     for (int64_t h = 0; h < Hq; ++h)
@@ -341,15 +348,7 @@ void decode_rows(const Geometry& g, const AttnSegment& sg, const float* q, float
       });
     }
   }
-  for (int64_t h = 0; h < Hq; ++h) {
-    float* srow = sc + h * n;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, srow[j]);
-    float* ph = part + h * ps;
-    ph[D + 1] = exp_in_place(srow, n, m);
-    ph[D] = m;
-    std::fill(ph, ph + D, 0.0f);
-  }
+  chunk_softmax(g, sc, n, part);
   int64_t j = j0;
   for (; j + 2 <= j1; j += 2) {
     for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
@@ -366,7 +365,8 @@ void decode_rows(const Geometry& g, const AttnSegment& sg, const float* q, float
         }
         SWIFTLET_UNROLL_ATTN
         for (int d = 0; d < DV; ++d) {
-          const s::V v0 = s::load_as<Dk>(vp, off + d * W), v1 = s::load_as<Dk>(vp, off + row + d * W);
+          const s::V v0 = s::load_as<Dk>(vp, off + d * W),
+                     v1 = s::load_as<Dk>(vp, off + row + d * W);
           SWIFTLET_UNROLL_ATTN
           for (int hh = 0; hh < HN; ++hh) {
             float* acc = part + (h + hh) * ps + d * W;
@@ -445,8 +445,9 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
       chunks.push_back({si, j0, std::min(sg.kv_len, j0 + len)});
   }
   const int64_t part_size = g.Hq * g.part_stride;
-  std::vector<float> part_buf(chunks.size() * size_t(part_size) + 16);
-  float* parts = part_buf.data() + (16 - reinterpret_cast<uintptr_t>(part_buf.data()) / 4 % 16) % 16;
+  std::vector<float> part_buf(chunks.size() * size_t(part_size) + 16);  // + room to align
+  float* parts = part_buf.data();
+  while (reinterpret_cast<uintptr_t>(parts) % 64 != 0) ++parts;
   s::with_float_dtype(segments[0].k.dtype(), [&](auto d) {
     constexpr DType Dk = decltype(d)::value;
     for (const AttnSegment& sg : segments)
@@ -476,7 +477,8 @@ void CpuDevice::attention_forward(const Tensor& out, const Tensor& lse, const Te
     const AttnSegment& sg = segments[chunks[c0].seg];
     for (int64_t h = 0; h < g.Hq; ++h) {
       float m = -std::numeric_limits<float>::infinity(), total = 0;
-      for (size_t c = c0; c < c1; ++c) m = std::max(m, parts[c * size_t(part_size) + size_t(h * g.part_stride + g.D)]);
+      for (size_t c = c0; c < c1; ++c)
+        m = std::max(m, parts[c * size_t(part_size) + size_t(h * g.part_stride + g.D)]);
       float* o = op + (sg.q_begin * g.Hq + h) * g.D;
       std::fill(o, o + g.D, 0.0f);
       for (size_t c = c0; c < c1; ++c) {

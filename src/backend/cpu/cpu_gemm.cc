@@ -259,7 +259,8 @@ void gemv_nt(const float* a, int64_t M, int64_t K, const void* b, int64_t n0, in
              int64_t ldc, float alpha, float beta) {
   int64_t n = n0;
   if (M > kOneRowM)
-    for (; n + kRowsB <= n1; n += kRowsB) gemv_nt_rows<D, kRowsB>(a, M, K, b, n, c, ldc, alpha, beta);
+    for (; n + kRowsB <= n1; n += kRowsB)
+      gemv_nt_rows<D, kRowsB>(a, M, K, b, n, c, ldc, alpha, beta);
   for (; n < n1; ++n) gemv_nt_rows<D, 1>(a, M, K, b, n, c, ldc, alpha, beta);
 }
 
