@@ -31,13 +31,12 @@ Tensor Tensor::host(const Shape& shape, DType dtype) {
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
   // Large blocks (weights, KV caches) on 2 MiB boundaries with transparent huge pages: streaming
   // gigabytes of weights per decoded token misses the TLB constantly with 4 KiB pages.
-  constexpr size_t kHuge = kHugePageBytes;
-  const size_t align = bytes >= kHuge ? kHuge : 64;
+  const size_t align = bytes >= kHugePageBytes ? kHugePageBytes : 64;
   size_t alloc = (bytes + align - 1) / align * align;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(align, alloc);
   if (!p) throw Error(fmt::format("out of host memory allocating {} bytes", bytes));
-  if (align == kHuge) madvise(p, alloc, MADV_HUGEPAGE);
+  if (align == kHugePageBytes) madvise(p, alloc, MADV_HUGEPAGE);
   auto st = std::make_shared<Storage>();
   st->ptr = p;
   st->bytes = bytes;

@@ -1,7 +1,6 @@
 // Flags of init / export / tokenize / infer checked through the binary: each changes what it
 // says it changes, or is refused with one line.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <fstream>
@@ -15,16 +14,11 @@ namespace swiftlet {
 namespace {
 
 using testing::TempDir;
-
-std::pair<int, std::string> run(const std::string& cmd, const TempDir& tmp) {
-  const std::string out = tmp / "out.txt";
-  const int rc = std::system(fmt::format("{} > {} 2>&1", cmd, out).c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, testing::read_bytes(out)};
-}
+using testing::run_shell;
 
 TEST(CliFlags, InitInitializerRangeSetsTheWeightSpread) {
   TempDir tmp;
-  auto [rc, out] = run(fmt::format("{} init --preset tiny --initializer_range 0.1 --tokenizer_dir {} --output_dir {}",
+  auto [rc, out] = run_shell(fmt::format("{} init --preset tiny --initializer_range 0.1 --tokenizer_dir {} --output_dir {}",
                                    SWIFTLET_BINARY, testing::qwen3_tokenizer_dir(), tmp / "m"),
                        tmp);
   ASSERT_EQ(rc, 0) << out;
@@ -36,7 +30,7 @@ TEST(CliFlags, InitInitializerRangeSetsTheWeightSpread) {
   double sq = 0;
   for (int64_t i = 0; i < w->numel(); ++i) sq += double(w->item_f32(i)) * w->item_f32(i);
   EXPECT_NEAR(std::sqrt(sq / double(w->numel())), 0.1, 0.005);
-  auto [rc2, out2] = run(fmt::format("{} init --preset tiny --initializer_range -1 --tokenizer_dir {} --output_dir {}",
+  auto [rc2, out2] = run_shell(fmt::format("{} init --preset tiny --initializer_range -1 --tokenizer_dir {} --output_dir {}",
                                      SWIFTLET_BINARY, testing::qwen3_tokenizer_dir(), tmp / "n"),
                          tmp);
   EXPECT_NE(rc2, 0);
@@ -51,7 +45,7 @@ TEST(CliFlags, ExportRefusesWhatItDoesNotDo) {
            {"--adapters x --merge_lora true --push_to_hub true", "--push_to_hub is not available"},
            {"--adapters x", "nothing to export"},
            {"--adapters x y --merge_lora true", "exactly one adapter"}}) {
-    auto [rc, out] = run(fmt::format("{} export {}", SWIFTLET_BINARY, flags), tmp);
+    auto [rc, out] = run_shell(fmt::format("{} export {}", SWIFTLET_BINARY, flags), tmp);
     EXPECT_NE(rc, 0) << flags;
     EXPECT_NE(out.find(needle), std::string::npos) << flags << ": " << out;
   }
@@ -62,7 +56,7 @@ TEST(CliFlags, TokenizeMessagesSystemAndGenerationPrompt) {
   TempDir tmp;
   std::ofstream(tmp / "c.json") << R"([{"role": "user", "content": "Hi"}])";
   auto tokens = [&](const std::string& flags) {
-    auto [rc, out] = run(fmt::format("{} tokenize --model {} --messages {} {}", SWIFTLET_BINARY, model, tmp / "c.json", flags), tmp);
+    auto [rc, out] = run_shell(fmt::format("{} tokenize --model {} --messages {} {}", SWIFTLET_BINARY, model, tmp / "c.json", flags), tmp);
     EXPECT_EQ(rc, 0) << out;
     return out;
   };
@@ -73,7 +67,7 @@ TEST(CliFlags, TokenizeMessagesSystemAndGenerationPrompt) {
   const std::string sys = tokens("--system Be");
   EXPECT_EQ(sys.rfind("[151644,8948,198", 0), 0u) << sys;
   EXPECT_GT(sys.size(), plain.size());
-  auto [rc, out] = run(fmt::format("{} tokenize --model {} --messages {} --template nosuch", SWIFTLET_BINARY, model,
+  auto [rc, out] = run_shell(fmt::format("{} tokenize --model {} --messages {} --template nosuch", SWIFTLET_BINARY, model,
                                    tmp / "c.json"),
                        tmp);
   EXPECT_NE(rc, 0);
@@ -87,7 +81,7 @@ TEST(CliFlags, InferSampleDtypeAndDevice) {
     std::ofstream f(tmp / "q.jsonl");
     for (int i = 0; i < 3; ++i) f << nlohmann::json{{"query", fmt::format("question {}", i)}}.dump() << "\n";
   }
-  auto [rc, out] = run(fmt::format("{} infer --model {} --val_dataset {} --val_dataset_sample 2 --result_path {} "
+  auto [rc, out] = run_shell(fmt::format("{} infer --model {} --val_dataset {} --val_dataset_sample 2 --result_path {} "
                                    "--max_new_tokens 2 --temperature 0 --torch_dtype float16",
                                    SWIFTLET_BINARY, model, tmp / "q.jsonl", tmp / "r.jsonl"),
                        tmp);
@@ -96,10 +90,10 @@ TEST(CliFlags, InferSampleDtypeAndDevice) {
   int rows = 0;
   for (std::string line; std::getline(r, line);) rows += !line.empty();
   EXPECT_EQ(rows, 2);
-  auto [rc2, out2] = run(fmt::format("{} infer --model {} --device sim:0 < /dev/null", SWIFTLET_BINARY, model), tmp);
+  auto [rc2, out2] = run_shell(fmt::format("{} infer --model {} --device sim:0 < /dev/null", SWIFTLET_BINARY, model), tmp);
   EXPECT_NE(rc2, 0);
   EXPECT_NE(out2.find("sim:0"), std::string::npos) << out2;
-  auto [rc3, out3] = run(fmt::format("{} infer --model {} --torch_dtype int8 < /dev/null", SWIFTLET_BINARY, model), tmp);
+  auto [rc3, out3] = run_shell(fmt::format("{} infer --model {} --torch_dtype int8 < /dev/null", SWIFTLET_BINARY, model), tmp);
   EXPECT_NE(rc3, 0);
   EXPECT_NE(out3.find("--torch_dtype int8 is not supported"), std::string::npos) << out3;
 }

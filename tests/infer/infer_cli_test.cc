@@ -1,7 +1,6 @@
 // `swiftlet infer` through the binary: interactive chat (clear / exit), batch inference with
 // logprobs, and one-line errors for bad flags.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,17 +12,12 @@ namespace swiftlet {
 namespace {
 
 using testing::TempDir;
-
-std::pair<int, std::string> run(const std::string& cmd, const TempDir& tmp) {
-  const std::string out = tmp / "out.txt";
-  const int rc = std::system(fmt::format("{} > {} 2>&1", cmd, out).c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, testing::read_bytes(out)};
-}
+using testing::run_shell;
 
 TEST(InferCli, InteractiveChatClearAndExit) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
-  auto [rc, out] = run(fmt::format("printf 'hello\\nclear\\nhi there\\nexit\\nnever read\\n' | {} infer --model {} "
+  auto [rc, out] = run_shell(fmt::format("printf 'hello\\nclear\\nhi there\\nexit\\nnever read\\n' | {} infer --model {} "
                                    "--max_new_tokens 5 --temperature 0 --stream true",
                                    SWIFTLET_BINARY, model),
                        tmp);
@@ -47,7 +41,7 @@ TEST(InferCli, BatchInferenceWritesResultsWithLogprobs) {
   const std::string cmd = fmt::format("{} infer --model {} --val_dataset {} --result_path {} --max_new_tokens 6 "
                                       "--temperature 0 --logprobs true --top_logprobs 3",
                                       SWIFTLET_BINARY, model, tmp / "rows.jsonl", tmp / "res.jsonl");
-  auto [rc, out] = run(cmd, tmp);
+  auto [rc, out] = run_shell(cmd, tmp);
   ASSERT_EQ(rc, 0) << out;
   std::ifstream f(tmp / "res.jsonl");
   std::vector<nlohmann::json> rows;
@@ -69,7 +63,7 @@ TEST(InferCli, BatchInferenceWritesResultsWithLogprobs) {
     }
   }
   // Same seed, same answers; the file is appended to.
-  auto [rc2, out2] = run(cmd, tmp);
+  auto [rc2, out2] = run_shell(cmd, tmp);
   ASSERT_EQ(rc2, 0) << out2;
   std::ifstream g(tmp / "res.jsonl");
   std::vector<nlohmann::json> again;
@@ -81,27 +75,21 @@ TEST(InferCli, BatchInferenceWritesResultsWithLogprobs) {
 TEST(InferCli, BadFlagsAreOneLineErrors) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
-  auto [rc1, e1] = run(fmt::format("{} infer --model {} --temprature 0 < /dev/null", SWIFTLET_BINARY, model), tmp);
+  auto [rc1, e1] = run_shell(fmt::format("{} infer --model {} --temprature 0 < /dev/null", SWIFTLET_BINARY, model), tmp);
   EXPECT_NE(rc1, 0);
   EXPECT_NE(e1.find("error: unknown flag --temprature for swiftlet infer"), std::string::npos) << e1;
   EXPECT_NE(e1.find("did you mean --temperature?"), std::string::npos) << e1;
-  auto [rc2, e2] = run(fmt::format("{} infer --model {} --top_p 2 < /dev/null", SWIFTLET_BINARY, model), tmp);
+  auto [rc2, e2] = run_shell(fmt::format("{} infer --model {} --top_p 2 < /dev/null", SWIFTLET_BINARY, model), tmp);
   EXPECT_NE(rc2, 0);
   EXPECT_NE(e2.find("--top_p must be in (0, 1]"), std::string::npos) << e2;
-  auto [rc3, e3] = run(fmt::format("{} infer --model {} --infer_backend vllm < /dev/null", SWIFTLET_BINARY, model), tmp);
+  auto [rc3, e3] = run_shell(fmt::format("{} infer --model {} --infer_backend vllm < /dev/null", SWIFTLET_BINARY, model), tmp);
   EXPECT_NE(rc3, 0);
   EXPECT_NE(e3.find("--infer_backend vllm is not available"), std::string::npos) << e3;
-  auto [rc4, e4] = run(fmt::format("{} infer --model Qwen/NoSuchModel-1B < /dev/null", SWIFTLET_BINARY), tmp);
+  auto [rc4, e4] = run_shell(fmt::format("{} infer --model Qwen/NoSuchModel-1B < /dev/null", SWIFTLET_BINARY), tmp);
   EXPECT_NE(rc4, 0);
   EXPECT_NE(e4.find("error:"), std::string::npos) << e4;
   EXPECT_NE(e4.find("download"), std::string::npos) << e4;
 }
-
-}  // namespace
-}  // namespace swiftlet
-
-namespace swiftlet {
-namespace {
 
 TEST(TokenizeCli, MessagesGoThroughTheChatTemplate) {
   const std::string model = testing::tiny_model("tiny");
@@ -110,11 +98,11 @@ TEST(TokenizeCli, MessagesGoThroughTheChatTemplate) {
     std::ofstream f(tmp / "c.json");
     f << R"([{"role": "user", "content": "Hi"}])";
   }
-  auto [rc, out] = run(fmt::format("{} tokenize --model {} --messages {}", SWIFTLET_BINARY, model, tmp / "c.json"), tmp);
+  auto [rc, out] = run_shell(fmt::format("{} tokenize --model {} --messages {}", SWIFTLET_BINARY, model, tmp / "c.json"), tmp);
   ASSERT_EQ(rc, 0) << out;
   // <|im_start|> user \n Hi <|im_end|> \n <|im_start|> assistant \n  (Qwen3's ids)
   EXPECT_EQ(out, "[151644,872,198,13048,151645,198,151644,77091,198]\n");
-  auto [rc2, out2] = run(fmt::format("{} tokenize --model {} --messages {} --enable_thinking false", SWIFTLET_BINARY,
+  auto [rc2, out2] = run_shell(fmt::format("{} tokenize --model {} --messages {} --enable_thinking false", SWIFTLET_BINARY,
                                      model, tmp / "c.json"),
                          tmp);
   ASSERT_EQ(rc2, 0) << out2;

@@ -2,12 +2,14 @@
 // Helpers for tests that touch files: a temporary folder, environment overrides, error checks.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
@@ -42,6 +44,14 @@ inline void write_text(const std::string& path, const std::string& text) {
 inline std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Runs a shell command with its stdout and stderr sent to a file in `dir`; returns its exit code
+// (-1 if it did not exit normally) and what it printed.
+inline std::pair<int, std::string> run_shell(const std::string& cmd, const TempDir& dir) {
+  const std::string out = dir / "out.txt";
+  const int rc = std::system((cmd + " > '" + out + "' 2>&1").c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_bytes(out)};
 }
 
 // Sets (or with nullopt unsets) an environment variable for the scope.

@@ -45,14 +45,29 @@ int64_t target_count(const TrainBatch& b) {
   return n;
 }
 
-void expect_close(const std::string& name, const Tensor& got, const Tensor& want) {
-  ASSERT_EQ(got.shape(), want.shape()) << name;
+// The loss and gradients of `batch` on the model in `model_dir` (with the PEFT adapter in
+// `adapter` when given) from the PyTorch reference script.
+io::SafetensorsFile torch_grads(const TempDir& tmp, const std::string& model_dir, const TrainBatch& batch,
+                                const std::string& adapter = "") {
+  write_batch(tmp / "batch.json", batch);
+  const std::string cmd = fmt::format("/usr/bin/python3 {} --grads {} {} {} {}", testing::reference_script(),
+                                      model_dir, tmp / "batch.json", tmp / "grads.safetensors", adapter);
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
+  return io::load_safetensors(tmp / "grads.safetensors");
+}
+
+// `got` against the reference tensor `name`, which must exist; `label` names it in messages.
+void expect_close(const io::SafetensorsFile& ref, const std::string& name, const Tensor& got,
+                  const std::string& label) {
+  const Tensor* want = ref.find(name);
+  ASSERT_NE(want, nullptr) << label;
+  ASSERT_EQ(got.shape(), want->shape()) << label;
   double max_ref = 0, max_diff = 0;
   for (int64_t i = 0; i < got.numel(); ++i) {
-    max_ref = std::max(max_ref, double(std::fabs(want.item_f32(i))));
-    max_diff = std::max(max_diff, double(std::fabs(got.item_f32(i) - want.item_f32(i))));
+    max_ref = std::max(max_ref, double(std::fabs(want->item_f32(i))));
+    max_diff = std::max(max_diff, double(std::fabs(got.item_f32(i) - want->item_f32(i))));
   }
-  EXPECT_LE(max_diff, 1e-4 * max_ref + 1e-12) << name << ": max |dgrad| " << max_diff << " vs max |grad| " << max_ref;
+  EXPECT_LE(max_diff, 1e-4 * max_ref + 1e-12) << label << ": max |dgrad| " << max_diff << " vs max |grad| " << max_ref;
 }
 
 TEST(GradReference, LoraGradientsMatchPyTorch) {
@@ -74,11 +89,7 @@ TEST(GradReference, LoraGradientsMatchPyTorch) {
   ad.save(tmp / "adapter");
   ad.attach(model);
   TrainBatch batch = test_batch(folder.config.vocab_size);
-  write_batch(tmp / "batch.json", batch);
-  const std::string cmd = fmt::format("/usr/bin/python3 {} --grads {} {} {} {}", testing::reference_script(), dir,
-                                      tmp / "batch.json", tmp / "grads.safetensors", tmp / "adapter");
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  io::SafetensorsFile ref = io::load_safetensors(tmp / "grads.safetensors");
+  io::SafetensorsFile ref = torch_grads(tmp, dir, batch, tmp / "adapter");
 
   for (bool ckpt : {true, false}) {
     ModelGrads grads;
@@ -89,11 +100,7 @@ TEST(GradReference, LoraGradientsMatchPyTorch) {
     opt.loss_chunk = 5;  // several chunks, so the fused head loss is exercised across boundaries
     LossStats st = model.train_step(batch, grads, opt);
     EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
-    for (auto& [name, g] : ad.named_grads(grads)) {
-      const Tensor* want = ref.find(name);
-      ASSERT_NE(want, nullptr) << name;
-      expect_close(name, g, *want);
-    }
+    for (auto& [name, g] : ad.named_grads(grads)) expect_close(ref, name, g, name);
   }
 }
 
@@ -119,11 +126,7 @@ TEST(GradReference, LoraWithModulesToSaveMatchesPyTorch) {
   LoraAdapter back = LoraAdapter::load(*dev, tmp / "adapter", folder.config);  // round trip too
   back.attach(model);
   TrainBatch batch = test_batch(folder.config.vocab_size);
-  write_batch(tmp / "batch.json", batch);
-  const std::string cmd = fmt::format("/usr/bin/python3 {} --grads {} {} {} {}", testing::reference_script(), dir,
-                                      tmp / "batch.json", tmp / "grads.safetensors", tmp / "adapter");
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  io::SafetensorsFile ref = io::load_safetensors(tmp / "grads.safetensors");
+  io::SafetensorsFile ref = torch_grads(tmp, dir, batch, tmp / "adapter");
   ModelGrads grads;
   back.make_grads(*dev, grads);
   grads.lm_head = grads.embed_tokens;  // tied
@@ -133,11 +136,7 @@ TEST(GradReference, LoraWithModulesToSaveMatchesPyTorch) {
   EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
   auto named = back.named_grads(grads);
   EXPECT_EQ(named.size(), 2u * 2 * 2 + 1 + (2 * 4 + 1));  // A/B x 2 modules x 2 layers, embed, 9 norms
-  for (auto& [name, g] : named) {
-    const Tensor* want = ref.find(name);
-    ASSERT_NE(want, nullptr) << name;
-    expect_close(name, g, *want);
-  }
+  for (auto& [name, g] : named) expect_close(ref, name, g, name);
   // Detaching restores the base model exactly.
   LoraAdapter::detach(model);
   Transformer plain(*dev, folder.config, folder.weights, DType::kF32);
@@ -156,11 +155,7 @@ TEST(GradReference, FullGradientsMatchPyTorch) {
     Transformer model(*dev, folder.config, folder.weights, DType::kF32, true);
     TrainBatch batch = test_batch(folder.config.vocab_size);
     TempDir tmp;
-    write_batch(tmp / "batch.json", batch);
-    const std::string cmd = fmt::format("/usr/bin/python3 {} --grads {} {} {}", testing::reference_script(), dir,
-                                        tmp / "batch.json", tmp / "grads.safetensors");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    io::SafetensorsFile ref = io::load_safetensors(tmp / "grads.safetensors");
+    io::SafetensorsFile ref = torch_grads(tmp, dir, batch);
     ModelGrads grads;
     std::vector<NamedSlot> slots = named_slots(folder.config, model.weights(), grads);
     for (auto& s : slots) *s.grad = dev->zeros(s.weight->shape(), DType::kF32);
@@ -169,11 +164,7 @@ TEST(GradReference, FullGradientsMatchPyTorch) {
     opt.grad_scale = 1.0f / float(target_count(batch));
     LossStats st = model.train_step(batch, grads, opt);
     EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
-    for (auto& s : slots) {
-      const Tensor* want = ref.find(s.name);
-      ASSERT_NE(want, nullptr) << s.name;
-      expect_close(preset + " " + s.name, *s.grad, *want);
-    }
+    for (auto& s : slots) expect_close(ref, s.name, *s.grad, preset + " " + s.name);
   }
 }
 

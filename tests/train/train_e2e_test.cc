@@ -225,12 +225,6 @@ TEST(TrainE2E, BadSettingsAreOneLineErrors) {
   EXPECT_NE(e4.find("did you mean --lora_rank?"), std::string::npos) << e4;
 }
 
-}  // namespace
-}  // namespace swiftlet
-
-namespace swiftlet {
-namespace {
-
 TEST(TrainE2E, ModulesToSaveTrainMergeAndInfer) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
@@ -260,12 +254,6 @@ TEST(TrainE2E, ModulesToSaveTrainMergeAndInfer) {
   EXPECT_NE(sh(sft_cmd(model, data, tmp / "bad", 2, "--modules_to_save lm_head")), 0);
   EXPECT_NE(testing::read_bytes(tmp / "log.txt").find("ties lm_head to embed_tokens"), std::string::npos);
 }
-
-}  // namespace
-}  // namespace swiftlet
-
-namespace swiftlet {
-namespace {
 
 TEST(TrainE2E, ResumeOnlyModelFromAWeightsOnlyCheckpoint) {
   const std::string model = testing::tiny_model("tiny");
