@@ -218,9 +218,12 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
     so.grad_scale = 1.0f / float(std::max<int64_t>(1, step_tokens));  // mean over the step's tokens
     so.gradient_checkpointing = a.gradient_checkpointing;
     so.lora_dropout = full ? 0.0f : float(adapter->config().dropout);
+    LossStats step_stats;
     for (size_t m = 0; m < micro.size(); ++m) {
       so.dropout_seed = step_seed(a.seed, step, m);
       LossStats st = model.train_step(micro[m], grads, so);
+      step_stats.loss_sum += st.loss_sum;
+      step_stats.tokens += st.tokens;
       win_loss += st.loss_sum;
       win_tokens += st.tokens;
       win_correct += st.correct;
@@ -234,6 +237,8 @@ TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_
     opt.step(lr);
     win_grad += gnorm;
     ++win_steps;
+    result.step_losses.push_back(step_stats.tokens ? step_stats.loss_sum / double(step_stats.tokens) : 0.0);
+    result.step_grad_norms.push_back(gnorm);
     const int64_t gstep = step + 1;
     progress.update(gstep, win_tokens ? win_loss / double(win_tokens) : 0.0, win_train_tokens);
 

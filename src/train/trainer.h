@@ -54,6 +54,9 @@ struct TrainResult {
   std::string best_checkpoint;
   int64_t global_step = 0;
   std::vector<nlohmann::json> log_history;
+  // Per optimizer step of this call, unrounded: mean loss over the step's target tokens and the
+  // pre-clip gradient norm (tests compare them bit for bit).
+  std::vector<double> step_losses, step_grad_norms;
 };
 
 // Trains on `train` (evaluating on `val` when not empty). Throws Error for bad settings.
