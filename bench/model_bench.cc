@@ -102,7 +102,7 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
   std::vector<int32_t> prompt(static_cast<size_t>(prefill));
   for (int64_t i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % 150000);
   GenFigures g{};
-  KvCache cache;
+  DecodeCache cache;
   for (int r = 0; r < 3; ++r) {
     cache = m.new_cache(prefill + decode);
     SequenceStep s{prompt, &cache, false};
@@ -141,7 +141,7 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
 
 // Aggregate decode tokens/s of `batch` sequences decoded together (one forward per step).
 double batched_decode(Transformer& m, int64_t batch, int64_t prompt, int64_t steps) {
-  std::vector<KvCache> caches;
+  std::vector<DecodeCache> caches;
   std::vector<std::vector<int32_t>> toks(static_cast<size_t>(batch));
   for (int64_t b = 0; b < batch; ++b) {
     caches.push_back(m.new_cache(prompt + steps));
@@ -216,8 +216,7 @@ int main(int argc, char** argv) {
       Transformer m(*dev, folder.config, folder.weights, dt);
       // Bytes of weights read per decoded token (the tied embedding is read once, by the LM head).
       double bytes = 0;
-      ModelGrads unused;
-      for (auto& s : named_slots(folder.config, m.weights(), unused))
+      for (auto& s : weight_slots(folder.config, &m.weights()))
         if (s.name != "model.embed_tokens.weight" || folder.config.tie_word_embeddings)
           bytes += double(s.weight->nbytes());
       GenFigures f = generation(m, folder.config, bytes, rb, prefill, decode, 8);

@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
       ad->attach(m);
       ad->make_grads(*dev, grads);
     } else {
-      for (auto& s : named_slots(folder.config, m.weights(), grads)) *s.grad = dev->zeros(s.weight->shape(), DType::kF32);
+      for (auto& s : weight_slots(folder.config, &m.weights(), &grads)) *s.grad = dev->zeros(s.weight->shape(), DType::kF32);
       if (folder.config.tie_word_embeddings) grads.lm_head = grads.embed_tokens;
     }
     TokenizedSample s;

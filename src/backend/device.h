@@ -120,12 +120,16 @@ class Device {
                                const Tensor& gate, const Tensor& up) = 0;
 
   // Cross-entropy over rows of logits [N, V] f32 with labels i32 [N] (-100 = ignored).
-  // Writes loss[r] = logsumexp(logits[r]) - logits[r, label] (0 when ignored), correct[r] = 1 when
-  // argmax equals the label (0 when ignored), and, when dlogits is defined, OVERWRITES
-  // dlogits[r] = (softmax(logits[r]) - onehot(label)) * grad_scale (zero rows when ignored).
-  // dlogits may alias logits. loss, correct: f32 [N].
+  // Writes loss[r] = logsumexp(logits[r]) - logits[r, label] = -log p(label) (0 when ignored),
+  // correct[r] = 1 when argmax equals the label (0 when ignored), and, when dlogits is defined,
+  // OVERWRITES dlogits[r] = (softmax(logits[r]) - onehot(label)) * s_r (zero rows when ignored),
+  // with s_r = grad_scale * row_scale[r] when row_scale (f32 [N]) is defined, else grad_scale:
+  // the gradient of sum_r s_r * loss[r], so per-row and per-token loss weights (and any loss whose
+  // derivative by log p(label) is -s_r) need no other kernel. dlogits may alias logits.
+  // loss, correct: f32 [N].
   virtual void cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
-                             const Tensor& logits, const Tensor& labels, float grad_scale) = 0;
+                             const Tensor& logits, const Tensor& labels, float grad_scale,
+                             const Tensor& row_scale = Tensor()) = 0;
 
   // Row-wise log-softmax in place ([N, V] f32), for log-probabilities.
   virtual void log_softmax_inplace(const Tensor& x) = 0;

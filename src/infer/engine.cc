@@ -17,19 +17,13 @@ namespace {
 constexpr int64_t kCacheHeadroom = 64;       // tokens allocated beyond a prompt for decoding
 constexpr int64_t kPromptLogprobChunk = 32;  // prompt rows per step whose logits are all kept
 
-// Projection m of a layer, in lora_module_names() order.
-Linear& module_linear(LayerWeights& L, size_t m) {
-  Linear* all[] = {&L.q_proj,    &L.k_proj,  &L.v_proj,   &L.o_proj,
-                   &L.gate_proj, &L.up_proj, &L.down_proj};
-  return *all[m];
-}
 }  // namespace
 
 struct Engine::Active {
   int64_t id = 0;
   GenerationRequest req;
   GenerationCallbacks cb;
-  KvCache cache;
+  DecodeCache cache;
   Rng rng;
   TokenHistory history;
   std::unique_ptr<TextDecoder> decoder;
@@ -322,7 +316,7 @@ void Engine::preempt_latest() {
   });
   std::unique_ptr<Active> a = std::move(*it);
   running_.erase(it);
-  a->cache = KvCache{};
+  a->cache = DecodeCache{};
   a->prefilled = 0;
   if (a->out.tokens.empty()) {
     a->resumed = false;
@@ -415,20 +409,16 @@ void Engine::run_step(std::vector<Work>& work) {
     r.second = row;
   }
   set_attached(nullptr);
-  auto& layers = model_.weights().layers;
-  const size_t modules = lora_module_names().size();
-  std::vector<std::vector<LoraRows>> rows(layers.size() * modules);
-  for (size_t l = 0; l < layers.size(); ++l)
-    for (size_t m = 0; m < modules; ++m) {
-      std::vector<LoraRows>& lr = rows[l * modules + m];
-      for (size_t g = 0; g < adapters.size(); ++g)
-        if (const LoraPair* p = adapters[g] ? adapters[g]->pair(l, m) : nullptr)
-          lr.push_back({range[g].first, range[g].second, p});
-      module_linear(layers[l], m).lora_rows = lr;
-    }
+  std::vector<WeightSlot> modules = module_slots(model_.config(), &model_.weights());
+  std::vector<std::vector<LoraRows>> rows(modules.size());
+  for (size_t m = 0; m < modules.size(); ++m) {
+    for (size_t g = 0; g < adapters.size(); ++g)
+      if (const LoraPair* p = adapters[g] ? adapters[g]->pair(m) : nullptr)
+        rows[m].push_back({range[g].first, range[g].second, p});
+    modules[m].linear->lora_rows = rows[m];
+  }
   auto clear = [&] {
-    for (size_t l = 0; l < layers.size(); ++l)
-      for (size_t m = 0; m < modules; ++m) module_linear(layers[l], m).lora_rows = {};
+    for (auto& m : modules) m.linear->lora_rows = {};
   };
   try {
     forward_and_sample(work);

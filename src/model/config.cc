@@ -182,6 +182,18 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                             "supported",
                             where),
                 "set use_sliding_window to false in config.json (Qwen's releases ship it off)");
+  // Per-layer mixer kinds (transformers >= 4.5x writes "layer_types"): full attention only, for
+  // now.
+  if (io::json_has(j, "layer_types") && !j["layer_types"].is_null()) {
+    if (!j["layer_types"].is_array())
+      throw Error(fmt::format("field layer_types of {} must be a list", where));
+    for (const auto& t : j["layer_types"])
+      if (!t.is_string() || t.get<std::string>() != "full_attention")
+        throw Error(
+            fmt::format("{}: layer_types holds {}; only full_attention layers are supported", where,
+                        t.dump()),
+            "sliding-window and linear-attention layers are not implemented yet");
+  }
   if (io::json_opt_bool(j, "mlp_bias", where).value_or(false))
     throw Error(fmt::format("{}: mlp_bias is true; MLP biases are not supported", where));
 

@@ -74,92 +74,38 @@ Transformer::Transformer(Device& device, ModelConfig config,
     }
     return u;
   };
-  auto linear = [&](const std::string& prefix, bool bias) {
-    Linear l;
-    l.weight = get(prefix + ".weight");
-    if (bias) l.bias = get(prefix + ".bias");
-    return l;
-  };
-  const bool qkv_bias = config_.attention_bias;
-  w_.embed_tokens = get("model.embed_tokens.weight");
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    const std::string p = fmt::format("model.layers.{}.", i);
-    LayerWeights L;
-    L.input_layernorm = get(p + "input_layernorm.weight");
-    L.post_attention_layernorm = get(p + "post_attention_layernorm.weight");
-    if (config_.qk_norm) {
-      L.q_norm = get(p + "self_attn.q_norm.weight");
-      L.k_norm = get(p + "self_attn.k_norm.weight");
-    }
-    L.q_proj = linear(p + "self_attn.q_proj", qkv_bias);
-    L.k_proj = linear(p + "self_attn.k_proj", qkv_bias);
-    L.v_proj = linear(p + "self_attn.v_proj", qkv_bias);
-    L.o_proj = linear(p + "self_attn.o_proj", config_.o_proj_bias);
-    L.gate_proj = linear(p + "mlp.gate_proj", false);
-    L.up_proj = linear(p + "mlp.up_proj", false);
-    L.down_proj = linear(p + "mlp.down_proj", false);
-    w_.layers.push_back(std::move(L));
-  }
-  w_.norm = get("model.norm.weight");
-  w_.lm_head = config_.tie_word_embeddings ? w_.embed_tokens : get("lm_head.weight");
+  for (const WeightSlot& slot : weight_slots(config_, &w_)) *slot.weight = get(slot.name);
+  if (config_.tie_word_embeddings) w_.lm_head = w_.embed_tokens;
   base_w_ = w_;
   std::vector<float> inv = rope_inv_freq(config_);
   inv_freq_ = dev_.upload(Tensor::host_from(inv, {int64_t(inv.size())}));
 }
 
-std::vector<NamedSlot> named_slots(const ModelConfig& c, ModelWeights& w, ModelGrads& g) {
-  std::vector<NamedSlot> out;
-  g.layers.resize(w.layers.size());
-  out.push_back({"model.embed_tokens.weight", &w.embed_tokens, &g.embed_tokens});
-  for (size_t i = 0; i < w.layers.size(); ++i) {
-    LayerWeights& L = w.layers[i];
-    LayerGrads& G = g.layers[i];
-    const std::string p = fmt::format("model.layers.{}.", i);
-    out.push_back({p + "input_layernorm.weight", &L.input_layernorm, &G.input_layernorm});
-    auto lin = [&](const std::string& name, Linear& l, LinearGrads& lg) {
-      out.push_back({p + name + ".weight", &l.weight, &lg.weight});
-      if (l.bias.defined()) out.push_back({p + name + ".bias", &l.bias, &lg.bias});
-    };
-    lin("self_attn.q_proj", L.q_proj, G.q_proj);
-    lin("self_attn.k_proj", L.k_proj, G.k_proj);
-    lin("self_attn.v_proj", L.v_proj, G.v_proj);
-    lin("self_attn.o_proj", L.o_proj, G.o_proj);
-    if (c.qk_norm) {
-      out.push_back({p + "self_attn.q_norm.weight", &L.q_norm, &G.q_norm});
-      out.push_back({p + "self_attn.k_norm.weight", &L.k_norm, &G.k_norm});
-    }
-    out.push_back({p + "post_attention_layernorm.weight", &L.post_attention_layernorm,
-                   &G.post_attention_layernorm});
-    lin("mlp.gate_proj", L.gate_proj, G.gate_proj);
-    lin("mlp.up_proj", L.up_proj, G.up_proj);
-    lin("mlp.down_proj", L.down_proj, G.down_proj);
-  }
-  out.push_back({"model.norm.weight", &w.norm, &g.norm});
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", &w.lm_head, &g.lm_head});
-  return out;
-}
-
-KvCache Transformer::new_cache(int64_t capacity) const {
-  KvCache c;
+DecodeCache Transformer::new_cache(int64_t capacity) const {
+  DecodeCache c;
   reserve(c, capacity);
   return c;
 }
 
-void Transformer::reserve(KvCache& cache, int64_t capacity) const {
+void Transformer::reserve(DecodeCache& cache, int64_t capacity) const {
   if (capacity <= cache.capacity) return;
   const int64_t hkv = config_.num_key_value_heads, d = config_.head_dim;
-  const size_t layers = size_t(config_.num_hidden_layers);
-  std::vector<Tensor> k(layers), v(layers);
-  for (size_t l = 0; l < layers; ++l) {
-    k[l] = dev_.empty({capacity, hkv, d}, kv_dtype());
-    v[l] = dev_.empty({capacity, hkv, d}, kv_dtype());
-    if (cache.length > 0) {
-      dev_.copy(k[l].slice(0, cache.length), cache.k[l].slice(0, cache.length));
-      dev_.copy(v[l].slice(0, cache.length), cache.v[l].slice(0, cache.length));
+  cache.layers.resize(w_.layers.size());
+  for (size_t l = 0; l < w_.layers.size(); ++l) {
+    LayerState& st = cache.layers[l];
+    switch (w_.layers[l].kind.mixer) {
+      case MixerKind::kFullAttention: {  // keys and values grow with the sequence
+        LayerState grown{dev_.empty({capacity, hkv, d}, kv_dtype()),
+                         dev_.empty({capacity, hkv, d}, kv_dtype())};
+        if (cache.length > 0) {
+          dev_.copy(grown.k.slice(0, cache.length), st.k.slice(0, cache.length));
+          dev_.copy(grown.v.slice(0, cache.length), st.v.slice(0, cache.length));
+        }
+        st = std::move(grown);
+        break;
+      }
     }
   }
-  cache.k = std::move(k);
-  cache.v = std::move(v);
   cache.capacity = capacity;
 }
 
@@ -214,85 +160,9 @@ Tensor Transformer::forward(std::span<SequenceStep> seqs) {
 }
 
 Tensor Transformer::logits(std::span<const int32_t> tokens) {
-  KvCache cache = new_cache(int64_t(tokens.size()));
+  DecodeCache cache = new_cache(int64_t(tokens.size()));
   SequenceStep step{tokens, &cache, true};
   return forward(std::span<SequenceStep>(&step, 1));
-}
-
-}  // namespace swiftlet
-
-namespace swiftlet {
-
-Transformer::BatchCtx Transformer::train_ctx(const TrainBatch& batch) {
-  BatchCtx b;
-  b.T = int64_t(batch.input_ids.size());
-  SWIFTLET_CHECK(b.T > 0 && batch.targets.size() == batch.input_ids.size() &&
-                     batch.positions.size() == batch.input_ids.size(),
-                 "train batch: {} ids, {} targets, {} positions", batch.input_ids.size(),
-                 batch.targets.size(), batch.positions.size());
-  int64_t covered = 0;
-  for (const auto& [first, len] : batch.samples) {
-    SWIFTLET_CHECK(first == covered && len > 0, "train batch: samples must tile the rows");
-    covered += len;
-  }
-  SWIFTLET_CHECK(covered == b.T, "train batch: samples cover {} of {} rows", covered, b.T);
-  for (int32_t t : batch.input_ids)
-    if (t < 0 || t >= config_.vocab_size)
-      throw Error(fmt::format("token id {} is outside the model's vocabulary of {}", t,
-                              config_.vocab_size));
-  b.ids = dev_.upload(Tensor::host_from_i32(batch.input_ids, {b.T}));
-  b.positions = dev_.upload(Tensor::host_from_i32(batch.positions, {b.T}));
-  b.targets = dev_.upload(Tensor::host_from_i32(batch.targets, {b.T}));
-  b.host_targets = batch.targets;
-  b.samples = batch.samples;
-  return b;
-}
-
-LossStats Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
-                                  const TrainStepOptions& opt) {
-  BatchCtx b = train_ctx(batch);
-  const int64_t H = config_.hidden_size;
-  const size_t L = w_.layers.size();
-  std::vector<Tensor> xs(L + 1);  // layer inputs; xs[L] is the final residual stream
-  std::vector<LayerActs> acts(opt.gradient_checkpointing ? 1 : L);
-  xs[0] = dev_.empty({b.T, H}, DType::kF32);
-  dev_.embedding_forward(xs[0], b.ids, w_.embed_tokens);
-  for (size_t l = 0; l < L; ++l) {
-    xs[l + 1] = dev_.empty({b.T, H}, DType::kF32);
-    LayerActs& a = acts[opt.gradient_checkpointing ? 0 : l];
-    layer_forward(l, b, xs[l], a, xs[l + 1], true, opt);
-    if (opt.gradient_checkpointing) a = LayerActs();  // keep only the layer inputs
-  }
-  Tensor dy = dev_.zeros({b.T, H}, DType::kF32);
-  LossStats st = head_loss(xs[L], b, dy, &grads, opt);
-  for (size_t l = L; l-- > 0;) {
-    LayerActs& a = acts[opt.gradient_checkpointing ? 0 : l];
-    if (opt.gradient_checkpointing) {
-      Tensor scratch = dev_.empty({b.T, H}, DType::kF32);
-      layer_forward(l, b, xs[l], a, scratch, true, opt);  // recompute what backward needs
-    }
-    Tensor dx = dev_.zeros({b.T, H}, DType::kF32);
-    layer_backward(l, b, a, dy, dx, grads.layers[l], opt);
-    a = LayerActs();
-    dy = dx;
-  }
-  if (grads.embed_tokens.defined()) dev_.embedding_backward(grads.embed_tokens, dy, b.ids);
-  return st;
-}
-
-LossStats Transformer::eval_loss(const TrainBatch& batch, int64_t loss_chunk) {
-  BatchCtx b = train_ctx(batch);
-  const int64_t H = config_.hidden_size;
-  Tensor x = dev_.empty({b.T, H}, DType::kF32), y = dev_.empty({b.T, H}, DType::kF32);
-  dev_.embedding_forward(x, b.ids, w_.embed_tokens);
-  LayerActs acts;
-  TrainStepOptions opt;
-  opt.loss_chunk = loss_chunk;
-  for (size_t l = 0; l < w_.layers.size(); ++l) {
-    layer_forward(l, b, x, acts, y, false, opt);
-    std::swap(x, y);
-  }
-  return head_loss(x, b, Tensor(), nullptr, opt);
 }
 
 }  // namespace swiftlet

@@ -9,48 +9,29 @@
 
 #include "backend/device.h"
 #include "model/config.h"
+#include "model/objective.h"
+#include "model/weights.h"
 #include "ops/linear.h"
 
 namespace swiftlet {
 
-struct LayerWeights {
-  Tensor input_layernorm, post_attention_layernorm;  // [H]
-  Tensor q_norm, k_norm;                             // [D], Qwen3 only
-  Linear q_proj, k_proj, v_proj, o_proj;
-  Linear gate_proj, up_proj, down_proj;
+// One sequence's decode state, per layer, owned by the cache: a full-attention layer keeps its
+// keys and values [capacity, num_kv_heads, head_dim] in the model's kv_dtype(); a linear-attention
+// layer will keep its conv and recurrent state (constant size) here.
+struct LayerState {
+  Tensor k, v;
 };
-
-struct ModelWeights {
-  Tensor embed_tokens;  // [V, H]
-  std::vector<LayerWeights> layers;
-  Tensor norm;     // [H]
-  Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
-};
-
-// One sequence's keys and values: per layer [capacity, num_kv_heads, head_dim] f32 on the device.
-struct KvCache {
-  std::vector<Tensor> k, v;
-  int64_t length = 0;
-  int64_t capacity = 0;
+struct DecodeCache {
+  std::vector<LayerState> layers;
+  int64_t length = 0;    // tokens held
+  int64_t capacity = 0;  // tokens the attention layers have room for
 };
 
 // One sequence's share of a batched forward step.
 struct SequenceStep {
   std::span<const int32_t> tokens;  // new tokens, at positions cache->length ...
-  KvCache* cache = nullptr;
+  DecodeCache* cache = nullptr;
   bool all_logits = false;  // return logits for every new token, not just the last
-};
-
-// Gradients mirror the weights; an undefined tensor means "frozen". All f32.
-struct LayerGrads {
-  Tensor input_layernorm, post_attention_layernorm, q_norm, k_norm;
-  LinearGrads q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
-};
-struct ModelGrads {
-  Tensor embed_tokens;
-  std::vector<LayerGrads> layers;
-  Tensor norm;
-  Tensor lm_head;  // the same tensor as embed_tokens when the weights are tied
 };
 
 // A packed training batch: several samples one after another, attention never crossing samples.
@@ -68,21 +49,12 @@ struct LossStats {
 };
 
 struct TrainStepOptions {
-  float grad_scale = 1.0f;      // d(loss)/d(token loss): 1 / tokens of the whole optimizer step
+  float grad_scale = 1.0f;  // d(loss)/d(token loss): 1 / tokens of the whole optimizer step
   bool gradient_checkpointing = true;  // keep only layer inputs; recompute the layer in backward
   float lora_dropout = 0.0f;
   uint64_t dropout_seed = 0;
-  int64_t loss_chunk = 1024;    // rows of logits materialised at once by the fused LM-head loss
+  int64_t loss_chunk = 1024;  // rows of logits materialised at once by the fused LM-head loss
 };
-
-// Every weight of a model with its gradient slot, by HF name, in model_weight_specs order (the
-// one walk that saving, the optimizer and export share). A tied lm_head is not listed.
-struct NamedSlot {
-  std::string name;
-  Tensor* weight;
-  Tensor* grad;
-};
-std::vector<NamedSlot> named_slots(const ModelConfig& config, ModelWeights& w, ModelGrads& g);
 
 // "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.
 DType parse_torch_dtype(const std::string& name);
@@ -109,10 +81,13 @@ class Transformer {
   // Keys and values in KV caches: the weights' dtype when it is bf16 or f16 (as a Hugging Face
   // model loaded in that dtype keeps them), else f32.
   DType kv_dtype() const { return weight_dtype_ == DType::kF32 ? DType::kF32 : weight_dtype_; }
+  // After the trainer moved weights into its own buffers: the current weights become the ones
+  // restore_base_weights() returns to.
+  void keep_current_weights() { base_w_ = w_; }
 
-  KvCache new_cache(int64_t capacity) const;
+  DecodeCache new_cache(int64_t capacity) const;
   // Grows a cache to hold at least `capacity` tokens (copying what it holds).
-  void reserve(KvCache& cache, int64_t capacity) const;
+  void reserve(DecodeCache& cache, int64_t capacity) const;
 
   // Runs the new tokens of every sequence, appending their keys/values to the caches. Returns host
   // f32 logits: one row per sequence (its last token), or one per token where all_logits is set,
@@ -122,10 +97,17 @@ class Transformer {
   // Logits [T, V] of a whole sequence from an empty cache (tests, scoring).
   Tensor logits(std::span<const int32_t> tokens);
 
-  // Forward and backward of a packed batch; gradients accumulate into `grads` (frozen parts
-  // undefined). Returns the loss statistics of the batch.
+  // Training on a packed batch: forward (keeping what backward needs), the head handing the
+  // objective its log-probs / hidden states, and the shared backward; gradients accumulate into
+  // `grads` (frozen parts undefined). Every objective (SFT, DPO, GRPO, a reward head) goes here.
+  void train_step(const TrainBatch& batch, ModelGrads& grads, const TrainStepOptions& opt,
+                  Objective& objective);
+  // Forward without keeping activations, the head without gradients: evaluation, reference
+  // log-probs. `objective.chunk()` sees every chunk with an empty dlogp.
+  void evaluate(const TrainBatch& batch, Objective& objective, int64_t loss_chunk = 1024);
+
+  // Mean cross-entropy (SFT/PT) with opt.grad_scale: the loss statistics of the batch.
   LossStats train_step(const TrainBatch& batch, ModelGrads& grads, const TrainStepOptions& opt);
-  // Loss statistics only (no gradients).
   LossStats eval_loss(const TrainBatch& batch, int64_t loss_chunk = 1024);
 
  private:
@@ -136,14 +118,33 @@ class Transformer {
   ModelWeights base_w_;
   Tensor inv_freq_;  // [D/2] f32 on the device
 
+  struct AttentionActs;
+  struct DenseMlpActs;
   struct LayerActs;
   struct BatchCtx;
+  struct Activations;
+  // A decoder layer: out = x + mixer(norm(x)); out += mlp(norm(out)), each part by its kind.
   void layer_forward(size_t l, const BatchCtx& b, const Tensor& x, LayerActs& a, const Tensor& out,
                      bool save, const TrainStepOptions& opt);
-  void layer_backward(size_t l, const BatchCtx& b, LayerActs& a, const Tensor& dy,
-                      const Tensor& dx, LayerGrads& g, const TrainStepOptions& opt);
-  LossStats head_loss(const Tensor& x, const BatchCtx& b, const Tensor& dx, ModelGrads* grads,
-                      const TrainStepOptions& opt);
+  void layer_backward(size_t l, const BatchCtx& b, LayerActs& a, const Tensor& dy, const Tensor& dx,
+                      LayerGrads& g, const TrainStepOptions& opt);
+  // Full attention (attention_mixer.cc): out = o_proj(attention(rope(q), rope(k), v)) of h.
+  void attention_forward(size_t l, const BatchCtx& b, const Tensor& h, AttentionActs& a,
+                         const Tensor& out, bool save, const TrainStepOptions& opt);
+  void attention_backward(size_t l, const BatchCtx& b, AttentionActs& a, const Tensor& h,
+                          const Tensor& dout, const Tensor& dh, AttentionGrads& g,
+                          const TrainStepOptions& opt);
+  // Dense SwiGLU MLP (dense_mlp.cc): out = down(silu(gate(h)) * up(h)).
+  void dense_mlp_forward(size_t l, const Tensor& h, DenseMlpActs& a, const Tensor& out,
+                         const TrainStepOptions& opt);
+  void dense_mlp_backward(size_t l, DenseMlpActs& a, const Tensor& h, const Tensor& dout,
+                          const Tensor& dh, DenseMlpGrads& g, const TrainStepOptions& opt);
+  // The three parts of train_step (transformer_train.cc).
+  void forward_keep(const BatchCtx& b, Activations& acts, const TrainStepOptions& opt);
+  void head(const Tensor& x, const BatchCtx& b, const Tensor& dx, ModelGrads* grads,
+            Objective& objective, int64_t loss_chunk);
+  void backward(const BatchCtx& b, Activations& acts, const Tensor& dy, ModelGrads& grads,
+                const TrainStepOptions& opt);
   BatchCtx train_ctx(const TrainBatch& batch);
   Tensor f32_copy(const Tensor& t);
 };

@@ -1,15 +1,77 @@
 #pragma once
-// The one list of a model's weights (HF names and shapes), driven by ModelConfig. Loading, saving,
-// initialisation, the optimizer, LoRA and export all walk this list, so a new weight is added here
-// and nowhere else.
+// A model's weights and their gradients, and the ONE list of them (HF name, shape, weight slot,
+// gradient slot). Loading, saving, initialisation, the optimizer, LoRA, export and the engine all
+// walk weight_slots(), so a new weight (an expert, a router, a conv kernel) is one line in the
+// visit function of its layer variant in weights.cc, and nowhere else.
+//
+// A decoder layer is a token mixer (full attention now; linear attention next) plus an MLP (dense
+// now; mixture of experts next), each chosen per layer from the config (layer_kinds()).
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "model/config.h"
+#include "ops/linear.h"
 
 namespace swiftlet {
+
+enum class MixerKind { kFullAttention };
+enum class MlpKind { kDense };
+
+struct LayerKind {
+  MixerKind mixer = MixerKind::kFullAttention;
+  MlpKind mlp = MlpKind::kDense;
+};
+
+// Per layer, from the config: config.json "layer_types" ("full_attention"; other types are refused
+// by parse_model_config until they are implemented), dense MLPs.
+std::vector<LayerKind> layer_kinds(const ModelConfig& config);
+
+// Full (causal, grouped-query) self-attention: q/k/v/o projections, Qwen3's per-head q/k norms.
+struct AttentionWeights {
+  Linear q_proj, k_proj, v_proj, o_proj;
+  Tensor q_norm, k_norm;  // [head_dim], qk_norm only
+};
+struct AttentionGrads {
+  LinearGrads q_proj, k_proj, v_proj, o_proj;
+  Tensor q_norm, k_norm;
+};
+
+// SwiGLU MLP: down(silu(gate(x)) * up(x)).
+struct DenseMlpWeights {
+  Linear gate_proj, up_proj, down_proj;
+};
+struct DenseMlpGrads {
+  LinearGrads gate_proj, up_proj, down_proj;
+};
+
+struct LayerWeights {
+  LayerKind kind;
+  Tensor input_layernorm, post_attention_layernorm;  // [H]
+  AttentionWeights attn;                             // kind.mixer == kFullAttention
+  DenseMlpWeights mlp;                               // kind.mlp == kDense
+};
+
+struct ModelWeights {
+  Tensor embed_tokens;  // [V, H]
+  std::vector<LayerWeights> layers;
+  Tensor norm;     // [H]
+  Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
+};
+
+// Gradients mirror the weights; an undefined tensor means "frozen". All f32.
+struct LayerGrads {
+  Tensor input_layernorm, post_attention_layernorm;
+  AttentionGrads attn;
+  DenseMlpGrads mlp;
+};
+struct ModelGrads {
+  Tensor embed_tokens;
+  std::vector<LayerGrads> layers;
+  Tensor norm;
+  Tensor lm_head;  // the same tensor as embed_tokens when the weights are tied
+};
 
 enum class WeightKind {
   kEmbedding,  // model.embed_tokens.weight
@@ -18,20 +80,42 @@ enum class WeightKind {
   kNorm,       // RMSNorm scales (input/post-attention/final norms, q_norm/k_norm)
 };
 
-struct WeightSpec {
-  std::string name;
+// One weight of the model.
+struct WeightSlot {
+  std::string name;  // HF name
   Shape shape;
   WeightKind kind = WeightKind::kLinear;
-  int64_t layer = -1;  // decoder layer index, -1 for embeddings, final norm and lm_head
+  int64_t layer = -1;        // decoder layer index, -1 for embeddings, final norm and lm_head
+  Tensor* weight = nullptr;  // its slot in the ModelWeights given (null when none was)
+  Tensor* grad = nullptr;    // its slot in the ModelGrads given (null when none was)
+  // Projection matrices of decoder layers (what LoRA targets): the module's short name
+  // ("q_proj") and its Linear / LinearGrads (null when no weights / grads were given).
+  std::string module;
+  Linear* linear = nullptr;
+  LinearGrads* linear_grads = nullptr;
+  bool is_module() const { return !module.empty(); }
+  // "model.layers.0.self_attn.q_proj" for "model.layers.0.self_attn.q_proj.weight"
+  std::string module_path() const { return name.substr(0, name.rfind('.')); }
 };
+using WeightSpec = WeightSlot;
 
-// In HF order: model.embed_tokens.weight [V, H]; per layer i (prefix model.layers.i.):
-// input_layernorm.weight [H], self_attn.{q,k,v}_proj.weight [Hq*D, H] / [Hkv*D, H] (+ .bias when
-// attention_bias), self_attn.o_proj.weight [H, Hq*D] (+ .bias when o_proj_bias),
-// self_attn.{q,k}_norm.weight [D] (qk_norm), post_attention_layernorm.weight [H],
-// mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]; model.norm.weight [H];
-// lm_head.weight [V, H] unless tie_word_embeddings.
-std::vector<WeightSpec> model_weight_specs(const ModelConfig& config);
+// Every weight, in one fixed order: model.embed_tokens.weight [V, H]; per layer i (prefix
+// model.layers.i.): input_layernorm.weight [H]; the mixer's weights (attention:
+// self_attn.{q,k,v}_proj.weight [Hq*D, H] / [Hkv*D, H], each followed by its .bias when
+// attention_bias, self_attn.o_proj.weight [H, Hq*D] (+ .bias when o_proj_bias),
+// self_attn.{q,k}_norm.weight [D] when qk_norm); post_attention_layernorm.weight [H]; the MLP's
+// (dense: mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]); model.norm.weight [H];
+// lm_head.weight [V, H] unless tie_word_embeddings (a tied lm_head is not listed).
+// With `w` / `g`, their layer vectors are sized (and kinds set) and the slots point into them.
+std::vector<WeightSlot> weight_slots(const ModelConfig& config, ModelWeights* w = nullptr,
+                                     ModelGrads* g = nullptr);
+inline std::vector<WeightSpec> model_weight_specs(const ModelConfig& config) {
+  return weight_slots(config);
+}
+
+// The projection-matrix slots of weight_slots() (LoRA targets), in the same order.
+std::vector<WeightSlot> module_slots(const ModelConfig& config, ModelWeights* w = nullptr,
+                                     ModelGrads* g = nullptr);
 
 // Number of parameters (elements) of all weights of the model.
 int64_t count_parameters(const ModelConfig& config);

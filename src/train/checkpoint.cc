@@ -18,7 +18,9 @@ void write_json_atomic(const fs::path& path, const json& j) {
   {
     std::ofstream f(tmp);
     f << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-    if (!f) throw Error(fmt::format("cannot write {}", path.string()), "check free disk space and permissions");
+    if (!f)
+      throw Error(fmt::format("cannot write {}", path.string()),
+                  "check free disk space and permissions");
   }
   fs::rename(tmp, path);
 }
@@ -27,7 +29,8 @@ void copy_tokenizer_files(const std::string& from, const std::string& to) {
   for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                            "vocab.json", "merges.txt", "added_tokens.json"}) {
     const fs::path src = fs::path(from) / name;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(to) / name, fs::copy_options::overwrite_existing);
+    if (fs::exists(src))
+      fs::copy_file(src, fs::path(to) / name, fs::copy_options::overwrite_existing);
   }
 }
 
@@ -49,7 +52,9 @@ json state_json(const TrainState& s, const std::string& run_dir) {
             {"log_history", s.log_history},
             {"best_metric", s.best_metric ? json(*s.best_metric) : json(nullptr)},
             {"best_model_checkpoint",
-             s.best_step > 0 ? json((fs::path(run_dir) / fmt::format("checkpoint-{}", s.best_step)).string()) : json(nullptr)},
+             s.best_step > 0
+                 ? json((fs::path(run_dir) / fmt::format("checkpoint-{}", s.best_step)).string())
+                 : json(nullptr)},
             {"best_step", s.best_step}};
   return j;
 }
@@ -65,14 +70,15 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
     c.adapter->save(tmp.string());
   } else {
     // Full weights in f32 (trainable weights are f32), with config.json as HF writes it.
-    ModelGrads unused;
     std::vector<std::pair<std::string, Tensor>> tensors;
-    for (auto& s : named_slots(c.base.config, c.model->weights(), unused)) tensors.emplace_back(s.name, to_host(*s.weight));
+    for (auto& s : weight_slots(c.base.config, &c.model->weights()))
+      tensors.emplace_back(s.name, to_host(*s.weight));
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     ModelConfig cfg = c.base.config;
     cfg.torch_dtype = "float32";
     std::ofstream(tmp / "config.json") << model_config_to_json(cfg) << "\n";
-    std::ofstream(tmp / "generation_config.json") << generation_config_to_json(c.base.generation) << "\n";
+    std::ofstream(tmp / "generation_config.json")
+        << generation_config_to_json(c.base.generation) << "\n";
   }
   if (!c.save_only_model) {
     std::vector<std::pair<std::string, Tensor>> st;
@@ -115,7 +121,8 @@ void prune_checkpoints(const std::string& run_dir, int64_t limit, int64_t latest
 TrainState read_trainer_state(const std::string& ckpt) {
   const fs::path p = fs::path(ckpt) / "trainer_state.json";
   if (!fs::exists(p))
-    throw Error(fmt::format("{} has no trainer_state.json", ckpt), "--resume_from_checkpoint takes a checkpoint-K folder of a run");
+    throw Error(fmt::format("{} has no trainer_state.json", ckpt),
+                "--resume_from_checkpoint takes a checkpoint-K folder of a run");
   json j;
   try {
     std::ifstream f(p);
@@ -127,7 +134,8 @@ TrainState read_trainer_state(const std::string& ckpt) {
   s.global_step = j.value("global_step", int64_t(0));
   s.max_steps = j.value("max_steps", int64_t(0));
   s.epoch = j.value("epoch", 0.0);
-  if (j.contains("best_metric") && j["best_metric"].is_number()) s.best_metric = j["best_metric"].get<double>();
+  if (j.contains("best_metric") && j["best_metric"].is_number())
+    s.best_metric = j["best_metric"].get<double>();
   s.best_step = j.value("best_step", int64_t(0));
   if (j.contains("log_history")) s.log_history = j["log_history"].get<std::vector<json>>();
   return s;
@@ -136,14 +144,16 @@ TrainState read_trainer_state(const std::string& ckpt) {
 void load_optimizer_state(AdamW& opt, const std::string& ckpt) {
   const fs::path p = fs::path(ckpt) / "optimizer.safetensors";
   if (!fs::exists(p))
-    throw Error(fmt::format("{} has no optimizer.safetensors (saved with --save_only_model?)", ckpt),
-                "resume with --resume_only_model true to load the weights alone");
+    throw Error(
+        fmt::format("{} has no optimizer.safetensors (saved with --save_only_model?)", ckpt),
+        "resume with --resume_only_model true to load the weights alone");
   io::SafetensorsFile f = io::load_safetensors(p.string());
   for (auto& prm : opt.params()) {
     const Tensor* m = f.find(prm.name + ".exp_avg");
     const Tensor* v = f.find(prm.name + ".exp_avg_sq");
     if (!m || !v || m->shape() != prm.m.shape() || v->shape() != prm.v.shape())
-      throw Error(fmt::format("{}: optimizer state of {} is missing or has another shape", p.string(), prm.name),
+      throw Error(fmt::format("{}: optimizer state of {} is missing or has another shape",
+                              p.string(), prm.name),
                   "the checkpoint comes from a different model or tuner setting");
     Device* d = prm.m.device();
     d->copy(prm.m, d->upload(*m));
@@ -155,9 +165,8 @@ void load_full_weights(Transformer& model, const std::string& ckpt) {
   const fs::path p = fs::path(ckpt) / "model.safetensors";
   if (!fs::exists(p)) throw Error(fmt::format("{} has no model.safetensors", ckpt));
   io::SafetensorsFile f = io::load_safetensors(p.string());
-  ModelGrads unused;
   Device& d = model.device();
-  for (auto& s : named_slots(model.config(), model.weights(), unused)) {
+  for (auto& s : weight_slots(model.config(), &model.weights())) {
     const Tensor* t = f.find(s.name);
     if (!t || t->shape() != s.weight->shape())
       throw Error(fmt::format("{}: weight {} is missing or has another shape", p.string(), s.name));

@@ -5,15 +5,23 @@
 namespace swiftlet {
 
 void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad) {
+  add(name, value, grad, dev_.zeros(value.shape(), DType::kF32),
+      dev_.zeros(value.shape(), DType::kF32));
+}
+
+void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad, const Tensor& m,
+                const Tensor& v) {
   SWIFTLET_CHECK(value.dtype() == DType::kF32 && grad.dtype() == DType::kF32 &&
-                     value.shape() == grad.shape(),
-                 "AdamW::add {}: value {} grad {}", name, value.describe(), grad.describe());
+                     value.shape() == grad.shape() && m.shape() == value.shape() &&
+                     v.shape() == value.shape(),
+                 "AdamW::add {}: value {} grad {} m {} v {}", name, value.describe(),
+                 grad.describe(), m.describe(), v.describe());
   Param p;
   p.name = name;
   p.value = value;
   p.grad = grad;
-  p.m = dev_.zeros(value.shape(), DType::kF32);
-  p.v = dev_.zeros(value.shape(), DType::kF32);
+  p.m = m;
+  p.v = v;
   const bool is_norm = name.find("norm") != std::string::npos;
   const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
   p.decay = !is_norm && !is_bias;
@@ -31,7 +39,10 @@ double AdamW::clip(double max_norm) {
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     // HF: clip_coef = max_norm / (norm + 1e-6)
     const float coef = float(max_norm / (norm + 1e-6));
-    for (auto& p : params_) dev_.scale_inplace(p.grad, coef);
+    if (!flat_grads_.empty())
+      for (auto& g : flat_grads_) dev_.scale_inplace(g, coef);
+    else
+      for (auto& p : params_) dev_.scale_inplace(p.grad, coef);
   }
   return norm;
 }
@@ -44,7 +55,10 @@ void AdamW::step(double lr) {
 }
 
 void AdamW::zero_grad() {
-  for (auto& p : params_) dev_.fill(p.grad, 0.0f);
+  if (!flat_grads_.empty())
+    for (auto& g : flat_grads_) dev_.fill(g, 0.0f);
+  else
+    for (auto& p : params_) dev_.fill(p.grad, 0.0f);
 }
 
 }  // namespace swiftlet

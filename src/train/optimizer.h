@@ -26,8 +26,14 @@ struct Param {
 class AdamW {
  public:
   AdamW(Device& dev, AdamWOptions opt) : dev_(dev), opt_(opt) {}
-  // Registers a parameter; decay is off for names of norms and biases.
+  // Registers a parameter; decay is off for names of norms and biases. Moments are allocated here,
+  // or given (views of the trainer's flat buckets).
   void add(const std::string& name, const Tensor& value, const Tensor& grad);
+  void add(const std::string& name, const Tensor& value, const Tensor& grad, const Tensor& m,
+           const Tensor& v);
+  // Gradients live in these flat buffers (every param's grad a view of one): zeroing and
+  // clipping run over them, one kernel each, instead of parameter by parameter.
+  void set_flat_grads(std::vector<Tensor> flat) { flat_grads_ = std::move(flat); }
   std::vector<Param>& params() { return params_; }
   const AdamWOptions& options() const { return opt_; }
   int64_t step_count() const { return step_; }
@@ -35,7 +41,8 @@ class AdamW {
 
   // sqrt(sum of squares of every gradient)
   double grad_norm();
-  // Scales gradients so their global norm is at most max_norm (when > 0); returns the pre-clip norm.
+  // Scales gradients so their global norm is at most max_norm (when > 0); returns the pre-clip
+  // norm.
   double clip(double max_norm);
   void step(double lr);
   void zero_grad();
@@ -44,6 +51,7 @@ class AdamW {
   Device& dev_;
   AdamWOptions opt_;
   std::vector<Param> params_;
+  std::vector<Tensor> flat_grads_;
   int64_t step_ = 0;
 };
 

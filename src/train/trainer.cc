@@ -21,32 +21,6 @@ namespace swiftlet {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-TrainBatch make_train_batch(const std::vector<const TokenizedSample*>& samples) {
-  TrainBatch b;
-  int64_t row = 0;
-  for (const TokenizedSample* s : samples) {
-    const int64_t n = int64_t(s->input_ids.size());
-    SWIFTLET_CHECK(n > 0 && s->labels.size() == s->input_ids.size(), "sample: {} ids, {} labels",
-                   s->input_ids.size(), s->labels.size());
-    std::vector<int64_t> parts = s->packed_lengths;
-    if (parts.empty()) parts.push_back(n);
-    int64_t at = 0;
-    for (int64_t len : parts) {
-      SWIFTLET_CHECK(len > 0 && at + len <= n, "packed lengths exceed the sample of {} tokens", n);
-      b.samples.emplace_back(row + at, len);
-      for (int64_t t = 0; t < len; ++t) {
-        b.input_ids.push_back(s->input_ids[size_t(at + t)]);
-        b.positions.push_back(int32_t(t));
-        b.targets.push_back(t + 1 < len ? s->labels[size_t(at + t + 1)] : kIgnoreIndex);
-      }
-      at += len;
-    }
-    SWIFTLET_CHECK(at == n, "packed lengths cover {} of {} tokens", at, n);
-    row += n;
-  }
-  return b;
-}
-
 std::string next_version_dir(const std::string& output_dir) {
   int next = 0;
   static const std::regex re("v(\\d+)-.*");
@@ -54,7 +28,8 @@ std::string next_version_dir(const std::string& output_dir) {
     for (const auto& e : fs::directory_iterator(output_dir)) {
       std::smatch m;
       const std::string name = e.path().filename().string();
-      if (e.is_directory() && std::regex_match(name, m, re)) next = std::max(next, std::stoi(m[1]) + 1);
+      if (e.is_directory() && std::regex_match(name, m, re))
+        next = std::max(next, std::stoi(m[1]) + 1);
     }
   std::time_t now = std::time(nullptr);
   char stamp[32];
@@ -65,7 +40,8 @@ std::string next_version_dir(const std::string& output_dir) {
 namespace {
 
 // Micro-batches of one epoch: a seeded permutation of the samples cut into groups.
-std::vector<std::vector<size_t>> epoch_batches(size_t n, int64_t batch, uint64_t data_seed, int64_t epoch) {
+std::vector<std::vector<size_t>> epoch_batches(size_t n, int64_t batch, uint64_t data_seed,
+                                               int64_t epoch) {
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = i;
   Rng rng(data_seed * 1000003ull + uint64_t(epoch));
@@ -84,224 +60,301 @@ uint64_t step_seed(uint64_t seed, int64_t step, size_t micro) {
 
 double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
+// One training run: setup, then per optimizer step the small steps below, in this order.
+class TrainLoop {
+ public:
+  TrainLoop(const TrainArgs& a, TrainTask& task, GradReducer* reducer)
+      : a_(a),
+        task_(task),
+        reducer_(reducer),
+        folder_(load_model_folder(a.model)),
+        pool_(a.threads > 0 ? a.threads : ThreadPool::default_threads()),
+        dev_(DeviceRegistry::create(a.device, pool_)),
+        opt_(*dev_, {a.adam_beta1, a.adam_beta2, a.adam_epsilon, a.weight_decay}) {}
+
+  TrainResult run();
+
+ private:
+  void setup_model();
+  void plan();
+  void resume_state();
+  std::vector<std::vector<size_t>> micro_batches(int64_t step);
+  void accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
+                  Metrics& step_metrics);
+  void log(int64_t gstep, double lr);
+  void evaluate(int64_t gstep);
+  void save(int64_t gstep);
+
+  const TrainArgs& a_;
+  TrainTask& task_;
+  GradReducer* reducer_;
+  ModelFolder folder_;
+  ThreadPool pool_;
+  std::unique_ptr<Device> dev_;
+  std::unique_ptr<Transformer> model_;
+  ModelGrads grads_;
+  std::unique_ptr<LoraAdapter> adapter_;
+  std::unique_ptr<ParamBuckets> buckets_;
+  AdamW opt_;
+  bool full_ = false;
+
+  int64_t gas_ = 1, steps_per_epoch_ = 1, total_steps_ = 1, eval_steps_ = 1;
+  LrSchedule sched_;
+  TrainState state_;
+  std::string run_dir_;
+  json args_json_;
+  std::unique_ptr<RunLogger> logger_;
+  std::unique_ptr<Progress> progress_;
+  TrainResult result_;
+
+  // The logging window: metrics and grad norms since the last log line.
+  Metrics win_;
+  double win_grad_ = 0;
+  int64_t win_steps_ = 0, win_tokens_ = 0, start_step_ = 0;
+  std::chrono::steady_clock::time_point t0_, window_start_;
+  std::vector<std::vector<size_t>> epoch_;
+  int64_t epoch_index_ = -1;
+};
+
+// The model, the trainable parameters in flat buckets, and the optimizer over them.
+void TrainLoop::setup_model() {
+  full_ = a_.tuner_type == "full";
+  const DType base_dtype =
+      full_ ? DType::kF32
+            : (a_.torch_dtype.empty() ? parse_torch_dtype(folder_.config.torch_dtype)
+                                      : parse_torch_dtype(a_.torch_dtype));
+  model_ = std::make_unique<Transformer>(*dev_, folder_.config, folder_.weights, base_dtype, full_);
+  const bool resuming = !a_.resume_from_checkpoint.empty();
+  std::vector<TrainableSlot> slots;
+  if (full_) {
+    if (resuming) load_full_weights(*model_, a_.resume_from_checkpoint);
+    for (auto& s : weight_slots(folder_.config, &model_->weights(), &grads_))
+      slots.push_back({s.name, s.weight, s.grad});
+  } else {
+    LoraConfig lc = a_.lora;
+    lc.base_model_name_or_path = folder_.path;
+    Rng init_rng(a_.seed);
+    adapter_ = std::make_unique<LoraAdapter>(
+        resuming ? LoraAdapter::load(*dev_, a_.resume_from_checkpoint, folder_.config)
+                 : LoraAdapter::create(*dev_, folder_.config, lc, init_rng));
+    if (resuming)
+      adapter_->set_base_model(folder_.path);
+    else
+      adapter_->init_modules_to_save(*dev_, *model_);
+    for (auto& t : adapter_->trainable(&grads_)) slots.push_back({t.name, t.value, t.grad});
+  }
+  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots);
+  if (full_) {
+    if (folder_.config.tie_word_embeddings)
+      model_->weights().lm_head = model_->weights().embed_tokens;
+    model_->keep_current_weights();
+  } else {
+    adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
+  }
+  if (folder_.config.tie_word_embeddings && grads_.embed_tokens.defined())
+    grads_.lm_head = grads_.embed_tokens;
+  for (size_t i = 0; i < buckets_->entries().size(); ++i)
+    opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
+             buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
+  std::vector<Tensor> flat;
+  for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
+  opt_.set_flat_grads(std::move(flat));
+}
+
+// Micro-batches, accumulation and steps, as ms-swift counts them.
+void TrainLoop::plan() {
+  const int64_t bs = a_.per_device_train_batch_size;
+  gas_ = a_.gradient_accumulation_steps > 0 ? a_.gradient_accumulation_steps
+                                            : std::max<int64_t>(1, (16 + bs - 1) / bs);
+  const int64_t micro_per_epoch = (int64_t(task_.train_size()) + bs - 1) / bs;
+  steps_per_epoch_ = (micro_per_epoch + gas_ - 1) / gas_;
+  total_steps_ = a_.max_steps > 0
+                     ? a_.max_steps
+                     : std::max<int64_t>(
+                           1, int64_t(std::ceil(a_.num_train_epochs * double(steps_per_epoch_))));
+  const int64_t warmup = a_.warmup_steps > 0
+                             ? a_.warmup_steps
+                             : int64_t(std::ceil(a_.warmup_ratio * double(total_steps_)));
+  sched_ = LrSchedule{a_.lr_scheduler_type, a_.learning_rate, warmup, total_steps_};
+  eval_steps_ = a_.eval_steps > 0 ? a_.eval_steps : a_.save_steps;
+}
+
+void TrainLoop::resume_state() {
+  if (a_.resume_from_checkpoint.empty()) return;
+  state_ = read_trainer_state(a_.resume_from_checkpoint);
+  if (!a_.resume_only_model) load_optimizer_state(opt_, a_.resume_from_checkpoint);
+  opt_.set_step_count(state_.global_step);
+  if (state_.global_step >= total_steps_)
+    throw Error(fmt::format("{} is already at step {} of {}", a_.resume_from_checkpoint,
+                            state_.global_step, total_steps_),
+                "raise --max_steps or --num_train_epochs to train further");
+}
+
+// The sample indices of each micro-batch of optimizer step `step`.
+std::vector<std::vector<size_t>> TrainLoop::micro_batches(int64_t step) {
+  const int64_t epoch = step / steps_per_epoch_, k = step % steps_per_epoch_;
+  if (epoch != epoch_index_) {
+    epoch_ = epoch_batches(task_.train_size(), a_.per_device_train_batch_size, a_.data_seed, epoch);
+    epoch_index_ = epoch;
+  }
+  std::vector<std::vector<size_t>> micro;
+  for (int64_t m = k * gas_; m < std::min<int64_t>((k + 1) * gas_, int64_t(epoch_.size())); ++m)
+    micro.push_back(epoch_[size_t(m)]);
+  return micro;
+}
+
+// Forward, objective and backward of every micro-batch; gradients add up in the buckets.
+void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
+                           Metrics& step_metrics) {
+  task_.begin_step(micro);
+  TrainStepOptions so;
+  so.gradient_checkpointing = a_.gradient_checkpointing;
+  so.lora_dropout = full_ ? 0.0f : float(adapter_->config().dropout);
+  for (size_t m = 0; m < micro.size(); ++m) {
+    so.dropout_seed = step_seed(a_.seed, step, m);
+    win_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
+  }
+}
+
+void TrainLoop::log(int64_t gstep, double lr) {
+  const auto now = std::chrono::steady_clock::now();
+  const double elapsed = std::chrono::duration<double>(now - t0_).count();
+  const double done = double(gstep - start_step_);
+  json rec;
+  for (const auto& [name, sw] : win_.values()) rec[name] = round6(win_.mean(name));
+  rec["grad_norm"] = round6(win_grad_ / double(win_steps_));
+  rec["learning_rate"] = lr;
+  rec["epoch"] = round6(double(gstep) / double(steps_per_epoch_));
+  rec["global_step/max_steps"] = fmt::format("{}/{}", gstep, total_steps_);
+  rec["percentage"] = fmt::format("{:.2f}%", 100.0 * double(gstep) / double(total_steps_));
+  rec["elapsed_time"] = format_duration(elapsed);
+  rec["remaining_time"] = format_duration(elapsed / done * double(total_steps_ - gstep));
+  rec["memory(GiB)"] = round6(peak_rss_gib());
+  rec["train_speed(iter/s)"] = round6(done / std::max(elapsed, 1e-9));
+  rec["tokens_per_second"] =
+      round6(double(win_tokens_) /
+             std::max(std::chrono::duration<double>(now - window_start_).count(), 1e-9));
+  rec["step"] = gstep;
+  logger_->log(rec, *progress_);
+  result_.log_history.push_back(rec);
+  win_.clear();
+  win_grad_ = 0;
+  win_steps_ = win_tokens_ = 0;
+  window_start_ = std::chrono::steady_clock::now();
+}
+
+void TrainLoop::evaluate(int64_t gstep) {
+  const Metrics m = task_.evaluate(*model_, a_.per_device_eval_batch_size);
+  json rec;
+  for (const auto& [name, sw] : m.values()) rec["eval_" + name] = round6(m.mean(name));
+  rec["epoch"] = round6(double(gstep) / double(steps_per_epoch_));
+  rec["global_step/max_steps"] = fmt::format("{}/{}", gstep, total_steps_);
+  rec["step"] = gstep;
+  logger_->log(rec, *progress_);
+  result_.log_history.push_back(rec);
+  const double eval_loss = m.mean("loss");
+  if (!state_.best_metric || eval_loss < *state_.best_metric) {
+    state_.best_metric = eval_loss;
+    state_.best_step = gstep;
+  }
+}
+
+void TrainLoop::save(int64_t gstep) {
+  state_.global_step = gstep;
+  state_.max_steps = total_steps_;
+  state_.epoch = double(gstep) / double(steps_per_epoch_);
+  state_.log_history = result_.log_history;
+  CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
+                       &state_, args_json_};
+  result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
+  prune_checkpoints(run_dir_, a_.save_total_limit, gstep, state_.best_step);
+}
+
+TrainResult TrainLoop::run() {
+  setup_model();
+  plan();
+  resume_state();
+
+  run_dir_ = a_.add_version ? next_version_dir(a_.output_dir) : a_.output_dir;
+  fs::create_directories(run_dir_);
+  args_json_ = a_.args_json;
+  args_json_["model"] = folder_.path;
+  args_json_["output_dir"] = run_dir_;
+  write_json_atomic(fs::path(run_dir_) / "args.json", args_json_);
+  logger_ = std::make_unique<RunLogger>(run_dir_);
+  log_info(
+      "run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
+      "({} per epoch, batch {} x accumulation {})",
+      run_dir_, buckets_->numel(), a_.tuner_type, task_.train_size(), task_.eval_size(),
+      total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_);
+
+  result_.run_dir = run_dir_;
+  result_.log_history = state_.log_history;
+  start_step_ = state_.global_step;
+  progress_ = std::make_unique<Progress>(total_steps_, start_step_);
+  t0_ = window_start_ = std::chrono::steady_clock::now();
+
+  for (int64_t step = start_step_; step < total_steps_; ++step) {
+    const auto micro = micro_batches(step);
+    opt_.zero_grad();
+    Metrics step_metrics;
+    accumulate(step, micro, step_metrics);
+    if (reducer_) reducer_->reduce(*buckets_);
+    const double gnorm = opt_.clip(a_.max_grad_norm);
+    const double lr = sched_.at(step);
+    if (!std::isfinite(gnorm))
+      log_warning(
+          "step {}: the gradient norm is {}; the learning rate ({}) may be too high or the "
+          "data may hold empty targets",
+          step + 1, gnorm, lr);
+    opt_.step(lr);
+
+    win_.merge(step_metrics);
+    win_grad_ += gnorm;
+    ++win_steps_;
+    result_.step_losses.push_back(step_metrics.mean("loss"));
+    result_.step_grad_norms.push_back(gnorm);
+    const int64_t gstep = step + 1;
+    progress_->update(gstep, win_.mean("loss"), win_tokens_);
+
+    const bool last = gstep == total_steps_;
+    if (gstep % a_.logging_steps == 0 || gstep == 1 || last) log(gstep, lr);
+    if (task_.eval_size() > 0 && (gstep % eval_steps_ == 0 || last)) evaluate(gstep);
+    if (gstep % a_.save_steps == 0 || last) save(gstep);
+  }
+  progress_->finish();
+  if (state_.best_step > 0)
+    result_.best_checkpoint =
+        (fs::path(run_dir_) / fmt::format("checkpoint-{}", state_.best_step)).string();
+  result_.global_step = total_steps_;
+  logger_->finish(result_.log_history);
+  log_info("last checkpoint: {}", result_.last_checkpoint);
+  if (!result_.best_checkpoint.empty()) log_info("best checkpoint: {}", result_.best_checkpoint);
+  return result_;
+}
+
 }  // namespace
+
+TrainResult train(const TrainArgs& a, TrainTask& task, GradReducer* reducer) {
+  if (a.tuner_type != "lora" && a.tuner_type != "full")
+    throw Error(fmt::format("--tuner_type {} is not supported", a.tuner_type), "use lora or full");
+  if (task.train_size() == 0)
+    throw Error("the training set is empty", "check --dataset and --max_length");
+  if (a.per_device_train_batch_size < 1 || a.per_device_eval_batch_size < 1)
+    throw Error("batch sizes must be at least 1");
+  if (a.logging_steps < 1 || a.save_steps < 1)
+    throw Error("--logging_steps and --save_steps must be at least 1");
+  if (a.max_steps <= 0 && a.num_train_epochs <= 0)
+    throw Error("--num_train_epochs must be positive (or set --max_steps)");
+  check_lr_scheduler_type(a.lr_scheduler_type);
+  TrainLoop loop(a, task, reducer);
+  return loop.run();
+}
 
 TrainResult train(const TrainArgs& a, const std::vector<TokenizedSample>& train_set,
                   const std::vector<TokenizedSample>& val_set) {
-  if (a.tuner_type != "lora" && a.tuner_type != "full")
-    throw Error(fmt::format("--tuner_type {} is not supported", a.tuner_type), "use lora or full");
-  if (train_set.empty()) throw Error("the training set is empty", "check --dataset and --max_length");
-  if (a.per_device_train_batch_size < 1 || a.per_device_eval_batch_size < 1)
-    throw Error("batch sizes must be at least 1");
-  if (a.logging_steps < 1 || a.save_steps < 1) throw Error("--logging_steps and --save_steps must be at least 1");
-  if (a.max_steps <= 0 && a.num_train_epochs <= 0) throw Error("--num_train_epochs must be positive (or set --max_steps)");
-  check_lr_scheduler_type(a.lr_scheduler_type);
-
-  ModelFolder folder = load_model_folder(a.model);
-  const bool full = a.tuner_type == "full";
-  const DType base_dtype = full ? DType::kF32
-                                : (a.torch_dtype.empty() ? parse_torch_dtype(folder.config.torch_dtype)
-                                                         : parse_torch_dtype(a.torch_dtype));
-  ThreadPool pool(a.threads > 0 ? a.threads : ThreadPool::default_threads());
-  std::unique_ptr<Device> dev = DeviceRegistry::create(a.device, pool);
-  Transformer model(*dev, folder.config, folder.weights, base_dtype, full);
-
-  // Trainable parameters and their gradients.
-  ModelGrads grads;
-  std::unique_ptr<LoraAdapter> adapter;
-  AdamW opt(*dev, {a.adam_beta1, a.adam_beta2, a.adam_epsilon, a.weight_decay});
-  const bool resuming = !a.resume_from_checkpoint.empty();
-  if (full) {
-    if (resuming) load_full_weights(model, a.resume_from_checkpoint);
-    for (auto& s : named_slots(folder.config, model.weights(), grads)) {
-      *s.grad = dev->zeros(s.weight->shape(), DType::kF32);
-      opt.add(s.name, *s.weight, *s.grad);
-    }
-    if (folder.config.tie_word_embeddings) grads.lm_head = grads.embed_tokens;
-  } else {
-    LoraConfig lc = a.lora;
-    lc.base_model_name_or_path = folder.path;
-    Rng init_rng(a.seed);
-    adapter = std::make_unique<LoraAdapter>(
-        resuming ? LoraAdapter::load(*dev, a.resume_from_checkpoint, folder.config)
-                 : LoraAdapter::create(*dev, folder.config, lc, init_rng));
-    if (resuming) {
-      adapter->set_base_model(folder.path);
-    } else {
-      adapter->init_modules_to_save(*dev, model);
-    }
-    adapter->attach(model);
-    adapter->make_grads(*dev, grads);
-    if (folder.config.tie_word_embeddings && grads.embed_tokens.defined()) grads.lm_head = grads.embed_tokens;
-    auto named = adapter->named_tensors();
-    std::vector<std::pair<std::string, Tensor>> named_grads = adapter->named_grads(grads);
-    for (size_t i = 0; i < named.size(); ++i) opt.add(named[i].first, named[i].second, named_grads[i].second);
-  }
-  int64_t trainable = 0;
-  for (auto& p : opt.params()) trainable += p.value.numel();
-
-  // The plan: micro-batches, accumulation, steps.
-  const int64_t gas = a.gradient_accumulation_steps > 0
-                          ? a.gradient_accumulation_steps
-                          : std::max<int64_t>(1, (16 + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size);
-  const int64_t micro_per_epoch = (int64_t(train_set.size()) + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size;
-  const int64_t steps_per_epoch = (micro_per_epoch + gas - 1) / gas;
-  const int64_t total_steps = a.max_steps > 0 ? a.max_steps
-                                              : std::max<int64_t>(1, int64_t(std::ceil(a.num_train_epochs * double(steps_per_epoch))));
-  const int64_t warmup = a.warmup_steps > 0 ? a.warmup_steps : int64_t(std::ceil(a.warmup_ratio * double(total_steps)));
-  LrSchedule sched{a.lr_scheduler_type, a.learning_rate, warmup, total_steps};
-  const int64_t eval_steps = a.eval_steps > 0 ? a.eval_steps : a.save_steps;
-
-  TrainState state;
-  if (resuming) {
-    state = read_trainer_state(a.resume_from_checkpoint);
-    if (!a.resume_only_model) load_optimizer_state(opt, a.resume_from_checkpoint);
-    opt.set_step_count(state.global_step);
-    if (state.global_step >= total_steps)
-      throw Error(fmt::format("{} is already at step {} of {}", a.resume_from_checkpoint, state.global_step, total_steps),
-                  "raise --max_steps or --num_train_epochs to train further");
-  }
-
-  const std::string run_dir = a.add_version ? next_version_dir(a.output_dir) : a.output_dir;
-  fs::create_directories(run_dir);
-  json args_json = a.args_json;
-  args_json["model"] = folder.path;
-  args_json["output_dir"] = run_dir;
-  write_json_atomic(fs::path(run_dir) / "args.json", args_json);
-  RunLogger logger(run_dir);
-  log_info("run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
-           "({} per epoch, batch {} x accumulation {})",
-           run_dir, trainable, a.tuner_type, train_set.size(), val_set.size(), total_steps,
-           steps_per_epoch, a.per_device_train_batch_size, gas);
-
-  TrainResult result;
-  result.run_dir = run_dir;
-  result.log_history = state.log_history;
-  const int64_t start_step = state.global_step;
-  Progress progress(total_steps, start_step);
-  double win_loss = 0, win_grad = 0;
-  int64_t win_tokens = 0, win_correct = 0, win_steps = 0, win_train_tokens = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  auto window_start = t0;
-  std::vector<std::vector<size_t>> batches;
-  int64_t batches_epoch = -1;
-
-  auto evaluate = [&]() {
-    LossStats st;
-    for (size_t i = 0; i < val_set.size(); i += size_t(a.per_device_eval_batch_size)) {
-      std::vector<const TokenizedSample*> group;
-      for (size_t j = i; j < std::min(val_set.size(), i + size_t(a.per_device_eval_batch_size)); ++j) group.push_back(&val_set[j]);
-      LossStats s = model.eval_loss(make_train_batch(group));
-      st.loss_sum += s.loss_sum;
-      st.tokens += s.tokens;
-      st.correct += s.correct;
-    }
-    return st;
-  };
-
-  for (int64_t step = start_step; step < total_steps; ++step) {
-    const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
-    if (epoch != batches_epoch) {
-      batches = epoch_batches(train_set.size(), a.per_device_train_batch_size, a.data_seed, epoch);
-      batches_epoch = epoch;
-    }
-    std::vector<TrainBatch> micro;
-    int64_t step_tokens = 0;
-    for (int64_t m = k * gas; m < std::min<int64_t>((k + 1) * gas, int64_t(batches.size())); ++m) {
-      std::vector<const TokenizedSample*> group;
-      for (size_t i : batches[size_t(m)]) group.push_back(&train_set[i]);
-      micro.push_back(make_train_batch(group));
-      for (int32_t t : micro.back().targets) step_tokens += t != kIgnoreIndex;
-    }
-    opt.zero_grad();
-    TrainStepOptions so;
-    so.grad_scale = 1.0f / float(std::max<int64_t>(1, step_tokens));  // mean over the step's tokens
-    so.gradient_checkpointing = a.gradient_checkpointing;
-    so.lora_dropout = full ? 0.0f : float(adapter->config().dropout);
-    LossStats step_stats;
-    for (size_t m = 0; m < micro.size(); ++m) {
-      so.dropout_seed = step_seed(a.seed, step, m);
-      LossStats st = model.train_step(micro[m], grads, so);
-      step_stats.loss_sum += st.loss_sum;
-      step_stats.tokens += st.tokens;
-      win_loss += st.loss_sum;
-      win_tokens += st.tokens;
-      win_correct += st.correct;
-      win_train_tokens += int64_t(micro[m].input_ids.size());
-    }
-    const double gnorm = opt.clip(a.max_grad_norm);
-    if (!std::isfinite(gnorm))
-      log_warning("step {}: the gradient norm is {}; the learning rate ({}) may be too high or the data "
-                  "may hold empty targets", step + 1, gnorm, sched.at(step));
-    const double lr = sched.at(step);
-    opt.step(lr);
-    win_grad += gnorm;
-    ++win_steps;
-    result.step_losses.push_back(step_stats.tokens ? step_stats.loss_sum / double(step_stats.tokens) : 0.0);
-    result.step_grad_norms.push_back(gnorm);
-    const int64_t gstep = step + 1;
-    progress.update(gstep, win_tokens ? win_loss / double(win_tokens) : 0.0, win_train_tokens);
-
-    const bool last = gstep == total_steps;
-    if (gstep % a.logging_steps == 0 || gstep == 1 || last) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double done = double(gstep - start_step);
-      json rec = {{"loss", round6(win_tokens ? win_loss / double(win_tokens) : 0.0)},
-                  {"grad_norm", round6(win_grad / double(win_steps))},
-                  {"learning_rate", lr},
-                  {"token_acc", round6(win_tokens ? double(win_correct) / double(win_tokens) : 0.0)},
-                  {"epoch", round6(double(gstep) / double(steps_per_epoch))},
-                  {"global_step/max_steps", fmt::format("{}/{}", gstep, total_steps)},
-                  {"percentage", fmt::format("{:.2f}%", 100.0 * double(gstep) / double(total_steps))},
-                  {"elapsed_time", format_duration(elapsed)},
-                  {"remaining_time", format_duration(elapsed / done * double(total_steps - gstep))},
-                  {"memory(GiB)", round6(peak_rss_gib())},
-                  {"train_speed(iter/s)", round6(done / std::max(elapsed, 1e-9))},
-                  {"tokens_per_second",
-                   round6(double(win_train_tokens) /
-                          std::max(std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count(), 1e-9))},
-                  {"step", gstep}};
-      logger.log(rec, progress);
-      result.log_history.push_back(rec);
-      win_loss = win_grad = 0;
-      win_tokens = win_correct = win_steps = win_train_tokens = 0;
-      window_start = std::chrono::steady_clock::now();
-    }
-    bool evaluated = false;
-    if (!val_set.empty() && (gstep % eval_steps == 0 || last)) {
-      LossStats st = evaluate();
-      const double eval_loss = st.tokens ? st.loss_sum / double(st.tokens) : 0.0;
-      json rec = {{"eval_loss", round6(eval_loss)},
-                  {"eval_token_acc", round6(st.tokens ? double(st.correct) / double(st.tokens) : 0.0)},
-                  {"epoch", round6(double(gstep) / double(steps_per_epoch))},
-                  {"global_step/max_steps", fmt::format("{}/{}", gstep, total_steps)},
-                  {"step", gstep}};
-      logger.log(rec, progress);
-      result.log_history.push_back(rec);
-      evaluated = true;
-      if (!state.best_metric || eval_loss < *state.best_metric) {
-        state.best_metric = eval_loss;
-        state.best_step = gstep;
-      }
-    }
-    if (gstep % a.save_steps == 0 || last) {
-      state.global_step = gstep;
-      state.max_steps = total_steps;
-      state.epoch = double(gstep) / double(steps_per_epoch);
-      state.log_history = result.log_history;
-      CheckpointContents c{folder, a.save_only_model, adapter.get(), &model, &opt, &state, args_json};
-      result.last_checkpoint = save_checkpoint(run_dir, gstep, c);
-      prune_checkpoints(run_dir, a.save_total_limit, gstep, state.best_step);
-    }
-    (void)evaluated;
-  }
-  progress.finish();
-  if (state.best_step > 0) result.best_checkpoint = (fs::path(run_dir) / fmt::format("checkpoint-{}", state.best_step)).string();
-  result.global_step = total_steps;
-  logger.finish(result.log_history);
-  log_info("last checkpoint: {}", result.last_checkpoint);
-  if (!result.best_checkpoint.empty()) log_info("best checkpoint: {}", result.best_checkpoint);
-  return result;
+  SftTask task(train_set, val_set);
+  return train(a, task);
 }
 
 }  // namespace swiftlet

@@ -4,18 +4,20 @@
 // resume. Writes ms-swift's run layout:
 //   <output_dir>/v<N>-<YYYYMMDD-HHMMSS>/{args.json, logging.jsonl, runs/, images/, checkpoint-K/}
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
 #include "data/sample.h"
 #include "model/folder.h"
+#include "train/param_buckets.h"
+#include "train/sft_task.h"
+#include "train/task.h"
 #include "tuner/lora.h"
 
 namespace swiftlet {
 
 struct TrainArgs {
-  std::string model;  // resolved model folder
+  std::string model;                // resolved model folder
   std::string tuner_type = "lora";  // lora | full
   LoraConfig lora;
   std::string torch_dtype;  // frozen base weights ("" = config.json); trainable ones are f32
@@ -35,7 +37,7 @@ struct TrainArgs {
   int64_t warmup_steps = 0;
   int64_t logging_steps = 5;
   int64_t save_steps = 500;
-  int64_t eval_steps = 0;  // 0: follow save_steps
+  int64_t eval_steps = 0;         // 0: follow save_steps
   int64_t save_total_limit = -1;  // -1: keep all
   bool save_only_model = false;
   bool gradient_checkpointing = true;
@@ -59,13 +61,20 @@ struct TrainResult {
   std::vector<double> step_losses, step_grad_norms;
 };
 
-// Trains on `train` (evaluating on `val` when not empty). Throws Error for bad settings.
+// Where multi-process training plugs in: after a step's micro-batches, before clipping, the
+// gradients of every bucket are combined across ranks (summed, or reduce-scattered with sharded
+// states). One process has nothing to combine: no reducer.
+class GradReducer {
+ public:
+  virtual ~GradReducer() = default;
+  virtual void reduce(ParamBuckets& buckets) = 0;
+};
+
+// SFT / PT: trains on `train` (evaluating on `val` when not empty). Throws Error for bad settings.
 TrainResult train(const TrainArgs& args, const std::vector<TokenizedSample>& train,
                   const std::vector<TokenizedSample>& val);
-
-// Packs samples into a TrainBatch: each sample its own attention segment, positions restarting,
-// targets shifted within the sample (t predicts labels[t + 1]; the last position has none).
-TrainBatch make_train_batch(const std::vector<const TokenizedSample*>& samples);
+// Any task: the one trainer loop.
+TrainResult train(const TrainArgs& args, TrainTask& task, GradReducer* reducer = nullptr);
 
 // `<output_dir>/v<N>-<stamp>` with N one more than the highest existing version.
 std::string next_version_dir(const std::string& output_dir);

@@ -1,10 +1,9 @@
 #include "tuner/lora.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "io/json.h"
@@ -17,39 +16,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kPrefix = "base_model.model.model.layers.";
-
-std::string module_path(const std::string& m) {
-  return (m == "gate_proj" || m == "up_proj" || m == "down_proj") ? "mlp." + m : "self_attn." + m;
-}
-
-Linear& layer_linear(LayerWeights& L, size_t m) {
-  Linear* all[] = {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj};
-  return *all[m];
-}
-
-LinearGrads& layer_grads(LayerGrads& G, size_t m) {
-  LinearGrads* all[] = {&G.q_proj, &G.k_proj, &G.v_proj, &G.o_proj, &G.gate_proj, &G.up_proj, &G.down_proj};
-  return *all[m];
-}
-
-// [out, in] of module m in a layer.
-std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, size_t m) {
-  const int64_t H = c.hidden_size, qd = c.num_attention_heads * c.head_dim,
-                kvd = c.num_key_value_heads * c.head_dim, I = c.intermediate_size;
-  switch (m) {
-    case 0: return {qd, H};
-    case 1: return {kvd, H};
-    case 2: return {kvd, H};
-    case 3: return {H, qd};
-    case 4: return {I, H};
-    case 5: return {I, H};
-    default: return {H, I};
-  }
-}
-
-std::string key(size_t layer, const std::string& m, char ab) {
-  return fmt::format("{}{}.{}.lora_{}.weight", kPrefix, layer, module_path(m), ab);
+// PEFT's key of a module's lora_A / lora_B: base_model.model.<module path>.lora_A.weight
+std::string key(const WeightSlot& s, char ab) {
+  return fmt::format("base_model.model.{}.lora_{}.weight", s.module_path(), ab);
 }
 
 // An f32 copy on `dev` of a host tensor of any float dtype (adapter files may hold bf16).
@@ -65,28 +34,22 @@ Tensor host_view(const Tensor& t) {
 }
 
 // The gradient slot of a module_to_save weight (embeddings, lm_head, norms).
-Tensor* saved_grad_slot(ModelGrads& g, const std::string& name) {
-  if (name == "model.embed_tokens.weight") return &g.embed_tokens;
-  if (name == "lm_head.weight") return &g.lm_head;
-  if (name == "model.norm.weight") return &g.norm;
-  size_t layer = 0;
-  char rest[64] = {0};
-  SWIFTLET_CHECK(std::sscanf(name.c_str(), "model.layers.%zu.%63s", &layer, rest) == 2 && layer < g.layers.size(),
-                 "no gradient slot for {}", name);
-  const std::string r = rest;
-  LayerGrads& L = g.layers[layer];
-  if (r == "input_layernorm.weight") return &L.input_layernorm;
-  if (r == "post_attention_layernorm.weight") return &L.post_attention_layernorm;
-  if (r == "self_attn.q_norm.weight") return &L.q_norm;
-  if (r == "self_attn.k_norm.weight") return &L.k_norm;
+Tensor* saved_grad_slot(const ModelConfig& c, ModelGrads& g, const std::string& name) {
+  for (auto& s : weight_slots(c, nullptr, &g))
+    if (s.name == name) return s.grad;
   SWIFTLET_CHECK(false, "no gradient slot for {}", name);
   return nullptr;
+}
+
+bool targeted(const LoraConfig& cfg, const WeightSlot& s) {
+  return std::find(cfg.target_modules.begin(), cfg.target_modules.end(), s.module) !=
+         cfg.target_modules.end();
 }
 
 }  // namespace
 
 const std::vector<std::string>& lora_module_names() {
-  static const std::vector<std::string> names{"q_proj", "k_proj", "v_proj", "o_proj",
+  static const std::vector<std::string> names{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                               "gate_proj", "up_proj", "down_proj"};
   return names;
 }
@@ -104,12 +67,15 @@ std::vector<std::string> resolve_target_modules(const std::vector<std::string>& 
     }
     // Accept PEFT-style suffixes such as "self_attn.q_proj".
     std::string name = t.substr(t.rfind('.') == std::string::npos ? 0 : t.rfind('.') + 1);
-    if (std::find(lora_module_names().begin(), lora_module_names().end(), name) == lora_module_names().end())
-      throw Error(fmt::format("--target_modules: '{}' is not a linear layer of this model", t),
-                  "use all-linear or names among q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+    if (std::find(lora_module_names().begin(), lora_module_names().end(), name) ==
+        lora_module_names().end())
+      throw Error(
+          fmt::format("--target_modules: '{}' is not a linear layer of this model", t),
+          "use all-linear or names among q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
     out.insert(name);
   }
-  if (out.empty()) throw Error("--target_modules is empty", "use all-linear or a list such as q_proj v_proj");
+  if (out.empty())
+    throw Error("--target_modules is empty", "use all-linear or a list such as q_proj v_proj");
   std::vector<std::string> ordered;
   for (const auto& n : lora_module_names())
     if (out.count(n)) ordered.push_back(n);
@@ -127,7 +93,8 @@ std::string adapter_base_model(const std::string& adapter_dir) {
   return {};
 }
 
-std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c) {
+std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names,
+                                                 const ModelConfig& c) {
   std::vector<std::string> out;
   auto add = [&](const std::string& n) {
     if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
@@ -160,24 +127,21 @@ LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const Lor
   ad.cfg_ = cfg;
   ad.cfg_.target_modules = resolve_target_modules(cfg.target_modules);
   const float scale = float(ad.cfg_.scale());
-  ad.pairs_.resize(size_t(model.num_hidden_layers));
-  for (auto& layer : ad.pairs_) {
-    layer.resize(lora_module_names().size());
-    for (size_t m = 0; m < layer.size(); ++m) {
-      const std::string& name = lora_module_names()[m];
-      if (std::find(ad.cfg_.target_modules.begin(), ad.cfg_.target_modules.end(), name) ==
-          ad.cfg_.target_modules.end())
-        continue;
-      auto [out, in] = module_shape(model, m);
-      Tensor a = Tensor::host({cfg.rank, in}, DType::kF32);
-      const double bound = 1.0 / std::sqrt(double(in));
-      for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = float((2 * rng.uniform() - 1) * bound);
-      auto p = std::make_unique<LoraPair>();
-      p->a = dev.upload(a);
-      p->b = dev.zeros({out, cfg.rank}, DType::kF32);
-      p->scale = scale;
-      layer[m] = std::move(p);
-    }
+  ad.model_ = model;
+  const std::vector<WeightSlot> modules = module_slots(model);
+  ad.pairs_.resize(modules.size());
+  for (size_t i = 0; i < modules.size(); ++i) {
+    if (!targeted(ad.cfg_, modules[i])) continue;
+    const int64_t out = modules[i].shape[0], in = modules[i].shape[1];
+    Tensor a = Tensor::host({cfg.rank, in}, DType::kF32);
+    const double bound = 1.0 / std::sqrt(double(in));
+    for (int64_t k = 0; k < a.numel(); ++k)
+      a.data<float>()[k] = float((2 * rng.uniform() - 1) * bound);
+    auto p = std::make_unique<LoraPair>();
+    p->a = dev.upload(a);
+    p->b = dev.zeros({out, cfg.rank}, DType::kF32);
+    p->scale = scale;
+    ad.pairs_[i] = std::move(p);
   }
   return ad;
 }
@@ -187,7 +151,8 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   const fs::path st_path = fs::path(dir) / "adapter_model.safetensors";
   if (!fs::exists(cfg_path))
     throw Error(fmt::format("{} has no adapter_config.json", dir),
-                "--adapters takes a LoRA checkpoint folder (adapter_config.json + adapter_model.safetensors)");
+                "--adapters takes a LoRA checkpoint folder (adapter_config.json + "
+                "adapter_model.safetensors)");
   if (!fs::exists(st_path))
     throw Error(fmt::format("{} has no adapter_model.safetensors", dir),
                 "swiftlet reads PEFT adapters saved with safe serialization");
@@ -202,11 +167,13 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   if (j.value("peft_type", "LORA") != "LORA")
     throw Error(fmt::format("{}: peft_type {} is not supported; only LORA adapters are", where,
                             j.value("peft_type", "")));
-  if (j.value("use_dora", false)) throw Error(fmt::format("{}: DoRA adapters are not supported yet", where));
+  if (j.value("use_dora", false))
+    throw Error(fmt::format("{}: DoRA adapters are not supported yet", where));
   if (j.value("fan_in_fan_out", false))
     throw Error(fmt::format("{}: fan_in_fan_out adapters are not supported", where));
   if (j.contains("bias") && j["bias"].is_string() && j["bias"] != "none")
-    throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where, j["bias"].get<std::string>()));
+    throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where,
+                            j["bias"].get<std::string>()));
   for (const char* k : {"rank_pattern", "alpha_pattern"})
     if (j.contains(k) && j[k].is_object() && !j[k].empty())
       throw Error(fmt::format("{}: per-module {} is not supported", where, k));
@@ -225,7 +192,8 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   }
   ad.cfg_.target_modules = resolve_target_modules(targets);
   if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
-    for (const auto& m : j["modules_to_save"]) ad.cfg_.modules_to_save.push_back(m.get<std::string>());
+    for (const auto& m : j["modules_to_save"])
+      ad.cfg_.modules_to_save.push_back(m.get<std::string>());
   const std::vector<std::string> to_save = resolve_modules_to_save(ad.cfg_.modules_to_save, model);
 
   io::SafetensorsFile file = io::load_safetensors(st_path.string());
@@ -238,31 +206,30 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   }
   const float scale = float(ad.cfg_.scale());
   size_t used = 0;
-  ad.pairs_.resize(size_t(model.num_hidden_layers));
-  for (size_t l = 0; l < ad.pairs_.size(); ++l) {
-    ad.pairs_[l].resize(lora_module_names().size());
-    for (size_t m = 0; m < lora_module_names().size(); ++m) {
-      const std::string& name = lora_module_names()[m];
-      auto ia = by_name.find(key(l, name, 'A')), ib = by_name.find(key(l, name, 'B'));
-      if (ia == by_name.end() && ib == by_name.end()) continue;
-      if (ia == by_name.end() || ib == by_name.end())
-        throw Error(fmt::format("{}: {} has only one of lora_A / lora_B", st_path.string(),
-                                key(l, name, ia == by_name.end() ? 'B' : 'A')));
-      auto [out, in] = module_shape(model, m);
-      const Tensor& a = *ia->second;
-      const Tensor& b = *ib->second;
-      if (a.shape() != Shape{ad.cfg_.rank, in} || b.shape() != Shape{out, ad.cfg_.rank})
-        throw Error(fmt::format("{}: {} has shape {} and lora_B {}, expected {} and {} for this model",
-                                st_path.string(), ia->first, shape_str(a.shape()), shape_str(b.shape()),
-                                shape_str({ad.cfg_.rank, in}), shape_str({out, ad.cfg_.rank})),
-                    "the adapter was trained on a different base model");
-      auto p = std::make_unique<LoraPair>();
-      p->a = upload_f32(dev, a);
-      p->b = upload_f32(dev, b);
-      p->scale = scale;
-      ad.pairs_[l][m] = std::move(p);
-      used += 2;
-    }
+  ad.model_ = model;
+  const std::vector<WeightSlot> modules = module_slots(model);
+  ad.pairs_.resize(modules.size());
+  for (size_t i = 0; i < modules.size(); ++i) {
+    auto ia = by_name.find(key(modules[i], 'A')), ib = by_name.find(key(modules[i], 'B'));
+    if (ia == by_name.end() && ib == by_name.end()) continue;
+    if (ia == by_name.end() || ib == by_name.end())
+      throw Error(fmt::format("{}: {} has only one of lora_A / lora_B", st_path.string(),
+                              key(modules[i], ia == by_name.end() ? 'B' : 'A')));
+    const int64_t out = modules[i].shape[0], in = modules[i].shape[1];
+    const Tensor& a = *ia->second;
+    const Tensor& b = *ib->second;
+    if (a.shape() != Shape{ad.cfg_.rank, in} || b.shape() != Shape{out, ad.cfg_.rank})
+      throw Error(
+          fmt::format("{}: {} has shape {} and lora_B {}, expected {} and {} for this model",
+                      st_path.string(), ia->first, shape_str(a.shape()), shape_str(b.shape()),
+                      shape_str({ad.cfg_.rank, in}), shape_str({out, ad.cfg_.rank})),
+          "the adapter was trained on a different base model");
+    auto p = std::make_unique<LoraPair>();
+    p->a = upload_f32(dev, a);
+    p->b = upload_f32(dev, b);
+    p->scale = scale;
+    ad.pairs_[i] = std::move(p);
+    used += 2;
   }
   const auto specs = model_weight_specs(model);
   for (const auto& name : to_save) {
@@ -272,7 +239,8 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
       it = by_name.find("base_model.model." + stem + ".modules_to_save.weight");
     }
     if (it == by_name.end())
-      throw Error(fmt::format("{}: modules_to_save lists {} but the file has no weight for it", st_path.string(), name));
+      throw Error(fmt::format("{}: modules_to_save lists {} but the file has no weight for it",
+                              st_path.string(), name));
     Shape want;
     for (const auto& s : specs)
       if (s.name == name) want = s.shape;
@@ -286,12 +254,12 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
     for (const auto& [n, t] : by_name) {
       bool known = false;
       for (const auto& s : ad.saved_)
-        if (n == "base_model.model." + s.first ||
-            n == "base_model.model." + s.first.substr(0, s.first.size() - 7) + ".modules_to_save.weight")
+        if (n == "base_model.model." + s.first || n == "base_model.model." +
+                                                           s.first.substr(0, s.first.size() - 7) +
+                                                           ".modules_to_save.weight")
           known = true;
-      for (size_t l = 0; l < ad.pairs_.size() && !known; ++l)
-        for (const auto& m : lora_module_names())
-          if (n == key(l, m, 'A') || n == key(l, m, 'B')) known = true;
+      for (const auto& m : modules)
+        if (n == key(m, 'A') || n == key(m, 'B')) known = true;
       if (!known)
         throw Error(fmt::format("{}: tensor {} does not belong to a LoRA layer of this model",
                                 st_path.string(), n),
@@ -304,10 +272,9 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
 
 void LoraAdapter::init_modules_to_save(Device& dev, const Transformer& model) {
   saved_.clear();
-  ModelGrads unused;
   auto& tm = const_cast<Transformer&>(model);
   for (const auto& name : resolve_modules_to_save(cfg_.modules_to_save, model.config()))
-    for (auto& s : named_slots(model.config(), tm.weights(), unused))
+    for (auto& s : weight_slots(model.config(), &tm.weights()))
       if (s.name == name) {
         Tensor t = dev.empty(s.weight->shape(), DType::kF32);
         dev.copy(t, *s.weight);
@@ -318,18 +285,30 @@ void LoraAdapter::init_modules_to_save(Device& dev, const Transformer& model) {
 void LoraAdapter::save(const std::string& dir) const {
   fs::create_directories(dir);
   nlohmann::json j = {
-      {"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", cfg_.rank},
-      {"lora_alpha", cfg_.alpha}, {"lora_dropout", cfg_.dropout}, {"use_rslora", cfg_.use_rslora},
-      {"target_modules", cfg_.target_modules}, {"base_model_name_or_path", cfg_.base_model_name_or_path},
-      {"bias", "none"}, {"fan_in_fan_out", false}, {"inference_mode", true},
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"r", cfg_.rank},
+      {"lora_alpha", cfg_.alpha},
+      {"lora_dropout", cfg_.dropout},
+      {"use_rslora", cfg_.use_rslora},
+      {"target_modules", cfg_.target_modules},
+      {"base_model_name_or_path", cfg_.base_model_name_or_path},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
       {"init_lora_weights", true},
-      {"modules_to_save", cfg_.modules_to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg_.modules_to_save)},
+      {"modules_to_save", cfg_.modules_to_save.empty() ? nlohmann::json(nullptr)
+                                                       : nlohmann::json(cfg_.modules_to_save)},
       {"use_dora", false},
-      {"rank_pattern", nlohmann::json::object()}, {"alpha_pattern", nlohmann::json::object()},
-      {"layers_to_transform", nullptr}, {"layers_pattern", nullptr}, {"revision", nullptr}};
+      {"rank_pattern", nlohmann::json::object()},
+      {"alpha_pattern", nlohmann::json::object()},
+      {"layers_to_transform", nullptr},
+      {"layers_pattern", nullptr},
+      {"revision", nullptr}};
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, t] : named_tensors()) tensors.emplace_back(name, host_view(t));
-  io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+  io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors,
+                       {{"format", "pt"}});
   const std::string path = (fs::path(dir) / "adapter_config.json").string();
   {
     std::ofstream f(path + ".tmp");
@@ -341,13 +320,23 @@ void LoraAdapter::save(const std::string& dir) const {
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (size_t l = 0; l < pairs_.size(); ++l)
-    for (size_t m = 0; m < pairs_[l].size(); ++m)
-      if (pairs_[l][m]) {
-        out.emplace_back(key(l, lora_module_names()[m], 'A'), pairs_[l][m]->a);
-        out.emplace_back(key(l, lora_module_names()[m], 'B'), pairs_[l][m]->b);
-      }
-  for (const auto& [name, t] : saved_) out.emplace_back("base_model.model." + name, t);
+  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(nullptr))
+    out.emplace_back(t.name, *t.value);
+  return out;
+}
+
+std::vector<LoraAdapter::Trainable> LoraAdapter::trainable(ModelGrads* grads) {
+  std::vector<Trainable> out;
+  const std::vector<WeightSlot> modules = module_slots(model_, nullptr, grads);
+  for (size_t i = 0; i < pairs_.size(); ++i)
+    if (pairs_[i]) {
+      LinearGrads* g = modules[i].linear_grads;
+      out.push_back({key(modules[i], 'A'), &pairs_[i]->a, g ? &g->lora_a : nullptr});
+      out.push_back({key(modules[i], 'B'), &pairs_[i]->b, g ? &g->lora_b : nullptr});
+    }
+  for (auto& [name, t] : saved_)
+    out.push_back(
+        {"base_model.model." + name, &t, grads ? saved_grad_slot(model_, *grads, name) : nullptr});
   return out;
 }
 
@@ -360,16 +349,15 @@ int64_t LoraAdapter::num_parameters() const {
 void LoraAdapter::attach(Transformer& model) const {
   if (!saved_.empty()) {
     model.restore_base_weights();
-    ModelGrads unused;
     for (const auto& [name, t] : saved_)
-      for (auto& s : named_slots(model.config(), model.weights(), unused))
+      for (auto& s : weight_slots(model.config(), &model.weights()))
         if (s.name == name) *s.weight = t;
     if (model.config().tie_word_embeddings) model.weights().lm_head = model.weights().embed_tokens;
   }
-  auto& layers = model.weights().layers;
-  SWIFTLET_CHECK(layers.size() == pairs_.size(), "attach: {} layers vs {}", layers.size(), pairs_.size());
-  for (size_t l = 0; l < layers.size(); ++l)
-    for (size_t m = 0; m < pairs_[l].size(); ++m) layer_linear(layers[l], m).lora = pairs_[l][m].get();
+  std::vector<WeightSlot> modules = module_slots(model.config(), &model.weights());
+  SWIFTLET_CHECK(modules.size() == pairs_.size(), "attach: {} modules vs {}", modules.size(),
+                 pairs_.size());
+  for (size_t i = 0; i < modules.size(); ++i) modules[i].linear->lora = pairs_[i].get();
 }
 
 void LoraAdapter::detach(Transformer& model) {
@@ -377,27 +365,14 @@ void LoraAdapter::detach(Transformer& model) {
 }
 
 void LoraAdapter::make_grads(Device& dev, ModelGrads& grads) const {
-  grads.layers.resize(pairs_.size());
-  for (size_t l = 0; l < pairs_.size(); ++l)
-    for (size_t m = 0; m < pairs_[l].size(); ++m)
-      if (pairs_[l][m]) {
-        LinearGrads& g = layer_grads(grads.layers[l], m);
-        g.lora_a = dev.zeros(pairs_[l][m]->a.shape(), DType::kF32);
-        g.lora_b = dev.zeros(pairs_[l][m]->b.shape(), DType::kF32);
-      }
-  for (const auto& [name, t] : saved_) *saved_grad_slot(grads, name) = dev.zeros(t.shape(), DType::kF32);
+  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(&grads))
+    *t.grad = dev.zeros(t.value->shape(), DType::kF32);
 }
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_grads(ModelGrads& grads) const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (size_t l = 0; l < pairs_.size(); ++l)
-    for (size_t m = 0; m < pairs_[l].size(); ++m)
-      if (pairs_[l][m]) {
-        LinearGrads& g = layer_grads(grads.layers[l], m);
-        out.emplace_back(key(l, lora_module_names()[m], 'A'), g.lora_a);
-        out.emplace_back(key(l, lora_module_names()[m], 'B'), g.lora_b);
-      }
-  for (const auto& [name, t] : saved_) out.emplace_back("base_model.model." + name, *saved_grad_slot(grads, name));
+  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(&grads))
+    out.emplace_back(t.name, *t.grad);
   return out;
 }
 
@@ -410,13 +385,14 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
     for (int64_t i = 0; i < out.numel(); ++i) out.set_f32(i, h.data<float>()[i]);
     it->second = out;
   }
-  for (size_t l = 0; l < pairs_.size(); ++l)
-    for (size_t m = 0; m < pairs_[l].size(); ++m) {
-      if (!pairs_[l][m]) continue;
-      const std::string name = fmt::format("model.layers.{}.{}.weight", l, module_path(lora_module_names()[m]));
+  const std::vector<WeightSlot> modules = module_slots(model_);
+  for (size_t m = 0; m < pairs_.size(); ++m) {
+    if (!pairs_[m]) continue;
+    {
+      const std::string& name = modules[m].name;
       auto it = host_weights.find(name);
       SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
-      const LoraPair& p = *pairs_[l][m];
+      const LoraPair& p = *pairs_[m];
       Tensor a = host_view(p.a), b = host_view(p.b);
       const Tensor& w = it->second;
       const int64_t out = w.dim(0), in = w.dim(1), r = a.dim(0);
@@ -434,6 +410,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
       }
       it->second = merged;
     }
+  }
 }
 
 }  // namespace swiftlet

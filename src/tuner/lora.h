@@ -26,7 +26,8 @@ struct LoraConfig {
 };
 
 // The projections of a decoder layer LoRA can target, in a fixed order.
-const std::vector<std::string>& lora_module_names();  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+const std::vector<std::string>&
+lora_module_names();  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
 
 class LoraAdapter {
  public:
@@ -39,8 +40,9 @@ class LoraAdapter {
   void save(const std::string& dir) const;
 
   const LoraConfig& config() const { return cfg_; }
-  // The pair on module m (lora_module_names() order) of a layer; nullptr when not targeted.
-  const LoraPair* pair(size_t layer, size_t module) const { return pairs_[layer][module].get(); }
+  // The pair on module i of module_slots(config) (every layer's projections in order); nullptr
+  // when not targeted.
+  const LoraPair* pair(size_t module) const { return pairs_[module].get(); }
   // Points the model's linear layers at this adapter and swaps in its modules_to_save weights
   // (detach() restores the base model).
   void attach(Transformer& model) const;
@@ -51,8 +53,17 @@ class LoraAdapter {
   // W += s B A on host weights by HF name (f32 math, stored back in the weight's dtype).
   void merge_into(std::map<std::string, Tensor>& host_weights) const;
 
-  // Trainable tensors with their PEFT key names (A and B of every targeted projection).
+  // Trainable tensors with their PEFT key names (A and B of every targeted projection, then the
+  // modules_to_save weights).
   std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  // The same tensors as slots, with their gradient slots in `grads` (null without grads): the
+  // trainer moves them into its flat buffers and points the slots there.
+  struct Trainable {
+    std::string name;
+    Tensor* value;
+    Tensor* grad;
+  };
+  std::vector<Trainable> trainable(ModelGrads* grads);
   // Gradient slots for the model's grads struct (zeros, same shapes).
   void make_grads(Device& dev, ModelGrads& grads) const;
   // The gradient tensors of named_tensors(), same order and names.
@@ -62,14 +73,16 @@ class LoraAdapter {
 
  private:
   LoraConfig cfg_;
-  // pairs_[layer][module index]; undefined tensors where the module is not targeted
-  std::vector<std::vector<std::unique_ptr<LoraPair>>> pairs_;
+  ModelConfig model_;
+  // One per module_slots(model_) entry; null where the module is not targeted.
+  std::vector<std::unique_ptr<LoraPair>> pairs_;
   std::vector<std::pair<std::string, Tensor>> saved_;  // HF weight name -> f32 tensor
 };
 
 // --modules_to_save names -> the HF weight names they cover (Error for unknown names, and for
 // lm_head when it is tied to embed_tokens).
-std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names, const ModelConfig& c);
+std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& names,
+                                                 const ModelConfig& c);
 
 // The base model of an adapter checkpoint: args.json "model" (swiftlet/ms-swift runs), else
 // adapter_config.json base_model_name_or_path. Empty when neither names one; a file that is not

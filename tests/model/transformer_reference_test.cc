@@ -53,7 +53,7 @@ std::vector<int32_t> prompt_ids(int64_t vocab) {
 
 // Greedy continuation through the KV cache: prefill, then one token per step.
 std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> ids, int steps) {
-  KvCache cache = m.new_cache(int64_t(ids.size()) + steps);
+  DecodeCache cache = m.new_cache(int64_t(ids.size()) + steps);
   std::vector<int32_t> out;
   std::vector<int32_t> feed = ids;
   for (int s = 0; s < steps; ++s) {
@@ -136,7 +136,7 @@ TEST(Model, CachedDecodingEqualsFullForwardAndBatchingIsIndependent) {
   std::vector<int32_t> a = prompt_ids(folder.config.vocab_size), b = {5, 6, 7};
   Tensor full = m.logits(a);
   // a in two pieces through the cache, batched with an unrelated sequence b.
-  KvCache ca = m.new_cache(4), cb = m.new_cache(4);  // too small: forward grows them
+  DecodeCache ca = m.new_cache(4), cb = m.new_cache(4);  // too small: forward grows them
   std::vector<int32_t> a1(a.begin(), a.begin() + 10), a2(a.begin() + 10, a.end());
   SequenceStep s1[2] = {{a1, &ca, false}, {b, &cb, false}};
   m.forward(s1);

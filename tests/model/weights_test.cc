@@ -56,13 +56,20 @@ TEST(WeightSpecs, BiasesAndTying) {
   q2.tie_word_embeddings = true;
   auto specs = model_weight_specs(q2);
   auto layer0 = names_of_layer(specs, 0);
-  EXPECT_EQ(std::vector<std::string>(layer0.begin() + 5, layer0.begin() + 8),
-            (std::vector<std::string>{"model.layers.0.self_attn.q_proj.bias",
+  // Each bias follows its projection's weight (one visit per module).
+  EXPECT_EQ(std::vector<std::string>(layer0.begin() + 1, layer0.begin() + 8),
+            (std::vector<std::string>{"model.layers.0.self_attn.q_proj.weight",
+                                      "model.layers.0.self_attn.q_proj.bias",
+                                      "model.layers.0.self_attn.k_proj.weight",
                                       "model.layers.0.self_attn.k_proj.bias",
-                                      "model.layers.0.self_attn.v_proj.bias"}));
-  EXPECT_EQ(specs[6].shape, (Shape{64}));
-  EXPECT_EQ(specs[7].shape, (Shape{32}));
-  EXPECT_EQ(specs[6].kind, WeightKind::kBias);
+                                      "model.layers.0.self_attn.v_proj.weight",
+                                      "model.layers.0.self_attn.v_proj.bias",
+                                      "model.layers.0.self_attn.o_proj.weight"}));
+  EXPECT_EQ(specs[3].shape, (Shape{64}));
+  EXPECT_EQ(specs[5].shape, (Shape{32}));
+  EXPECT_EQ(specs[3].kind, WeightKind::kBias);
+  EXPECT_EQ(specs[2].module, "q_proj");
+  EXPECT_TRUE(specs[3].module.empty());  // a bias is not a LoRA target
   EXPECT_EQ(specs.back().name, "model.norm.weight");  // tied: no lm_head
 
   ModelConfig llama = small(ModelFamily::kLlama);

@@ -97,7 +97,7 @@ def lora_delta(lora, name, h):
     return lora["scale"] * (h @ a.T) @ b.T
 
 
-def forward_packed(cfg, w, ids, samples, lora=None):
+def forward_packed(cfg, w, ids, samples, lora=None, hidden=None):
     H = cfg["hidden_size"]
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     hd = cfg.get("head_dim") or H // nh
@@ -147,6 +147,8 @@ def forward_packed(cfg, w, ids, samples, lora=None):
         u = lin("mlp.up_proj", h)
         x = x + lin("mlp.down_proj", torch.nn.functional.silu(g) * u)
     x = rms(x, w["model.norm.weight"], eps)
+    if hidden is not None:
+        hidden.append(x)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
     return x @ head.T
 
@@ -162,6 +164,27 @@ def save_safetensors(path, tensors):
     h += b" " * ((8 - len(h) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def objective_loss(obj, logits, hidden, targets, keep, samples):
+    """The test objectives of tests/train/objective_reference_test.cc, written from their math."""
+    dt = torch.float64
+    logp = torch.log_softmax(logits, -1).gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    logp = torch.where(keep, logp, torch.zeros_like(logp))
+    kind = obj["type"]
+    if kind == "weighted_ce":  # scale * sum_t w_t * (-log p_t)
+        wt = torch.tensor(obj["token_weights"], dtype=dt)
+        return obj["scale"] * (-(wt * logp)[keep]).sum()
+    if kind == "exp_logp":  # sum_t c_t * p_t: a gradient that depends on log p
+        c = torch.tensor(obj["coef"], dtype=dt)
+        return (c * logp.exp())[keep].sum()
+    if kind == "sequence_sigmoid":  # -log sigmoid(beta * (S_0 - S_1)), S_i = sum of sample i's log p
+        seq = [logp[f:f + n].sum() for f, n in samples]
+        return -torch.nn.functional.logsigmoid(obj["beta"] * (seq[0] - seq[1]))
+    if kind == "value_head":  # scale * sum_t 0.5 * (h_t . u)^2 over all rows
+        u = torch.tensor(obj["u"], dtype=dt)
+        return obj["scale"] * 0.5 * ((hidden @ u) ** 2).sum()
+    raise SystemExit(f"unknown objective {kind}")
 
 
 def grads_main(folder, batch_json, out, adapter=None):
@@ -185,10 +208,15 @@ def grads_main(folder, batch_json, out, adapter=None):
         for t in w.values():
             t.requires_grad_(True)
         params = w
-    logits = forward_packed(cfg, w, batch["input_ids"], batch["samples"], lora)
+    hidden = []
+    logits = forward_packed(cfg, w, batch["input_ids"], batch["samples"], lora, hidden)
     targets = torch.tensor(batch["targets"])
     keep = targets != -100
-    loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
+    obj = batch.get("objective")
+    if obj is None:
+        loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
+    else:
+        loss = objective_loss(obj, logits, hidden[0], targets, keep, batch["samples"])
     loss.backward()
     out_t = {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in params.items()}
     out_t["loss"] = loss.detach().reshape(1)

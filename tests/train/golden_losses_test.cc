@@ -125,7 +125,8 @@ struct Recorded {
 // Keyed by the device description of cpu:0 with 2 threads (CPU, SIMD level, GEMM kernels).
 const std::map<std::string, std::map<std::string, Recorded>>& recorded() {
   static const std::map<std::string, std::map<std::string, Recorded>> r = {
-      {"Intel(R) Xeon(R) Processor, 2 threads, avx512 kernels, GEMM OpenBLAS 0.3.21 (SkylakeX kernels)",
+      {"Intel(R) Xeon(R) Processor, 2 threads, avx512 kernels, GEMM OpenBLAS 0.3.21 (SkylakeX "
+       "kernels)",
        {{"lora",
          {{"0x1.7d84991eb851fp+3", "0x1.7ec65ceaaaaabp+3", "0x1.7e807442c8591p+3",
            "0x1.7d3e2af7bdef8p+3", "0x1.7b772e6276276p+3", "0x1.7cd828286bca2p+3"},

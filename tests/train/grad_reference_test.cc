@@ -12,63 +12,17 @@
 #include "model/model_fixture.h"
 #include "model/transformer.h"
 #include "train/trainer.h"
+#include "train/grad_reference.h"
 #include "tuner/lora.h"
 
 namespace swiftlet {
 namespace {
 
 using testing::TempDir;
-
-// Two packed samples; the first has a prompt without targets.
-TrainBatch test_batch(int64_t vocab) {
-  TokenizedSample a, b;
-  for (int i = 0; i < 11; ++i) {
-    a.input_ids.push_back(int32_t((37 * i + 5) % vocab));
-    a.labels.push_back(i < 4 ? kIgnoreIndex : a.input_ids.back());
-  }
-  for (int i = 0; i < 7; ++i) {
-    b.input_ids.push_back(int32_t((91 * i + 1000) % vocab));
-    b.labels.push_back(b.input_ids.back());
-  }
-  return make_train_batch({&a, &b});
-}
-
-void write_batch(const std::string& path, const TrainBatch& b) {
-  nlohmann::json j = {{"input_ids", b.input_ids}, {"targets", b.targets}, {"samples", nlohmann::json::array()}};
-  for (auto& [f, n] : b.samples) j["samples"].push_back({f, n});
-  std::ofstream(path) << j.dump();
-}
-
-int64_t target_count(const TrainBatch& b) {
-  int64_t n = 0;
-  for (int32_t t : b.targets) n += t != kIgnoreIndex;
-  return n;
-}
-
-// The loss and gradients of `batch` on the model in `model_dir` (with the PEFT adapter in
-// `adapter` when given) from the PyTorch reference script.
-io::SafetensorsFile torch_grads(const TempDir& tmp, const std::string& model_dir, const TrainBatch& batch,
-                                const std::string& adapter = "") {
-  write_batch(tmp / "batch.json", batch);
-  const std::string cmd = fmt::format("/usr/bin/python3 {} --grads {} {} {} {}", testing::reference_script(),
-                                      model_dir, tmp / "batch.json", tmp / "grads.safetensors", adapter);
-  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
-  return io::load_safetensors(tmp / "grads.safetensors");
-}
-
-// `got` against the reference tensor `name`, which must exist; `label` names it in messages.
-void expect_close(const io::SafetensorsFile& ref, const std::string& name, const Tensor& got,
-                  const std::string& label) {
-  const Tensor* want = ref.find(name);
-  ASSERT_NE(want, nullptr) << label;
-  ASSERT_EQ(got.shape(), want->shape()) << label;
-  double max_ref = 0, max_diff = 0;
-  for (int64_t i = 0; i < got.numel(); ++i) {
-    max_ref = std::max(max_ref, double(std::fabs(want->item_f32(i))));
-    max_diff = std::max(max_diff, double(std::fabs(got.item_f32(i) - want->item_f32(i))));
-  }
-  EXPECT_LE(max_diff, 1e-4 * max_ref + 1e-12) << label << ": max |dgrad| " << max_diff << " vs max |grad| " << max_ref;
-}
+using testing::expect_close;
+using testing::target_count;
+using testing::test_batch;
+using testing::torch_grads;
 
 TEST(GradReference, LoraGradientsMatchPyTorch) {
   SWIFTLET_REQUIRE_TORCH();
@@ -157,7 +111,7 @@ TEST(GradReference, FullGradientsMatchPyTorch) {
     TempDir tmp;
     io::SafetensorsFile ref = torch_grads(tmp, dir, batch);
     ModelGrads grads;
-    std::vector<NamedSlot> slots = named_slots(folder.config, model.weights(), grads);
+    std::vector<WeightSlot> slots = weight_slots(folder.config, &model.weights(), &grads);
     for (auto& s : slots) *s.grad = dev->zeros(s.weight->shape(), DType::kF32);
     if (folder.config.tie_word_embeddings) grads.lm_head = grads.embed_tokens;
     TrainStepOptions opt;

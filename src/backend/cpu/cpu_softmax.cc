@@ -37,10 +37,12 @@ float row_logsumexp(const float* x, int64_t n, float m) {
 }  // namespace
 
 void CpuDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
-                              const Tensor& logits, const Tensor& labels, float grad_scale) {
+                              const Tensor& logits, const Tensor& labels, float grad_scale,
+                              const Tensor& row_scale) {
   const char* k = "cross_entropy";
   for (const Tensor* t : {&loss, &correct, &logits, &labels}) check_here(k, *t);
   check_here_optional(k, dlogits);
+  check_here_optional(k, row_scale);
   expect_dtype(k, "logits", logits, DType::kF32);
   expect_dtype(k, "labels", labels, DType::kI32);
   expect_dtype(k, "loss", loss, DType::kF32);
@@ -54,7 +56,12 @@ void CpuDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const T
     expect_dtype(k, "dlogits", dlogits, DType::kF32);
     expect_shape(k, "dlogits", dlogits, logits.shape());
   }
+  if (row_scale.defined()) {
+    expect_dtype(k, "row_scale", row_scale, DType::kF32);
+    expect_numel(k, "row_scale", row_scale, N);
+  }
   const int32_t* lab = i32(labels);
+  const float* rs = row_scale.defined() ? f32(row_scale) : nullptr;
   for (int64_t r = 0; r < N; ++r)
     if (lab[r] != -100 && (lab[r] < 0 || lab[r] >= V))
       throw Error(
@@ -81,12 +88,13 @@ void CpuDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const T
       cp[r] = argmax == label ? 1.0f : 0.0f;
       if (!g) continue;
       // g = softmax(x) * scale, written over x when they alias (everything read above).
-      s::V vl = s::set1(lse), vs = s::set1(grad_scale);
+      const float scale = rs ? grad_scale * rs[r] : grad_scale;
+      s::V vl = s::set1(lse), vs = s::set1(scale);
       for (int64_t i = 0; i < V; i += W) {
         int len = int(std::min<int64_t>(W, V - i));
         s::store_partial(g + i, s::mul(s::exp(s::sub(s::load_partial(x + i, len), vl)), vs), len);
       }
-      g[label] -= grad_scale;
+      g[label] -= scale;
     }
   });
 }

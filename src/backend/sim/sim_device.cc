@@ -270,9 +270,10 @@ void SimDevice::swiglu_backward(const Tensor& dgate, const Tensor& dup, const Te
   CpuDevice::swiglu_backward(dgate, dup, dout, gate, up);
 }
 void SimDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
-                              const Tensor& logits, const Tensor& labels, float grad_scale) {
+                              const Tensor& logits, const Tensor& labels, float grad_scale,
+                              const Tensor& row_scale) {
   Access access(*arena_);
-  CpuDevice::cross_entropy(loss, correct, dlogits, logits, labels, grad_scale);
+  CpuDevice::cross_entropy(loss, correct, dlogits, logits, labels, grad_scale, row_scale);
 }
 void SimDevice::log_softmax_inplace(const Tensor& x) {
   Access access(*arena_);

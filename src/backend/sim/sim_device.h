@@ -59,7 +59,8 @@ class SimDevice : public CpuDevice {
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;
   void cross_entropy(const Tensor& loss, const Tensor& correct, const Tensor& dlogits,
-                     const Tensor& logits, const Tensor& labels, float grad_scale) override;
+                     const Tensor& logits, const Tensor& labels, float grad_scale,
+                     const Tensor& row_scale = Tensor()) override;
   void log_softmax_inplace(const Tensor& x) override;
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                   float lr, float beta1, float beta2, float eps, float weight_decay,

@@ -1,0 +1,60 @@
+#pragma once
+// What is trained and how a micro-batch becomes gradients. The trainer (train/trainer.h) owns the
+// loop — micro-batches, accumulation, reduction, clipping, the optimizer, logging, evaluation,
+// checkpoints — and asks a task for the rest: SFT/PT cross-entropy now (train/sft_task.h),
+// preference and RL objectives next (rlhf/). A new objective is a TrainTask driving
+// Transformer::train_step with its own Objective.
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace swiftlet {
+
+// Named running means: each metric a (sum, weight) pair, logged as sum / weight (0 without
+// weight). Windows of several micro-batches and steps add up before the division.
+class Metrics {
+ public:
+  void add(const std::string& name, double sum, double weight) {
+    auto& [s, w] = values_[name];
+    s += sum;
+    w += weight;
+  }
+  void merge(const Metrics& o) {
+    for (const auto& [n, sw] : o.values_) add(n, sw.first, sw.second);
+  }
+  double mean(const std::string& name) const {
+    auto it = values_.find(name);
+    return it == values_.end() || it->second.second == 0 ? 0.0
+                                                         : it->second.first / it->second.second;
+  }
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  const std::map<std::string, std::pair<double, double>>& values() const { return values_; }
+  void clear() { values_.clear(); }
+
+ private:
+  std::map<std::string, std::pair<double, double>> values_;
+};
+
+class TrainTask {
+ public:
+  virtual ~TrainTask() = default;
+  // Samples of the training set: the epoch permutation and the micro-batches run over them.
+  virtual size_t train_size() const = 0;
+  virtual size_t eval_size() const = 0;
+  // Called once per optimizer step with all its micro-batches (sample indices), before the first
+  // runs: a loss averaged over the whole step (tokens of all micro-batches) is scaled here.
+  virtual void begin_step(std::span<const std::vector<size_t>> micro_batches) = 0;
+  // Forward, objective and backward of one micro-batch; gradients accumulate into `grads`.
+  // Adds the batch's metrics ("loss" first among them) and returns the tokens it ran.
+  virtual int64_t train_micro(Transformer& model, ModelGrads& grads,
+                              std::span<const size_t> samples, const TrainStepOptions& opt,
+                              Metrics& metrics) = 0;
+  // Metrics over the validation set (logged with an "eval_" prefix; eval_loss picks the best
+  // checkpoint).
+  virtual Metrics evaluate(Transformer& model, int64_t batch_size) = 0;
+};
+
+}  // namespace swiftlet
