@@ -15,11 +15,15 @@ struct Architecture {
   const char* name;
   const char* model_type;
   ModelFamily family;
+  bool seq_cls = false;
 };
 constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", "llama", ModelFamily::kLlama},
     {"Qwen2ForCausalLM", "qwen2", ModelFamily::kQwen2},
     {"Qwen3ForCausalLM", "qwen3", ModelFamily::kQwen3},
+    {"LlamaForSequenceClassification", "llama", ModelFamily::kLlama, true},
+    {"Qwen2ForSequenceClassification", "qwen2", ModelFamily::kQwen2, true},
+    {"Qwen3ForSequenceClassification", "qwen3", ModelFamily::kQwen3, true},
 };
 
 std::string supported_architectures() {
@@ -114,7 +118,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     // Configs written without a model class name only their model_type.
     std::string type = io::json_string(j, "model_type", where);
     for (const auto& a : kArchitectures)
-      if (type == a.model_type) arch = a.name;
+      if (type == a.model_type && !a.seq_cls && arch.empty()) arch = a.name;
     if (arch.empty())
       throw Error(fmt::format("{}: model_type '{}' is not supported (supported architectures: {})",
                               where, type, supported_architectures()));
@@ -127,6 +131,15 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                             supported_architectures()));
   c.architecture = found->name;
   c.family = found->family;
+  if (found->seq_cls) {
+    // HF's num_labels is the size of id2label (2 when neither is written).
+    c.num_labels = io::json_opt_int(j, "num_labels", where)
+                       .value_or(io::json_has(j, "id2label") && j["id2label"].is_object()
+                                     ? int64_t(j["id2label"].size())
+                                     : 2);
+    if (c.num_labels < 1)
+      throw Error(fmt::format("{}: num_labels must be at least 1, got {}", where, c.num_labels));
+  }
   c.model_type = io::json_opt_string(j, "model_type", where).value_or(found->model_type);
   if (c.model_type != found->model_type)
     throw Error(fmt::format("{}: model_type '{}' does not match architecture {} (expected '{}')",
@@ -236,11 +249,34 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   return c;
 }
 
+ModelConfig as_sequence_classifier(const ModelConfig& causal, int64_t num_labels) {
+  ModelConfig c = causal;
+  if (!c.seq_cls()) {
+    const std::string suffix = "ForCausalLM";
+    SWIFTLET_CHECK(c.architecture.size() > suffix.size() &&
+                       c.architecture.compare(c.architecture.size() - suffix.size(), suffix.size(), suffix) == 0,
+                   "as_sequence_classifier: {}", c.architecture);
+    c.architecture = c.architecture.substr(0, c.architecture.size() - suffix.size()) +
+                     "ForSequenceClassification";
+  }
+  c.num_labels = num_labels;
+  return c;
+}
+
 std::string model_config_to_json(const ModelConfig& c) {
   // nlohmann's object keeps keys sorted, as transformers writes config.json (sort_keys=True).
   Json j;
   j["architectures"] = {c.architecture};
   j["model_type"] = c.model_type;
+  if (c.num_labels > 0) {
+    Json id2label = Json::object(), label2id = Json::object();
+    for (int64_t i = 0; i < c.num_labels; ++i) {
+      id2label[std::to_string(i)] = fmt::format("LABEL_{}", i);
+      label2id[fmt::format("LABEL_{}", i)] = i;
+    }
+    j["id2label"] = id2label;
+    j["label2id"] = label2id;
+  }
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;

@@ -18,7 +18,9 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // "Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM"
+  // "Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM", or their
+  // ...ForSequenceClassification (a `score` head [num_labels, H] instead of the LM head).
+  std::string architecture;
   std::string model_type;    // config.json model_type: "qwen3", "qwen2", "llama"
   ModelFamily family = ModelFamily::kQwen3;
   int64_t vocab_size = 0;
@@ -40,7 +42,13 @@ struct ModelConfig {
   std::string torch_dtype = "float32";  // dtype named in config.json
   std::vector<int64_t> eos_token_id;
   int64_t bos_token_id = -1;
+  int64_t num_labels = 0;  // > 0: a sequence classifier (reward model: 1)
+  bool seq_cls() const { return num_labels > 0; }
 };
+
+// The ...ForSequenceClassification config of a causal LM's (as AutoModelForSequenceClassification
+// loads a causal checkpoint): same body, a `score` head of num_labels outputs.
+ModelConfig as_sequence_classifier(const ModelConfig& causal, int64_t num_labels);
 
 // Parse and validate a config.json text. Throws Error naming the field for unsupported models
 // (unknown architecture, quantization_config, ...). `where` names the file in messages.

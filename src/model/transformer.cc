@@ -75,7 +75,7 @@ Transformer::Transformer(Device& device, ModelConfig config,
     return u;
   };
   for (const WeightSlot& slot : weight_slots(config_, &w_)) *slot.weight = get(slot.name);
-  if (config_.tie_word_embeddings) w_.lm_head = w_.embed_tokens;
+  if (config_.tie_word_embeddings && !config_.seq_cls()) w_.lm_head = w_.embed_tokens;
   base_w_ = w_;
   std::vector<float> inv = rope_inv_freq(config_);
   inv_freq_ = dev_.upload(Tensor::host_from(inv, {int64_t(inv.size())}));
@@ -154,8 +154,10 @@ Tensor Transformer::forward(std::span<SequenceStep> seqs) {
   }
   Tensor normed = dev_.empty({R, H}, DType::kF32);
   dev_.rmsnorm_forward(normed, Tensor(), last, w_.norm, float(config_.rms_norm_eps));
-  Tensor logits = dev_.empty({R, V}, DType::kF32);
-  dev_.gemm(normed, false, w_.lm_head, true, logits);
+  // A sequence classifier's head gives its scores instead: [R, num_labels].
+  const Tensor& head = config_.seq_cls() ? w_.score : w_.lm_head;
+  Tensor logits = dev_.empty({R, head.dim(0)}, DType::kF32);
+  dev_.gemm(normed, false, head, true, logits);
   return dev_.download(logits);
 }
 

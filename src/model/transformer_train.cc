@@ -132,6 +132,10 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
   };
 
   if (obj.uses_lm_head()) {
+    if (config_.seq_cls())
+      throw Error(fmt::format("this objective needs an LM head, and {} has a score head instead",
+                              config_.architecture),
+                  "train a ...ForCausalLM model, or use --rlhf_type rm for a reward model");
     for (const auto& [r, e] : chunks) {
       const int64_t n = e - r;
       Tensor logits = logits_of(r, e);

@@ -103,7 +103,10 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
   }
   top.tensor("model.norm.weight", {H}, WeightKind::kNorm, w ? &w->norm : nullptr,
              g ? &g->norm : nullptr);
-  if (!c.tie_word_embeddings)
+  if (c.seq_cls())
+    top.tensor("score.weight", {c.num_labels, H}, WeightKind::kLinear, w ? &w->score : nullptr,
+               g ? &g->score : nullptr);
+  else if (!c.tie_word_embeddings)
     top.tensor("lm_head.weight", {V, H}, WeightKind::kLinear, w ? &w->lm_head : nullptr,
                g ? &g->lm_head : nullptr);
   return out;

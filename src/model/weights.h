@@ -57,7 +57,8 @@ struct ModelWeights {
   Tensor embed_tokens;  // [V, H]
   std::vector<LayerWeights> layers;
   Tensor norm;     // [H]
-  Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied
+  Tensor lm_head;  // [V, H]; the same tensor as embed_tokens when tied; undefined for seq_cls
+  Tensor score;    // [num_labels, H]: the sequence classifier's head (reward models)
 };
 
 // Gradients mirror the weights; an undefined tensor means "frozen". All f32.
@@ -71,6 +72,7 @@ struct ModelGrads {
   std::vector<LayerGrads> layers;
   Tensor norm;
   Tensor lm_head;  // the same tensor as embed_tokens when the weights are tied
+  Tensor score;
 };
 
 enum class WeightKind {
@@ -105,7 +107,8 @@ using WeightSpec = WeightSlot;
 // attention_bias, self_attn.o_proj.weight [H, Hq*D] (+ .bias when o_proj_bias),
 // self_attn.{q,k}_norm.weight [D] when qk_norm); post_attention_layernorm.weight [H]; the MLP's
 // (dense: mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]); model.norm.weight [H];
-// lm_head.weight [V, H] unless tie_word_embeddings (a tied lm_head is not listed).
+// lm_head.weight [V, H] unless tie_word_embeddings (a tied lm_head is not listed); a sequence
+// classifier has score.weight [num_labels, H] instead of any LM head.
 // With `w` / `g`, their layer vectors are sized (and kinds set) and the slots point into them.
 std::vector<WeightSlot> weight_slots(const ModelConfig& config, ModelWeights* w = nullptr,
                                      ModelGrads* g = nullptr);

@@ -151,7 +151,7 @@ void TrainLoop::setup_model() {
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
-  if (folder_.config.tie_word_embeddings && grads_.embed_tokens.defined())
+  if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() && grads_.embed_tokens.defined())
     grads_.lm_head = grads_.embed_tokens;
   for (size_t i = 0; i < buckets_->entries().size(); ++i)
     opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),

@@ -48,9 +48,10 @@ bool targeted(const LoraConfig& cfg, const WeightSlot& s) {
 
 }  // namespace
 
-const std::vector<std::string>& lora_module_names() {
-  static const std::vector<std::string> names{"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                              "gate_proj", "up_proj", "down_proj"};
+std::vector<std::string> lora_module_names(const ModelConfig& c) {
+  std::vector<std::string> names;
+  for (const auto& s : module_slots(c))
+    if (std::find(names.begin(), names.end(), s.module) == names.end()) names.push_back(s.module);
   return names;
 }
 
@@ -58,26 +59,26 @@ double LoraConfig::scale() const {
   return use_rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
 }
 
-std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets) {
+std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets,
+                                                const ModelConfig& c) {
+  const std::vector<std::string> known = lora_module_names(c);
   std::set<std::string> out;
   for (const auto& t : targets) {
     if (t == "all-linear" || t == "all_linear") {
-      out.insert(lora_module_names().begin(), lora_module_names().end());
+      out.insert(known.begin(), known.end());
       continue;
     }
     // Accept PEFT-style suffixes such as "self_attn.q_proj".
     std::string name = t.substr(t.rfind('.') == std::string::npos ? 0 : t.rfind('.') + 1);
-    if (std::find(lora_module_names().begin(), lora_module_names().end(), name) ==
-        lora_module_names().end())
-      throw Error(
-          fmt::format("--target_modules: '{}' is not a linear layer of this model", t),
-          "use all-linear or names among q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw Error(fmt::format("--target_modules: '{}' is not a linear layer of this model", t),
+                  fmt::format("use all-linear or names among {}", fmt::join(known, " ")));
     out.insert(name);
   }
   if (out.empty())
     throw Error("--target_modules is empty", "use all-linear or a list such as q_proj v_proj");
   std::vector<std::string> ordered;
-  for (const auto& n : lora_module_names())
+  for (const auto& n : known)
     if (out.count(n)) ordered.push_back(n);
   return ordered;
 }
@@ -110,6 +111,15 @@ std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>&
     } else if (n == "all-norm") {
       for (const auto& s : model_weight_specs(c))
         if (s.kind == WeightKind::kNorm) add(s.name);
+    } else if (n == "score" || n == "classifier" || n == "v_head") {
+      // PEFT's SEQ_CLS task saves the classifier head (score) in full; the other names are the
+      // ones PEFT and ms-swift add for other architectures.
+      if (n == "score") {
+        if (!c.seq_cls())
+          throw Error("--modules_to_save score: this model has no score head",
+                      "score is the head of a sequence classifier (reward model)");
+        add("score.weight");
+      }
     } else {
       throw Error(fmt::format("--modules_to_save {} is not supported", n),
                   "use embed_tokens, lm_head, all-embedding or all-norm");
@@ -125,7 +135,7 @@ LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const Lor
     throw Error(fmt::format("--lora_dropout must be in [0, 1), got {}", cfg.dropout));
   LoraAdapter ad;
   ad.cfg_ = cfg;
-  ad.cfg_.target_modules = resolve_target_modules(cfg.target_modules);
+  ad.cfg_.target_modules = resolve_target_modules(cfg.target_modules, model);
   const float scale = float(ad.cfg_.scale());
   ad.model_ = model;
   const std::vector<WeightSlot> modules = module_slots(model);
@@ -190,7 +200,7 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
     else
       for (const auto& t : j["target_modules"]) targets.push_back(t.get<std::string>());
   }
-  ad.cfg_.target_modules = resolve_target_modules(targets);
+  ad.cfg_.target_modules = resolve_target_modules(targets, model);
   if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
     for (const auto& m : j["modules_to_save"])
       ad.cfg_.modules_to_save.push_back(m.get<std::string>());
@@ -286,7 +296,7 @@ void LoraAdapter::save(const std::string& dir) const {
   fs::create_directories(dir);
   nlohmann::json j = {
       {"peft_type", "LORA"},
-      {"task_type", "CAUSAL_LM"},
+      {"task_type", model_.seq_cls() ? "SEQ_CLS" : "CAUSAL_LM"},
       {"r", cfg_.rank},
       {"lora_alpha", cfg_.alpha},
       {"lora_dropout", cfg_.dropout},
@@ -352,7 +362,8 @@ void LoraAdapter::attach(Transformer& model) const {
     for (const auto& [name, t] : saved_)
       for (auto& s : weight_slots(model.config(), &model.weights()))
         if (s.name == name) *s.weight = t;
-    if (model.config().tie_word_embeddings) model.weights().lm_head = model.weights().embed_tokens;
+    if (model.config().tie_word_embeddings && !model.config().seq_cls())
+      model.weights().lm_head = model.weights().embed_tokens;
   }
   std::vector<WeightSlot> modules = module_slots(model.config(), &model.weights());
   SWIFTLET_CHECK(modules.size() == pairs_.size(), "attach: {} modules vs {}", modules.size(),

@@ -25,9 +25,9 @@ struct LoraConfig {
   double scale() const;  // alpha / rank, or alpha / sqrt(rank) with rsLoRA
 };
 
-// The projections of a decoder layer LoRA can target, in a fixed order.
-const std::vector<std::string>&
-lora_module_names();  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+// The projection modules LoRA can target in this model, in weight_slots() order (dense models:
+// q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).
+std::vector<std::string> lora_module_names(const ModelConfig& config);
 
 class LoraAdapter {
  public:
@@ -90,6 +90,7 @@ std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>&
 std::string adapter_base_model(const std::string& adapter_dir);
 
 // "all-linear" or a list of names -> the set of module names, Error for unknown ones.
-std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets);
+std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets,
+                                                const ModelConfig& config);
 
 }  // namespace swiftlet
