@@ -67,6 +67,13 @@ class CpuDevice : public Device {
   void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) override;
 
  protected:
+  // Makes this device the owner of st: sets the device fields of Storage (device, host_accessible,
+  // device_name) that core reads. Every storage a device hands out goes through it.
+  void own(Storage& st) {
+    st.device = this;
+    st.host_accessible = host_accessible();
+    st.device_name = name();
+  }
   // Throws InternalError naming the kernel unless `t` is defined and lives where this device's
   // kernels may read it (host memory for the CPU device; the sim device narrows it to its own).
   virtual void check_here(const char* kernel, const Tensor& t) const;
