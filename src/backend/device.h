@@ -49,11 +49,12 @@ class Device {
   // ---- memory and transfers ----
   virtual Tensor empty(const Shape& shape, DType dtype) = 0;  // uninitialised
   Tensor zeros(const Shape& shape, DType dtype);
-  // A tensor on this device holding a copy of a host tensor (the CPU device may share storage
-  // instead of copying when the host memory outlives the result).
-  // The CPU device shares (the result keeps the host storage alive), except that it copies large
-  // tensors of memory-mapped files to huge pages: write a host buffer again only once the
-  // uploaded tensor is no longer needed, or upload a fresh buffer.
+  // A tensor on this device with the shape, dtype and contents `host` (host memory) has at the
+  // call. On any device the result stays valid after the caller drops `host` (it keeps what it
+  // needs alive), and it may either share `host`'s memory or be a copy: do not write `host` while
+  // the result is in use (the change may or may not show through), upload again instead.
+  // The CPU device shares `host`'s storage, except that a tensor of a memory-mapped file of
+  // Tensor::kHugePageBytes or more is copied to huge pages while memory allows (1 GiB left free).
   virtual Tensor upload(const Tensor& host) = 0;
   // A host tensor holding a copy of a tensor of this device.
   virtual Tensor download(const Tensor& t) = 0;

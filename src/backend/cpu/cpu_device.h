@@ -19,7 +19,8 @@ class CpuDevice : public Device {
   ThreadPool& pool() const { return pool_; }
 
   Tensor empty(const Shape& shape, DType dtype) override;
-  // Shares the host tensor's storage (kept alive by the result): no copy.
+  // Shares the host tensor's storage (kept alive by the result), except large tensors of
+  // memory-mapped files, copied to huge pages (see Device::upload).
   Tensor upload(const Tensor& host) override;
   Tensor download(const Tensor& t) override;
   void copy(const Tensor& dst, const Tensor& src) override;
