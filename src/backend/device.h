@@ -137,11 +137,19 @@ class Device {
                           float lr, float beta1, float beta2, float eps, float weight_decay,
                           int64_t step) = 0;
 
-  // Inverted dropout: out = in * mask / (1 - p) with mask ~ Bernoulli(1 - p) drawn from a
-  // counter-based generator keyed by (seed, element index), so it is reproducible and can be
-  // recomputed in backward. p == 0 copies.
+  // Inverted dropout, 0 <= p < 1 (p == 0 copies): out[i] = keep(i) ? in[i] * scale : 0.0f with
+  // scale = 1.0f / (1.0f - p) in f32. The mask is a fixed function of (seed, p, i), i the flat
+  // element index in the tensor (0-based), so backward recomputes it; every device gives exactly
+  // this one (uint64_t arithmetic, wrapping; the steps on z are splitmix64's):
+  //   key = seed * 0xd1b54a32d192ed03 + 0x2545f4914f6cdd1d
+  //   z = key + (i + 1) * 0x9e3779b97f4a7c15
+  //   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+  //   z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+  //   z = z ^ (z >> 31)
+  //   keep(i) = (z >> 40) >= uint32_t(double(p) * 16777216)  (top 24 bits against p * 2^24)
   virtual void dropout_forward(const Tensor& out, const Tensor& in, float p, uint64_t seed) = 0;
-  // din += dout * mask / (1 - p) with the same mask as the forward with this seed.
+  // din[i] += dout[i] * scale where keep(i), with the forward's keep and scale for this seed and p
+  // (p == 0 adds dout); the product may be fused into the sum.
   virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
 };
 
