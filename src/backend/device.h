@@ -49,11 +49,12 @@ class Device {
   // ---- memory and transfers ----
   virtual Tensor empty(const Shape& shape, DType dtype) = 0;  // uninitialised
   Tensor zeros(const Shape& shape, DType dtype);
-  // A tensor on this device holding a copy of a host tensor (the CPU device may share storage
-  // instead of copying when the host memory outlives the result).
-  // The CPU device shares (the result keeps the host storage alive), except that it copies large
-  // tensors of memory-mapped files to huge pages: write a host buffer again only once the
-  // uploaded tensor is no longer needed, or upload a fresh buffer.
+  // A tensor on this device with the shape, dtype and contents `host` (host memory) has at the
+  // call. On any device the result stays valid after the caller drops `host` (it keeps what it
+  // needs alive), and it may either share `host`'s memory or be a copy: do not write `host` while
+  // the result is in use (the change may or may not show through), upload again instead.
+  // The CPU device shares `host`'s storage, except that a tensor of a memory-mapped file of
+  // Tensor::kHugePageBytes or more is copied to huge pages while memory allows (1 GiB left free).
   virtual Tensor upload(const Tensor& host) = 0;
   // A host tensor holding a copy of a tensor of this device.
   virtual Tensor download(const Tensor& t) = 0;
@@ -140,11 +141,19 @@ class Device {
                           float lr, float beta1, float beta2, float eps, float weight_decay,
                           int64_t step) = 0;
 
-  // Inverted dropout: out = in * mask / (1 - p) with mask ~ Bernoulli(1 - p) drawn from a
-  // counter-based generator keyed by (seed, element index), so it is reproducible and can be
-  // recomputed in backward. p == 0 copies.
+  // Inverted dropout, 0 <= p < 1 (p == 0 copies): out[i] = keep(i) ? in[i] * scale : 0.0f with
+  // scale = 1.0f / (1.0f - p) in f32. The mask is a fixed function of (seed, p, i), i the flat
+  // element index in the tensor (0-based), so backward recomputes it; every device gives exactly
+  // this one (uint64_t arithmetic, wrapping; the steps on z are splitmix64's):
+  //   key = seed * 0xd1b54a32d192ed03 + 0x2545f4914f6cdd1d
+  //   z = key + (i + 1) * 0x9e3779b97f4a7c15
+  //   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+  //   z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+  //   z = z ^ (z >> 31)
+  //   keep(i) = (z >> 40) >= uint32_t(double(p) * 16777216)  (top 24 bits against p * 2^24)
   virtual void dropout_forward(const Tensor& out, const Tensor& in, float p, uint64_t seed) = 0;
-  // din += dout * mask / (1 - p) with the same mask as the forward with this seed.
+  // din[i] += dout[i] * scale where keep(i), with the forward's keep and scale for this seed and p
+  // (p == 0 adds dout); the product may be fused into the sum.
   virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
 };
 

@@ -68,7 +68,9 @@ int run(int argc, char** argv) {
   specs.insert(
       specs.end(),
       {
-          {"host", FlagKind::kString, "0.0.0.0", "address to listen on"},
+          {"host", FlagKind::kString, "0.0.0.0",
+           "address to listen on: every interface by default, as in ms-swift; 127.0.0.1 for this "
+           "machine only"},
           {"port", FlagKind::kInt, "8000",
            "port to listen on (busy: the next free one; 0: any free port)"},
           {"api_key", FlagKind::kString, "",

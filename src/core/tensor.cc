@@ -5,8 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "backend/device.h"
-
 namespace swiftlet {
 
 std::string shape_str(const Shape& s) {
@@ -67,13 +65,13 @@ Tensor Tensor::host_from_i32(const std::vector<int32_t>& values, const Shape& sh
 }
 
 bool Tensor::host_accessible() const {
-  return storage_ && (storage_->device == nullptr || storage_->device->host_accessible());
+  return storage_ && storage_->host_accessible;
 }
 
 std::string Tensor::describe() const {
   if (!defined()) return "<undefined tensor>";
   return fmt::format("{} {} on {}", shape_str(shape_), dtype_name(dtype_),
-                     device() ? device()->name() : std::string("host"));
+                     storage_->device_name.empty() ? std::string("host") : storage_->device_name);
 }
 
 Tensor Tensor::view(Shape shape) const {

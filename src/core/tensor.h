@@ -15,7 +15,7 @@
 
 namespace swiftlet {
 
-class Device;
+class Device;  // backend/device.h: core stores the pointer and never calls it
 using Shape = std::vector<int64_t>;
 
 std::string shape_str(const Shape& s);
@@ -25,8 +25,13 @@ int64_t shape_numel(const Shape& s);
 struct Storage {
   void* ptr = nullptr;
   size_t bytes = 0;
-  Device* device = nullptr;  // nullptr: host memory
-  bool file_mapped = false;  // a read-only memory map of a file (safetensors weights)
+  // The device owning the memory (nullptr: plain host memory) and what core needs to know of it,
+  // written together by that device when it creates or adopts the storage (core is below backend/
+  // and cannot ask the device).
+  Device* device = nullptr;
+  bool host_accessible = true;  // host code may read ptr directly
+  std::string device_name;      // the device's name(), for messages; empty for plain host memory
+  bool file_mapped = false;     // a read-only memory map of a file (safetensors weights)
   std::function<void(void*, size_t)> release;
   ~Storage() {
     if (release) release(ptr, bytes);

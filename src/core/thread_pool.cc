@@ -49,6 +49,15 @@ int ThreadPool::default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+void ThreadPool::run_chunk(const std::function<void(int64_t, int64_t, int)>& fn, int64_t b,
+                           int64_t e, int index) {
+  try {
+    fn(b, e, index);
+  } catch (...) {
+    if (!failed_.exchange(true, std::memory_order_relaxed)) error_ = std::current_exception();
+  }
+}
+
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   if (num_threads_ == 1 || n == 1 || t_inside_pool || busy_.exchange(true)) {
@@ -66,7 +75,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   int64_t b, e;
   chunk(n, num_threads_, 0, &b, &e);
   t_inside_pool = true;
-  if (b < e) fn(b, e, 0);
+  if (b < e) run_chunk(fn, b, e, 0);
   t_inside_pool = false;
   for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
   if (pending_.load(std::memory_order_acquire) != 0) {
@@ -76,6 +85,13 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   {
     std::lock_guard<std::mutex> lock(mu_);
     task_ = nullptr;
+  }
+  if (failed_.load(std::memory_order_relaxed)) {
+    std::exception_ptr error = std::move(error_);
+    error_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
+    busy_ = false;
+    std::rethrow_exception(error);
   }
   busy_ = false;
 }
@@ -97,7 +113,7 @@ void ThreadPool::worker(int index) {
     }
     int64_t b, e;
     chunk(n, num_threads_, index, &b, &e);
-    if (b < e) (*task)(b, e, index);
+    if (b < e) run_chunk(*task, b, e, index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);  // the caller may be about to sleep: wake it under the lock
       done_cv_.notify_one();

@@ -1,6 +1,8 @@
 // The row and element-wise kernels on every device, each against a double-precision loop, and
 // every backward against finite differences of that loop.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 #include "backend/device.h"
 #include "backend/op_harness.h"
@@ -366,6 +368,58 @@ TEST_P(OpsTest, DropoutMaskIsReproducibleAndMatchesBackward) {
   EXPECT_NE(y, down(Y2));
   dev().dropout_forward(Y2, X, 0.0f, 1);
   EXPECT_EQ(down(Y2), x);
+}
+
+// The mask written in device.h's dropout_forward comment, recomputed here from that text alone: a
+// backend that follows the comment reproduces these bits.
+bool documented_dropout_keep(uint64_t seed, float p, uint64_t i) {
+  const uint64_t key = seed * 0xd1b54a32d192ed03ull + 0x2545f4914f6cdd1dull;
+  uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z = z ^ (z >> 31);
+  return (z >> 40) >= uint64_t(uint32_t(double(p) * 16777216));
+}
+
+int64_t bit_differences(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t d = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    d += std::bit_cast<uint32_t>(a[i]) != std::bit_cast<uint32_t>(b[i]);
+  return d;
+}
+
+TEST_P(OpsTest, DropoutMaskIsTheDocumentedFunction) {
+  const int64_t n = 100003;  // odd, several threads' chunks
+  auto x = random_floats(n, 43), r = random_floats(n, 44);
+  Tensor X = up(x, {n}), R = up(r, {n}), Y = dev().empty({n}, DType::kF32);
+  struct Case {
+    uint64_t seed;
+    float p;
+  };
+  // p * 2^24 exact (0.5) or not (0.1f, 0.3f), tiny p (threshold 1), p near 1; seeds 0 and 2^64 - 1.
+  for (Case c :
+       {Case{0, 0.1f}, Case{1234, 0.3f}, Case{~0ull, 0.5f}, Case{7, 6e-8f}, Case{99, 0.999f}}) {
+    SCOPED_TRACE(testing::Message() << "seed " << c.seed << ", p " << c.p);
+    const float scale = 1.0f / (1.0f - c.p);
+    std::vector<float> want_y(size_t(n), 0.0f), want_dx(size_t(n), 0.0f);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!documented_dropout_keep(c.seed, c.p, uint64_t(i))) continue;
+      ++kept;
+      want_y[size_t(i)] = x[size_t(i)] * scale;
+      want_dx[size_t(i)] = r[size_t(i)] * scale;  // 0 + dout * scale: one rounding, fused or not
+    }
+    EXPECT_GT(kept, 0);
+    if (c.p >= 0.1f) {
+      EXPECT_LT(kept, n);  // at p = 6e-8 no element of n is likely to drop
+    }
+    dev().dropout_forward(Y, X, c.p, c.seed);
+    EXPECT_EQ(bit_differences(down(Y), want_y), 0) << "forward elements unlike the documented ones";
+    Tensor dX = dev().zeros({n}, DType::kF32);
+    dev().dropout_backward(dX, R, c.p, c.seed);
+    EXPECT_EQ(bit_differences(down(dX), want_dx), 0)
+        << "backward elements unlike the documented ones";
+  }
 }
 
 TEST_P(OpsTest, CopyConvertsLikeCoreAndFillWrites) {

@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <cmath>
+#include <string>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -44,6 +46,80 @@ TEST(ThreadPool, CoversRangeOnce) {
     for (int64_t i = b; i < e; ++i) hits[i]++;
   });
   for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+}
+
+// n = 3 * 100 splits into chunks [0,100) [100,200) [200,300); chunk 0 runs on the calling thread.
+TEST(ThreadPool, WorkerExceptionReachesCaller) {
+  ThreadPool pool(3);
+  std::atomic<int> done{0};
+  try {
+    pool.parallel_for(300, [&](int64_t b, int64_t e, int) {
+      if (b == 200) throw Error("chunk 2 failed", "a hint");
+      done += static_cast<int>(e - b);
+    });
+    FAIL() << "no exception reached the caller";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "chunk 2 failed");
+    EXPECT_EQ(e.hint(), "a hint");
+  }
+  EXPECT_EQ(done.load(), 200);  // the other chunks ran to their end
+}
+
+TEST(ThreadPool, CallerChunkExceptionReachesCaller) {
+  ThreadPool pool(3);
+  std::atomic<int> done{0};
+  try {
+    pool.parallel_for(300, [&](int64_t b, int64_t e, int) {
+      if (b == 0) throw Error("chunk 0 failed");
+      done += static_cast<int>(e - b);
+    });
+    FAIL() << "no exception reached the caller";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "chunk 0 failed");
+  }
+  EXPECT_EQ(done.load(), 200);
+}
+
+TEST(ThreadPool, UsableAfterException) {
+  ThreadPool pool(3);
+  EXPECT_THROW(pool.parallel_for(300,
+                                 [](int64_t b, int64_t, int) {
+                                   if (b == 100) throw Error("boom");
+                                 }),
+               Error);
+  std::vector<int> hits(1000, 0);
+  std::atomic<int> parallel_threads{0};
+  pool.parallel_for(1000, [&](int64_t b, int64_t e, int) {
+    parallel_threads++;
+    for (int64_t i = b; i < e; ++i) hits[i]++;
+    // A nested call runs serially on this thread and still reports its exception.
+    EXPECT_THROW(pool.parallel_for(10, [](int64_t, int64_t, int) { throw Error("nested"); }),
+                 Error);
+  });
+  for (int h : hits) EXPECT_EQ(h, 1);
+  EXPECT_EQ(parallel_threads.load(), 3);
+}
+
+TEST(ThreadPool, RepeatedThrowingCallsDoNotDeadlock) {
+  ThreadPool pool(3);
+  int caught = 0;
+  // Alternately one chunk (the caller's or a worker's) or all three throw.
+  for (int round = 0; round < 2000; ++round) {
+    try {
+      pool.parallel_for(3, [&](int64_t b, int64_t, int) {
+        if (b == round % 3 || round % 7 == 0) throw Error(fmt::format("round {}", round));
+      });
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), fmt::format("round {}", round));  // never a stale one
+      ++caught;
+    }
+  }
+  EXPECT_EQ(caught, 2000);
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for(100, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) sum += i;
+  });
+  EXPECT_EQ(sum.load(), 4950);
 }
 
 TEST(Rng, SameSeedSameStream) {

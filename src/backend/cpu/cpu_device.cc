@@ -40,7 +40,7 @@ void CpuDevice::check_here(const char* kernel, const Tensor& t) const {
 Tensor CpuDevice::empty(const Shape& shape, DType dtype) {
   // The host allocator: large blocks on transparent huge pages (see Tensor::host).
   Tensor t = Tensor::host(shape, dtype);
-  t.storage()->device = this;
+  own(*t.storage());
   return t;
 }
 
@@ -68,7 +68,7 @@ Tensor CpuDevice::upload(const Tensor& host) {
   auto st = std::make_shared<Storage>();
   st->ptr = host.raw_ptr();
   st->bytes = host.nbytes();
-  st->device = this;
+  own(*st);
   st->release = [keep = host.storage()](void*, size_t) {};  // holds the host storage alive
   return Tensor(std::move(st), 0, host.shape(), host.dtype());
 }

@@ -19,7 +19,8 @@ class CpuDevice : public Device {
   ThreadPool& pool() const { return pool_; }
 
   Tensor empty(const Shape& shape, DType dtype) override;
-  // Shares the host tensor's storage (kept alive by the result): no copy.
+  // Shares the host tensor's storage (kept alive by the result), except large tensors of
+  // memory-mapped files, copied to huge pages (see Device::upload).
   Tensor upload(const Tensor& host) override;
   Tensor download(const Tensor& t) override;
   void copy(const Tensor& dst, const Tensor& src) override;
@@ -68,6 +69,13 @@ class CpuDevice : public Device {
   void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) override;
 
  protected:
+  // Makes this device the owner of st: sets the device fields of Storage (device, host_accessible,
+  // device_name) that core reads. Every storage a device hands out goes through it.
+  void own(Storage& st) {
+    st.device = this;
+    st.host_accessible = host_accessible();
+    st.device_name = name();
+  }
   // Throws InternalError naming the kernel unless `t` is defined and lives where this device's
   // kernels may read it (host memory for the CPU device; the sim device narrows it to its own).
   virtual void check_here(const char* kernel, const Tensor& t) const;

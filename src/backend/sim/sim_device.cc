@@ -160,7 +160,7 @@ Tensor SimDevice::empty(const Shape& shape, DType dtype) {
   auto st = std::make_shared<Storage>();
   st->ptr = arena_->allocate(bytes);
   st->bytes = bytes;
-  st->device = this;
+  own(*st);
   st->release = [arena = arena_](void* p, size_t n) { arena->release(p, n); };
   return Tensor(std::move(st), 0, shape, dtype);
 }
