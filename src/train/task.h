@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "model/folder.h"
 #include "model/transformer.h"
+#include "tuner/lora.h"
 
 namespace swiftlet {
 
@@ -38,9 +40,23 @@ class Metrics {
   std::map<std::string, std::pair<double, double>> values_;
 };
 
+// What the trainer built, for a task that needs more than the policy (a reference model).
+struct TrainSetup {
+  Device& device;
+  const ModelFolder& folder;  // as prepare_model() left it
+  Transformer& model;         // the policy, trainable parameters attached
+  LoraAdapter* adapter;       // null for full training
+  DType base_dtype;           // the frozen base weights' dtype
+};
+
 class TrainTask {
  public:
   virtual ~TrainTask() = default;
+  // Before the model is built from the folder: a task may change it (a reward model swaps the
+  // LM head for a score head).
+  virtual void prepare_model(ModelFolder& folder) {}
+  // After the model and its trainable parameters are set up, before the first step.
+  virtual void attach(const TrainSetup& setup) {}
   // Samples of the training set: the epoch permutation and the micro-batches run over them.
   virtual size_t train_size() const = 0;
   virtual size_t eval_size() const = 0;

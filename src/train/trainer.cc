@@ -153,6 +153,7 @@ void TrainLoop::setup_model() {
   }
   if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() && grads_.embed_tokens.defined())
     grads_.lm_head = grads_.embed_tokens;
+  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
   for (size_t i = 0; i < buckets_->entries().size(); ++i)
     opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
              buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
@@ -271,6 +272,7 @@ void TrainLoop::save(int64_t gstep) {
 }
 
 TrainResult TrainLoop::run() {
+  task_.prepare_model(folder_);
   setup_model();
   plan();
   resume_state();

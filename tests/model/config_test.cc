@@ -4,6 +4,7 @@
 
 #include "io/json.h"
 #include "io/test_util.h"
+#include "model/weights.h"
 
 namespace swiftlet {
 namespace {
@@ -132,12 +133,39 @@ TEST(ModelConfig, DefaultsFollowTransformers) {
   EXPECT_EQ(parse(q).torch_dtype, "float16");
 }
 
+// Reward models: ...ForSequenceClassification with num_labels (or id2label's size), a score head
+// in place of the LM head, written back with id2label / label2id.
+TEST(ModelConfig, SequenceClassifiers) {
+  Json j = base(kQwen3);
+  j["architectures"] = {"Qwen3ForSequenceClassification"};
+  j["id2label"] = {{"0", "LABEL_0"}};
+  ModelConfig c = parse(j);
+  EXPECT_TRUE(c.seq_cls());
+  EXPECT_EQ(c.num_labels, 1);
+  const auto specs = model_weight_specs(c);
+  EXPECT_EQ(specs.back().name, "score.weight");
+  EXPECT_EQ(specs.back().shape, (Shape{1, c.hidden_size}));
+  ModelConfig back = parse_model_config(model_config_to_json(c), "back.json");
+  EXPECT_EQ(back.architecture, "Qwen3ForSequenceClassification");
+  EXPECT_EQ(back.num_labels, 1);
+  j.erase("id2label");
+  EXPECT_EQ(parse(j).num_labels, 2);  // HF's default
+  j["num_labels"] = 0;
+  EXPECT_ERROR_HAS(parse(j), "num_labels must be at least 1");
+  // A causal LM turned into a reward model, as AutoModelForSequenceClassification loads one.
+  ModelConfig rm = as_sequence_classifier(parse(base(kQwen3)), 1);
+  EXPECT_EQ(rm.architecture, "Qwen3ForSequenceClassification");
+  EXPECT_EQ(rm.model_type, "qwen3");
+}
+
 TEST(ModelConfig, RefusesUnsupportedModels) {
   Json j = base(kQwen3);
   j["architectures"] = {"Qwen3MoeForCausalLM"};
   EXPECT_ERROR_HAS(parse(j),
                    "cfg.json: architecture Qwen3MoeForCausalLM is not supported (supported: "
-                   "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+                   "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                   "LlamaForSequenceClassification, Qwen2ForSequenceClassification, "
+                   "Qwen3ForSequenceClassification)");
 
   j = base(kQwen3);
   j["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
