@@ -4,6 +4,7 @@
 // checkpoints — and asks a task for the rest: SFT/PT cross-entropy now (train/sft_task.h),
 // preference and RL objectives next (rlhf/). A new objective is a TrainTask driving
 // Transformer::train_step with its own Objective.
+#include <algorithm>
 #include <map>
 #include <span>
 #include <string>
@@ -24,20 +25,42 @@ class Metrics {
     s += sum;
     w += weight;
   }
+  // A metric logged as mean(a) - mean(b) over the window (KTO's rewards/margins), when both are.
+  void add_difference(const std::string& name, const std::string& a, const std::string& b) {
+    differences_[name] = {a, b};
+  }
   void merge(const Metrics& o) {
     for (const auto& [n, sw] : o.values_) add(n, sw.first, sw.second);
+    for (const auto& [n, ab] : o.differences_) differences_[n] = ab;
   }
   double mean(const std::string& name) const {
+    if (auto d = differences_.find(name); d != differences_.end())
+      return mean(d->second.first) - mean(d->second.second);
     auto it = values_.find(name);
-    return it == values_.end() || it->second.second == 0 ? 0.0
-                                                         : it->second.first / it->second.second;
+    return it == values_.end() || it->second.second == 0 ? 0.0 : it->second.first / it->second.second;
   }
-  bool has(const std::string& name) const { return values_.count(name) > 0; }
-  const std::map<std::string, std::pair<double, double>>& values() const { return values_; }
-  void clear() { values_.clear(); }
+  bool has(const std::string& name) const {
+    if (auto d = differences_.find(name); d != differences_.end())
+      return has(d->second.first) && has(d->second.second);
+    return values_.count(name) > 0;
+  }
+  // Every metric to log, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [n, sw] : values_) out.push_back(n);
+    for (const auto& [n, ab] : differences_)
+      if (has(n)) out.push_back(n);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  void clear() {
+    values_.clear();
+    differences_.clear();
+  }
 
  private:
   std::map<std::string, std::pair<double, double>> values_;
+  std::map<std::string, std::pair<std::string, std::string>> differences_;
 };
 
 // What the trainer built, for a task that needs more than the policy (a reference model).

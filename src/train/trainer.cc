@@ -222,7 +222,7 @@ void TrainLoop::log(int64_t gstep, double lr) {
   const double elapsed = std::chrono::duration<double>(now - t0_).count();
   const double done = double(gstep - start_step_);
   json rec;
-  for (const auto& [name, sw] : win_.values()) rec[name] = round6(win_.mean(name));
+  for (const auto& name : win_.names()) rec[name] = round6(win_.mean(name));
   rec["grad_norm"] = round6(win_grad_ / double(win_steps_));
   rec["learning_rate"] = lr;
   rec["epoch"] = round6(double(gstep) / double(steps_per_epoch_));
@@ -247,7 +247,7 @@ void TrainLoop::log(int64_t gstep, double lr) {
 void TrainLoop::evaluate(int64_t gstep) {
   const Metrics m = task_.evaluate(*model_, a_.per_device_eval_batch_size);
   json rec;
-  for (const auto& [name, sw] : m.values()) rec["eval_" + name] = round6(m.mean(name));
+  for (const auto& name : m.names()) rec["eval_" + name] = round6(m.mean(name));
   rec["epoch"] = round6(double(gstep) / double(steps_per_epoch_));
   rec["global_step/max_steps"] = fmt::format("{}/{}", gstep, total_steps_);
   rec["step"] = gstep;
