@@ -26,6 +26,7 @@ std::string merge_lora(const MergeOptions& opt) {
     throw Error(fmt::format("{} already exists", out), "remove it or pass --exist_ok true");
 
   ModelFolder folder = load_model_folder(base);
+  prepare_base_for_adapter(folder, adapter);
   ThreadPool pool(1);
   std::unique_ptr<Device> cpu = DeviceRegistry::create("cpu:0", pool);
   LoraAdapter ad = LoraAdapter::load(*cpu, adapter, folder.config);

@@ -83,6 +83,28 @@ std::vector<std::string> resolve_target_modules(const std::vector<std::string>& 
   return ordered;
 }
 
+void prepare_base_for_adapter(ModelFolder& folder, const std::string& adapter_dir) {
+  const std::string cfg_path = (fs::path(adapter_dir) / "adapter_config.json").string();
+  if (!fs::exists(cfg_path)) return;  // LoraAdapter::load says what is missing
+  io::Json j = io::read_json_file(cfg_path);
+  if (!j.contains("task_type") || !j["task_type"].is_string() || j["task_type"] != "SEQ_CLS") return;
+  if (folder.config.seq_cls()) return;
+  const std::string st = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
+  int64_t num_labels = 0;
+  if (fs::exists(st))
+    for (const auto& e : io::read_safetensors_header(st).tensors)
+      if (e.name == "base_model.model.score.weight" && e.shape.size() == 2) num_labels = e.shape[0];
+  if (num_labels < 1)
+    throw Error(fmt::format("{} is a SEQ_CLS adapter without base_model.model.score.weight",
+                            adapter_dir),
+                "a sequence-classification adapter saves its score head (modules_to_save)");
+  folder.config = as_sequence_classifier(folder.config, num_labels);
+  Tensor score = Tensor::host({num_labels, folder.config.hidden_size}, DType::kF32);
+  for (int64_t i = 0; i < score.numel(); ++i) score.data<float>()[i] = 0.0f;
+  folder.weights["score.weight"] = score;
+  folder.weights.erase("lm_head.weight");
+}
+
 std::string adapter_base_model(const std::string& adapter_dir) {
   for (const auto& [file, key] : {std::pair<const char*, const char*>{"args.json", "model"},
                                   {"adapter_config.json", "base_model_name_or_path"}}) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "model/folder.h"
 #include "model/transformer.h"
 
 namespace swiftlet {
@@ -88,6 +89,11 @@ std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>&
 // adapter_config.json base_model_name_or_path. Empty when neither names one; a file that is not
 // valid JSON is an Error naming it.
 std::string adapter_base_model(const std::string& adapter_dir);
+
+// A base model folder made ready for an adapter: a PEFT SEQ_CLS adapter (a reward model trained
+// with LoRA) needs its base as a ...ForSequenceClassification with the adapter's number of labels;
+// the score head's values come from the adapter (modules_to_save), zeros until it is applied.
+void prepare_base_for_adapter(ModelFolder& folder, const std::string& adapter_dir);
 
 // "all-linear" or a list of names -> the set of module names, Error for unknown ones.
 std::vector<std::string> resolve_target_modules(const std::vector<std::string>& targets,
