@@ -149,22 +149,48 @@ std::vector<DataRow> self_cognition_rows(const std::string& id, const BuiltinOpt
   return rows;
 }
 
-std::vector<DataRow> arithmetic_rows(const std::string& id, bool test) {
-  // Every a + b with a, b < 100, in a fixed shuffled order: the first 4000 train, the next 500
-  // test, so the two never share a question.
+// Every a + b with a, b < 100 as a * 100 + b, in a fixed shuffled order: the first 4000 train,
+// the next 500 test, so the two never share a question.
+std::vector<int> arithmetic_questions(bool test) {
   std::vector<int> pairs(100 * 100);
   for (int i = 0; i < 100 * 100; ++i) pairs[size_t(i)] = i;
   Rng rng(kArithmeticSeed);
   for (size_t i = pairs.size(); i > 1; --i) std::swap(pairs[i - 1], pairs[rng.below(i)]);
   const int begin = test ? kArithmeticTrain : 0;
   const int end = test ? kArithmeticTrain + kArithmeticTest : kArithmeticTrain;
+  return std::vector<int>(pairs.begin() + begin, pairs.begin() + end);
+}
+
+std::vector<DataRow> arithmetic_rows(const std::string& id, bool test) {
   std::vector<DataRow> rows;
-  rows.reserve(size_t(end - begin));
-  for (int i = begin; i < end; ++i) {
-    const int a = pairs[size_t(i)] / 100, b = pairs[size_t(i)] % 100;
-    rows.push_back({fmt::format("{} row {}", id, i - begin + 1),
+  for (const int q : arithmetic_questions(test)) {
+    const int a = q / 100, b = q % 100;
+    rows.push_back({fmt::format("{} row {}", id, rows.size() + 1),
                     json{{"query", fmt::format("What is {} + {}?", a, b)},
                          {"response", std::to_string(a + b)}}});
+  }
+  return rows;
+}
+
+// The arithmetic questions with a wrong answer next to the right one: pairs (rejected_response)
+// or, for kto, one answer a row with its label (right on even rows, wrong on odd ones).
+std::vector<DataRow> preference_arithmetic_rows(const std::string& id, bool test, bool kto) {
+  Rng rng(kArithmeticSeed + (test ? 2 : 1));  // fixes the wrong answers
+  std::vector<DataRow> rows;
+  for (const int q : arithmetic_questions(test)) {
+    const int a = q / 100, b = q % 100, sum = a + b;
+    const int off = 1 + int(rng.below(9));  // 1..9
+    const int wrong = sum >= off && rng.below(2) ? sum - off : sum + off;
+    json row = {{"query", fmt::format("What is {} + {}?", a, b)}};
+    if (kto) {
+      const bool good = rows.size() % 2 == 0;
+      row["response"] = std::to_string(good ? sum : wrong);
+      row["label"] = good;
+    } else {
+      row["response"] = std::to_string(sum);
+      row["rejected_response"] = std::to_string(wrong);
+    }
+    rows.push_back({fmt::format("{} row {}", id, rows.size() + 1), std::move(row)});
   }
   return rows;
 }
@@ -172,13 +198,19 @@ std::vector<DataRow> arithmetic_rows(const std::string& id, bool test) {
 }  // namespace
 
 const std::vector<std::string>& builtin_dataset_ids() {
-  static const std::vector<std::string> kIds = {"swiftlet/self-cognition", "swiftlet/arithmetic",
-                                                "swiftlet/arithmetic:test"};
+  static const std::vector<std::string> kIds = {"swiftlet/self-cognition",
+                                                "swiftlet/arithmetic",
+                                                "swiftlet/arithmetic:test",
+                                                "swiftlet/preference-arithmetic",
+                                                "swiftlet/preference-arithmetic:test",
+                                                "swiftlet/preference-arithmetic:kto",
+                                                "swiftlet/preference-arithmetic:kto-test"};
   return kIds;
 }
 
 bool is_builtin_dataset(const std::string& id) {
   return id == "swift/self-cognition" || id == "swiftlet/arithmetic:train" ||
+         id == "swiftlet/preference-arithmetic:train" ||
          std::find(builtin_dataset_ids().begin(), builtin_dataset_ids().end(), id) !=
              builtin_dataset_ids().end();
 }
@@ -189,6 +221,14 @@ std::vector<DataRow> builtin_dataset_rows(const std::string& id, const BuiltinOp
   if (id == "swiftlet/arithmetic" || id == "swiftlet/arithmetic:train")
     return arithmetic_rows(id, false);
   if (id == "swiftlet/arithmetic:test") return arithmetic_rows(id, true);
+  if (id == "swiftlet/preference-arithmetic" || id == "swiftlet/preference-arithmetic:train")
+    return preference_arithmetic_rows(id, false, false);
+  if (id == "swiftlet/preference-arithmetic:test")
+    return preference_arithmetic_rows(id, true, false);
+  if (id == "swiftlet/preference-arithmetic:kto")
+    return preference_arithmetic_rows(id, false, true);
+  if (id == "swiftlet/preference-arithmetic:kto-test")
+    return preference_arithmetic_rows(id, true, true);
   throw Error(fmt::format("unknown built-in dataset {}", id),
               fmt::format("built-in datasets: {}", fmt::join(builtin_dataset_ids(), ", ")));
 }

@@ -10,6 +10,15 @@
 //       a fixed set (the same on every machine). `swiftlet/arithmetic:test` holds 500 other
 //       additions, none of which is in the training set: a held-out set a tiny model learns to
 //       answer within minutes on a CPU.
+//   swiftlet/preference-arithmetic   the same 4000 questions as preference pairs for `swiftlet
+//       rlhf` (dpo, orpo, simpo, cpo, rm): {"query": "What is 23 + 58?", "response": "81",
+//       "rejected_response": "84"}, the rejected answer off by 1 to 9 (never negative).
+//       `:test` holds the 500 held-out questions of swiftlet/arithmetic:test the same way.
+//   swiftlet/preference-arithmetic:kto   the 4000 questions for `--rlhf_type kto`, unpaired: every
+//       other row has the correct answer and "label": true, the others a wrong one and "label":
+//       false (2000 of each). `:kto-test` does the same with the 500 held-out questions.
+//   Every set is fixed (the same on every machine), so a trainer test can show that the chosen /
+//   desirable answers gain probability over the rejected ones.
 #include <string>
 #include <vector>
 

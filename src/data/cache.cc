@@ -23,6 +23,7 @@ constexpr uint64_t kP1 = 0x9E3779B185EBCA87ull, kP2 = 0xC2B2AE3D27D4EB4Full,
                    kP5 = 0x27D4EB2F165667C5ull;
 // Bumped whenever the samples a given input produces change (format, templates, encoding).
 constexpr char kMagic[8] = {'S', 'W', 'L', 'T', 'D', 'S', 'C', '1'};
+constexpr char kPreferenceMagic[8] = {'S', 'W', 'L', 'T', 'P', 'R', 'F', '1'};
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 uint64_t fmix(uint64_t z) {
@@ -93,13 +94,20 @@ class Reader {
   size_t pos_ = 0;
 };
 
+void write_sample(Writer& w, const TokenizedSample& s) {
+  w.array(s.input_ids);
+  w.array(s.labels);
+  w.array(s.packed_lengths);
+}
+
+bool read_sample(Reader& r, TokenizedSample& s, bool may_be_empty) {
+  return r.array(s.input_ids) && r.array(s.labels) && r.array(s.packed_lengths) &&
+         s.input_ids.size() == s.labels.size() && (may_be_empty || !s.input_ids.empty());
+}
+
 void write_samples(Writer& w, const std::vector<TokenizedSample>& samples) {
   w.pod(uint64_t(samples.size()));
-  for (const TokenizedSample& s : samples) {
-    w.array(s.input_ids);
-    w.array(s.labels);
-    w.array(s.packed_lengths);
-  }
+  for (const TokenizedSample& s : samples) write_sample(w, s);
 }
 
 bool read_samples(Reader& r, std::vector<TokenizedSample>& samples) {
@@ -108,9 +116,39 @@ bool read_samples(Reader& r, std::vector<TokenizedSample>& samples) {
   samples.clear();
   for (uint64_t i = 0; i < n; ++i) {
     TokenizedSample s;
-    if (!r.array(s.input_ids) || !r.array(s.labels) || !r.array(s.packed_lengths)) return false;
-    if (s.input_ids.size() != s.labels.size() || s.input_ids.empty()) return false;
+    if (!read_sample(r, s, false)) return false;
     samples.push_back(std::move(s));
+  }
+  return true;
+}
+
+// label: -1 none, 0 false, 1 true; margin: a flag, then the value.
+void write_pairs(Writer& w, const std::vector<PreferenceSample>& pairs) {
+  w.pod(uint64_t(pairs.size()));
+  for (const PreferenceSample& p : pairs) {
+    write_sample(w, p.chosen);
+    write_sample(w, p.rejected);
+    w.pod(int8_t(p.label ? int8_t(*p.label) : int8_t(-1)));
+    w.pod(uint8_t(p.margin.has_value()));
+    w.pod(p.margin.value_or(0.0));
+  }
+}
+
+bool read_pairs(Reader& r, std::vector<PreferenceSample>& pairs) {
+  uint64_t n = 0;
+  if (!r.pod(n)) return false;
+  pairs.clear();
+  for (uint64_t i = 0; i < n; ++i) {
+    PreferenceSample p;
+    int8_t label = 0;
+    uint8_t has_margin = 0;
+    double margin = 0;
+    if (!read_sample(r, p.chosen, false) || !read_sample(r, p.rejected, true) || !r.pod(label) ||
+        !r.pod(has_margin) || !r.pod(margin) || label < -1 || label > 1 || has_margin > 1)
+      return false;
+    if (label >= 0) p.label = label == 1;
+    if (has_margin) p.margin = margin;
+    pairs.push_back(std::move(p));
   }
   return true;
 }
@@ -184,7 +222,14 @@ std::string dataset_cache_dir() {
   return "";
 }
 
-std::optional<CachedDatasets> read_dataset_cache(const std::string& dir, const std::string& key) {
+namespace {
+
+// An entry: magic, key, a JSON object of metadata, then the samples `body` reads. Returns the
+// metadata, or nullopt when there is no entry, or it is damaged / of another format version (with
+// a warning: it is then rebuilt).
+template <class Body>
+std::optional<nlohmann::json> read_entry(const std::string& dir, const std::string& key,
+                                         const char (&want_magic)[8], Body body) {
   const std::string path = entry_path(dir, key);
   if (!io::is_regular_file(path)) return std::nullopt;
   std::string bytes;
@@ -197,44 +242,27 @@ std::optional<CachedDatasets> read_dataset_cache(const std::string& dir, const s
   Reader r(bytes);
   char magic[8];
   std::string stored_key, meta_text;
-  CachedDatasets entry;
-  bool ok = r.pod(magic) && std::memcmp(magic, kMagic, 8) == 0 && r.bytes(stored_key) &&
-            stored_key == key && r.bytes(meta_text) && read_samples(r, entry.bundle.train) &&
-            read_samples(r, entry.bundle.val) && r.done();
-  if (ok) {
-    try {
-      const nlohmann::json meta = nlohmann::json::parse(meta_text);
-      entry.template_name = meta.at("template").get<std::string>();
-      entry.report = meta.at("report").get<std::vector<std::string>>();
-      entry.val_jsonl = meta.at("val_jsonl").get<std::string>();
-      entry.bundle.train_grouped = meta.at("train_grouped").get<bool>();
-    } catch (const nlohmann::json::exception&) {
-      ok = false;
-    }
+  if (r.pod(magic) && std::memcmp(magic, want_magic, 8) == 0 && r.bytes(stored_key) &&
+      stored_key == key && r.bytes(meta_text) && body(r) && r.done()) {
+    nlohmann::json meta = nlohmann::json::parse(meta_text, nullptr, /*allow_exceptions=*/false);
+    if (meta.is_object()) return meta;
   }
-  if (!ok) {
-    log_warning("dataset cache {} is damaged or of another version; tokenizing again", path);
-    return std::nullopt;
-  }
-  return entry;
+  log_warning("dataset cache {} is damaged or of another version; tokenizing again", path);
+  return std::nullopt;
 }
 
-std::string write_dataset_cache(const std::string& dir, const std::string& key,
-                                const CachedDatasets& entry) {
+template <class Body>
+std::string write_entry(const std::string& dir, const std::string& key, const char (&magic)[8],
+                        const nlohmann::json& meta, Body body) {
   const std::string path = entry_path(dir, key);
   try {
     fs::create_directories(dir);
     io::AtomicFileWriter file(path);
     Writer w(file);
-    w.out.append(kMagic, 8);
+    w.out.append(magic, 8);
     w.bytes(key);
-    const nlohmann::json meta = {{"template", entry.template_name},
-                                 {"report", entry.report},
-                                 {"val_jsonl", entry.val_jsonl},
-                                 {"train_grouped", entry.bundle.train_grouped}};
     w.bytes(meta.dump());
-    write_samples(w, entry.bundle.train);
-    write_samples(w, entry.bundle.val);
+    body(w);
     w.flush();
     file.commit();
   } catch (const std::exception& e) {
@@ -242,6 +270,76 @@ std::string write_dataset_cache(const std::string& dir, const std::string& key,
     return "";
   }
   return path;
+}
+
+// The fields every entry's metadata holds; false when one is missing or of the wrong type.
+template <class Entry>
+bool read_common_meta(const nlohmann::json& meta, Entry& entry) {
+  try {
+    entry.template_name = meta.at("template").get<std::string>();
+    entry.report = meta.at("report").get<std::vector<std::string>>();
+    entry.val_jsonl = meta.at("val_jsonl").get<std::string>();
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
+template <class Entry>
+nlohmann::json common_meta(const Entry& entry) {
+  return {
+      {"template", entry.template_name}, {"report", entry.report}, {"val_jsonl", entry.val_jsonl}};
+}
+
+}  // namespace
+
+std::optional<CachedDatasets> read_dataset_cache(const std::string& dir, const std::string& key) {
+  CachedDatasets entry;
+  const std::optional<nlohmann::json> meta = read_entry(dir, key, kMagic, [&](Reader& r) {
+    return read_samples(r, entry.bundle.train) && read_samples(r, entry.bundle.val);
+  });
+  if (!meta) return std::nullopt;
+  if (!read_common_meta(*meta, entry) || !meta->contains("train_grouped") ||
+      !(*meta)["train_grouped"].is_boolean()) {
+    log_warning("dataset cache {} is damaged or of another version; tokenizing again",
+                entry_path(dir, key));
+    return std::nullopt;
+  }
+  entry.bundle.train_grouped = (*meta)["train_grouped"].get<bool>();
+  return entry;
+}
+
+std::string write_dataset_cache(const std::string& dir, const std::string& key,
+                                const CachedDatasets& entry) {
+  nlohmann::json meta = common_meta(entry);
+  meta["train_grouped"] = entry.bundle.train_grouped;
+  return write_entry(dir, key, kMagic, meta, [&](Writer& w) {
+    write_samples(w, entry.bundle.train);
+    write_samples(w, entry.bundle.val);
+  });
+}
+
+std::optional<CachedPreferences> read_preference_cache(const std::string& dir,
+                                                       const std::string& key) {
+  CachedPreferences entry;
+  const std::optional<nlohmann::json> meta = read_entry(dir, key, kPreferenceMagic, [&](Reader& r) {
+    return read_pairs(r, entry.bundle.train) && read_pairs(r, entry.bundle.val);
+  });
+  if (!meta) return std::nullopt;
+  if (!read_common_meta(*meta, entry)) {
+    log_warning("dataset cache {} is damaged or of another version; tokenizing again",
+                entry_path(dir, key));
+    return std::nullopt;
+  }
+  return entry;
+}
+
+std::string write_preference_cache(const std::string& dir, const std::string& key,
+                                   const CachedPreferences& entry) {
+  return write_entry(dir, key, kPreferenceMagic, common_meta(entry), [&](Writer& w) {
+    write_pairs(w, entry.bundle.train);
+    write_pairs(w, entry.bundle.val);
+  });
 }
 
 }  // namespace swiftlet

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "data/preference.h"
 
 namespace swiftlet {
 
@@ -42,11 +43,24 @@ struct CachedDatasets {
   std::string val_jsonl;            // val_dataset.jsonl to write again ("" when none)
 };
 
+// The same for preference datasets (data/preference.h); their entries are of another format, so
+// that a key can never return one kind for the other.
+struct CachedPreferences {
+  PreferenceBundle bundle;
+  std::string template_name;
+  std::vector<std::string> report;
+  std::string val_jsonl;
+};
+
 // The entry of `key` under `dir`, or nullopt when there is none or it is damaged / of another
 // format version (then it is rebuilt).
 std::optional<CachedDatasets> read_dataset_cache(const std::string& dir, const std::string& key);
 // Writes the entry atomically; returns its path ("" and a warning when it cannot be written).
 std::string write_dataset_cache(const std::string& dir, const std::string& key,
                                 const CachedDatasets& entry);
+std::optional<CachedPreferences> read_preference_cache(const std::string& dir,
+                                                       const std::string& key);
+std::string write_preference_cache(const std::string& dir, const std::string& key,
+                                   const CachedPreferences& entry);
 
 }  // namespace swiftlet

@@ -111,7 +111,9 @@ ChatMessage parse_message(const json& m, const std::string& at) {
   return msg;
 }
 
-json renamed(const json& row, const ParseOptions& options) {
+}  // namespace
+
+json rename_columns(const json& row, const ParseOptions& options) {
   if (options.columns.empty() || !row.is_object()) return row;
   json out = json::object();
   for (auto it = row.begin(); it != row.end(); ++it) {
@@ -121,14 +123,12 @@ json renamed(const json& row, const ParseOptions& options) {
   return out;
 }
 
-}  // namespace
-
 Conversation parse_conversation(const json& input_row, const std::string& where,
                                 const ParseOptions& options) {
   if (!input_row.is_object())
     throw Error(fmt::format("{}: expected a JSON object, got {}", where, input_row.type_name()),
                 "each row is one JSON object such as {\"messages\": [...]}");
-  const json row = renamed(input_row, options);
+  const json row = rename_columns(input_row, options);
   refuse_unsupported_columns(row, where);
   Conversation c;
   const json* system = first_of(row, {"system", "system_prompt"});

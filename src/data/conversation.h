@@ -24,6 +24,10 @@ struct ParseOptions {
   std::map<std::string, std::string> columns;
 };
 
+// The row with its keys renamed by options.columns (a row that is not an object is returned as
+// it is). parse_conversation does this itself.
+nlohmann::json rename_columns(const nlohmann::json& row, const ParseOptions& options);
+
 Conversation parse_conversation(const nlohmann::json& row, const std::string& where,
                                 const ParseOptions& options = {});
 

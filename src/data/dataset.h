@@ -4,9 +4,10 @@
 // parallel tokenization and a cache of the result.
 //
 // --dataset / --val_dataset entries: a .jsonl/.json/.csv/.txt file, a folder of them (read in
-// sorted order), or a built-in ID (data/builtin.h: swiftlet/self-cognition, swiftlet/arithmetic),
-// each optionally followed by #N: N below the row count takes a seeded random sample without
-// replacement; N above it repeats every row N / rows times plus a random N % rows remainder.
+// sorted order), or a built-in ID (data/builtin.h: swiftlet/self-cognition, swiftlet/arithmetic,
+// swiftlet/preference-arithmetic), each optionally followed by #N: N below the row count takes a
+// seeded random sample without replacement; N above it repeats every row N / rows times plus a
+// random N % rows remainder.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -33,10 +34,13 @@ struct DataArgs {
   std::optional<std::string> system;    // --system: text, or a .txt file; "\n" escapes expanded
   std::vector<std::string> model_name;  // self-cognition (Chinese, English)
   std::vector<std::string> model_author;
-  std::string loss_scale = "default";  // default | all (pt)
-  bool use_chat_template = true;       // false: the `plain` template (pt)
+  // default | all (pt); rlhf also last_round. "" = the command's default: default for sft, the
+  // rlhf type's for load_preference_datasets (data/preference.h).
+  std::string loss_scale;
+  bool use_chat_template = true;  // false: the `plain` template (pt)
   // ms-swift --preserve_thinking; unset: true, ms-swift's choice for training under loss_scale
-  // default/all (every turn keeps a think block, an empty untrained one when it has none).
+  // default/all (every turn keeps a think block, an empty untrained one when it has none); false
+  // under last_round (history turns rendered as the Jinja template does).
   std::optional<bool> preserve_thinking;
   std::map<std::string, std::string> columns;  // --columns: rename row keys ({"q": "query"})
   bool load_from_cache_file = true;  // reuse (and store) tokenized results in the dataset cache

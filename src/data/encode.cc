@@ -91,6 +91,24 @@ std::vector<TemplateSegment> training_segments(const ChatTemplate& chat_template
     std::string all;
     for (const TemplateSegment& p : pieces) all += p.text;
     pieces = {{std::move(all), true}};
+  } else if (settings.last_round) {
+    // Every template renders the final reply and its end-of-turn as the last trained piece (an
+    // untrained assistant header always comes before it): keep only that one trained. A
+    // conversation that does not end with a reply has no last round to train.
+    std::vector<TemplateSegment> out;
+    size_t last = pieces.size();
+    if (!messages.empty() && messages.back().role == "assistant")
+      for (size_t i = 0; i < pieces.size(); ++i)
+        if (pieces[i].loss) last = i;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const bool loss = i == last;
+      if (!out.empty() && out.back().loss == loss) {
+        out.back().text += pieces[i].text;
+      } else {
+        out.push_back({pieces[i].text, loss});
+      }
+    }
+    pieces = std::move(out);
   }
   return pieces;
 }

@@ -24,6 +24,9 @@ namespace swiftlet {
 struct EncodeSettings {
   TemplateOptions options;  // system (--system), preserve_thinking; no generation prompt
   bool loss_all = false;    // --loss_scale all: every token is trained
+  // --loss_scale last_round (rlhf's default): only the final reply (everything after the last
+  // user message, merged into one) and its end-of-turn are trained.
+  bool last_round = false;
   int64_t max_length = 2048;
   std::string truncation_strategy = "delete";  // delete | left | right | split
 };
@@ -46,7 +49,7 @@ void tokenize_per_segment(const Tokenizer& tokenizer, const std::vector<Template
                           std::vector<int32_t>& ids, std::vector<int32_t>& labels);
 
 // The pieces of a training conversation: ms-swift's message merging, the row's own system prompt
-// ("" removes the system turn), and --loss_scale all.
+// ("" removes the system turn), and --loss_scale all / last_round.
 std::vector<TemplateSegment> training_segments(const ChatTemplate& chat_template,
                                                const Conversation& conversation,
                                                const EncodeSettings& settings);

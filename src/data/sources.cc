@@ -74,31 +74,9 @@ std::vector<std::string> dataset_files(const DatasetSpec& spec) {
 }
 
 LoadedDataset read_dataset(const DatasetSpec& spec, const ReadOptions& options) {
-  LoadedDataset out;
-  auto parse_rows = [&](std::vector<DataRow>& rows, const std::string& name) {
-    size_t good = 0;
-    for (DataRow& r : rows) {
-      try {
-        out.rows.push_back({r.where, parse_conversation(r.value, r.where, options.parse)});
-        ++good;
-      } catch (const Error& e) {
-        if (options.strict) throw;
-        out.skipped.push_back(e.what());
-      }
-    }
-    out.rows_per_file.emplace_back(name, good);
-  };
-  if (spec.builtin) {
-    std::vector<DataRow> rows = builtin_dataset_rows(spec.id, options.builtin);
-    parse_rows(rows, spec.id);
-    return out;
-  }
-  for (const std::string& file : dataset_files(spec)) {
-    FileRows rows = read_data_file(file, options.strict);
-    out.skipped.insert(out.skipped.end(), rows.skipped.begin(), rows.skipped.end());
-    parse_rows(rows.rows, file);
-  }
-  return out;
+  return read_rows<ParsedRow>(spec, options, [&](const DataRow& r) {
+    return ParsedRow{r.where, parse_conversation(r.value, r.where, options.parse)};
+  });
 }
 
 uint64_t derive_seed(uint64_t data_seed, uint64_t tag, uint64_t index) {

@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/builtin.h"
 #include "data/conversation.h"
+#include "data/readers.h"
 
 namespace swiftlet {
 
@@ -37,13 +39,48 @@ struct ReadOptions {
   BuiltinOptions builtin;
 };
 
-struct LoadedDataset {
-  std::vector<ParsedRow> rows;
+// The rows of one spec: parsed rows, rows read per file and why bad rows were left out.
+template <class Row>
+struct LoadedRows {
+  std::vector<Row> rows;
   std::vector<std::pair<std::string, size_t>> rows_per_file;  // rows read (good ones) per file
   std::vector<std::string> skipped;  // strict = false: why each bad row was left out
 };
+using LoadedDataset = LoadedRows<ParsedRow>;
 
-// Reads and parses every row of a spec (before #N sampling).
+// Reads every row of a spec (before #N sampling) and parses each with `parse(const DataRow&) ->
+// Row`, which throws Error naming the row when it is bad; with options.strict false such rows are
+// skipped and their messages kept.
+template <class Row, class Parse>
+LoadedRows<Row> read_rows(const DatasetSpec& spec, const ReadOptions& options, Parse parse) {
+  LoadedRows<Row> out;
+  auto parse_rows = [&](std::vector<DataRow>& rows, const std::string& name) {
+    size_t good = 0;
+    for (DataRow& r : rows) {
+      try {
+        out.rows.push_back(parse(r));
+        ++good;
+      } catch (const Error& e) {
+        if (options.strict) throw;
+        out.skipped.push_back(e.what());
+      }
+    }
+    out.rows_per_file.emplace_back(name, good);
+  };
+  if (spec.builtin) {
+    std::vector<DataRow> rows = builtin_dataset_rows(spec.id, options.builtin);
+    parse_rows(rows, spec.id);
+    return out;
+  }
+  for (const std::string& file : dataset_files(spec)) {
+    FileRows rows = read_data_file(file, options.strict);
+    out.skipped.insert(out.skipped.end(), rows.skipped.begin(), rows.skipped.end());
+    parse_rows(rows.rows, file);
+  }
+  return out;
+}
+
+// Reads and parses every row of a spec as a conversation (before #N sampling).
 LoadedDataset read_dataset(const DatasetSpec& spec, const ReadOptions& options);
 
 // A seed for one purpose (tag) and one dataset (index) derived from --data_seed.

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "data/data_fixture.h"
 
 namespace swiftlet {
@@ -142,6 +144,35 @@ TEST_F(DataEncode, TemplateErrorsPropagate) {
           {{{"user", "a", ""}, {"assistant", "b", ""}, {"user", "c", ""}, {"assistant", "d", ""}}},
           {}),
       "renders one text and one reply");
+}
+
+// --loss_scale last_round (rlhf): only the final reply and its end-of-turn stay trained, on every
+// template family; a conversation that ends with the user trains nothing.
+TEST(DataEncodeLastRound, OnlyTheFinalReplyAndItsEndOfTurnAreTrained) {
+  const Conversation two_rounds = {
+      {{"user", "A", ""}, {"assistant", "B", ""}, {"user", "C", ""}, {"assistant", "D", ""}}};
+  EncodeSettings s;
+  s.last_round = true;
+  const std::map<std::string, std::string> expected = {
+      {"qwen3_nothinking", "D<|im_end|>\n"},
+      {"qwen3", "D<|im_end|>\n"},  // after an untrained empty think block
+      {"llama3", "D<|eot_id|>"},
+      {"default", "D</s>"},
+  };
+  for (const auto& [name, final_reply] : expected) {
+    const ChatTemplate t = ChatTemplate::by_name(name, {"", "</s>"});
+    std::string trained, all;
+    for (const TemplateSegment& p : training_segments(t, two_rounds, s)) {
+      if (p.loss) trained += p.text;
+      all += p.text;
+    }
+    EXPECT_EQ(trained, final_reply) << name;
+    EXPECT_EQ(all, t.render(two_rounds.messages, {.add_generation_prompt = false})) << name;
+  }
+  const Conversation open = {{{"user", "A", ""}, {"assistant", "B", ""}, {"user", "C", ""}}};
+  for (const TemplateSegment& p :
+       training_segments(ChatTemplate::by_name("qwen3_nothinking"), open, s))
+    EXPECT_FALSE(p.loss) << p.text;
 }
 
 }  // namespace
