@@ -1,0 +1,333 @@
+#include "rlhf/preference_task.h"
+
+#include <cmath>
+
+#include "core/log.h"
+#include "core/rng.h"
+#include "train/sft_task.h"
+
+namespace swiftlet::rlhf {
+
+namespace {
+
+// Every row's log p(target) of a batch (rows without a target stay 0).
+class LogprobCollector : public Objective {
+ public:
+  explicit LogprobCollector(int64_t rows) : logp(size_t(rows), 0.0f) {}
+  void chunk(const HeadChunk& c, std::span<float>) override {
+    for (int64_t i = 0; i < c.rows(); ++i) logp[size_t(c.begin + i)] = c.logprobs[size_t(i)];
+  }
+  std::vector<float> logp;
+};
+
+// The label-token log-probs of sequence `s` of a packed batch, in token order.
+std::vector<double> sequence_logps(const TrainBatch& b, size_t s, const std::vector<float>& logp) {
+  std::vector<double> out;
+  const auto [first, len] = b.samples[s];
+  for (int64_t r = first; r < first + len; ++r)
+    if (b.targets[size_t(r)] >= 0) out.push_back(logp[size_t(r)]);
+  return out;
+}
+
+// Writes per-token gradients of sequence `s` back to its rows (scaled).
+void scatter(const TrainBatch& b, size_t s, const std::vector<double>& d, float scale,
+             std::span<float> dlogp) {
+  const auto [first, len] = b.samples[s];
+  size_t k = 0;
+  for (int64_t r = first; r < first + len; ++r)
+    if (b.targets[size_t(r)] >= 0) dlogp[size_t(r)] = float(scale * d.at(k++));
+  SWIFTLET_CHECK(k == d.size(), "scatter: {} label tokens, {} gradients", k, d.size());
+}
+
+// A sequence-level loss over the whole batch: every row's log-prob first, then `loss_fn` turns
+// the sequences' log-probs into the loss, its per-token gradients and metrics.
+class SequenceObjective : public Objective {
+ public:
+  using LossFn = std::function<PairLossResult(const std::vector<std::vector<double>>& policy)>;
+  SequenceObjective(const TrainBatch& b, float grad_scale, LossFn fn)
+      : batch_(b), logp_(b.input_ids.size(), 0.0f), scale_(grad_scale), fn_(std::move(fn)) {}
+  bool whole_batch() const override { return true; }
+  void chunk(const HeadChunk& c, std::span<float>) override {
+    for (int64_t i = 0; i < c.rows(); ++i) logp_[size_t(c.begin + i)] = c.logprobs[size_t(i)];
+  }
+  void batch_grad(std::span<float> dlogp) override {
+    result = compute();
+    for (size_t s = 0; s < batch_.samples.size(); ++s) scatter(batch_, s, grads_[s], scale_, dlogp);
+  }
+  // After an evaluation pass (no batch_grad): the loss and metrics of what chunk() saw.
+  PairLossResult compute() {
+    std::vector<std::vector<double>> policy;
+    for (size_t s = 0; s < batch_.samples.size(); ++s) policy.push_back(sequence_logps(batch_, s, logp_));
+    PairLossResult r = fn_(policy);
+    grads_.clear();
+    for (auto& d : r.d_chosen) grads_.push_back(d);
+    for (auto& d : r.d_rejected) grads_.push_back(d);
+    return r;
+  }
+  PairLossResult result;
+
+ private:
+  const TrainBatch& batch_;
+  std::vector<float> logp_;
+  float scale_;
+  LossFn fn_;
+  std::vector<std::vector<double>> grads_;
+};
+
+// The reward model's objective: r_i = score . h[last token of sequence i], on the final hidden
+// states (no LM head); chosen sequences first, then rejected.
+class RewardObjective : public Objective {
+ public:
+  RewardObjective(const TrainBatch& b, const Tensor& score, const Tensor& dscore, float grad_scale,
+                  const PreferenceConfig& cfg, std::vector<double> margins)
+      : batch_(b), score_(score), dscore_(dscore), scale_(grad_scale), cfg_(cfg),
+        margins_(std::move(margins)) {}
+  bool uses_lm_head() const override { return false; }
+  void chunk(const HeadChunk&, std::span<float>) override {}
+  void hidden_states(const Tensor& h, const Tensor& dh) override {
+    Device& dev = *h.device();
+    const int64_t n = int64_t(batch_.samples.size()), H = h.dim(1);
+    Tensor last = dev.empty({n, H}, DType::kF32);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [first, len] = batch_.samples[size_t(i)];
+      dev.copy(last.slice(i, i + 1), h.slice(first + len - 1, first + len));
+    }
+    Tensor r = dev.empty({n, 1}, DType::kF32);
+    dev.gemm(last, false, score_, true, r);  // r = h_last score^T
+    Tensor hr = dev.download(r);
+    const int64_t pairs = n / 2;
+    std::vector<double> rc, rr;
+    for (int64_t i = 0; i < pairs; ++i) {
+      rc.push_back(hr.data<float>()[i]);
+      rr.push_back(hr.data<float>()[pairs + i]);
+    }
+    result = reward_loss(cfg_, rc, rr, margins_);
+    if (!dh.defined()) return;
+    Tensor dr = Tensor::host({n, 1}, DType::kF32);
+    for (int64_t i = 0; i < pairs; ++i) {
+      dr.data<float>()[i] = float(scale_ * result.d_chosen[size_t(i)]);
+      dr.data<float>()[pairs + i] = float(scale_ * result.d_rejected[size_t(i)]);
+    }
+    Tensor ddr = dev.upload(dr);
+    if (dscore_.defined()) dev.gemm(ddr, true, last, false, dscore_, 1.0f, 1.0f);  // dW += dr^T h
+    Tensor dlast = dev.empty({n, H}, DType::kF32);
+    dev.gemm(ddr, false, score_, false, dlast);  // dh_last = dr W
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [first, len] = batch_.samples[size_t(i)];
+      dev.add_inplace(dh.slice(first + len - 1, first + len), dlast.slice(i, i + 1));
+    }
+  }
+  RewardLossResult result;
+
+ private:
+  const TrainBatch& batch_;
+  Tensor score_, dscore_;
+  float scale_;
+  const PreferenceConfig& cfg_;
+  std::vector<double> margins_;
+};
+
+TrainBatch pack(const std::vector<const TokenizedSample*>& seqs) { return make_train_batch(seqs); }
+
+void add_metrics(Metrics& m, double loss, const std::map<std::string, double>& metrics) {
+  m.add("loss", loss, 1.0);
+  for (const auto& [k, v] : metrics) m.add(k, v, 1.0);
+}
+
+bool has_reference(const PreferenceConfig& c) {
+  return c.type == RlhfType::kDpo || c.type == RlhfType::kKto;
+}
+
+}  // namespace
+
+// The reference log-probs of a batch, computed without keeping activations.
+struct PreferenceTask::Reference {
+  LoraAdapter* adapter = nullptr;         // LoRA: the policy with this adapter switched off
+  std::unique_ptr<LoraAdapter> ref_adapter;  // --ref_adapters: switched in for reference passes
+  std::unique_ptr<Transformer> frozen;    // full training: a frozen copy
+  std::vector<float> logprobs(Transformer& policy, const TrainBatch& b) {
+    LogprobCollector c(int64_t(b.input_ids.size()));
+    if (frozen) {
+      frozen->evaluate(b, c);
+      return c.logp;
+    }
+    LoraAdapter::detach(policy);
+    try {
+      if (ref_adapter) ref_adapter->attach(policy);
+      policy.evaluate(b, c);
+    } catch (...) {
+      LoraAdapter::detach(policy);
+      adapter->attach(policy);
+      throw;
+    }
+    LoraAdapter::detach(policy);
+    adapter->attach(policy);
+    return c.logp;
+  }
+};
+
+PreferenceTask::PreferenceTask(PreferenceTaskArgs args, std::vector<PreferenceSample> train,
+                               std::vector<PreferenceSample> val)
+    : args_(std::move(args)), train_(std::move(train)), val_(std::move(val)) {}
+
+PreferenceTask::~PreferenceTask() = default;
+
+void make_reward_model(ModelFolder& folder, uint64_t seed) {
+  if (folder.config.seq_cls()) {
+    if (folder.config.num_labels != 1)
+      throw Error(fmt::format("{} is a classifier with {} labels; a reward model has one",
+                              folder.path, folder.config.num_labels));
+    return;
+  }
+  folder.config = as_sequence_classifier(folder.config, 1);
+  const int64_t H = folder.config.hidden_size;
+  Tensor w = Tensor::host({1, H}, DType::kF32);
+  Rng rng(seed ^ 0x5c07e5c07eull);
+  for (int64_t i = 0; i < H; ++i) w.data<float>()[i] = float(folder.config.initializer_range * rng.normal());
+  folder.weights["score.weight"] = w;
+  folder.weights.erase("lm_head.weight");
+}
+
+void PreferenceTask::prepare_model(ModelFolder& folder) {
+  if (args_.loss.type == RlhfType::kRm) make_reward_model(folder, args_.seed);
+}
+
+void PreferenceTask::attach(const TrainSetup& s) {
+  model_ = &s.model;
+  if (!has_reference(args_.loss)) return;
+  ref_ = std::make_unique<Reference>();
+  if (s.adapter) {
+    ref_->adapter = s.adapter;
+    if (!args_.ref_adapters.empty())
+      ref_->ref_adapter = std::make_unique<LoraAdapter>(
+          LoraAdapter::load(s.device, args_.ref_adapters, s.folder.config));
+    return;
+  }
+  const std::string path = args_.ref_model.empty() ? s.folder.path : args_.ref_model;
+  ModelFolder ref = args_.ref_model.empty() ? s.folder : load_model_folder(path);
+  if (ref.config.vocab_size != s.folder.config.vocab_size)
+    throw Error(fmt::format("--ref_model {} has a vocabulary of {} tokens, the model {}", path,
+                            ref.config.vocab_size, s.folder.config.vocab_size),
+                "the reference must share the policy's tokenizer");
+  ref_->frozen = std::make_unique<Transformer>(s.device, ref.config, ref.weights, s.base_dtype);
+  log_info("reference model: a frozen copy of {}", path);
+}
+
+void PreferenceTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
+  // Each micro-batch's loss is a mean over its pairs; the step averages its micro-batches.
+  grad_scale_ = 1.0f / float(std::max<size_t>(1, micro_batches.size()));
+}
+
+int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
+                            const std::vector<const PreferenceSample*>& rows,
+                            const TrainStepOptions& opt, float grad_scale, Metrics& metrics) {
+  const PreferenceConfig& cfg = args_.loss;
+  const size_t n = rows.size();
+  std::vector<const TokenizedSample*> seqs;
+  for (const auto* r : rows) seqs.push_back(&r->chosen);
+  if (cfg.type != RlhfType::kKto)
+    for (const auto* r : rows) seqs.push_back(&r->rejected);
+  const TrainBatch batch = pack(seqs);
+  auto step = [&](Objective& obj) {
+    if (grads)
+      model.train_step(batch, *grads, opt, obj);
+    else
+      model.evaluate(batch, obj);
+  };
+
+  if (cfg.type == RlhfType::kRm) {
+    std::vector<double> margins;
+    for (const auto* r : rows) margins.push_back(r->margin.value_or(0.0));
+    RewardObjective obj(batch, model.weights().score, grads ? grads->score : Tensor(), grad_scale,
+                        cfg, margins);
+    step(obj);
+    add_metrics(metrics, obj.result.loss, obj.result.metrics);
+    return int64_t(batch.input_ids.size());
+  }
+
+  std::vector<float> ref_lp;
+  if (ref_) ref_lp = ref_->logprobs(model, batch);
+  auto reference = [&](const TrainBatch& b, const std::vector<float>& lp, size_t s) {
+    return lp.empty() ? std::vector<double>() : sequence_logps(b, s, lp);
+  };
+
+  if (cfg.type == RlhfType::kKto) {
+    // The mismatched completions (x, y'): policy log-probs without gradient, and the reference's.
+    std::vector<const TokenizedSample*> kl_seqs;
+    for (const auto* r : rows) kl_seqs.push_back(&r->rejected);
+    const bool need_kl = cfg.has(LossType::kKto);
+    std::vector<SequenceLogps> kl(n);
+    if (need_kl) {
+      const TrainBatch kl_batch = pack(kl_seqs);
+      LogprobCollector policy_kl(int64_t(kl_batch.input_ids.size()));
+      model.evaluate(kl_batch, policy_kl);
+      const std::vector<float> ref_kl = ref_ ? ref_->logprobs(model, kl_batch) : std::vector<float>();
+      for (size_t i = 0; i < n; ++i)
+        kl[i] = {sequence_logps(kl_batch, i, policy_kl.logp), reference(kl_batch, ref_kl, i)};
+    }
+    std::map<std::string, double> kto_metrics;
+    auto fn = [&](const std::vector<std::vector<double>>& policy) {
+      std::vector<KtoExample> examples(n);
+      for (size_t i = 0; i < n; ++i)
+        examples[i] = {{policy[i], reference(batch, ref_lp, i)}, kl[i], rows[i]->label.value_or(true), {}};
+      KtoLossResult k = kto_loss(cfg, examples);
+      kto_metrics = k.metrics;
+      PairLossResult r;
+      r.loss = k.loss;
+      r.d_chosen = k.d_policy;
+      return r;
+    };
+    SequenceObjective obj(batch, grad_scale, fn);
+    step(obj);
+    if (!grads) obj.result = obj.compute();
+    metrics.add("loss", obj.result.loss, 1.0);
+    // TRL's KTO metrics: sums and counts over the logging window, then their ratios.
+    metrics.add("kl", kto_metrics.count("kl") ? kto_metrics["kl"] : 0.0, 1.0);
+    for (const char* side : {"chosen", "rejected"}) {
+      const std::string count = std::string("count/") + side;
+      if (!kto_metrics.count(count)) continue;
+      for (const char* what : {"rewards/", "logps/"})
+        metrics.add(std::string(what) + side, kto_metrics[std::string(what) + side + "_sum"],
+                    kto_metrics[count]);
+    }
+    metrics.add_difference("rewards/margins", "rewards/chosen", "rewards/rejected");
+    return int64_t(batch.input_ids.size());
+  }
+
+  auto fn = [&](const std::vector<std::vector<double>>& policy) {
+    std::vector<SequenceLogps> chosen, rejected;
+    for (size_t i = 0; i < n; ++i) {
+      chosen.push_back({policy[i], reference(batch, ref_lp, i)});
+      rejected.push_back({policy[n + i], reference(batch, ref_lp, n + i)});
+    }
+    return pair_loss(cfg, chosen, rejected, pair_state_);
+  };
+  SequenceObjective obj(batch, grad_scale, fn);
+  step(obj);
+  if (!grads) obj.result = obj.compute();
+  add_metrics(metrics, obj.result.loss, obj.result.metrics);
+  return int64_t(batch.input_ids.size());
+}
+
+int64_t PreferenceTask::train_micro(Transformer& model, ModelGrads& grads,
+                                    std::span<const size_t> samples, const TrainStepOptions& opt,
+                                    Metrics& metrics) {
+  std::vector<const PreferenceSample*> rows;
+  for (size_t i : samples) rows.push_back(&train_[i]);
+  TrainStepOptions o = opt;
+  o.lora_dropout = 0.0f;  // TRL disables dropout for the offline preference trainers
+  return run(model, &grads, rows, o, grad_scale_, metrics);
+}
+
+Metrics PreferenceTask::evaluate(Transformer& model, int64_t batch_size) {
+  Metrics m;
+  TrainStepOptions opt;
+  for (size_t i = 0; i < val_.size(); i += size_t(batch_size)) {
+    std::vector<const PreferenceSample*> rows;
+    for (size_t j = i; j < std::min(val_.size(), i + size_t(batch_size)); ++j) rows.push_back(&val_[j]);
+    run(model, nullptr, rows, opt, 1.0f, m);
+  }
+  return m;
+}
+
+}  // namespace swiftlet::rlhf
