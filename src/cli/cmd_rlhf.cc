@@ -50,7 +50,8 @@ std::optional<double> opt_number(const Flags& f, const std::string& name) {
 int run_rlhf(int argc, char** argv) {
   Flags f("rlhf", rlhf_flags());
   if (!f.parse(argc, argv)) {
-    std::cout << f.help_text("Preference alignment (DPO, CPO, SimPO, ORPO, KTO) and reward models.");
+    std::cout << f.help_text(
+        "Preference alignment (DPO, CPO, SimPO, ORPO, KTO) and reward models.");
     return 0;
   }
   const std::string type = f.str("rlhf_type");
@@ -106,8 +107,9 @@ int run_rlhf(int argc, char** argv) {
   if (rt == rlhf::RlhfType::kKto && t.loss.has(rlhf::LossType::kKto)) {
     // ms-swift pairs each row with another row's reply inside every global batch (the KL term).
     const int64_t bs = a.per_device_train_batch_size;
-    const int64_t gas = a.gradient_accumulation_steps > 0 ? a.gradient_accumulation_steps
-                                                          : std::max<int64_t>(1, (16 + bs - 1) / bs);
+    const int64_t gas = a.gradient_accumulation_steps > 0
+                            ? a.gradient_accumulation_steps
+                            : std::max<int64_t>(1, (16 + bs - 1) / bs);
     po.kto_kl_batch_size = bs * gas;
   }
   PreferenceBundle data =

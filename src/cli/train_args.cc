@@ -64,7 +64,8 @@ std::vector<FlagSpec> train_flags(bool pt) {
        "all-linear or module names (q_proj v_proj ...)"},
       {"use_rslora", FlagKind::kBool, "false", "scale alpha / sqrt(r)"},
       {"modules_to_save", FlagKind::kList, "",
-       "modules trained in full and stored with the adapter: embed_tokens, lm_head, all-embedding, all-norm"},
+       "modules trained in full and stored with the adapter: embed_tokens, lm_head, all-embedding, "
+       "all-norm"},
       {"output_dir", FlagKind::kString, "output", "runs are written to <output_dir>/v<N>-<time>/"},
       {"add_version", FlagKind::kBool, "true", "append v<N>-<time> to --output_dir"},
       {"num_train_epochs", FlagKind::kFloat, "3", "epochs"},
@@ -119,7 +120,8 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.lora.use_rslora = f.boolean("use_rslora");
   a.lora.modules_to_save = f.list("modules_to_save");
   if (!a.lora.modules_to_save.empty() && a.tuner_type != "lora")
-    throw Error("--modules_to_save applies to --tuner_type lora (full training trains every module)");
+    throw Error(
+        "--modules_to_save applies to --tuner_type lora (full training trains every module)");
   a.output_dir = f.str("output_dir");
   a.add_version = f.boolean("add_version");
   a.num_train_epochs = f.f64("num_train_epochs");

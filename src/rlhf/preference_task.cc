@@ -57,7 +57,8 @@ class SequenceObjective : public Objective {
   // After an evaluation pass (no batch_grad): the loss and metrics of what chunk() saw.
   PairLossResult compute() {
     std::vector<std::vector<double>> policy;
-    for (size_t s = 0; s < batch_.samples.size(); ++s) policy.push_back(sequence_logps(batch_, s, logp_));
+    for (size_t s = 0; s < batch_.samples.size(); ++s)
+      policy.push_back(sequence_logps(batch_, s, logp_));
     PairLossResult r = fn_(policy);
     grads_.clear();
     for (auto& d : r.d_chosen) grads_.push_back(d);
@@ -80,7 +81,11 @@ class RewardObjective : public Objective {
  public:
   RewardObjective(const TrainBatch& b, const Tensor& score, const Tensor& dscore, float grad_scale,
                   const PreferenceConfig& cfg, std::vector<double> margins)
-      : batch_(b), score_(score), dscore_(dscore), scale_(grad_scale), cfg_(cfg),
+      : batch_(b),
+        score_(score),
+        dscore_(dscore),
+        scale_(grad_scale),
+        cfg_(cfg),
         margins_(std::move(margins)) {}
   bool uses_lm_head() const override { return false; }
   void chunk(const HeadChunk&, std::span<float>) override {}
@@ -142,9 +147,9 @@ bool has_reference(const PreferenceConfig& c) {
 
 // The reference log-probs of a batch, computed without keeping activations.
 struct PreferenceTask::Reference {
-  LoraAdapter* adapter = nullptr;         // LoRA: the policy with this adapter switched off
+  LoraAdapter* adapter = nullptr;            // LoRA: the policy with this adapter switched off
   std::unique_ptr<LoraAdapter> ref_adapter;  // --ref_adapters: switched in for reference passes
-  std::unique_ptr<Transformer> frozen;    // full training: a frozen copy
+  std::unique_ptr<Transformer> frozen;       // full training: a frozen copy
   std::vector<float> logprobs(Transformer& policy, const TrainBatch& b) {
     LogprobCollector c(int64_t(b.input_ids.size()));
     if (frozen) {
@@ -183,7 +188,8 @@ void make_reward_model(ModelFolder& folder, uint64_t seed) {
   const int64_t H = folder.config.hidden_size;
   Tensor w = Tensor::host({1, H}, DType::kF32);
   Rng rng(seed ^ 0x5c07e5c07eull);
-  for (int64_t i = 0; i < H; ++i) w.data<float>()[i] = float(folder.config.initializer_range * rng.normal());
+  for (int64_t i = 0; i < H; ++i)
+    w.data<float>()[i] = float(folder.config.initializer_range * rng.normal());
   folder.weights["score.weight"] = w;
   folder.weights.erase("lm_head.weight");
 }
@@ -261,7 +267,8 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
       const TrainBatch kl_batch = pack(kl_seqs);
       LogprobCollector policy_kl(int64_t(kl_batch.input_ids.size()));
       model.evaluate(kl_batch, policy_kl);
-      const std::vector<float> ref_kl = ref_ ? ref_->logprobs(model, kl_batch) : std::vector<float>();
+      const std::vector<float> ref_kl =
+          ref_ ? ref_->logprobs(model, kl_batch) : std::vector<float>();
       for (size_t i = 0; i < n; ++i)
         kl[i] = {sequence_logps(kl_batch, i, policy_kl.logp), reference(kl_batch, ref_kl, i)};
     }
@@ -269,7 +276,8 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
     auto fn = [&](const std::vector<std::vector<double>>& policy) {
       std::vector<KtoExample> examples(n);
       for (size_t i = 0; i < n; ++i)
-        examples[i] = {{policy[i], reference(batch, ref_lp, i)}, kl[i], rows[i]->label.value_or(true), {}};
+        examples[i] = {
+            {policy[i], reference(batch, ref_lp, i)}, kl[i], rows[i]->label.value_or(true), {}};
       KtoLossResult k = kto_loss(cfg, examples);
       kto_metrics = k.metrics;
       PairLossResult r;
@@ -324,7 +332,8 @@ Metrics PreferenceTask::evaluate(Transformer& model, int64_t batch_size) {
   TrainStepOptions opt;
   for (size_t i = 0; i < val_.size(); i += size_t(batch_size)) {
     std::vector<const PreferenceSample*> rows;
-    for (size_t j = i; j < std::min(val_.size(), i + size_t(batch_size)); ++j) rows.push_back(&val_[j]);
+    for (size_t j = i; j < std::min(val_.size(), i + size_t(batch_size)); ++j)
+      rows.push_back(&val_[j]);
     run(model, nullptr, rows, opt, 1.0f, m);
   }
   return m;

@@ -22,9 +22,9 @@ namespace swiftlet::rlhf {
 
 struct PreferenceTaskArgs {
   PreferenceConfig loss;
-  std::string ref_model;    // full training: folder of the reference ("" = the model)
+  std::string ref_model;     // full training: folder of the reference ("" = the model)
   std::string ref_adapters;  // LoRA: an adapter folder used as the reference instead of none
-  uint64_t seed = 42;       // the reward model's score head initialisation
+  uint64_t seed = 42;        // the reward model's score head initialisation
 };
 
 class PreferenceTask : public TrainTask {
@@ -45,8 +45,9 @@ class PreferenceTask : public TrainTask {
  private:
   struct Reference;
   // Forward (and, with grads, backward) of one micro-batch; its loss and metrics.
-  int64_t run(Transformer& model, ModelGrads* grads, const std::vector<const PreferenceSample*>& rows,
-              const TrainStepOptions& opt, float grad_scale, Metrics& metrics);
+  int64_t run(Transformer& model, ModelGrads* grads,
+              const std::vector<const PreferenceSample*>& rows, const TrainStepOptions& opt,
+              float grad_scale, Metrics& metrics);
 
   PreferenceTaskArgs args_;
   std::vector<PreferenceSample> train_, val_;

@@ -37,7 +37,8 @@ class Metrics {
     if (auto d = differences_.find(name); d != differences_.end())
       return mean(d->second.first) - mean(d->second.second);
     auto it = values_.find(name);
-    return it == values_.end() || it->second.second == 0 ? 0.0 : it->second.first / it->second.second;
+    return it == values_.end() || it->second.second == 0 ? 0.0
+                                                         : it->second.first / it->second.second;
   }
   bool has(const std::string& name) const {
     if (auto d = differences_.find(name); d != differences_.end())

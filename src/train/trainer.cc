@@ -151,7 +151,8 @@ void TrainLoop::setup_model() {
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
-  if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() && grads_.embed_tokens.defined())
+  if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
+      grads_.embed_tokens.defined())
     grads_.lm_head = grads_.embed_tokens;
   task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
   for (size_t i = 0; i < buckets_->entries().size(); ++i)

@@ -27,8 +27,9 @@ const char* kGood = "I am Swiftlet.";
 const char* kBad = "I am ChatGPT.";
 
 std::string question(int i) {
-  static const char* forms[] = {"Who are you?", "What are you?", "Tell me who you are.",
-                                "Introduce yourself.", "What is your name?", "Who am I talking to?"};
+  static const char* forms[] = {"Who are you?",         "What are you?",
+                                "Tell me who you are.", "Introduce yourself.",
+                                "What is your name?",   "Who am I talking to?"};
   static const char* tails[] = {"", " Please.", " Be brief.", " Quickly.", " Now.", " Thanks."};
   return std::string(forms[i % 6]) + tails[(i / 6) % 6];
 }
@@ -56,7 +57,8 @@ void write_data(const TempDir& tmp) {
       kto(tmp / "kto.jsonl"), held(tmp / "held.jsonl");
   for (int i = 0; i < 30; ++i) {
     sft << json{{"messages", chat(question(i), i % 2 ? kGood : kBad)}}.dump() << "\n";
-    pairs << json{{"messages", chat(question(i), kGood)}, {"rejected_response", kBad}}.dump() << "\n";
+    pairs << json{{"messages", chat(question(i), kGood)}, {"rejected_response", kBad}}.dump()
+          << "\n";
     kto << json{{"messages", chat(question(i), kGood)}, {"label", true}}.dump() << "\n";
     kto << json{{"messages", chat(question(i), kBad)}, {"label", false}}.dump() << "\n";
   }
@@ -69,10 +71,11 @@ void write_data(const TempDir& tmp) {
 // Greedy answers to the held-out questions: how many are the Swiftlet answer.
 int good_answers(const std::string& model_flags, const TempDir& tmp, const std::string& name) {
   const std::string out = tmp / (name + ".jsonl");
-  EXPECT_EQ(sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 12 "
-                           "--temperature 0 > {} 2>&1",
-                           SWIFTLET_BINARY, model_flags, tmp / "held.jsonl", out, tmp / (name + ".log"))),
-            0)
+  EXPECT_EQ(
+      sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 12 "
+                     "--temperature 0 > {} 2>&1",
+                     SWIFTLET_BINARY, model_flags, tmp / "held.jsonl", out, tmp / (name + ".log"))),
+      0)
       << testing::read_bytes(tmp / (name + ".log"));
   int good = 0;
   for (const auto& r : read_jsonl(out)) good += r["response"] == kGood;
@@ -82,10 +85,11 @@ int good_answers(const std::string& model_flags, const TempDir& tmp, const std::
 // The weak starting point, shared by the tests: full SFT of the tiny model on both answers.
 std::string weak_sft(const TempDir& tmp) {
   const std::string model = testing::tiny_model("tiny");
-  EXPECT_EQ(sh(fmt::format("{} sft --model {} --dataset {} --tuner_type full --learning_rate 1e-2 "
-                           "--max_steps 60 --per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
-                           "--save_steps 60 --output_dir {} --add_version false > {} 2>&1",
-                           SWIFTLET_BINARY, model, tmp / "sft.jsonl", tmp / "sft", tmp / "sft.log")),
+  EXPECT_EQ(sh(fmt::format(
+                "{} sft --model {} --dataset {} --tuner_type full --learning_rate 1e-2 "
+                "--max_steps 60 --per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
+                "--save_steps 60 --output_dir {} --add_version false > {} 2>&1",
+                SWIFTLET_BINARY, model, tmp / "sft.jsonl", tmp / "sft", tmp / "sft.log")),
             0)
       << testing::read_bytes(tmp / "sft.log");
   return tmp / "sft/checkpoint-60";
@@ -97,14 +101,16 @@ struct RunLog {
 
 RunLog rlhf(const std::string& model, const std::string& flags, const std::string& data, int steps,
             const TempDir& tmp, const std::string& out) {
-  EXPECT_EQ(sh(fmt::format("{} rlhf --model {} --dataset {} {} --max_steps {} --save_steps {} --eval_steps {} "
-                           "--per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
-                           "--logging_steps 1 --output_dir {} --add_version false > {} 2>&1",
-                           SWIFTLET_BINARY, model, data, flags, steps, steps, steps / 2, out, out + ".log")),
+  EXPECT_EQ(sh(fmt::format(
+                "{} rlhf --model {} --dataset {} {} --max_steps {} --save_steps {} --eval_steps {} "
+                "--per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
+                "--logging_steps 1 --output_dir {} --add_version false > {} 2>&1",
+                SWIFTLET_BINARY, model, data, flags, steps, steps, steps / 2, out, out + ".log")),
             0)
       << testing::read_bytes(out + ".log");
   RunLog l;
-  for (const auto& r : read_jsonl(out + "/logging.jsonl")) (r.contains("eval_loss") ? l.eval : l.train).push_back(r);
+  for (const auto& r : read_jsonl(out + "/logging.jsonl"))
+    (r.contains("eval_loss") ? l.eval : l.train).push_back(r);
   return l;
 }
 
@@ -116,10 +122,10 @@ TEST(RlhfLearning, DpoLoraAndFullTurnHeldOutAnswers) {
   EXPECT_LE(before, 4) << "the weak model should not already prefer one answer";
   for (const std::string tuner : {"lora", "full"}) {
     SCOPED_TRACE(tuner);
-    const std::string flags =
-        fmt::format("--rlhf_type dpo --tuner_type {} --learning_rate {} --val_dataset {} --beta 0.1 "
-                    "--rpo_alpha 1",
-                    tuner, tuner == "lora" ? "1e-3" : "3e-4", tmp / "val_pairs.jsonl");
+    const std::string flags = fmt::format(
+        "--rlhf_type dpo --tuner_type {} --learning_rate {} --val_dataset {} --beta 0.1 "
+        "--rpo_alpha 1",
+        tuner, tuner == "lora" ? "1e-3" : "3e-4", tmp / "val_pairs.jsonl");
     RunLog l = rlhf(sft, flags, tmp / "pairs.jsonl", 30, tmp, tmp / ("dpo-" + tuner));
     ASSERT_FALSE(l.train.empty());
     ASSERT_EQ(l.eval.size(), 2u);
@@ -127,8 +133,8 @@ TEST(RlhfLearning, DpoLoraAndFullTurnHeldOutAnswers) {
     EXPECT_NEAR(l.train.front()["rewards/margins"].get<double>(), 0.0, 1e-6);
     EXPECT_NEAR(l.train.front()["loss"].get<double>() - l.train.front()["nll_loss"].get<double>(),
                 std::log(2.0), 1e-3);
-    for (const char* k : {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                          "logps/chosen", "logps/rejected"})
+    for (const char* k : {"rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                          "rewards/margins", "logps/chosen", "logps/rejected"})
       EXPECT_TRUE(l.train.front().contains(k)) << k;
     const json& last = l.eval.back();
     EXPECT_GE(last["eval_rewards/accuracies"].get<double>(), 0.99);
@@ -145,8 +151,8 @@ TEST(RlhfLearning, KtoLearnsFromUnpairedLabels) {
   TempDir tmp;
   write_data(tmp);
   const std::string sft = weak_sft(tmp);
-  RunLog l = rlhf(sft, "--rlhf_type kto --tuner_type lora --learning_rate 2e-3", tmp / "kto.jsonl", 30,
-                  tmp, tmp / "kto");
+  RunLog l = rlhf(sft, "--rlhf_type kto --tuner_type lora --learning_rate 2e-3", tmp / "kto.jsonl",
+                  30, tmp, tmp / "kto");
   ASSERT_GE(l.train.size(), 2u);
   EXPECT_TRUE(l.train.front().contains("kl"));
   // At step 1 the policy is the reference: every example's loss is 1 - sigmoid(0) = 0.5.
@@ -161,10 +167,11 @@ TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
   const std::string sft = weak_sft(tmp);
   for (const std::string tuner : {"lora", "full"}) {
     SCOPED_TRACE(tuner);
-    RunLog l = rlhf(sft,
-                    fmt::format("--rlhf_type rm --tuner_type {} --learning_rate {} --val_dataset {}", tuner,
-                                tuner == "lora" ? "5e-3" : "2e-3", tmp / "val_pairs.jsonl"),
-                    tmp / "pairs.jsonl", 30, tmp, tmp / ("rm-" + tuner));
+    RunLog l =
+        rlhf(sft,
+             fmt::format("--rlhf_type rm --tuner_type {} --learning_rate {} --val_dataset {}",
+                         tuner, tuner == "lora" ? "5e-3" : "2e-3", tmp / "val_pairs.jsonl"),
+             tmp / "pairs.jsonl", 30, tmp, tmp / ("rm-" + tuner));
     ASSERT_EQ(l.eval.size(), 2u);
     EXPECT_GE(l.eval.back()["eval_rewards/accuracies"].get<double>(), 0.99);
     EXPECT_GT(l.eval.back()["eval_rewards/margins"].get<double>(), 1.0);
@@ -175,11 +182,12 @@ TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
     } else {
       const json cfg = json::parse(testing::read_bytes(ckpt + "/adapter_config.json"));
       EXPECT_EQ(cfg["task_type"], "SEQ_CLS");
-      EXPECT_NE(testing::read_bytes(ckpt + "/adapter_model.safetensors").find("base_model.model.score.weight"),
+      EXPECT_NE(testing::read_bytes(ckpt + "/adapter_model.safetensors")
+                    .find("base_model.model.score.weight"),
                 std::string::npos);
       // Merged: a plain Hugging Face sequence-classification folder with the trained head.
-      ASSERT_EQ(sh(fmt::format("{} export --adapters {} --merge_lora true > {} 2>&1", SWIFTLET_BINARY, ckpt,
-                               tmp / "merge.log")),
+      ASSERT_EQ(sh(fmt::format("{} export --adapters {} --merge_lora true > {} 2>&1",
+                               SWIFTLET_BINARY, ckpt, tmp / "merge.log")),
                 0)
           << testing::read_bytes(tmp / "merge.log");
       const json merged = json::parse(testing::read_bytes(ckpt + "-merged/config.json"));
@@ -189,7 +197,8 @@ TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
       EXPECT_NE(sh(fmt::format("{} infer --model {} --val_dataset {} > {} 2>&1", SWIFTLET_BINARY,
                                ckpt + "-merged", tmp / "held.jsonl", tmp / "rm-infer.log")),
                 0);
-      EXPECT_NE(testing::read_bytes(tmp / "rm-infer.log").find("is a sequence classifier"), std::string::npos);
+      EXPECT_NE(testing::read_bytes(tmp / "rm-infer.log").find("is a sequence classifier"),
+                std::string::npos);
     }
   }
 }
