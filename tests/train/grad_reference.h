@@ -11,6 +11,7 @@
 #include "io/test_util.h"
 #include "model/model_fixture.h"
 #include "train/trainer.h"
+#include "tuner/lora.h"
 
 namespace swiftlet::testing {
 
@@ -71,6 +72,22 @@ inline void expect_close(const io::SafetensorsFile& ref, const std::string& name
   }
   EXPECT_LE(max_diff, 1e-4 * max_ref + 1e-12)
       << label << ": max |dgrad| " << max_diff << " vs max |grad| " << max_ref;
+}
+
+// A rank-4 LoRA adapter over every projection with lora_B made non-zero (it is zero after init,
+// which would leave dA = 0), saved to `dir` for the reference script.
+inline LoraAdapter random_lora(Device& dev, const ModelConfig& config, uint64_t seed,
+                               const std::string& dir) {
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 8;
+  Rng rng(seed);
+  LoraAdapter ad = LoraAdapter::create(dev, config, lc, rng);
+  for (auto& [name, t] : ad.named_tensors())
+    if (name.find("lora_B") != std::string::npos)
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(0.05 * rng.normal());
+  ad.save(dir);
+  return ad;
 }
 
 }  // namespace swiftlet::testing
