@@ -327,15 +327,26 @@ int64_t PreferenceTask::train_micro(Transformer& model, ModelGrads& grads,
   return run(model, &grads, rows, o, grad_scale_, metrics);
 }
 
+nlohmann::json PreferenceTask::state() const {
+  if (!args_.loss.has(LossType::kBcoPair)) return nullptr;
+  return {{"pair_loss", pair_state_.to_json()}};
+}
+
+void PreferenceTask::restore(const nlohmann::json& state) {
+  if (state.contains("pair_loss")) pair_state_ = PairLossState::from_json(state["pair_loss"]);
+}
+
 Metrics PreferenceTask::evaluate(Transformer& model, int64_t batch_size) {
   Metrics m;
   TrainStepOptions opt;
+  const PairLossState training = pair_state_;  // evaluation does not move bco_pair's running mean
   for (size_t i = 0; i < val_.size(); i += size_t(batch_size)) {
     std::vector<const PreferenceSample*> rows;
     for (size_t j = i; j < std::min(val_.size(), i + size_t(batch_size)); ++j)
       rows.push_back(&val_[j]);
     run(model, nullptr, rows, opt, 1.0f, m);
   }
+  pair_state_ = training;
   return m;
 }
 

@@ -41,6 +41,8 @@ class PreferenceTask : public TrainTask {
   int64_t train_micro(Transformer& model, ModelGrads& grads, std::span<const size_t> samples,
                       const TrainStepOptions& opt, Metrics& metrics) override;
   Metrics evaluate(Transformer& model, int64_t batch_size) override;
+  nlohmann::json state() const override;
+  void restore(const nlohmann::json& state) override;
 
  private:
   struct Reference;

@@ -56,6 +56,7 @@ json state_json(const TrainState& s, const std::string& run_dir) {
                  ? json((fs::path(run_dir) / fmt::format("checkpoint-{}", s.best_step)).string())
                  : json(nullptr)},
             {"best_step", s.best_step}};
+  if (!s.task_state.is_null()) j["task_state"] = s.task_state;
   return j;
 }
 
@@ -138,6 +139,7 @@ TrainState read_trainer_state(const std::string& ckpt) {
     s.best_metric = j["best_metric"].get<double>();
   s.best_step = j.value("best_step", int64_t(0));
   if (j.contains("log_history")) s.log_history = j["log_history"].get<std::vector<json>>();
+  if (j.contains("task_state")) s.task_state = j["task_state"];
   return s;
 }
 

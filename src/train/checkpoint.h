@@ -24,6 +24,8 @@ struct TrainState {
   std::optional<double> best_metric;  // eval_loss of the best checkpoint
   int64_t best_step = 0;
   std::vector<nlohmann::json> log_history;
+  // What the task carries from step to step (bco_pair's running mean), restored on resume.
+  nlohmann::json task_state;
 };
 
 struct CheckpointContents {

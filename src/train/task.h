@@ -4,6 +4,8 @@
 // checkpoints — and asks a task for the rest: SFT/PT cross-entropy now (train/sft_task.h),
 // preference and RL objectives next (rlhf/). A new objective is a TrainTask driving
 // Transformer::train_step with its own Objective.
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <map>
 #include <span>
@@ -95,6 +97,9 @@ class TrainTask {
   // Metrics over the validation set (logged with an "eval_" prefix; eval_loss picks the best
   // checkpoint).
   virtual Metrics evaluate(Transformer& model, int64_t batch_size) = 0;
+  // State carried across steps (saved in trainer_state.json, restored on resume); null: none.
+  virtual nlohmann::json state() const { return nullptr; }
+  virtual void restore(const nlohmann::json& state) {}
 };
 
 }  // namespace swiftlet

@@ -186,6 +186,7 @@ void TrainLoop::resume_state() {
   state_ = read_trainer_state(a_.resume_from_checkpoint);
   if (!a_.resume_only_model) load_optimizer_state(opt_, a_.resume_from_checkpoint);
   opt_.set_step_count(state_.global_step);
+  if (!state_.task_state.is_null()) task_.restore(state_.task_state);
   if (state_.global_step >= total_steps_)
     throw Error(fmt::format("{} is already at step {} of {}", a_.resume_from_checkpoint,
                             state_.global_step, total_steps_),
@@ -266,6 +267,7 @@ void TrainLoop::save(int64_t gstep) {
   state_.max_steps = total_steps_;
   state_.epoch = double(gstep) / double(steps_per_epoch_);
   state_.log_history = result_.log_history;
+  state_.task_state = task_.state();
   CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
                        &state_, args_json_};
   result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
