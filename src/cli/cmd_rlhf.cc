@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/train_args.h"
+#include "core/log.h"
 #include "data/preference.h"
 #include "rlhf/preference_task.h"
 
@@ -114,6 +115,11 @@ int run_rlhf(int argc, char** argv) {
   }
   PreferenceBundle data =
       load_preference_datasets(d, a.model, std::string(rlhf::rlhf_type_name(rt)), po);
+  if (rt == rlhf::RlhfType::kKto) {
+    int64_t desirable = 0, undesirable = 0;
+    for (const auto& r : data.train) (r.label.value_or(true) ? desirable : undesirable) += 1;
+    if (auto w = rlhf::kto_weight_warning(t.loss, desirable, undesirable)) log_warning("{}", *w);
+  }
   rlhf::PreferenceTask task(t, std::move(data.train), std::move(data.val));
   TrainResult r = train(a, task);
   std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";
