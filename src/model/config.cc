@@ -205,7 +205,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
         throw Error(
             fmt::format("{}: layer_types holds {}; only full_attention layers are supported", where,
                         t.dump()),
-            "sliding-window and linear-attention layers are not implemented yet");
+            "swiftlet runs full-attention layers only (no sliding-window or linear attention)");
   }
   if (io::json_opt_bool(j, "mlp_bias", where).value_or(false))
     throw Error(fmt::format("{}: mlp_bias is true; MLP biases are not supported", where));

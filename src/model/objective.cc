@@ -9,17 +9,14 @@ void CrossEntropyObjective::fixed_grad(const HeadChunk& c, std::span<float> dlog
         token_weights_.empty() ? -grad_scale_ : -grad_scale_ * token_weights_[size_t(c.begin + i)];
 }
 
-void CrossEntropyObjective::chunk(const HeadChunk& c, std::span<float> dlogp) {
+// Metrics only: the head asks for the gradient through fixed_grad (weights_before_logprobs).
+void CrossEntropyObjective::chunk(const HeadChunk& c, std::span<float>) {
   for (int64_t i = 0; i < c.rows(); ++i) {
     const double ce = -double(c.logprobs[size_t(i)]);
     loss_sum += token_weights_.empty() ? ce : double(token_weights_[size_t(c.begin + i)]) * ce;
     correct += c.correct[size_t(i)] > 0.5f;
   }
   tokens += c.rows();
-  // Called with a gradient only when driven per chunk (not weights_before_logprobs).
-  for (int64_t i = 0; i < int64_t(dlogp.size()); ++i)
-    dlogp[size_t(i)] =
-        token_weights_.empty() ? -grad_scale_ : -grad_scale_ * token_weights_[size_t(c.begin + i)];
 }
 
 }  // namespace swiftlet

@@ -134,14 +134,7 @@ Tensor Transformer::forward(std::span<SequenceStep> seqs) {
   b.ids = dev_.upload(Tensor::host_from_i32(ids, {b.T}));
   b.positions = dev_.upload(Tensor::host_from_i32(pos, {b.T}));
 
-  Tensor x = dev_.empty({b.T, H}, DType::kF32), y = dev_.empty({b.T, H}, DType::kF32);
-  dev_.embedding_forward(x, b.ids, w_.embed_tokens);
-  LayerActs acts;
-  TrainStepOptions no_train;
-  for (size_t l = 0; l < w_.layers.size(); ++l) {
-    layer_forward(l, b, x, acts, y, false, no_train);
-    std::swap(x, y);
-  }
+  Tensor x = forward_no_save(b);
   for (auto& s : seqs) s.cache->length += int64_t(s.tokens.size());
 
   // Final norm and LM head on the rows whose logits are asked for only.

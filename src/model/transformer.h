@@ -139,6 +139,9 @@ class Transformer {
                          const TrainStepOptions& opt);
   void dense_mlp_backward(size_t l, DenseMlpActs& a, const Tensor& h, const Tensor& dout,
                           const Tensor& dh, DenseMlpGrads& g, const TrainStepOptions& opt);
+  // Embedding and every layer without keeping activations (generation, evaluation): the final
+  // residual stream.
+  Tensor forward_no_save(const BatchCtx& b);
   // The three parts of train_step (transformer_train.cc).
   void forward_keep(const BatchCtx& b, Activations& acts, const TrainStepOptions& opt);
   void head(const Tensor& x, const BatchCtx& b, const Tensor& dx, ModelGrads* grads,

@@ -97,6 +97,29 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     dev_.gemm(hn.slice(r, e), false, w_.lm_head, true, logits);
     return logits;
   };
+  // The chunk as the objective sees it: log p(target) = -cross-entropy, and argmax hits.
+  struct Seen {
+    std::vector<float> logprobs;
+    Tensor correct;  // host
+  };
+  auto seen = [&](const Tensor& loss, const Tensor& correct) {
+    Tensor hl = dev_.download(loss);
+    Seen s{std::vector<float>(size_t(loss.numel())), dev_.download(correct)};
+    for (size_t i = 0; i < s.logprobs.size(); ++i) s.logprobs[i] = -hl.data<float>()[i];
+    return s;
+  };
+  auto view = [&](int64_t r, int64_t e, const Seen* s, const Tensor& logits) {
+    const size_t n = size_t(e - r);
+    HeadChunk c{r,  e,  std::span<const int32_t>(b.host_targets).subspan(size_t(r), n),
+                {}, {}, keep_logits ? logits : Tensor()};
+    if (s) {
+      c.logprobs = s->logprobs;
+      c.correct = std::span<const float>(s->correct.data<float>(), n);
+    }
+    return c;
+  };
+  // dlogits from d loss / d log p (one kernel, per-row scales), then dh += dl W and dW += dl^T h.
+  // Returns the kernel's loss and argmax hits; the logits survive when the objective reads them.
   auto backprop = [&](int64_t r, int64_t e, const Tensor& logits, std::span<const float> dlogp) {
     const int64_t n = e - r;
     Tensor scale = Tensor::host({n}, DType::kF32);
@@ -109,26 +132,14 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), 1.0f, 1.0f);  // dh += dl W
     if (grads->lm_head.defined())
       dev_.gemm(dlogits, true, hn.slice(r, e), false, grads->lm_head, 1.0f, 1.0f);  // dW += dl^T h
-  };
-  // The chunk as the objective sees it, with log p(target) = -cross-entropy.
-  struct Seen {
-    Tensor loss, correct;
-    std::vector<float> logprobs;
+    return std::pair{loss, correct};
   };
   auto observe = [&](int64_t r, int64_t e, const Tensor& logits, std::span<float> dlogp) {
     const int64_t n = e - r;
-    Seen s{dev_.empty({n}, DType::kF32), dev_.empty({n}, DType::kF32), {}};
-    dev_.cross_entropy(s.loss, s.correct, Tensor(), logits, b.targets.slice(r, e), 1.0f);
-    Tensor hl = dev_.download(s.loss), hc = dev_.download(s.correct);
-    s.logprobs.resize(size_t(n));
-    for (int64_t i = 0; i < n; ++i) s.logprobs[size_t(i)] = -hl.data<float>()[i];
-    HeadChunk c{r,
-                e,
-                std::span<const int32_t>(b.host_targets).subspan(size_t(r), size_t(n)),
-                s.logprobs,
-                std::span<const float>(hc.data<float>(), size_t(n)),
-                keep_logits ? logits : Tensor()};
-    obj.chunk(c, dlogp);
+    Tensor loss = dev_.empty({n}, DType::kF32), correct = dev_.empty({n}, DType::kF32);
+    dev_.cross_entropy(loss, correct, Tensor(), logits, b.targets.slice(r, e), 1.0f);
+    const Seen s = seen(loss, correct);
+    obj.chunk(view(r, e, &s, logits), dlogp);
   };
 
   if (obj.uses_lm_head()) {
@@ -139,32 +150,14 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     for (const auto& [r, e] : chunks) {
       const int64_t n = e - r;
       Tensor logits = logits_of(r, e);
+      std::vector<float> dlogp(grad && !whole ? size_t(n) : 0, 0.0f);
       if (fixed) {
         // One pass: the gradient weights come first, the kernel writes loss and dlogits together.
-        std::vector<float> dlogp(size_t(n), 0.0f);
-        HeadChunk c{r,  e,  std::span<const int32_t>(b.host_targets).subspan(size_t(r), size_t(n)),
-                    {}, {}, Tensor()};
-        obj.fixed_grad(c, dlogp);
-        Tensor scale = Tensor::host({n}, DType::kF32);
-        for (int64_t i = 0; i < n; ++i) scale.data<float>()[i] = -dlogp[size_t(i)];
-        Tensor loss = dev_.empty({n}, DType::kF32), correct = dev_.empty({n}, DType::kF32);
-        if (keep_logits) observe(r, e, logits, {});
-        Tensor dlogits = logits;
-        dev_.cross_entropy(loss, correct, dlogits, logits, b.targets.slice(r, e), 1.0f,
-                           dev_.upload(scale));
-        if (!keep_logits) {
-          Tensor hl = dev_.download(loss), hc = dev_.download(correct);
-          std::vector<float> lp(static_cast<size_t>(n));
-          for (int64_t i = 0; i < n; ++i) lp[size_t(i)] = -hl.data<float>()[i];
-          c.logprobs = lp;
-          c.correct = std::span<const float>(hc.data<float>(), size_t(n));
-          obj.chunk(c, {});
-        }
-        dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), 1.0f, 1.0f);  // dh += dl W
-        if (grads->lm_head.defined())
-          dev_.gemm(dlogits, true, hn.slice(r, e), false, grads->lm_head, 1.0f, 1.0f);
+        obj.fixed_grad(view(r, e, nullptr, Tensor()), dlogp);
+        const auto [loss, correct] = backprop(r, e, logits, dlogp);
+        const Seen s = seen(loss, correct);
+        obj.chunk(view(r, e, &s, logits), {});
       } else if (grad && !whole) {
-        std::vector<float> dlogp(size_t(n), 0.0f);
         observe(r, e, logits, dlogp);
         backprop(r, e, logits, dlogp);
       } else {
@@ -192,18 +185,22 @@ void Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
   backward(b, acts, dy, grads, opt);
 }
 
-void Transformer::evaluate(const TrainBatch& batch, Objective& objective, int64_t loss_chunk) {
-  BatchCtx b = train_ctx(batch);
+Tensor Transformer::forward_no_save(const BatchCtx& b) {
   const int64_t H = config_.hidden_size;
   Tensor x = dev_.empty({b.T, H}, DType::kF32), y = dev_.empty({b.T, H}, DType::kF32);
   dev_.embedding_forward(x, b.ids, w_.embed_tokens);
   LayerActs acts;
-  TrainStepOptions opt;
+  const TrainStepOptions no_train;
   for (size_t l = 0; l < w_.layers.size(); ++l) {
-    layer_forward(l, b, x, acts, y, false, opt);
+    layer_forward(l, b, x, acts, y, false, no_train);
     std::swap(x, y);
   }
-  head(x, b, Tensor(), nullptr, objective, loss_chunk);
+  return x;
+}
+
+void Transformer::evaluate(const TrainBatch& batch, Objective& objective, int64_t loss_chunk) {
+  BatchCtx b = train_ctx(batch);
+  head(forward_no_save(b), b, Tensor(), nullptr, objective, loss_chunk);
 }
 
 LossStats Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,

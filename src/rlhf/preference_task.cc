@@ -41,15 +41,15 @@ void scatter(const TrainBatch& b, size_t s, const std::vector<double>& d, float 
 
 // A sequence-level loss over the whole batch: every row's log-prob first, then `loss_fn` turns
 // the sequences' log-probs into the loss, its per-token gradients and metrics.
-class SequenceObjective : public Objective {
+class SequenceObjective : public LogprobCollector {
  public:
   using LossFn = std::function<PairLossResult(const std::vector<std::vector<double>>& policy)>;
   SequenceObjective(const TrainBatch& b, float grad_scale, LossFn fn)
-      : batch_(b), logp_(b.input_ids.size(), 0.0f), scale_(grad_scale), fn_(std::move(fn)) {}
+      : LogprobCollector(int64_t(b.input_ids.size())),
+        batch_(b),
+        scale_(grad_scale),
+        fn_(std::move(fn)) {}
   bool whole_batch() const override { return true; }
-  void chunk(const HeadChunk& c, std::span<float>) override {
-    for (int64_t i = 0; i < c.rows(); ++i) logp_[size_t(c.begin + i)] = c.logprobs[size_t(i)];
-  }
   void batch_grad(std::span<float> dlogp) override {
     result = compute();
     for (size_t s = 0; s < batch_.samples.size(); ++s) scatter(batch_, s, grads_[s], scale_, dlogp);
@@ -58,7 +58,7 @@ class SequenceObjective : public Objective {
   PairLossResult compute() {
     std::vector<std::vector<double>> policy;
     for (size_t s = 0; s < batch_.samples.size(); ++s)
-      policy.push_back(sequence_logps(batch_, s, logp_));
+      policy.push_back(sequence_logps(batch_, s, logp));
     PairLossResult r = fn_(policy);
     grads_.clear();
     for (auto& d : r.d_chosen) grads_.push_back(d);
@@ -69,7 +69,6 @@ class SequenceObjective : public Objective {
 
  private:
   const TrainBatch& batch_;
-  std::vector<float> logp_;
   float scale_;
   LossFn fn_;
   std::vector<std::vector<double>> grads_;
@@ -132,8 +131,6 @@ class RewardObjective : public Objective {
   std::vector<double> margins_;
 };
 
-TrainBatch pack(const std::vector<const TokenizedSample*>& seqs) { return make_train_batch(seqs); }
-
 void add_metrics(Metrics& m, double loss, const std::map<std::string, double>& metrics) {
   m.add("loss", loss, 1.0);
   for (const auto& [k, v] : metrics) m.add(k, v, 1.0);
@@ -156,17 +153,18 @@ struct PreferenceTask::Reference {
       frozen->evaluate(b, c);
       return c.logp;
     }
+    // The policy's own adapter is back on however the pass ends.
+    struct Reattach {
+      Transformer& model;
+      const LoraAdapter& adapter;
+      ~Reattach() {
+        LoraAdapter::detach(model);
+        adapter.attach(model);
+      }
+    } reattach{policy, *adapter};
     LoraAdapter::detach(policy);
-    try {
-      if (ref_adapter) ref_adapter->attach(policy);
-      policy.evaluate(b, c);
-    } catch (...) {
-      LoraAdapter::detach(policy);
-      adapter->attach(policy);
-      throw;
-    }
-    LoraAdapter::detach(policy);
-    adapter->attach(policy);
+    if (ref_adapter) ref_adapter->attach(policy);
+    policy.evaluate(b, c);
     return c.logp;
   }
 };
@@ -199,7 +197,6 @@ void PreferenceTask::prepare_model(ModelFolder& folder) {
 }
 
 void PreferenceTask::attach(const TrainSetup& s) {
-  model_ = &s.model;
   if (!has_reference(args_.loss)) return;
   ref_ = std::make_unique<Reference>();
   if (s.adapter) {
@@ -233,7 +230,7 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
   for (const auto* r : rows) seqs.push_back(&r->chosen);
   if (cfg.type != RlhfType::kKto)
     for (const auto* r : rows) seqs.push_back(&r->rejected);
-  const TrainBatch batch = pack(seqs);
+  const TrainBatch batch = make_train_batch(seqs);
   auto step = [&](Objective& obj) {
     if (grads)
       model.train_step(batch, *grads, opt, obj);
@@ -264,7 +261,7 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
     const bool need_kl = cfg.has(LossType::kKto);
     std::vector<SequenceLogps> kl(n);
     if (need_kl) {
-      const TrainBatch kl_batch = pack(kl_seqs);
+      const TrainBatch kl_batch = make_train_batch(kl_seqs);
       LogprobCollector policy_kl(int64_t(kl_batch.input_ids.size()));
       model.evaluate(kl_batch, policy_kl);
       const std::vector<float> ref_kl =

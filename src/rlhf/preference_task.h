@@ -56,7 +56,6 @@ class PreferenceTask : public TrainTask {
   std::unique_ptr<Reference> ref_;
   PairLossState pair_state_;
   float grad_scale_ = 1.0f;
-  Transformer* model_ = nullptr;
 };
 
 // Adds `score.weight` (N(0, initializer_range), seeded) to a causal LM folder and makes its config

@@ -41,10 +41,24 @@ void add_metrics(Metrics& m, const CrossEntropyObjective& ce) {
 }
 }  // namespace
 
+namespace {
+// The targets make_train_batch gives a sample: within each packed part, labels[t + 1].
+int64_t target_tokens(const TokenizedSample& s) {
+  std::vector<int64_t> parts = s.packed_lengths;
+  if (parts.empty()) parts.push_back(int64_t(s.labels.size()));
+  int64_t n = 0, at = 0;
+  for (int64_t len : parts) {
+    for (int64_t t = 1; t < len; ++t) n += s.labels[size_t(at + t)] != kIgnoreIndex;
+    at += len;
+  }
+  return n;
+}
+}  // namespace
+
 void SftTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
   int64_t tokens = 0;
   for (const auto& mb : micro_batches)
-    for (int32_t t : batch_of(train_, mb).targets) tokens += t != kIgnoreIndex;
+    for (size_t i : mb) tokens += target_tokens(train_[i]);
   grad_scale_ = 1.0f / float(std::max<int64_t>(1, tokens));  // mean over the step's tokens
 }
 

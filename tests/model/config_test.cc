@@ -158,6 +158,17 @@ TEST(ModelConfig, SequenceClassifiers) {
   EXPECT_EQ(rm.model_type, "qwen3");
 }
 
+TEST(ModelConfig, LayerTypesFullAttentionOnly) {
+  Json j = base(kQwen3);
+  j["layer_types"] = Json::array();
+  for (int i = 0; i < int(parse(j).num_hidden_layers); ++i) j["layer_types"].push_back("full_attention");
+  EXPECT_EQ(parse(j).num_hidden_layers, int64_t(j["layer_types"].size()));
+  j["layer_types"][0] = "linear_attention";
+  EXPECT_ERROR_HAS(parse(j), "cfg.json: layer_types holds \"linear_attention\"; only full_attention");
+  j["layer_types"] = "full_attention";
+  EXPECT_ERROR_HAS(parse(j), "field layer_types of cfg.json must be a list");
+}
+
 TEST(ModelConfig, RefusesUnsupportedModels) {
   Json j = base(kQwen3);
   j["architectures"] = {"Qwen3MoeForCausalLM"};

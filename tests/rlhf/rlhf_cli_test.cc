@@ -1,0 +1,151 @@
+// Every flag `swiftlet rlhf` adds reaches the training: one-step runs on a tiny model whose first
+// logged values are known in closed form (at step 1 the policy equals its reference), and the
+// refusals ms-swift makes, each with its sentence.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/test_util.h"
+#include "model/init.h"
+#include "model/model_fixture.h"
+
+namespace swiftlet {
+namespace {
+
+using testing::TempDir;
+using json = nlohmann::json;
+
+class RlhfCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ofstream pairs(tmp_ / "pairs.jsonl"), kto(tmp_ / "kto.jsonl");
+    for (int i = 0; i < 8; ++i) {
+      const json chat = {{{"role", "user"}, {"content", fmt::format("Who are you? {}", i)}},
+                         {{"role", "assistant"}, {"content", "I am Swiftlet, a small assistant."}}};
+      pairs << json{{"messages", chat}, {"rejected_response", "No."}}.dump() << "\n";
+      kto << json{{"messages", chat}, {"label", true}}.dump() << "\n";
+    }
+  }
+  // The first logged record of a one-step run; `rc` receives the exit code, `log` the output.
+  json first(const std::string& flags, int* rc = nullptr, std::string* log = nullptr) {
+    const std::string out = tmp_ / fmt::format("run{}", runs_++);
+    const std::string cmd = fmt::format(
+        "{} rlhf --model {} {} --max_steps 1 --logging_steps 1 --per_device_train_batch_size 4 "
+        "--gradient_accumulation_steps 1 --output_dir {} --add_version false > {}.log 2>&1",
+        SWIFTLET_BINARY, model_, flags, out, out);
+    const int status = std::system(cmd.c_str());
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (rc) *rc = code;
+    if (log) *log = testing::read_bytes(out + ".log");
+    if (rc == nullptr) {
+      EXPECT_EQ(code, 0) << testing::read_bytes(out + ".log");
+    }
+    if (code != 0) return json();
+    std::ifstream f(out + "/logging.jsonl");
+    std::string line;
+    std::getline(f, line);
+    return json::parse(line);
+  }
+  std::string refusal(const std::string& flags) {
+    int rc = 0;
+    std::string log;
+    first(flags, &rc, &log);
+    EXPECT_NE(rc, 0) << flags;
+    return log;
+  }
+  std::string pairs() const { return "--dataset " + tmp_ / "pairs.jsonl"; }
+  std::string kto() const { return "--dataset " + tmp_ / "kto.jsonl"; }
+
+  TempDir tmp_;
+  std::string model_ = testing::tiny_model("tiny");
+  int runs_ = 0;
+};
+
+TEST_F(RlhfCli, LossFlagsReachTheLoss) {
+  // cpo has no reference: rewards = beta * logps.
+  json c = first(pairs() + " --rlhf_type cpo --beta 0.5");
+  EXPECT_NEAR(c["rewards/chosen"].get<double>(), 0.5 * c["logps/chosen"].get<double>(), 1e-4);
+  EXPECT_GT(c["nll_loss"].get<double>(), 0.0);
+  EXPECT_EQ(first(pairs() + " --rlhf_type cpo --cpo_alpha 0")["nll_loss"].get<double>(), 0.0);
+  EXPECT_NE(first(pairs() + " --rlhf_type cpo --label_smoothing 0.2")["loss"], c["loss"]);
+  EXPECT_NE(first(pairs() + " --rlhf_type simpo --simpo_gamma 3")["loss"],
+            first(pairs() + " --rlhf_type simpo")["loss"]);
+  // dpo at step 1: z = 0, so sigmoid gives log 2; --loss_weights scales the mixed-in sft NLL.
+  json one = first(pairs() + " --rlhf_type dpo --loss_type sigmoid sft --loss_weights 1 0");
+  json two = first(pairs() + " --rlhf_type dpo --loss_type sigmoid sft --loss_weights 1 1");
+  EXPECT_NEAR(one["loss"].get<double>(), std::log(2.0), 1e-5);
+  EXPECT_GT(two["loss"].get<double>(), one["loss"].get<double>() + 1.0);
+  EXPECT_TRUE(first(pairs() + " --rlhf_type dpo --rpo_alpha 0.5").contains("nll_loss"));
+  // LD-DPO reweights the policy's tokens past the shorter response only: rewards leave 0.
+  EXPECT_NE(first(pairs() + " --rlhf_type dpo --ld_alpha 0.5")["rewards/chosen"].get<double>(),
+            0.0);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --loss_type discopop --discopop_tau 0")
+                .find("discopop_tau"),
+            std::string::npos);
+  // kto at step 1: every example's loss is weight * (1 - sigmoid(0)).
+  EXPECT_NEAR(
+      first(kto() + " --rlhf_type kto --loss_type apo_zero_unpaired --desirable_weight 2")["loss"]
+          .get<double>(),
+      1.0, 1e-5);
+  EXPECT_NE(refusal(kto() + " --rlhf_type kto --undesirable_weight -1").find("undesirable_weight"),
+            std::string::npos);
+  EXPECT_TRUE(first(pairs() + " --rlhf_type rm --center_rewards_coefficient 0.01")
+                  .contains("center_rewards_loss"));
+  EXPECT_FALSE(first(pairs() + " --rlhf_type rm").contains("center_rewards_loss"));
+}
+
+TEST_F(RlhfCli, ReferenceFlags) {
+  // Without a reference of its own the step-1 DPO loss is log 2; another reference moves it.
+  EXPECT_NEAR(first(pairs() + " --rlhf_type dpo --tuner_type full")["loss"].get<double>(),
+              std::log(2.0), 1e-5);
+  InitOptions o;
+  o.preset = "tiny";
+  o.seed = 8;
+  o.tokenizer_dir = testing::qwen3_tokenizer_dir();
+  o.output_dir = tmp_ / "other";
+  init_model_folder(o);
+  EXPECT_GT(std::abs(first(pairs() + " --rlhf_type dpo --tuner_type full --ref_model " +
+                           o.output_dir)["loss"]
+                         .get<double>() -
+                     std::log(2.0)),
+            1e-3);
+  // A LoRA reference adapter: a few SFT steps give one that differs from the base.
+  const std::string sft = tmp_ / "sft";
+  ASSERT_EQ(
+      std::system(
+          fmt::format("{} sft --model {} {} --max_steps 3 --learning_rate 1e-2 --save_steps 3 "
+                      "--output_dir {} --add_version false > {}.log 2>&1",
+                      SWIFTLET_BINARY, model_, pairs(), sft, sft)
+              .c_str()),
+      0);
+  EXPECT_GT(
+      std::abs(first(pairs() + " --rlhf_type dpo --ref_adapters " + sft + "/checkpoint-3")["loss"]
+                   .get<double>() -
+               std::log(2.0)),
+      1e-3);
+}
+
+TEST_F(RlhfCli, Refusals) {
+  EXPECT_NE(
+      refusal(pairs() + " --rlhf_type dpo --ref_model " + model_).find("--ref_model is only used"),
+      std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --tuner_type full --ref_adapters x")
+                .find("--ref_adapters"),
+            std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type cpo --tuner_type full --ref_model " + model_)
+                .find("does not require"),
+            std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --loss_type sigmoid hinge --loss_weights 1 abc")
+                .find("--loss_weights: 'abc' is not a number"),
+            std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type grpo").find("--rlhf_type grpo is not supported yet"),
+            std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --packing true").find("packing"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace swiftlet
