@@ -96,6 +96,9 @@ int64_t Engine::submit(GenerationRequest request, GenerationCallbacks callbacks)
     throw Error(fmt::format("the prompt has {} tokens but the model allows at most {} in total", n,
                             max_model_len_),
                 "shorten the prompt or raise --max_model_len");
+  if (model_.config().seq_cls() && request.prompt_logprobs >= 0)
+    throw Error("a sequence classifier (reward model) scores the prompt; it has no token "
+                "log-probabilities");
   auto a = std::make_unique<Active>();
   a->req = std::move(request);
   a->cb = std::move(callbacks);
@@ -474,6 +477,11 @@ void Engine::forward_and_sample(std::vector<Work>& work) {
     }
     if (a.cancelled) {
       finish(a, "abort");
+      continue;
+    }
+    if (model_.config().seq_cls()) {  // the row holds the score head's values
+      a.out.scores.assign(last, last + V);
+      finish(a, "stop");
       continue;
     }
     sample_next(a, last, V);

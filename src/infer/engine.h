@@ -10,6 +10,9 @@
 // freed, recomputed from prompt + generated tokens when it is admitted again).
 // Used by `infer` (one request or a batch) and by the HTTP server (one engine thread steps, HTTP
 // threads submit and cancel).
+// A sequence classifier (a reward model: config num_labels > 0) is batched the same way but
+// generates nothing: once its prompt is prefilled, a request finishes ("stop") with the score
+// head's values at the prompt's last token in GenerationOutput::scores.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -71,6 +74,7 @@ struct GenerationOutput {
   std::vector<TokenLogprob> logprobs;
   std::vector<TokenLogprob> prompt_logprobs;  // prompt tokens 1.. when asked for
   int64_t prompt_tokens = 0;
+  std::vector<float> scores;  // a sequence classifier's num_labels values (nothing generated)
 };
 
 struct GenerationCallbacks {
@@ -110,8 +114,8 @@ class Engine {
   Engine(Transformer& model, DecoderFactory decoder, EngineOptions options);
   ~Engine();
 
-  // Queues a request. Throws Error when its prompt is empty or does not fit the context, and
-  // EngineBusy when max_waiting requests are already queued. Thread-safe.
+  // Queues a request. Throws Error when its prompt is empty or does not fit the context (or asks
+  // a sequence classifier for prompt log-probabilities), and EngineBusy when max_waiting requests are already queued. Thread-safe.
   int64_t submit(GenerationRequest request, GenerationCallbacks callbacks = {});
   // Marks a request to stop at the next step (finish_reason "abort"). Thread-safe.
   void cancel(int64_t id);

@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "core/log.h"
-#include "data/sources.h"
+#include "infer/scoring.h"
 
 namespace swiftlet {
 
@@ -54,6 +54,12 @@ std::string timestamp() {
 }  // namespace
 
 void run_chat(Runtime& rt, const InferOptions& opt, std::istream& in, std::ostream& out) {
+  if (rt.scores())
+    throw Error(fmt::format("{} is a reward model ({}): it scores whole conversations instead of "
+                            "chatting",
+                            rt.folder().path, rt.folder().config.architecture),
+                "pass --val_dataset FILE (rows whose messages end with the reply to score), or "
+                "serve it with swiftlet deploy and POST the conversation to /v1/chat/completions");
   const bool stream = opt.stream.value_or(true);
   std::vector<ChatMessage> history;
   out << "Type a message and press Enter; 'clear' resets the conversation, 'exit' quits.\n";
@@ -85,22 +91,22 @@ void run_chat(Runtime& rt, const InferOptions& opt, std::istream& in, std::ostre
   }
 }
 
-std::string run_dataset_inference(Runtime& rt, const InferOptions& opt, const std::string& default_dir) {
-  // Files, folders and built-in IDs with #N, read as training reads them.
-  const DatasetSpec spec = parse_dataset_spec(opt.val_dataset);
-  LoadedDataset loaded = read_dataset(spec, ReadOptions{});
-  std::vector<ParsedRow> rows;
-  if (spec.sample) {
-    for (size_t i : sample_indices(loaded.rows.size(), *spec.sample, 42)) rows.push_back(loaded.rows[i]);
-  } else {
-    rows = std::move(loaded.rows);
-  }
-  if (opt.val_dataset_sample >= 0 && int64_t(rows.size()) > opt.val_dataset_sample) rows.resize(size_t(opt.val_dataset_sample));
+std::string open_result_file(const InferOptions& opt, const std::string& default_dir, std::ofstream& f) {
   std::string path = opt.result_path;
   if (path.empty()) path = (fs::path(default_dir) / "infer_result" / (timestamp() + ".jsonl")).string();
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::app);
+  f.open(path, std::ios::app);
   if (!f) throw Error(fmt::format("cannot write the result file {}", path));
+  return path;
+}
+
+std::string run_dataset_inference(Runtime& rt, const InferOptions& opt, const std::string& default_dir) {
+  if (rt.scores()) return run_dataset_scoring(rt, opt, default_dir);
+  const std::vector<ParsedRow> rows = read_infer_rows<ParsedRow>(opt, [](const DataRow& r) {
+    return ParsedRow{r.where, parse_conversation(r.value, r.where)};
+  });
+  std::ofstream f;
+  const std::string path = open_result_file(opt, default_dir, f);
   log_info("batch inference over {} rows of {} -> {}", rows.size(), opt.val_dataset, path);
 
   struct Pending {

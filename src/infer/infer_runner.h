@@ -1,11 +1,13 @@
 #pragma once
 // `swiftlet infer`: an interactive multi-turn chat on a stream, or batch inference over a dataset
 // writing a result jsonl.
+#include <fstream>
 #include <iosfwd>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "data/sources.h"
 #include "infer/runtime.h"
 
 namespace swiftlet {
@@ -31,6 +33,27 @@ GenerationRequest make_request(Runtime& rt, const InferOptions& opt, std::vector
 
 // Chat on `in`/`out` until EOF or "exit"; "clear" resets the history.
 void run_chat(Runtime& rt, const InferOptions& opt, std::istream& in, std::ostream& out);
+
+// The rows of opt.val_dataset (files, folders and built-in IDs with #N, read as training reads
+// them), each parsed by `parse(const DataRow&) -> Row`, cut to --val_dataset_sample.
+template <class Row, class Parse>
+std::vector<Row> read_infer_rows(const InferOptions& opt, Parse parse) {
+  const DatasetSpec spec = parse_dataset_spec(opt.val_dataset);
+  LoadedRows<Row> loaded = read_rows<Row>(spec, ReadOptions{}, parse);
+  std::vector<Row> rows;
+  if (spec.sample) {
+    for (size_t i : sample_indices(loaded.rows.size(), *spec.sample, 42)) rows.push_back(loaded.rows[i]);
+  } else {
+    rows = std::move(loaded.rows);
+  }
+  if (opt.val_dataset_sample >= 0 && int64_t(rows.size()) > opt.val_dataset_sample)
+    rows.resize(size_t(opt.val_dataset_sample));
+  return rows;
+}
+
+// Opens the result jsonl for appending: --result_path, or <default_dir>/infer_result/<time>.jsonl.
+// Returns its path.
+std::string open_result_file(const InferOptions& opt, const std::string& default_dir, std::ofstream& f);
 
 // Runs every row of opt.val_dataset (its final assistant reply, if any, is the label) and appends
 // one JSON line per row to the result path, which it returns.

@@ -65,13 +65,6 @@ Runtime::Runtime(const RuntimeOptions& opt) {
     throw Error("no model given", "pass --model DIR (or --adapters CKPT whose args.json names the base model)");
   folder_ = load_model_folder(model);
   if (!opt.adapters.empty()) prepare_base_for_adapter(folder_, opt.adapters.front());
-  if (folder_.config.seq_cls())
-    throw Error(fmt::format("{} is a sequence classifier ({}): infer and deploy generate text and "
-                            "cannot score with it yet",
-                            opt.adapters.empty() ? folder_.path : opt.adapters.front(),
-                            folder_.config.architecture),
-                "evaluate a reward model with swiftlet rlhf --rlhf_type rm --val_dataset (its "
-                "eval_rewards/* metrics)");
   const DType dtype = parse_torch_dtype(opt.torch_dtype.empty() ? folder_.config.torch_dtype : opt.torch_dtype);
   pool_ = std::make_unique<ThreadPool>(opt.threads > 0 ? opt.threads : ThreadPool::default_threads());
   device_ = DeviceRegistry::create(opt.device, *pool_);

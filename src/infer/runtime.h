@@ -1,5 +1,5 @@
 #pragma once
-// Everything needed to generate from a model folder: the weights on a device, the tokenizer, the
+// Everything needed to generate from (or score with) a model folder: the weights on a device, the tokenizer, the
 // chat template and the generation defaults. Shared by `infer`, `deploy` and the demo.
 #include <memory>
 #include <optional>
@@ -39,6 +39,8 @@ class Runtime {
   const std::string& template_name() const { return template_name_; }
   Engine& engine() { return *engine_; }
   Device& device() { return *device_; }
+  // A sequence classifier (reward model): requests are scored (infer/scoring.h), not continued.
+  bool scores() const { return folder_.config.seq_cls(); }
   // The adapter applied to the base model (--adapters CKPT), or nullptr.
   const LoraAdapter* adapter() const {
     return adapters_.empty() ? nullptr : adapters_.front().get();

@@ -88,7 +88,9 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
   const bool grad = grads != nullptr;
   const bool fixed = grad && obj.weights_before_logprobs();
   const bool whole = grad && !fixed && obj.whole_batch();
-  const bool keep_logits = obj.wants_logits();  // dlogits must not overwrite what chunk() reads
+  // The one-pass path reads the logits after the kernel: dlogits must not overwrite them then.
+  const bool keep_logits = obj.wants_logits();
+  const bool separate_dlogits = keep_logits && fixed;
   std::vector<float> all_dlogp(whole ? size_t(T) : 0);
 
   // logits = hn W^T of rows [r, e); with a gradient, d loss / d logp -> dlogits -> dh, dW.
@@ -126,7 +128,7 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     for (int64_t i = 0; i < n; ++i)
       scale.data<float>()[i] = -dlogp[size_t(i)];  // d/d CE = -d/d logp
     Tensor loss = dev_.empty({n}, DType::kF32), correct = dev_.empty({n}, DType::kF32);
-    Tensor dlogits = keep_logits ? dev_.empty({n, V}, DType::kF32) : logits;
+    Tensor dlogits = separate_dlogits ? dev_.empty({n, V}, DType::kF32) : logits;
     dev_.cross_entropy(loss, correct, dlogits, logits, b.targets.slice(r, e), 1.0f,
                        dev_.upload(scale));
     dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), 1.0f, 1.0f);  // dh += dl W

@@ -46,10 +46,40 @@ class SequenceObjective : public LogprobCollector {
   using LossFn = std::function<PairLossResult(const std::vector<std::vector<double>>& policy)>;
   SequenceObjective(const TrainBatch& b, float grad_scale, LossFn fn)
       : LogprobCollector(int64_t(b.input_ids.size())),
+        logit_mean(b.input_ids.size(), 0.0f),
         batch_(b),
         scale_(grad_scale),
         fn_(std::move(fn)) {}
   bool whole_batch() const override { return true; }
+  bool wants_logits() const override { return true; }
+  void chunk(const HeadChunk& c, std::span<float> dlogp) override {
+    LogprobCollector::chunk(c, dlogp);
+    // Each row's mean logit over the vocabulary: logits [n, V] times a column of 1/V.
+    Device& dev = *c.logits.device();
+    const int64_t V = c.logits.dim(1);
+    if (!inv_v_.defined()) {
+      Tensor h = Tensor::host({1, V}, DType::kF32);
+      std::fill_n(h.data<float>(), V, 1.0f / float(V));
+      inv_v_ = dev.upload(h);
+    }
+    Tensor mean = dev.empty({c.rows(), 1}, DType::kF32);
+    dev.gemm(c.logits, false, inv_v_, true, mean);
+    const Tensor host = dev.download(mean);
+    for (int64_t i = 0; i < c.rows(); ++i) logit_mean[size_t(c.begin + i)] = host.data<float>()[i];
+  }
+  // Sum of the rows' mean logits over the label tokens of sequences [from, to), and their count.
+  std::pair<double, double> logit_sum(size_t from, size_t to) const {
+    double sum = 0, count = 0;
+    for (size_t s = from; s < to; ++s) {
+      const auto [first, len] = batch_.samples[s];
+      for (int64_t r = first; r < first + len; ++r)
+        if (batch_.targets[size_t(r)] >= 0) {
+          sum += logit_mean[size_t(r)];
+          ++count;
+        }
+    }
+    return {sum, count};
+  }
   void batch_grad(std::span<float> dlogp) override {
     result = compute();
     for (size_t s = 0; s < batch_.samples.size(); ++s) scatter(batch_, s, grads_[s], scale_, dlogp);
@@ -66,11 +96,13 @@ class SequenceObjective : public LogprobCollector {
     return r;
   }
   PairLossResult result;
+  std::vector<float> logit_mean;  // per row: its logits' mean over the vocabulary
 
  private:
   const TrainBatch& batch_;
   float scale_;
   LossFn fn_;
+  Tensor inv_v_;  // [1, V] of 1/V on the device
   std::vector<std::vector<double>> grads_;
 };
 
@@ -134,6 +166,18 @@ class RewardObjective : public Objective {
 void add_metrics(Metrics& m, double loss, const std::map<std::string, double>& metrics) {
   m.add("loss", loss, 1.0);
   for (const auto& [k, v] : metrics) m.add(k, v, 1.0);
+}
+
+// logits/chosen and logits/rejected: the mean over the label tokens of each token's mean logit
+// over the vocabulary (TRL's DPO definition), token-weighted over the logging window. TRL's CPO
+// and ORPO average the whole logits tensor (prompt and padding included) and its KTO sums over
+// tokens and vocabulary; the one per-token definition is used for every type instead, so the
+// values are comparable across types and independent of padding.
+void add_logit_metrics(Metrics& m, const SequenceObjective& obj, size_t n, size_t end) {
+  const auto [cs, cc] = obj.logit_sum(0, n);
+  const auto [rs, rc] = obj.logit_sum(n, end);
+  if (cc > 0) m.add("logits/chosen", cs, cc);
+  if (rc > 0) m.add("logits/rejected", rs, rc);
 }
 
 bool has_reference(const PreferenceConfig& c) {
@@ -296,6 +340,18 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
                     kto_metrics[count]);
     }
     metrics.add_difference("rewards/margins", "rewards/chosen", "rewards/rejected");
+    // Desirable rows are the "chosen" side, undesirable the "rejected" one.
+    std::vector<size_t> side[2];
+    for (size_t i = 0; i < n; ++i) side[rows[i]->label.value_or(true) ? 0 : 1].push_back(i);
+    for (int k = 0; k < 2; ++k) {
+      double sum = 0, count = 0;
+      for (size_t i : side[k]) {
+        const auto [si, ci] = obj.logit_sum(i, i + 1);
+        sum += si;
+        count += ci;
+      }
+      if (count > 0) metrics.add(k == 0 ? "logits/chosen" : "logits/rejected", sum, count);
+    }
     return int64_t(batch.input_ids.size());
   }
 
@@ -311,6 +367,7 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
   step(obj);
   if (!grads) obj.result = obj.compute();
   add_metrics(metrics, obj.result.loss, obj.result.metrics);
+  add_logit_metrics(metrics, obj, n, 2 * n);
   return int64_t(batch.input_ids.size());
 }
 

@@ -8,6 +8,7 @@
 #include <deque>
 
 #include "core/log.h"
+#include "infer/scoring.h"
 #include "serve/server_impl.h"
 #include "tokenizer/byte_level.h"
 
@@ -127,6 +128,7 @@ std::shared_ptr<Job> submit_all(Server::Impl& s, std::vector<GenerationRequest> 
 }
 
 int64_t completion_tokens(const GenerationOutput& o) {
+  if (!o.scores.empty()) return 1;  // a reward model's score counts as one token, as in ms-swift
   return int64_t(o.tokens.size()) + (o.stop_token_id >= 0 ? 1 : 0);
 }
 
@@ -198,6 +200,19 @@ class ChatFormatter : public Formatter {
     json choices = json::array();
     for (size_t i = 0; i < job.choices.size(); ++i) {
       const GenerationOutput& o = job.choices[i].out;
+      if (!o.scores.empty()) {  // a reward model: the score as text, ms-swift's seq_cls answer
+        json lp = nullptr;
+        if (const auto lps = score_logprobs(o.scores); !lps.empty()) {
+          lp = {{"content", json::array()}};
+          for (size_t k = 0; k < lps.size(); ++k)
+            lp["content"].push_back({{"index", k}, {"logprob", lps[k]}});
+        }
+        choices.push_back({{"index", i},
+                           {"message", {{"role", "assistant"}, {"content", score_text(o.scores)}}},
+                           {"logprobs", lp},
+                           {"finish_reason", o.finish_reason}});
+        continue;
+      }
       choices.push_back(
           {{"index", i},
            {"message", {{"role", "assistant"}, {"content", o.text}}},
@@ -463,6 +478,10 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
   auto token = inflight_token();
   ChatRequest r = parse_chat_request(req.body, opt.max_logprobs);
   const ServedModel& m = find_model(r.model);
+  if (rt.scores()) {
+    handle_score(r, m, std::move(token), res);
+    return;
+  }
   TemplateOptions t;
   t.system = opt.defaults.system;
   t.enable_thinking = r.enable_thinking ? r.enable_thinking : opt.defaults.enable_thinking;
@@ -494,10 +513,49 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
   respond(*this, res, job, f, token, r.sampling.stream);
 }
 
+// A reward model scores the request's whole conversation (the final assistant reply included):
+// one choice whose content is the score (infer/scoring.h).
+void Server::Impl::handle_score(const ChatRequest& r, const ServedModel& m,
+                                std::shared_ptr<void> token, httplib::Response& res) {
+  if (r.sampling.stream)
+    throw ApiError(400, "this model is a reward model: it returns one score per conversation, so "
+                   "'stream' is not supported",
+                   "invalid_request_error", "unsupported_value", "stream");
+  if (r.sampling.n != 1)
+    throw ApiError(400, "this model is a reward model: it returns one score per conversation, so "
+                   "'n' must be 1",
+                   "invalid_request_error", "unsupported_value", "n");
+  if (r.logprobs && *r.logprobs && rt.folder().config.num_labels == 1)
+    throw ApiError(400, "this reward model has one label: its score has no log-probabilities",
+                   "invalid_request_error", "unsupported_value", "logprobs");
+  std::vector<int32_t> ids;
+  try {
+    ids = encode_for_scoring(rt, r.messages, opt.defaults.system);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "invalid_request_error", "invalid_value", "messages");
+  }
+  GenerationRequest g;
+  g.prompt = std::move(ids);
+  g.adapter = m.adapter;
+  const int64_t plen = int64_t(g.prompt.size());
+  auto f = std::make_shared<ChatFormatter>();
+  f->id = random_id("chatcmpl-");
+  f->model = m.name;
+  f->token_text = token_text_fn(rt.tokenizer());
+  std::vector<GenerationRequest> reqs;
+  reqs.push_back(std::move(g));
+  auto job = submit_all(*this, std::move(reqs), {0}, {plen}, false);
+  respond(*this, res, job, f, std::move(token), false);
+}
+
 void Server::Impl::handle_completion(const httplib::Request& req, httplib::Response& res) {
   auto token = inflight_token();
   CompletionRequest r = parse_completion_request(req.body, opt.max_logprobs);
   const ServedModel& m = find_model(r.model);
+  if (rt.scores())
+    throw ApiError(400, "this model is a reward model: it scores conversations; POST the "
+                   "conversation (ending with the reply to score) to /v1/chat/completions",
+                   "invalid_request_error", "unsupported_value", "prompt");
   if (r.echo && r.logprobs && opt.use_chat_template)
     throw ApiError(
         400,

@@ -31,6 +31,8 @@ struct Server::Impl {
 
   void handle_chat(const httplib::Request& req, httplib::Response& res);
   void handle_completion(const httplib::Request& req, httplib::Response& res);
+  void handle_score(const ChatRequest& r, const ServedModel& m, std::shared_ptr<void> token,
+                    httplib::Response& res);
 
   const ServedModel& find_model(const std::string& name) const;
   uint64_t random_seed();

@@ -9,7 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "io/test_util.h"
+#include "data/preference.h"
+#include "model/folder.h"
 #include "model/init.h"
+#include "model/transformer.h"
 #include "model/model_fixture.h"
 
 namespace swiftlet {
@@ -95,6 +98,50 @@ TEST_F(RlhfCli, LossFlagsReachTheLoss) {
   EXPECT_TRUE(first(pairs() + " --rlhf_type rm --center_rewards_coefficient 0.01")
                   .contains("center_rewards_loss"));
   EXPECT_FALSE(first(pairs() + " --rlhf_type rm").contains("center_rewards_loss"));
+}
+
+// logits/chosen and logits/rejected: over every label token of the step's pairs, the mean logit
+// over the vocabulary at the position predicting it, recomputed here with the inference forward
+// of the same (untrained) model on the same encoded pairs. All four pairs are in the one step.
+TEST_F(RlhfCli, LogitsMetricsAreTheMeanLogitOfTheLabelTokens) {
+  std::ofstream four(tmp_ / "four.jsonl");
+  for (int i = 0; i < 4; ++i) {
+    const json chat = {{{"role", "user"}, {"content", fmt::format("Name {}?", i)}},
+                       {{"role", "assistant"}, {"content", fmt::format("Swiftlet {}.", i * i)}}};
+    four << json{{"messages", chat}, {"rejected_response", "No idea."}}.dump() << "\n";
+  }
+  four.close();
+  DataArgs a;
+  a.dataset = {tmp_ / "four.jsonl"};
+  a.load_from_cache_file = false;
+  const PreferenceBundle data = load_preference_datasets(a, model_, "dpo");
+  ASSERT_EQ(data.train.size(), 4u);
+  ModelFolder folder = load_model_folder(model_);
+  ThreadPool pool(1);
+  auto dev = DeviceRegistry::create("cpu:0", pool);
+  Transformer model(*dev, folder.config, folder.weights, DType::kF32);
+  double sum[2] = {0, 0}, count[2] = {0, 0};
+  for (const PreferenceSample& p : data.train)
+    for (int side = 0; side < 2; ++side) {
+      const TokenizedSample& t = side == 0 ? p.chosen : p.rejected;
+      const Tensor logits = model.logits(t.input_ids);
+      const int64_t V = logits.dim(1);
+      for (size_t r = 0; r + 1 < t.labels.size(); ++r) {
+        if (t.labels[r + 1] < 0) continue;
+        double m = 0;
+        for (int64_t v = 0; v < V; ++v) m += logits.data<float>()[int64_t(r) * V + v];
+        sum[side] += m / double(V);
+        ++count[side];
+      }
+    }
+  const json j = first(fmt::format("--dataset {} --tuner_type full", tmp_ / "four.jsonl"));
+  EXPECT_NEAR(j["logits/chosen"].get<double>(), sum[0] / count[0], 1e-5) << j.dump();
+  EXPECT_NEAR(j["logits/rejected"].get<double>(), sum[1] / count[1], 1e-5) << j.dump();
+  EXPECT_GT(std::abs(sum[0] / count[0] - sum[1] / count[1]), 1e-4);  // the sides differ
+  // KTO: desirable rows are the chosen side.
+  const json k = first(kto() + " --rlhf_type kto --tuner_type full");
+  EXPECT_TRUE(k.contains("logits/chosen")) << k.dump();
+  EXPECT_FALSE(k.contains("logits/rejected")) << k.dump();
 }
 
 TEST_F(RlhfCli, ReferenceFlags) {

@@ -9,6 +9,7 @@
 // but greedy decoding then drifts to "I amlet." — the shared suffix token raised everywhere, the
 // well-known failure the NLL term is for.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -16,6 +17,7 @@
 
 #include "io/test_util.h"
 #include "model/model_fixture.h"
+#include "serve/serve_fixture.h"
 
 namespace swiftlet {
 namespace {
@@ -161,6 +163,53 @@ TEST(RlhfLearning, KtoLearnsFromUnpairedLabels) {
   EXPECT_GE(good_answers("--adapters " + tmp / "kto/checkpoint-30", tmp, "after-kto"), 5);
 }
 
+// `infer --val_dataset` of the held-out pairs with a reward model: one row per pair, with the
+// chosen side's `score` and `rejected_score`.
+std::vector<json> score_pairs(const std::string& model_flags, const TempDir& tmp,
+                              const std::string& name) {
+  const std::string out = tmp / (name + "-scores.jsonl");
+  EXPECT_EQ(sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --torch_dtype float32 "
+                           "> {} 2>&1",
+                           SWIFTLET_BINARY, model_flags, tmp / "val_pairs.jsonl", out,
+                           tmp / (name + "-scores.log"))),
+            0)
+      << testing::read_bytes(tmp / (name + "-scores.log"));
+  EXPECT_NE(testing::read_bytes(tmp / (name + "-scores.log")).find("6 pairs: the chosen side scored higher"),
+            std::string::npos);
+  return read_jsonl(out);
+}
+
+// `deploy` of a reward model answers a chat completion with the conversation's score (the one
+// `infer` wrote), and refuses what a score cannot be: streams, several choices, completions.
+void serve_the_reward_model(const std::string& model, const json& scored_row) {
+  serve_testing::DeployProcess s({"--model", model, "--port", "0", "--torch_dtype", "float32",
+                                  "--log_interval", "-1"});
+  httplib::Client c("127.0.0.1", s.port());
+  json req = {{"messages", scored_row["messages"]}};
+  auto r = c.Post("/v1/chat/completions", req.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_NEAR(std::stod(j["choices"][0]["message"]["content"].get<std::string>()),
+              scored_row["score"].get<double>(), 1e-5)
+      << r->body;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 1);
+  for (const auto& [field, value] : {std::pair<const char*, json>{"stream", true}, {"n", 2}}) {
+    json bad = req;
+    bad[field] = value;
+    auto b = c.Post("/v1/chat/completions", bad.dump(), "application/json");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->status, 400) << field;
+    EXPECT_NE(b->body.find("reward model"), std::string::npos) << b->body;
+  }
+  auto comp = c.Post("/v1/completions", json{{"prompt", "hi"}}.dump(), "application/json");
+  ASSERT_TRUE(comp);
+  EXPECT_EQ(comp->status, 400);
+  EXPECT_NE(comp->body.find("/v1/chat/completions"), std::string::npos) << comp->body;
+  EXPECT_EQ(s.stop(SIGTERM, 30), 0) << s.err();
+}
+
 TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
   TempDir tmp;
   write_data(tmp);
@@ -176,6 +225,21 @@ TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
     EXPECT_GE(l.eval.back()["eval_rewards/accuracies"].get<double>(), 0.99);
     EXPECT_GT(l.eval.back()["eval_rewards/margins"].get<double>(), 1.0);
     const std::string ckpt = tmp / ("rm-" + tuner + "/checkpoint-30");
+    // `infer` scores the held-out pairs with the inference engine: the same scores as the
+    // training's evaluation (its own forward) at the last step.
+    const std::vector<json> scored =
+        score_pairs(tuner == "full" ? "--model " + ckpt : "--adapters " + ckpt, tmp, "rm-" + tuner);
+    ASSERT_EQ(scored.size(), 6u);
+    double chosen = 0, rejected = 0, correct = 0;
+    for (const json& r : scored) {
+      EXPECT_EQ(r["response"].get<std::string>(), fmt::format("{}", r["score"].get<double>()));
+      chosen += r["score"].get<double>() / 6;
+      rejected += r["rejected_score"].get<double>() / 6;
+      correct += (r["score"].get<double>() > r["rejected_score"].get<double>()) / 6.0;
+    }
+    EXPECT_NEAR(chosen, l.eval.back()["eval_rewards/chosen"].get<double>(), 2e-3);
+    EXPECT_NEAR(rejected, l.eval.back()["eval_rewards/rejected"].get<double>(), 2e-3);
+    EXPECT_NEAR(correct, l.eval.back()["eval_rewards/accuracies"].get<double>(), 1e-9);
     if (tuner == "full") {
       const json cfg = json::parse(testing::read_bytes(ckpt + "/config.json"));
       EXPECT_EQ(cfg["architectures"][0], "Qwen3ForSequenceClassification");
@@ -193,12 +257,20 @@ TEST(RlhfLearning, RewardModelScoresThePreferredAnswerHigher) {
       const json merged = json::parse(testing::read_bytes(ckpt + "-merged/config.json"));
       EXPECT_EQ(merged["architectures"][0], "Qwen3ForSequenceClassification");
       EXPECT_EQ(merged["id2label"].size(), 1u);
-      // Generation refuses a classifier with one sentence instead of producing noise.
-      EXPECT_NE(sh(fmt::format("{} infer --model {} --val_dataset {} > {} 2>&1", SWIFTLET_BINARY,
-                               ckpt + "-merged", tmp / "held.jsonl", tmp / "rm-infer.log")),
+      // The merged folder scores exactly as the adapter on its base does.
+      const std::vector<json> merged_scores = score_pairs("--model " + ckpt + "-merged", tmp, "rm-merged");
+      const std::vector<json> adapter_scores = score_pairs("--adapters " + ckpt, tmp, "rm-adapter");
+      ASSERT_EQ(merged_scores.size(), adapter_scores.size());
+      for (size_t i = 0; i < merged_scores.size(); ++i)
+        EXPECT_NEAR(merged_scores[i]["score"].get<double>(), adapter_scores[i]["score"].get<double>(), 1e-4);
+      serve_the_reward_model(ckpt + "-merged", merged_scores.front());
+      // A chat on the terminal has no reply to score: refused with what to do instead.
+      EXPECT_NE(sh(fmt::format("echo hi | {} infer --model {} > {} 2>&1", SWIFTLET_BINARY,
+                               ckpt + "-merged", tmp / "rm-chat.log")),
                 0);
-      EXPECT_NE(testing::read_bytes(tmp / "rm-infer.log").find("is a sequence classifier"),
-                std::string::npos);
+      EXPECT_NE(testing::read_bytes(tmp / "rm-chat.log").find("scores whole conversations"),
+                std::string::npos)
+          << testing::read_bytes(tmp / "rm-chat.log");
     }
   }
 }
