@@ -26,5 +26,7 @@ echo "## training"
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" lora "$TMP/swiftlet-bench-qwen3-0.6b" || echo "(PyTorch row needs Debian's python3-torch)"
 "$B/train_bench" full
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" full "$TMP/swiftlet-bench-small" || true
+"$B/train_bench" dpo
+/usr/bin/python3 "$ROOT/bench/torch_train_bench.py" dpo "$TMP/swiftlet-bench-qwen3-0.6b" || true
 if [[ -x "$ROOT/bench/serve_bench.sh" ]]; then echo "## serving"; "$ROOT/bench/serve_bench.sh"; fi
 if [[ -x "$B/serve_bench" ]]; then echo "## serving"; "$B/serve_bench"; fi

@@ -2,8 +2,11 @@
 GQA attention, SwiGLU, tied LM head, mean cross-entropy), the same LoRA (rank 8, alpha 32,
 all-linear, bf16 frozen base, f32 adapters) or full f32 training, per-layer activation
 checkpointing, forward + backward timed over the same token ids.
+dpo: the LoRA model on one pair (chosen and rejected as a batch of two, prompt TOKENS/4 and replies
+TOKENS/4 each): the reference's log-probs without gradient and with the adapters off, then the
+policy's forward and backward of the sigmoid DPO loss (beta 0.1) on the replies' summed log-probs.
 
-usage: /usr/bin/python3 bench/torch_train_bench.py lora|full MODEL_DIR [TOKENS] [STEPS] [THREADS]
+usage: /usr/bin/python3 bench/torch_train_bench.py lora|full|dpo MODEL_DIR [TOKENS] [STEPS] [THREADS]
 """
 import json
 import math
@@ -37,11 +40,16 @@ def load(folder, dtype):
 
 def main():
     mode, folder = sys.argv[1], sys.argv[2]
-    T = int(sys.argv[3]) if len(sys.argv) > 3 else (1024 if mode == "lora" else 512)
+    T = int(sys.argv[3]) if len(sys.argv) > 3 else (512 if mode == "full" else 1024)
+    dpo = mode == "dpo"
+    total = T
+    if dpo:
+        P = R = T // 4
+        T = P + R  # each sequence
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2)
     cfg = json.load(open(os.path.join(folder, "config.json")))
-    lora = mode == "lora"
+    lora = mode != "full"
     w = load(folder, torch.bfloat16 if lora else torch.float32)
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd, eps, L = cfg["head_dim"], cfg["rms_norm_eps"], cfg["num_hidden_layers"]
@@ -62,9 +70,11 @@ def main():
             t.requires_grad_(True)
             params.append(t)
 
+    adapters_on = [True]
+
     def lin(name, x):
         y = x @ w[name].T if not lora else (x.to(torch.bfloat16) @ w[name].T).float()
-        if name in adapters:
+        if name in adapters and adapters_on[0]:
             a, b = adapters[name]
             y = y + 4.0 * (x @ a.T) @ b.T
         return y
@@ -83,15 +93,16 @@ def main():
     def layer(x, i):
         p = f"model.layers.{i}."
         h = rms(x, w[p + "input_layernorm.weight"])
-        q = rms(lin(p + "self_attn.q_proj.weight", h).view(T, nh, hd), w[p + "self_attn.q_norm.weight"])
-        k = rms(lin(p + "self_attn.k_proj.weight", h).view(T, nkv, hd), w[p + "self_attn.k_norm.weight"])
-        v = lin(p + "self_attn.v_proj.weight", h).view(T, nkv, hd)
+        lead = x.shape[:-1]  # [T] or [B, T]
+        q = rms(lin(p + "self_attn.q_proj.weight", h).view(*lead, nh, hd), w[p + "self_attn.q_norm.weight"])
+        k = rms(lin(p + "self_attn.k_proj.weight", h).view(*lead, nkv, hd), w[p + "self_attn.k_norm.weight"])
+        v = lin(p + "self_attn.v_proj.weight", h).view(*lead, nkv, hd)
         q, k = rope(q), rope(k)
-        k = k.repeat_interleave(nh // nkv, 1)
-        v = v.repeat_interleave(nh // nkv, 1)
+        k = k.repeat_interleave(nh // nkv, -2)
+        v = v.repeat_interleave(nh // nkv, -2)
         mask = torch.full((T, T), float("-inf")).triu(1)
-        s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask
-        a = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * hd)
+        s = torch.einsum("...thd,...shd->...hts", q, k) / math.sqrt(hd) + mask
+        a = torch.einsum("...hts,...shd->...thd", s.softmax(-1), v).reshape(*lead, nh * hd)
         x = x + lin(p + "self_attn.o_proj.weight", a)
         h = rms(x, w[p + "post_attention_layernorm.weight"])
         return x + lin(p + "mlp.down_proj.weight",
@@ -112,12 +123,44 @@ def main():
             p.grad = None
         return float(loss)
 
+    def logps(ids2, grad):
+        x = emb[ids2].float()
+        for i in range(L):
+            x = checkpoint(layer, x, i, use_reentrant=False) if grad else layer(x, i)
+        x = rms(x, w["model.norm.weight"])
+        logits = (x.to(torch.bfloat16) @ emb.T).float()
+        lp = torch.log_softmax(logits[:, P - 1:-1], -1).gather(-1, ids2[:, P:, None])[..., 0]
+        return lp.sum(-1)  # [2]: chosen, rejected
+
+    pair = torch.tensor([[((i if i < P else i + side * R) * 7919 + 13) % 150000 for i in range(T)]
+                         for side in range(2)])
+
+    def dpo_step():
+        with torch.no_grad():
+            adapters_on[0] = False
+            ref = logps(pair, False)
+            adapters_on[0] = True
+        pol = logps(pair, True)
+        z = 0.1 * ((pol[0] - ref[0]) - (pol[1] - ref[1]))
+        loss = -F.logsigmoid(z)
+        loss.backward()
+        for p in params:
+            p.grad = None
+        return float(loss)
+
+    if dpo:
+        step = dpo_step
     step()
     t = time.time()
     for _ in range(steps):
-        step()
+        loss = step()
     sec = time.time() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if dpo:
+        print(f"pytorch {torch.__version__} dpo: LoRA r8, 1 pair (prompt {P} + replies {R}) = {total} tokens x "
+              f"{steps} steps (reference + policy): {total * steps / sec:.1f} tokens/s, {sec / steps:.2f} s/step, "
+              f"peak RSS {rss:.0f} MiB (loss {loss:.4f})")
+        return
     print(f"pytorch {torch.__version__} {mode}: {T} tokens x {steps} steps: {T * steps / sec:.1f} tokens/s, "
           f"peak RSS {rss:.0f} MiB")
 
