@@ -74,7 +74,7 @@ int run(int argc, char** argv) {
           {"port", FlagKind::kInt, "8000",
            "port to listen on (busy: the next free one; 0: any free port)"},
           {"api_key", FlagKind::kString, "",
-           "require 'Authorization: Bearer <key>' on /v1 endpoints"},
+           "require 'Authorization: Bearer <key>' on every route but /health"},
           {"served_model_name", FlagKind::kString, "",
            "model id clients send (default: last path component of --model)"},
           {"owned_by", FlagKind::kString, "swift", "owned_by field of /v1/models"},

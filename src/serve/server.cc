@@ -87,6 +87,8 @@ void HttpServer::stop_accepting() {
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
+  // Overloaded or shutting down: a well-behaved client waits a moment and retries (elsewhere).
+  if (e.status == 503 || e.status == 429) res.set_header("Retry-After", "1");
   res.set_content(error_json(e).dump(-1, ' ', false, json::error_handler_t::replace),
                   "application/json");
 }
@@ -200,14 +202,16 @@ void Server::start() {
   http.set_keep_alive_timeout(kKeepAliveSeconds);
 
   http.set_pre_routing_handler([&s](const httplib::Request& req, httplib::Response& res) {
-    const bool api = req.path.rfind("/v1/", 0) == 0 || req.path == "/v1";
+    // With --api_key every route but /health (load balancers' liveness probe) needs the key:
+    // /metrics and /ping included.
+    const bool needs_key = req.path != "/health";
     if (s.draining && req.path != "/metrics") {
       send_error(res,
                  ApiError(503, "the server is shutting down", "server_error", "shutting_down"));
       res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (api && !s.opt.api_key.empty()) {
+    if (needs_key && !s.opt.api_key.empty()) {
       const std::string auth = req.get_header_value("Authorization");
       if (!same_secret(auth, "Bearer " + s.opt.api_key)) {
         send_error(

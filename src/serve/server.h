@@ -30,7 +30,7 @@ struct ServedModel {
 struct ServerOptions {
   std::string host = "0.0.0.0";
   int port = 8000;      // 0: any free port; busy: the next free one up to +100 (logged)
-  std::string api_key;  // when set, /v1/* needs "Authorization: Bearer <key>"
+  std::string api_key;  // when set, every route but /health needs "Authorization: Bearer <key>"
   std::string owned_by = "swift";
   std::vector<ServedModel> models;  // the first is the base served name
   InferOptions defaults;  // the flags' generation defaults (sampling, max_new_tokens, stop, ...)

@@ -72,7 +72,7 @@ class DeployTest : public ::testing::Test {
 
   // A metric's value from /metrics (-1 when absent).
   static double metric(const std::string& name, int port = 0) {
-    auto res = client(port).Get("/metrics");
+    auto res = client(port).Get("/metrics", auth());
     if (!res) return -1;
     std::istringstream in(res->body);
     std::string line;
@@ -185,7 +185,7 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   auto nf = c.Get("/v1/models/gpt-4", auth());
   ASSERT_TRUE(nf);
   EXPECT_EQ(nf->status, 404);
-  // API key: missing and wrong are 401; /health and /metrics need none.
+  // API key: missing and wrong are 401 on every route but /health (/metrics and /ping too).
   auto missing = c.Post(chat.c_str(), body(json::object()), "application/json");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 401);
@@ -196,6 +196,14 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   auto health = c.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+  for (const char* path : {"/metrics", "/ping"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << path;
+    auto keyed = c.Get(path, auth());
+    ASSERT_TRUE(keyed);
+    EXPECT_EQ(keyed->status, 200) << path;
+  }
   // Bodies over the limit (8 MiB) are refused before parsing.
   const std::string big = "{\"messages\": \"" + std::string(9 << 20, 'a') + "\"}";
   expect_error(post(chat, big), 413, "larger than");
@@ -203,7 +211,7 @@ TEST_F(DeployTest, ErrorsUseOpenAiShapeAndStatus) {
   auto ok = post(chat, body(json::object()));
   EXPECT_EQ(ok.first, 200) << ok.second.dump();
   EXPECT_EQ(ok.second["choices"][0]["message"]["role"], "assistant");
-  auto m = c.Get("/metrics");
+  auto m = c.Get("/metrics", auth());
   ASSERT_TRUE(m);
   EXPECT_NE(
       m->body.find("swiftlet_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}"),
@@ -319,6 +327,7 @@ TEST(DeployQueue, FullQueueAnswers503AndLeavingClientsFreeTheirSlot) {
   ASSERT_TRUE(busy);
   EXPECT_EQ(busy->status, 503);
   EXPECT_NE(busy->body.find("server_overloaded"), std::string::npos) << busy->body;
+  EXPECT_EQ(busy->get_header_value("Retry-After"), "1");
   // The running client leaves: its slot goes to the queued one at the next step.
   const int b_before = b.chunks;
   a.hang_up = true;
