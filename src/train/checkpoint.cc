@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "core/log.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 
 namespace swiftlet {
@@ -14,15 +15,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 void write_json_atomic(const fs::path& path, const json& j) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-    if (!f)
-      throw Error(fmt::format("cannot write {}", path.string()),
-                  "check free disk space and permissions");
-  }
-  fs::rename(tmp, path);
+  io::write_file_atomic(path.string(), j.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 void copy_tokenizer_files(const std::string& from, const std::string& to) {
@@ -62,11 +55,11 @@ json state_json(const TrainState& s, const std::string& run_dir) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointContents& c) {
-  const fs::path final_dir = fs::path(run_dir) / fmt::format("checkpoint-{}", step);
-  const fs::path tmp = fs::path(run_dir) / fmt::format(".checkpoint-{}.tmp", step);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+namespace {
+
+// Writes every file of a checkpoint into `tmp` (which exists and is empty).
+void write_checkpoint_files(const fs::path& tmp, const std::string& run_dir,
+                            const CheckpointContents& c) {
   if (c.adapter) {
     c.adapter->save(tmp.string());
   } else {
@@ -77,9 +70,9 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
     ModelConfig cfg = c.base.config;
     cfg.torch_dtype = "float32";
-    std::ofstream(tmp / "config.json") << model_config_to_json(cfg) << "\n";
-    std::ofstream(tmp / "generation_config.json")
-        << generation_config_to_json(c.base.generation) << "\n";
+    io::write_file_atomic((tmp / "config.json").string(), model_config_to_json(cfg) + "\n");
+    io::write_file_atomic((tmp / "generation_config.json").string(),
+                          generation_config_to_json(c.base.generation) + "\n");
   }
   if (!c.save_only_model) {
     std::vector<std::pair<std::string, Tensor>> st;
@@ -93,8 +86,38 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
   write_json_atomic(tmp / "trainer_state.json", state_json(*c.state, run_dir));
   write_json_atomic(tmp / "args.json", c.args);
   copy_tokenizer_files(c.base.path, tmp.string());
-  fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointContents& c) {
+  // Everything goes to a hidden folder first, which is renamed when complete: a crash, a kill or
+  // a full disk during the save leaves the checkpoints before it as they were.
+  const fs::path final_dir = fs::path(run_dir) / fmt::format("checkpoint-{}", step);
+  const fs::path tmp = fs::path(run_dir) / fmt::format(".checkpoint-{}.tmp", step);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_checkpoint_files(tmp, run_dir, c);
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    throw Error(fmt::format("saving checkpoint-{} failed: {}", step, e.what()),
+                fmt::format("the checkpoints before it in {} are intact; check free disk space",
+                            run_dir));
+  }
+  ::sync();  // the files reach the disk before the rename makes them the checkpoint
+  if (fs::exists(final_dir)) {
+    // Saving a step again (a resumed run writing into its own folder): the old copy goes only
+    // once the new one is complete.
+    const fs::path old = fs::path(run_dir) / fmt::format(".checkpoint-{}.old", step);
+    fs::remove_all(old);
+    fs::rename(final_dir, old);
+    fs::rename(tmp, final_dir);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, final_dir);
+  }
   ::sync();
   log_info("saved {}", final_dir.string());
   return final_dir.string();
@@ -103,18 +126,28 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
 void prune_checkpoints(const std::string& run_dir, int64_t limit, int64_t latest, int64_t best) {
   if (limit < 1) return;
   std::vector<int64_t> steps;
-  static const std::regex re("checkpoint-(\\d+)");
+  // Hidden folders left by a run killed during a save or a prune (this one's save is complete).
+  static const std::regex re("checkpoint-(\\d+)"),
+      leftover("\\.checkpoint-\\d+\\.(tmp|old|deleted)");
+  std::vector<fs::path> stale;
   for (const auto& e : fs::directory_iterator(run_dir)) {
     std::smatch m;
     const std::string name = e.path().filename().string();
     if (e.is_directory() && std::regex_match(name, m, re)) steps.push_back(std::stoll(m[1]));
+    if (e.is_directory() && std::regex_match(name, leftover)) stale.push_back(e.path());
   }
+  for (const auto& p : stale) fs::remove_all(p);
   std::sort(steps.begin(), steps.end());
   int64_t keep = int64_t(steps.size());
   for (int64_t s : steps) {
     if (keep <= limit) break;
     if (s == latest || s == best) continue;
-    fs::remove_all(fs::path(run_dir) / fmt::format("checkpoint-{}", s));
+    // Renamed out of sight first: a kill while its files are deleted leaves no partial
+    // checkpoint-K behind, only a hidden folder the next prune removes.
+    const fs::path gone = fs::path(run_dir) / fmt::format(".checkpoint-{}.deleted", s);
+    fs::remove_all(gone);
+    fs::rename(fs::path(run_dir) / fmt::format("checkpoint-{}", s), gone);
+    fs::remove_all(gone);
     --keep;
   }
 }

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "io/file.h"
 
 namespace swiftlet {
 
@@ -169,13 +170,7 @@ void write_line_plot_png(const std::string& path, const std::string& title,
   }
   if (pts.size() == 1) c.line(X(pts[0].first) - 2, Y(pts[0].second), X(pts[0].first) + 2, Y(pts[0].second), 20, 80, 200);
   const std::string png = encode_png(W, H, c.px);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f.write(png.data(), std::streamsize(png.size()));
-    if (!f) throw Error(fmt::format("cannot write {}", path));
-  }
-  std::rename(tmp.c_str(), path.c_str());
+  io::write_file_atomic(path, png);
 }
 
 }  // namespace swiftlet

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/json.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
 
@@ -341,13 +342,7 @@ void LoraAdapter::save(const std::string& dir) const {
   for (auto& [name, t] : named_tensors()) tensors.emplace_back(name, host_view(t));
   io::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors,
                        {{"format", "pt"}});
-  const std::string path = (fs::path(dir) / "adapter_config.json").string();
-  {
-    std::ofstream f(path + ".tmp");
-    f << j.dump(2) << "\n";
-    if (!f) throw Error(fmt::format("cannot write {}", path));
-  }
-  fs::rename(path + ".tmp", path);
+  io::write_file_atomic((fs::path(dir) / "adapter_config.json").string(), j.dump(2) + "\n");
 }
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_tensors() const {
