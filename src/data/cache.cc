@@ -83,7 +83,7 @@ class Reader {
     uint64_t n = 0;
     if (!pod(n) || (in_.size() - pos_) / sizeof(T) < n) return false;
     v.resize(n);
-    std::memcpy(v.data(), in_.data() + pos_, n * sizeof(T));
+    if (n > 0) std::memcpy(v.data(), in_.data() + pos_, n * sizeof(T));  // data() may be null
     pos_ += n * sizeof(T);
     return true;
   }
