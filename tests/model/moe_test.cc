@@ -102,6 +102,19 @@ TEST(MoeConfig, WeightNamesOfAnMoeLayer) {
                                                             "gate"}));
 }
 
+TEST(MoeConfig, Qwen3_30B_A3BPresetHasThePublishedSize) {
+  ModelConfig c = init_preset_config("qwen3-30b-a3b");
+  c.vocab_size = 151936;
+  EXPECT_EQ(c.architecture, "Qwen3MoeForCausalLM");
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.head_dim, 128);  // not hidden / heads (64)
+  // 30.5B parameters in all, about 3.3B of them used per token (8 of 128 experts).
+  EXPECT_NEAR(double(count_parameters(c)) / 1e9, 30.53, 0.01);
+  ModelConfig back = parse_model_config(model_config_to_json(c), "written");
+  EXPECT_EQ(back.num_experts, 128);
+  EXPECT_EQ(back.head_dim, 128);
+}
+
 // Rewrites a per-expert folder's weights with fused experts (gate_up_proj [E, 2I, H],
 // down_proj [E, H, I]), as transformers 5 keeps them.
 void fuse_experts(const std::string& dir, const ModelConfig& c) {
