@@ -226,17 +226,17 @@ int main(int argc, char** argv) {
         "weights %.0f GFLOP/s\n",
         threads, bw / 1e9, (long long)prefill, g32, g16);
     ModelFolder folder = load_model_folder(model);
+    const ModelConfig& mc = folder.config;
+    if (mc.moe())
+      std::printf("mixture of experts: %lld of %lld experts per token, width %lld, %lld layers\n",
+                  (long long)mc.num_experts_per_tok, (long long)mc.num_experts,
+                  (long long)mc.moe_intermediate_size, (long long)mc.num_hidden_layers);
     std::printf(
         "prefill %lld tokens, then decode %lld tokens in 8 rounds, each next to a bandwidth "
         "measurement\n",
         (long long)prefill, (long long)decode);
     std::printf("%-6s %14s %14s %12s %10s %16s %16s\n", "dtype", "prefill tok/s", "decode tok/s",
                 "GB/token", "read GB/s", "% bound weights", "% bound +KV");
-    const ModelConfig& mc = folder.config;
-    if (mc.moe())
-      std::printf("mixture of experts: %lld of %lld experts per token, width %lld, %lld layers\n",
-                  (long long)mc.num_experts_per_tok, (long long)mc.num_experts,
-                  (long long)mc.moe_intermediate_size, (long long)mc.num_hidden_layers);
     for (DType dt : {DType::kBF16, DType::kF32}) {
       if (!only.empty() && only != (dt == DType::kBF16 ? "bf16" : "f32")) continue;
       if (only.empty() && mc.moe() && dt == DType::kF32) continue;  // f32 doubles the memory
@@ -267,11 +267,13 @@ int main(int argc, char** argv) {
           dt == DType::kBF16 ? "bf16" : "f32", f.prefill_tps, f.decode_tps, bytes / 1e9, f.bw / 1e9,
           f.pct_weights, f.pct_with_kv, f.bw / bytes);
       // Prefill FLOPs ~ 2 * params * tokens (+ attention); compared with the measured GEMM rate.
-      // (MoE: the parameters a token uses, bytes of active weights over the dtype's size.)
-      const double flops = 2.0 *
-                           (mc.moe() ? bytes / double(dtype_size(dt))
-                                     : double(count_parameters(folder.config))) *
-                           double(prefill);
+      // (MoE: the parameters a token uses, without the LM head, which prefill runs on the last
+      // row only.)
+      const double head_params = double(mc.vocab_size * mc.hidden_size);
+      const double flops =
+          mc.moe() ? 2.0 * (bytes / double(dtype_size(dt)) - head_params) * double(prefill) +
+                         2.0 * head_params
+                   : 2.0 * double(count_parameters(folder.config)) * double(prefill);
       std::printf(
           "       prefill %.0f GFLOP/s = %.0f%% of the measured %s GEMM rate\n",
           flops * f.prefill_tps / double(prefill) / 1e9,
