@@ -97,7 +97,8 @@ void Transformer::moe_forward(size_t l, const Tensor& h, MoeActs& a, const Tenso
                    expert_seed(seed, l, e, kProjUp));
   }
   dev_.swiglu_forward(a.act, a.gate, a.up);
-  // down_e is linear without bias, so weighting its input weights its output: w down(a) = down(w a).
+  // down_e is linear without bias, so weighting its input weights its output: w down(a) = down(w
+  // a).
   a.act_w = dev_.empty({R, I}, DType::kF32);
   dev_.scale_rows_forward(a.act_w, a.act, a.perm_w);
   Tensor yo = dev_.empty({R, H}, DType::kF32);

@@ -97,9 +97,9 @@ TEST(MoeConfig, WeightNamesOfAnMoeLayer) {
       EXPECT_EQ(s.shape, (Shape{64, 96}));
     }
   }
-  EXPECT_EQ(lora_module_names(c), (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj",
-                                                            "gate_proj", "up_proj", "down_proj",
-                                                            "gate"}));
+  EXPECT_EQ(lora_module_names(c),
+            (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                      "up_proj", "down_proj", "gate"}));
 }
 
 TEST(MoeConfig, Qwen3_30B_A3BPresetHasThePublishedSize) {
@@ -127,7 +127,8 @@ void fuse_experts(const std::string& dir, const ModelConfig& c) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     if (!c.is_moe_layer(l)) continue;
     const std::string p = fmt::format("model.layers.{}.mlp.experts.", l);
-    Tensor gu = Tensor::host({E, 2 * I, H}, DType::kF32), down = Tensor::host({E, H, I}, DType::kF32);
+    Tensor gu = Tensor::host({E, 2 * I, H}, DType::kF32),
+           down = Tensor::host({E, H, I}, DType::kF32);
     for (int64_t e = 0; e < E; ++e) {
       const Tensor& g = by_name.at(fmt::format("{}{}.gate_proj.weight", p, e));
       const Tensor& u = by_name.at(fmt::format("{}{}.up_proj.weight", p, e));
@@ -152,9 +153,7 @@ std::string fused_model() {
   static TempDir root;
   static std::string dir;
   if (!dir.empty()) return dir;
-  {
-    std::ofstream(root / "config.json") << moe_config_json(3, 1, {1}, false, 3);
-  }
+  { std::ofstream(root / "config.json") << moe_config_json(3, 1, {1}, false, 3); }
   InitOptions o;
   o.config_path = root / "config.json";
   o.tokenizer_dir = testing::qwen3_tokenizer_dir();
@@ -174,8 +173,9 @@ struct Reference {
 Reference run_reference(const std::string& model, const std::vector<int32_t>& ids, int steps) {
   TempDir tmp;
   std::ofstream(tmp / "ids.json") << nlohmann::json(ids).dump();
-  const std::string cmd = fmt::format("/usr/bin/python3 {} {} {} {} {}", testing::reference_script(),
-                                      model, tmp / "ids.json", tmp / "ref", steps);
+  const std::string cmd =
+      fmt::format("/usr/bin/python3 {} {} {} {} {}", testing::reference_script(), model,
+                  tmp / "ids.json", tmp / "ref", steps);
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
   Reference r;
   std::ifstream lf(tmp / "ref.logits", std::ios::binary);
@@ -292,8 +292,8 @@ TEST(Moe, CachedAndBatchedDecodingEqualFullForward) {
   SequenceStep s2[2] = {{b, &cb, false}, {a2, &ca, true}};
   Tensor part = m.forward(s2);
   const int64_t V = full.dim(1);
-  double max_ref = 0, diff = max_abs_diff(part.slice(1, part.dim(0)),
-                                          full.data<float>() + 10 * V, &max_ref);
+  double max_ref = 0,
+         diff = max_abs_diff(part.slice(1, part.dim(0)), full.data<float>() + 10 * V, &max_ref);
   EXPECT_LE(diff, 1e-5 * max_ref);
 }
 

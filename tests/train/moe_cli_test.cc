@@ -52,10 +52,10 @@ std::vector<std::string> responses(const std::string& path) {
 TEST(MoeCli, InitSftLoraMergeAndInfer) {
   TempDir tmp;
   const std::string model = tmp / "moe";
-  ASSERT_EQ(sh(fmt::format("{} init --preset tiny-moe --tokenizer_dir {} --output_dir {} > {} 2>&1",
-                           SWIFTLET_BINARY, testing::qwen3_tokenizer_dir(), model,
-                           tmp / "init.log")),
-            0)
+  ASSERT_EQ(
+      sh(fmt::format("{} init --preset tiny-moe --tokenizer_dir {} --output_dir {} > {} 2>&1",
+                     SWIFTLET_BINARY, testing::qwen3_tokenizer_dir(), model, tmp / "init.log")),
+      0)
       << testing::read_bytes(tmp / "init.log");
   const nlohmann::json cfg = nlohmann::json::parse(testing::read_bytes(model + "/config.json"));
   EXPECT_EQ(cfg["architectures"][0], "Qwen3MoeForCausalLM");
@@ -95,12 +95,16 @@ TEST(MoeCli, InitSftLoraMergeAndInfer) {
             std::string::npos);
   {
     std::ofstream f(tmp / "ask.jsonl");
-    f << R"({"query": "Say red."})" << "\n" << R"({"query": "Say cat."})" << "\n";
+    f << R"({"query": "Say red."})"
+      << "\n"
+      << R"({"query": "Say cat."})"
+      << "\n";
   }
   auto infer = [&](const std::string& args, const std::string& out) {
-    return sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 6 "
-                          "--temperature 0 > {}.log 2>&1",
-                          SWIFTLET_BINARY, args, tmp / "ask.jsonl", out, out));
+    return sh(
+        fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 6 "
+                    "--temperature 0 > {}.log 2>&1",
+                    SWIFTLET_BINARY, args, tmp / "ask.jsonl", out, out));
   };
   ASSERT_EQ(infer("--model " + merged, tmp / "merged.jsonl"), 0)
       << testing::read_bytes(tmp / "merged.jsonl.log");
@@ -128,10 +132,10 @@ TEST(MoeCli, InitSftLoraMergeAndInfer) {
 TEST(MoeCli, RouterAuxLossCoefNeedsExperts) {
   TempDir tmp;
   const std::string data = write_dataset(tmp);
-  const int rc = sh(fmt::format("{} sft --model {} --dataset {} --output_dir {} --max_steps 1 "
-                                "--router_aux_loss_coef 0.01 > {} 2>&1",
-                                SWIFTLET_BINARY, testing::tiny_model("tiny"), data, tmp / "out",
-                                tmp / "log"));
+  const int rc =
+      sh(fmt::format("{} sft --model {} --dataset {} --output_dir {} --max_steps 1 "
+                     "--router_aux_loss_coef 0.01 > {} 2>&1",
+                     SWIFTLET_BINARY, testing::tiny_model("tiny"), data, tmp / "out", tmp / "log"));
   EXPECT_NE(rc, 0);
   EXPECT_NE(testing::read_bytes(tmp / "log").find("applies to mixture-of-experts models"),
             std::string::npos)

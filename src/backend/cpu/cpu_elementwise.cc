@@ -252,7 +252,8 @@ void CpuDevice::scale_rows_backward(const Tensor& dx, const Tensor& ds, const Te
                  const s::V sv = s::set1(sp[r]);
                  float* d = dxp + r * n;
                  int64_t i = 0;
-                 for (; i + W <= n; i += W) s::store(d + i, s::fma(sv, s::load(gr + i), s::load(d + i)));
+                 for (; i + W <= n; i += W)
+                   s::store(d + i, s::fma(sv, s::load(gr + i), s::load(d + i)));
                  for (; i < n; ++i) d[i] = std::fma(sp[r], gr[i], d[i]);
                }
                if (dsp) {
