@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -148,21 +149,33 @@ void fuse_experts(const std::string& dir, const ModelConfig& c) {
 // tiny-moe: 2 MoE layers, 4 experts, top-2, norm_topk_prob, per-expert tensors.
 std::string per_expert_model() { return testing::tiny_model("tiny-moe"); }
 
+// A folder from a config.json through `init --config`; fused: its experts rewritten fused.
+std::string model_from_config(const std::string& config_json, bool fused, uint64_t seed) {
+  static TempDir root;
+  static std::map<std::string, std::string> made;
+  if (auto it = made.find(config_json); it != made.end()) return it->second;
+  const std::string sub = root / std::to_string(made.size());
+  std::filesystem::create_directories(sub);
+  std::ofstream(sub + "/config.json") << config_json;
+  InitOptions o;
+  o.config_path = sub + "/config.json";
+  o.tokenizer_dir = testing::qwen3_tokenizer_dir();
+  o.output_dir = sub + "/model";
+  o.seed = seed;
+  init_model_folder(o);
+  if (fused) fuse_experts(o.output_dir, load_model_folder(o.output_dir).config);
+  made[config_json] = o.output_dir;
+  return o.output_dir;
+}
+
 // 3 layers, layer 1 dense (mlp_only_layers), 4 experts, top-3, no renormalisation, fused experts.
 std::string fused_model() {
-  static TempDir root;
-  static std::string dir;
-  if (!dir.empty()) return dir;
-  { std::ofstream(root / "config.json") << moe_config_json(3, 1, {1}, false, 3); }
-  InitOptions o;
-  o.config_path = root / "config.json";
-  o.tokenizer_dir = testing::qwen3_tokenizer_dir();
-  o.output_dir = root / "model";
-  o.seed = 11;
-  init_model_folder(o);
-  fuse_experts(o.output_dir, load_model_folder(o.output_dir).config);
-  dir = o.output_dir;
-  return dir;
+  return model_from_config(moe_config_json(3, 1, {1}, false, 3), true, 11);
+}
+
+// 4 layers, decoder_sparse_step 2: layers 1 and 3 sparse, 0 and 2 dense; per expert.
+std::string sparse_step_model() {
+  return model_from_config(moe_config_json(4, 2, {}, true, 2), false, 13);
 }
 
 struct Reference {
@@ -224,7 +237,9 @@ class MoeReference : public ::testing::TestWithParam<std::tuple<std::string, std
 TEST_P(MoeReference, LogitsAndGreedyMatchPyTorch) {
   SWIFTLET_REQUIRE_TORCH();
   const auto& [which, device_name] = GetParam();
-  const std::string dir = which == "fused" ? fused_model() : per_expert_model();
+  const std::string dir = which == "fused"         ? fused_model()
+                          : which == "sparse_step" ? sparse_step_model()
+                                                   : per_expert_model();
   ModelFolder folder = load_model_folder(dir);
   ThreadPool pool(2);
   testing::ScopedEnv visible("SWIFTLET_VISIBLE_DEVICES", "cpu:0,sim:0");
@@ -244,7 +259,7 @@ TEST_P(MoeReference, LogitsAndGreedyMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, MoeReference,
-                         ::testing::Combine(::testing::Values("per_expert", "fused"),
+                         ::testing::Combine(::testing::Values("per_expert", "fused", "sparse_step"),
                                             ::testing::Values("cpu:0", "sim:0")),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
