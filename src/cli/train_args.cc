@@ -92,6 +92,8 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"save_only_model", FlagKind::kBool, "false", "no optimizer state in checkpoints"},
       {"gradient_checkpointing", FlagKind::kBool, "true",
        "recompute layers in backward to save memory"},
+      {"router_aux_loss_coef", FlagKind::kFloat, "0",
+       "MoE models: add coef * the router load-balancing loss to the loss (0: off)"},
       {"seed", FlagKind::kInt, "42", "seed of initialisation and dropout"},
       {"resume_from_checkpoint", FlagKind::kString, "",
        "continue a run from its checkpoint-K folder"},
@@ -118,6 +120,7 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.lora.dropout = f.f64("lora_dropout");
   a.lora.target_modules = f.list("target_modules");
   a.lora.use_rslora = f.boolean("use_rslora");
+  a.router_aux_loss_coef = f.f64("router_aux_loss_coef");
   a.lora.modules_to_save = f.list("modules_to_save");
   if (!a.lora.modules_to_save.empty() && a.tuner_type != "lora")
     throw Error(

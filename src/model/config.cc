@@ -21,9 +21,11 @@ constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", "llama", ModelFamily::kLlama},
     {"Qwen2ForCausalLM", "qwen2", ModelFamily::kQwen2},
     {"Qwen3ForCausalLM", "qwen3", ModelFamily::kQwen3},
+    {"Qwen3MoeForCausalLM", "qwen3_moe", ModelFamily::kQwen3},
     {"LlamaForSequenceClassification", "llama", ModelFamily::kLlama, true},
     {"Qwen2ForSequenceClassification", "qwen2", ModelFamily::kQwen2, true},
     {"Qwen3ForSequenceClassification", "qwen3", ModelFamily::kQwen3, true},
+    {"Qwen3MoeForSequenceClassification", "qwen3_moe", ModelFamily::kQwen3, true},
 };
 
 std::string supported_architectures() {
@@ -87,7 +89,55 @@ RopeScaling parse_rope_scaling(const Json& r, const std::string& where) {
   return s;
 }
 
+// Qwen3MoeConfig's keys, with its class defaults for keys left out.
+void parse_moe(const Json& j, const std::string& where, ModelConfig& c) {
+  if (io::json_has(j, "num_experts"))
+    c.num_experts = positive_int(j, "num_experts", where);
+  else if (io::json_has(j, "num_local_experts"))
+    c.num_experts = positive_int(j, "num_local_experts", where);
+  else
+    c.num_experts = 128;
+  c.num_experts_per_tok = io::json_has(j, "num_experts_per_tok")
+                              ? positive_int(j, "num_experts_per_tok", where)
+                              : 8;
+  if (c.num_experts_per_tok > c.num_experts)
+    throw Error(fmt::format("{}: num_experts_per_tok {} is more than num_experts {}", where,
+                            c.num_experts_per_tok, c.num_experts));
+  c.moe_intermediate_size = io::json_has(j, "moe_intermediate_size")
+                                ? positive_int(j, "moe_intermediate_size", where)
+                                : 768;
+  c.norm_topk_prob = io::json_opt_bool(j, "norm_topk_prob", where).value_or(false);
+  c.decoder_sparse_step = io::json_has(j, "decoder_sparse_step")
+                              ? positive_int(j, "decoder_sparse_step", where)
+                              : 1;
+  c.mlp_only_layers.clear();
+  if (io::json_has(j, "mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    const Json& m = j["mlp_only_layers"];
+    if (!m.is_array())
+      throw Error(fmt::format("field mlp_only_layers of {} must be a list of layer indices", where));
+    for (const Json& v : m) {
+      int64_t i = io::json_as_int(v, fmt::format("an entry of mlp_only_layers in {}", where));
+      if (i < 0 || i >= c.num_hidden_layers)
+        throw Error(fmt::format("{}: mlp_only_layers holds {}, not a layer index below {}", where,
+                                i, c.num_hidden_layers));
+      c.mlp_only_layers.push_back(i);
+    }
+  }
+  c.router_aux_loss_coef = io::json_opt_number(j, "router_aux_loss_coef", where).value_or(0.001);
+  if (io::json_has(j, "shared_expert_intermediate_size") &&
+      io::json_opt_int(j, "shared_expert_intermediate_size", where).value_or(0) > 0)
+    throw Error(fmt::format("{}: shared experts are not part of Qwen3-MoE and are not supported",
+                            where));
+}
+
 }  // namespace
+
+bool ModelConfig::is_moe_layer(int64_t layer) const {
+  if (num_experts <= 0) return false;
+  for (int64_t i : mlp_only_layers)
+    if (i == layer) return false;
+  return (layer + 1) % decoder_sparse_step == 0;
+}
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
   Json j = io::parse_json(json_text, where);
@@ -160,8 +210,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                     c.num_attention_heads, c.num_key_value_heads));
   if (io::json_has(j, "head_dim")) {
     c.head_dim = positive_int(j, "head_dim", where);
-  } else if (c.family == ModelFamily::kQwen3) {
-    c.head_dim = 128;  // Qwen3Config's default
+  } else if (c.family == ModelFamily::kQwen3 && c.model_type == "qwen3") {
+    c.head_dim = 128;  // Qwen3Config's default (Qwen3MoeConfig has none: hidden / heads)
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       throw Error(
@@ -170,6 +220,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                       where, c.hidden_size, c.num_attention_heads));
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
+
+  if (c.model_type == "qwen3_moe") parse_moe(j, where, c);
 
   c.rms_norm_eps = io::json_opt_number(j, "rms_norm_eps", where).value_or(1e-6);
   c.initializer_range = io::json_opt_number(j, "initializer_range", where).value_or(0.02);
@@ -318,6 +370,16 @@ std::string model_config_to_json(const ModelConfig& c) {
       j["sliding_window"] = nullptr;
       j["max_window_layers"] = c.num_hidden_layers;
       break;
+  }
+  if (c.moe()) {
+    j["num_experts"] = c.num_experts;
+    j["num_experts_per_tok"] = c.num_experts_per_tok;
+    j["moe_intermediate_size"] = c.moe_intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["decoder_sparse_step"] = c.decoder_sparse_step;
+    j["mlp_only_layers"] = c.mlp_only_layers;
+    j["router_aux_loss_coef"] = c.router_aux_loss_coef;
+    j["output_router_logits"] = false;
   }
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id.size() == 1) {

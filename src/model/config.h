@@ -44,6 +44,18 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   int64_t num_labels = 0;  // > 0: a sequence classifier (reward model: 1)
   bool seq_cls() const { return num_labels > 0; }
+
+  // Mixture of experts (Qwen3MoeForCausalLM): layer i has a sparse MoE block instead of the dense
+  // MLP iff num_experts > 0, i is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0.
+  int64_t num_experts = 0;            // E routed experts per MoE layer (alias num_local_experts)
+  int64_t num_experts_per_tok = 0;    // top-k
+  int64_t moe_intermediate_size = 0;  // per-expert SwiGLU width
+  bool norm_topk_prob = false;        // renormalise the k selected probabilities to sum 1
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+  double router_aux_loss_coef = 0.001;  // config.json's; training uses --router_aux_loss_coef
+  bool moe() const { return num_experts > 0; }
+  bool is_moe_layer(int64_t layer) const;
 };
 
 // The ...ForSequenceClassification config of a causal LM's (as AutoModelForSequenceClassification

@@ -219,6 +219,20 @@ std::string first_names(const std::vector<std::string>& names, size_t n) {
 // Older checkpoints saved the rotary frequencies as buffers; they follow from rope_theta.
 bool ignorable_extra(const std::string& name) { return name.ends_with(".rotary_emb.inv_freq"); }
 
+// The fused tensor holding expert projection `name` (model.layers.L.mlp.experts.e.gate_proj.weight
+// -> model.layers.L.mlp.experts.gate_up_proj), or "" for other weights.
+std::string fused_expert_tensor(const std::string& name) {
+  const std::string key = ".mlp.experts.";
+  const size_t at = name.find(key);
+  if (at == std::string::npos) return "";
+  const size_t dot = name.find('.', at + key.size());
+  if (dot == std::string::npos) return "";
+  const std::string proj = name.substr(dot + 1), base = name.substr(0, at + key.size());
+  if (proj == "gate_proj.weight" || proj == "up_proj.weight") return base + "gate_up_proj";
+  if (proj == "down_proj.weight") return base + "down_proj";
+  return "";
+}
+
 }  // namespace
 
 ModelFolder load_model_folder(const std::string& model_arg) {
@@ -318,6 +332,12 @@ ModelFolder load_model_folder(const std::string& model_arg) {
     expected.insert(s.name);
     auto it = present.find(s.name);
     if (it == present.end()) {
+      // An expert's projection may come from its layer's fused tensor (split_fused_experts).
+      const std::string fused = fused_expert_tensor(s.name);
+      if (!fused.empty() && present.count(fused)) {
+        expected.insert(fused);
+        continue;
+      }
       missing.push_back(s.name);
       continue;
     }
@@ -364,6 +384,7 @@ ModelFolder load_model_folder(const std::string& model_arg) {
     for (auto& [name, t] : f.tensors)
       if (expected.count(name)) m.weights.emplace(name, std::move(t));
   }
+  split_fused_experts(m.config, m.weights);
   return m;
 }
 

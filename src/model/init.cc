@@ -24,6 +24,9 @@ struct Preset {
   bool tied;
   const char* default_dtype;
   bool qwen3_sampling;  // generation_config.json with Qwen3's published sampling defaults
+  // Qwen3-MoE (num_experts > 0): experts, top-k, expert width, norm_topk_prob.
+  int64_t experts = 0, experts_per_tok = 0, moe_intermediate = 0;
+  bool norm_topk_prob = false;
 };
 
 // Full-size presets copy the published Qwen3 configs; tiny ones keep each family's features
@@ -41,6 +44,11 @@ constexpr Preset kPresets[] = {
      "bfloat16", true},
     {"qwen3-1.7b", ModelFamily::kQwen3, 2048, 28, 16, 8, 128, 6144, 40960, 1e6, 1e-6, true,
      "bfloat16", true},
+    // Qwen3-MoE: a tiny one (4 experts, top-2) and Qwen3-30B-A3B's published shape.
+    {"tiny-moe", ModelFamily::kQwen3, 64, 2, 4, 2, 16, 128, 4096, 1e6, 1e-6, false, "float32",
+     false, 4, 2, 32, true},
+    {"qwen3-30b-a3b", ModelFamily::kQwen3, 2048, 48, 32, 4, 128, 6144, 40960, 1e6, 1e-6, false,
+     "bfloat16", true, 128, 8, 768, true},
 };
 
 const Preset* find_preset(const std::string& name) {
@@ -162,6 +170,13 @@ ModelConfig init_preset_config(const std::string& name) {
   c.rms_norm_eps = p->rms_norm_eps;
   c.tie_word_embeddings = p->tied;
   c.torch_dtype = p->default_dtype;
+  if (p->experts > 0) {
+    c.architecture = "Qwen3MoeForCausalLM", c.model_type = "qwen3_moe";
+    c.num_experts = p->experts;
+    c.num_experts_per_tok = p->experts_per_tok;
+    c.moe_intermediate_size = p->moe_intermediate;
+    c.norm_topk_prob = p->norm_topk_prob;
+  }
   return c;
 }
 

@@ -54,6 +54,9 @@ struct TrainStepOptions {
   float lora_dropout = 0.0f;
   uint64_t dropout_seed = 0;
   int64_t loss_chunk = 1024;  // rows of logits materialised at once by the fused LM-head loss
+  // MoE models: this batch's load-balancing loss enters the step's loss as
+  // router_aux_weight * aux (HF's router_aux_loss_coef times the batch's share of the step).
+  float router_aux_weight = 0.0f;
 };
 
 // "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.
@@ -109,6 +112,9 @@ class Transformer {
   // Mean cross-entropy (SFT/PT) with opt.grad_scale: the loss statistics of the batch.
   LossStats train_step(const TrainBatch& batch, ModelGrads& grads, const TrainStepOptions& opt);
   LossStats eval_loss(const TrainBatch& batch, int64_t loss_chunk = 1024);
+  // The load-balancing loss of the last train_step's batch (HF's aux loss, before its
+  // coefficient): E * sum_e f_e P_e over every MoE layer's tokens; 0 for models without experts.
+  double router_aux_loss() const { return router_aux_loss_; }
 
  private:
   Device& dev_;
@@ -117,9 +123,11 @@ class Transformer {
   ModelWeights w_;
   ModelWeights base_w_;
   Tensor inv_freq_;  // [D/2] f32 on the device
+  double router_aux_loss_ = 0;
 
   struct AttentionActs;
   struct DenseMlpActs;
+  struct MoeActs;
   struct LayerActs;
   struct BatchCtx;
   struct Activations;
@@ -139,6 +147,12 @@ class Transformer {
                          const TrainStepOptions& opt);
   void dense_mlp_backward(size_t l, DenseMlpActs& a, const Tensor& h, const Tensor& dout,
                           const Tensor& dh, DenseMlpGrads& g, const TrainStepOptions& opt);
+  // Sparse MoE block (moe_mlp.cc): out = sum over the top-k experts e of token t of
+  // w[t, e] * expert_e(h[t]), computed grouped by expert.
+  void moe_forward(size_t l, const Tensor& h, MoeActs& a, const Tensor& out,
+                   const TrainStepOptions& opt);
+  void moe_backward(size_t l, const BatchCtx& b, MoeActs& a, const Tensor& h, const Tensor& dout,
+                    const Tensor& dh, MoeGrads& g, const TrainStepOptions& opt);
   // Embedding and every layer without keeping activations (generation, evaluation): the final
   // residual stream.
   Tensor forward_no_save(const BatchCtx& b);
@@ -149,6 +163,9 @@ class Transformer {
   void backward(const BatchCtx& b, Activations& acts, const Tensor& dy, ModelGrads& grads,
                 const TrainStepOptions& opt);
   BatchCtx train_ctx(const TrainBatch& batch);
+  // The load-balancing loss of a forward's routing, and d (weight * aux) / d p per expert into
+  // dprob (left empty when weight is 0).
+  double router_aux(const Activations& acts, float weight, std::vector<float>& dprob) const;
   Tensor f32_copy(const Tensor& t);
 };
 

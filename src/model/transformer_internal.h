@@ -15,6 +15,18 @@ struct Transformer::DenseMlpActs {
   Tensor gate, up, act;  // act = silu(gate) * up
 };
 
+// Routing of one MoE layer's tokens (host) and the expert activations, rows grouped by expert:
+// row j of xg/gate/up/act is token perm_tok[j] in its slot slot_of[j] (= t * k + s).
+struct Transformer::MoeActs {
+  std::vector<float> probs;     // [T, E] softmax of the router logits
+  std::vector<int32_t> top;     // [T, k] selected experts, by descending probability
+  std::vector<float> weights;   // [T, k] their routing weights (renormalised when norm_topk_prob)
+  std::vector<int64_t> offsets;  // [E + 1] expert e owns rows [offsets[e], offsets[e + 1])
+  std::vector<int32_t> slot_of;  // [T k]
+  Tensor perm_tok, perm_w;       // device: i32 [T k] token of each row, f32 [T k] its weight
+  Tensor xg, gate, up, act, act_w;  // [T k, H], [T k, Ie] x3, act_w = weight * act
+};
+
 struct Transformer::LayerActs {
   Tensor x_in;       // layer input (residual stream)
   Tensor h1, rstd1;  // input_layernorm output, its 1/rms
@@ -22,6 +34,7 @@ struct Transformer::LayerActs {
   Tensor h2, rstd2;  // post_attention_layernorm output, its 1/rms
   AttentionActs attn;
   DenseMlpActs mlp;
+  MoeActs moe;
 };
 
 // A training forward: the residual stream at every layer boundary, and each layer's activations
@@ -29,6 +42,10 @@ struct Transformer::LayerActs {
 struct Transformer::Activations {
   std::vector<Tensor> xs;  // xs[l]: input of layer l; xs[L]: the final residual stream
   std::vector<LayerActs> layers;
+  // Over all MoE layers' tokens: (token, slot) picks and summed probabilities per expert, rows
+  // counted (the load-balancing loss's f_e and P_e before division).
+  std::vector<double> router_picks, router_prob_sum;
+  int64_t router_rows = 0;
 };
 
 struct Transformer::BatchCtx {
@@ -41,10 +58,13 @@ struct Transformer::BatchCtx {
   std::vector<std::pair<int64_t, int64_t>> samples;
   Tensor targets;  // i32 [T] on the device
   std::vector<int32_t> host_targets;
+  // Training with the load-balancing loss: d (weight * aux) / d p[row, e] for every MoE layer's
+  // router probabilities (the same for all rows); empty without it.
+  std::vector<float> router_aux_dprob;
 };
 
 // A distinct, reproducible dropout seed per (step seed, layer, projection).
 uint64_t projection_seed(uint64_t seed, size_t layer, int proj);
-enum ProjectionId { kProjQ, kProjK, kProjV, kProjO, kProjGate, kProjUp, kProjDown };
+enum ProjectionId { kProjQ, kProjK, kProjV, kProjO, kProjGate, kProjUp, kProjDown, kProjRouter };
 
 }  // namespace swiftlet

@@ -39,6 +39,9 @@ void Transformer::layer_forward(size_t l, const BatchCtx& b, const Tensor& x, La
     case MlpKind::kDense:
       dense_mlp_forward(l, a.h2, a.mlp, o, opt);
       break;
+    case MlpKind::kMoe:
+      moe_forward(l, a.h2, a.moe, o, opt);
+      break;
   }
   dev_.add(out, a.x_mid, o);  // out = x_mid + mlp
 }
@@ -53,6 +56,9 @@ void Transformer::layer_backward(size_t l, const BatchCtx& b, LayerActs& a, cons
   switch (L.kind.mlp) {
     case MlpKind::kDense:
       dense_mlp_backward(l, a.mlp, a.h2, dy, dh2, g.mlp, opt);
+      break;
+    case MlpKind::kMoe:
+      moe_backward(l, b, a.moe, a.h2, dy, dh2, g.moe, opt);
       break;
   }
   Tensor dx_mid = f32_copy(dy);

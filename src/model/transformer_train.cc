@@ -36,12 +36,43 @@ void Transformer::forward_keep(const BatchCtx& b, Activations& acts, const Train
   acts.layers.assign(opt.gradient_checkpointing ? 1 : L, LayerActs());
   acts.xs[0] = dev_.empty({b.T, H}, DType::kF32);
   dev_.embedding_forward(acts.xs[0], b.ids, w_.embed_tokens);
+  const int64_t E = config_.num_experts;
+  acts.router_picks.assign(size_t(E), 0.0);
+  acts.router_prob_sum.assign(size_t(E), 0.0);
+  acts.router_rows = 0;
   for (size_t l = 0; l < L; ++l) {
     acts.xs[l + 1] = dev_.empty({b.T, H}, DType::kF32);
     LayerActs& a = acts.layers[opt.gradient_checkpointing ? 0 : l];
     layer_forward(l, b, acts.xs[l], a, acts.xs[l + 1], true, opt);
+    if (w_.layers[l].kind.mlp == MlpKind::kMoe) {
+      for (int32_t e : a.moe.top) acts.router_picks[size_t(e)] += 1;
+      for (int64_t t = 0; t < b.T; ++t)
+        for (int64_t e = 0; e < E; ++e)
+          acts.router_prob_sum[size_t(e)] += a.moe.probs[size_t(t * E + e)];
+      acts.router_rows += b.T;
+    }
     if (opt.gradient_checkpointing) a = LayerActs();  // keep only the layer inputs
   }
+}
+
+double Transformer::router_aux(const Activations& acts, float weight,
+                               std::vector<float>& dprob) const {
+  // HF's load_balancing_loss_func on the router logits of all MoE layers concatenated (N rows):
+  // aux = E * sum_e f_e P_e, f_e = picks_e / N (not differentiated), P_e = sum_rows p_e / N.
+  dprob.clear();
+  if (acts.router_rows == 0) return 0;
+  const int64_t E = config_.num_experts;
+  const double N = double(acts.router_rows);
+  double aux = 0;
+  for (int64_t e = 0; e < E; ++e)
+    aux += (acts.router_picks[size_t(e)] / N) * (acts.router_prob_sum[size_t(e)] / N);
+  aux *= double(E);
+  if (weight != 0.0f) {
+    dprob.resize(size_t(E));
+    for (int64_t e = 0; e < E; ++e)
+      dprob[size_t(e)] = float(double(weight) * double(E) * (acts.router_picks[size_t(e)] / N) / N);
+  }
+  return aux;
 }
 
 void Transformer::backward(const BatchCtx& b, Activations& acts, const Tensor& dy_last,
@@ -182,6 +213,7 @@ void Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
   BatchCtx b = train_ctx(batch);
   Activations acts;
   forward_keep(b, acts, opt);
+  router_aux_loss_ = router_aux(acts, opt.router_aux_weight, b.router_aux_dprob);
   Tensor dy = dev_.zeros({b.T, config_.hidden_size}, DType::kF32);
   head(acts.xs.back(), b, dy, &grads, objective, opt.loss_chunk);
   backward(b, acts, dy, grads, opt);

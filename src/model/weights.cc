@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace swiftlet {
 
 namespace {
@@ -63,10 +65,31 @@ void visit_dense_mlp(const ModelConfig& c, Emit& e, DenseMlpWeights* w, DenseMlp
            g ? &g->down_proj : nullptr);
 }
 
+void visit_moe(const ModelConfig& c, Emit& e, MoeWeights* w, MoeGrads* g) {
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts;
+  if (w) w->experts.resize(size_t(E));
+  if (g) g->experts.resize(size_t(E));
+  e.linear("mlp.gate", "gate", E, H, false, w ? &w->gate : nullptr, g ? &g->gate : nullptr);
+  for (int64_t x = 0; x < E; ++x) {
+    DenseMlpWeights* W = w ? &w->experts[size_t(x)] : nullptr;
+    DenseMlpGrads* G = g ? &g->experts[size_t(x)] : nullptr;
+    const std::string p = fmt::format("mlp.experts.{}.", x);
+    e.linear(p + "gate_proj", "gate_proj", I, H, false, W ? &W->gate_proj : nullptr,
+             G ? &G->gate_proj : nullptr);
+    e.linear(p + "up_proj", "up_proj", I, H, false, W ? &W->up_proj : nullptr,
+             G ? &G->up_proj : nullptr);
+    e.linear(p + "down_proj", "down_proj", H, I, false, W ? &W->down_proj : nullptr,
+             G ? &G->down_proj : nullptr);
+  }
+}
+
 }  // namespace
 
 std::vector<LayerKind> layer_kinds(const ModelConfig& c) {
-  return std::vector<LayerKind>(size_t(c.num_hidden_layers), LayerKind{});
+  std::vector<LayerKind> kinds(size_t(c.num_hidden_layers), LayerKind{});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    if (c.is_moe_layer(i)) kinds[size_t(i)].mlp = MlpKind::kMoe;
+  return kinds;
 }
 
 std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, ModelGrads* g) {
@@ -99,6 +122,9 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
       case MlpKind::kDense:
         visit_dense_mlp(c, e, L ? &L->mlp : nullptr, G ? &G->mlp : nullptr);
         break;
+      case MlpKind::kMoe:
+        visit_moe(c, e, L ? &L->moe : nullptr, G ? &G->moe : nullptr);
+        break;
     }
   }
   top.tensor("model.norm.weight", {H}, WeightKind::kNorm, w ? &w->norm : nullptr,
@@ -117,6 +143,42 @@ std::vector<WeightSlot> module_slots(const ModelConfig& c, ModelWeights* w, Mode
   for (auto& s : weight_slots(c, w, g))
     if (s.is_module()) out.push_back(std::move(s));
   return out;
+}
+
+void split_fused_experts(const ModelConfig& c, std::map<std::string, Tensor>& weights) {
+  if (!c.moe()) return;
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts;
+  const std::vector<LayerKind> kinds = layer_kinds(c);
+  for (size_t l = 0; l < kinds.size(); ++l) {
+    if (kinds[l].mlp != MlpKind::kMoe) continue;
+    const std::string p = fmt::format("model.layers.{}.mlp.experts.", l);
+    auto take = [&](const std::string& name, Shape want) -> Tensor {
+      auto it = weights.find(p + name);
+      if (it == weights.end()) return Tensor();
+      if (it->second.shape() != want)
+        throw Error(fmt::format("model weight {}{} has shape {}, expected {}", p, name,
+                                shape_str(it->second.shape()), shape_str(want)));
+      Tensor t = it->second;
+      weights.erase(it);
+      return t;
+    };
+    Tensor gate_up = take("gate_up_proj", {E, 2 * I, H});
+    Tensor down = take("down_proj", {E, H, I});
+    if (!gate_up.defined() && !down.defined()) continue;
+    if (!gate_up.defined() || !down.defined())
+      throw Error(fmt::format("layer {} stores only one of {}gate_up_proj and {}down_proj", l, p,
+                              p));
+    if (weights.count(p + "0.gate_proj.weight"))
+      throw Error(fmt::format("layer {} stores its experts both fused ({}gate_up_proj) and per "
+                              "expert ({}0.gate_proj.weight)",
+                              l, p, p));
+    for (int64_t e = 0; e < E; ++e) {
+      Tensor gu = gate_up.slice(e, e + 1).view({2 * I, H});
+      weights[fmt::format("{}{}.gate_proj.weight", p, e)] = gu.slice(0, I);
+      weights[fmt::format("{}{}.up_proj.weight", p, e)] = gu.slice(I, 2 * I);
+      weights[fmt::format("{}{}.down_proj.weight", p, e)] = down.slice(e, e + 1).view({H, I});
+    }
+  }
 }
 
 int64_t count_parameters(const ModelConfig& c) {

@@ -7,6 +7,7 @@
 // A decoder layer is a token mixer (full attention now; linear attention next) plus an MLP (dense
 // now; mixture of experts next), each chosen per layer from the config (layer_kinds()).
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,7 @@
 namespace swiftlet {
 
 enum class MixerKind { kFullAttention };
-enum class MlpKind { kDense };
+enum class MlpKind { kDense, kMoe };
 
 struct LayerKind {
   MixerKind mixer = MixerKind::kFullAttention;
@@ -25,7 +26,8 @@ struct LayerKind {
 };
 
 // Per layer, from the config: config.json "layer_types" ("full_attention"; other types are refused
-// by parse_model_config until they are implemented), dense MLPs.
+// by parse_model_config until they are implemented); a sparse MoE block where
+// config.is_moe_layer(i) (decoder_sparse_step, mlp_only_layers), else the dense MLP.
 std::vector<LayerKind> layer_kinds(const ModelConfig& config);
 
 // Full (causal, grouped-query) self-attention: q/k/v/o projections, Qwen3's per-head q/k norms.
@@ -46,11 +48,24 @@ struct DenseMlpGrads {
   LinearGrads gate_proj, up_proj, down_proj;
 };
 
+// Sparse mixture of experts (Qwen3-MoE): a router (`gate`, [E, H], no bias) picks the top-k of E
+// SwiGLU experts of width moe_intermediate_size per token; each expert is stored as its own three
+// projections (the hub's per-expert form; the fused form is split on load).
+struct MoeWeights {
+  Linear gate;                          // router [E, H]
+  std::vector<DenseMlpWeights> experts;  // [E]
+};
+struct MoeGrads {
+  LinearGrads gate;
+  std::vector<DenseMlpGrads> experts;
+};
+
 struct LayerWeights {
   LayerKind kind;
   Tensor input_layernorm, post_attention_layernorm;  // [H]
   AttentionWeights attn;                             // kind.mixer == kFullAttention
   DenseMlpWeights mlp;                               // kind.mlp == kDense
+  MoeWeights moe;                                    // kind.mlp == kMoe
 };
 
 struct ModelWeights {
@@ -66,6 +81,7 @@ struct LayerGrads {
   Tensor input_layernorm, post_attention_layernorm;
   AttentionGrads attn;
   DenseMlpGrads mlp;
+  MoeGrads moe;
 };
 struct ModelGrads {
   Tensor embed_tokens;
@@ -106,7 +122,9 @@ using WeightSpec = WeightSlot;
 // self_attn.{q,k,v}_proj.weight [Hq*D, H] / [Hkv*D, H], each followed by its .bias when
 // attention_bias, self_attn.o_proj.weight [H, Hq*D] (+ .bias when o_proj_bias),
 // self_attn.{q,k}_norm.weight [D] when qk_norm); post_attention_layernorm.weight [H]; the MLP's
-// (dense: mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]); model.norm.weight [H];
+// (dense: mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]; MoE: the router
+// mlp.gate.weight [E, H], then per expert e mlp.experts.e.{gate,up}_proj.weight [Ie, H] and
+// mlp.experts.e.down_proj.weight [H, Ie]); model.norm.weight [H];
 // lm_head.weight [V, H] unless tie_word_embeddings (a tied lm_head is not listed); a sequence
 // classifier has score.weight [num_labels, H] instead of any LM head.
 // With `w` / `g`, their layer vectors are sized (and kinds set) and the slots point into them.
@@ -119,6 +137,13 @@ inline std::vector<WeightSpec> model_weight_specs(const ModelConfig& config) {
 // The projection-matrix slots of weight_slots() (LoRA targets), in the same order.
 std::vector<WeightSlot> module_slots(const ModelConfig& config, ModelWeights* w = nullptr,
                                      ModelGrads* g = nullptr);
+
+// A Qwen3-MoE checkpoint may store each layer's experts fused (transformers 5's in-memory form):
+// mlp.experts.gate_up_proj [E, 2 Ie, H] (rows 0..Ie-1 gate, Ie..2Ie-1 up) and
+// mlp.experts.down_proj [E, H, Ie]. Replaces such tensors in `weights` by the per-expert ones
+// weight_slots() names (views of the same memory); Error on a fused tensor of the wrong shape or
+// on a layer holding both forms. No-op for models without experts.
+void split_fused_experts(const ModelConfig& config, std::map<std::string, Tensor>& weights);
 
 // Number of parameters (elements) of all weights of the model.
 int64_t count_parameters(const ModelConfig& config);

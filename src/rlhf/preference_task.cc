@@ -378,6 +378,7 @@ int64_t PreferenceTask::train_micro(Transformer& model, ModelGrads& grads,
   for (size_t i : samples) rows.push_back(&train_[i]);
   TrainStepOptions o = opt;
   o.lora_dropout = 0.0f;  // TRL disables dropout for the offline preference trainers
+  o.router_aux_weight = opt.router_aux_weight * grad_scale_;  // mean over the micro-batches
   return run(model, &grads, rows, o, grad_scale_, metrics);
 }
 

@@ -66,8 +66,15 @@ int64_t SftTask::train_micro(Transformer& model, ModelGrads& grads, std::span<co
                              const TrainStepOptions& opt, Metrics& metrics) {
   const TrainBatch batch = batch_of(train_, samples);
   CrossEntropyObjective ce(grad_scale_);
-  model.train_step(batch, grads, opt, ce);
+  // The load-balancing loss of each micro-batch weighs as its share of the step's target tokens,
+  // so one micro-batch per step gives HF's loss = CE + coef * aux exactly.
+  TrainStepOptions o = opt;
+  int64_t targets = 0;
+  for (int32_t t : batch.targets) targets += t != kIgnoreIndex;
+  o.router_aux_weight = opt.router_aux_weight * float(targets) * grad_scale_;
+  model.train_step(batch, grads, o, ce);
   add_metrics(metrics, ce);
+  if (opt.router_aux_weight > 0) metrics.add("aux_loss", model.router_aux_loss(), 1.0);
   return int64_t(batch.input_ids.size());
 }
 

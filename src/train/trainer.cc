@@ -119,6 +119,14 @@ class TrainLoop {
 // The model, the trainable parameters in flat buckets, and the optimizer over them.
 void TrainLoop::setup_model() {
   full_ = a_.tuner_type == "full";
+  if (a_.router_aux_loss_coef < 0)
+    throw Error(fmt::format("--router_aux_loss_coef must not be negative, got {}",
+                            a_.router_aux_loss_coef));
+  if (a_.router_aux_loss_coef > 0 && !folder_.config.moe())
+    throw Error(fmt::format("--router_aux_loss_coef applies to mixture-of-experts models, and {} "
+                            "has no experts",
+                            folder_.config.architecture),
+                "drop --router_aux_loss_coef");
   const DType base_dtype =
       full_ ? DType::kF32
             : (a_.torch_dtype.empty() ? parse_torch_dtype(folder_.config.torch_dtype)
@@ -213,6 +221,7 @@ void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>&
   TrainStepOptions so;
   so.gradient_checkpointing = a_.gradient_checkpointing;
   so.lora_dropout = full_ ? 0.0f : float(adapter_->config().dropout);
+  so.router_aux_weight = float(a_.router_aux_loss_coef);  // the task splits it over micro-batches
   for (size_t m = 0; m < micro.size(); ++m) {
     so.dropout_seed = step_seed(a_.seed, step, m);
     win_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);

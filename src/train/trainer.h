@@ -41,6 +41,8 @@ struct TrainArgs {
   int64_t save_total_limit = -1;  // -1: keep all
   bool save_only_model = false;
   bool gradient_checkpointing = true;
+  // MoE models: weight of the router load-balancing loss added to the training loss (0: none).
+  double router_aux_loss_coef = 0.0;
   uint64_t seed = 42;
   uint64_t data_seed = 42;
   std::string resume_from_checkpoint;

@@ -207,6 +207,13 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   if (j.contains("bias") && j["bias"].is_string() && j["bias"] != "none")
     throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where,
                             j["bias"].get<std::string>()));
+  if (j.contains("target_parameters") && j["target_parameters"].is_array() &&
+      !j["target_parameters"].empty())
+    throw Error(fmt::format("{}: target_parameters (LoRA on fused expert parameters) is not "
+                            "supported",
+                            where),
+                "train the adapter with per-expert target_modules (gate_proj up_proj down_proj), "
+                "as PEFT does on transformers 4 Qwen3-MoE models");
   for (const char* k : {"rank_pattern", "alpha_pattern"})
     if (j.contains(k) && j[k].is_object() && !j[k].empty())
       throw Error(fmt::format("{}: per-module {} is not supported", where, k));

@@ -217,6 +217,38 @@ TEST_P(OpsTest, SwigluForwardAndBackward) {
   SWIFTLET_EXPECT_CLOSE(down(dU), plus(gu, du0), tol_grad(4));
 }
 
+std::vector<double> scale_rows_ref(const std::vector<double>& x, const std::vector<double>& sc,
+                                   int64_t n) {
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = sc[i / size_t(n)] * x[i];
+  return y;
+}
+
+TEST_P(OpsTest, ScaleRowsForwardAndBackward) {
+  const int64_t rows = 5, n = 37;  // vector tails
+  auto x = random_floats(rows * n, 41), sc = random_floats(rows, 42), r = random_floats(rows * n, 43);
+  Tensor X = up(x, {rows, n}), S = up(sc, {rows}), out = dev().empty({rows, n}, DType::kF32);
+  dev().scale_rows_forward(out, X, S);
+  SWIFTLET_EXPECT_CLOSE(down(out), scale_rows_ref(to_double(x), to_double(sc), n), tol_f32(1));
+  Tensor inplace = up(x, {rows, n});
+  dev().scale_rows_forward(inplace, inplace, S);  // out may alias x
+  SWIFTLET_EXPECT_CLOSE(down(inplace), scale_rows_ref(to_double(x), to_double(sc), n), tol_f32(1));
+  auto dx0 = random_floats(rows * n, 44), ds0 = random_floats(rows, 45);
+  Tensor dX = up(dx0, {rows, n}), dS = up(ds0, {rows});
+  dev().scale_rows_backward(dX, dS, up(r, {rows, n}), X, S);
+  auto gx = numeric_grad(to_double(x), [&](const auto& xv) {
+    return project(scale_rows_ref(xv, to_double(sc), n), r);
+  });
+  auto gs = numeric_grad(to_double(sc), [&](const auto& sv) {
+    return project(scale_rows_ref(to_double(x), sv, n), r);
+  });
+  SWIFTLET_EXPECT_CLOSE(down(dX), plus(gx, dx0), tol_grad(1));
+  SWIFTLET_EXPECT_CLOSE(down(dS), plus(gs, ds0), tol_grad(n));
+  Tensor dS_only = up(ds0, {rows});  // dx undefined: only ds
+  dev().scale_rows_backward(Tensor(), dS_only, up(r, {rows, n}), X, S);
+  SWIFTLET_EXPECT_CLOSE(down(dS_only), plus(gs, ds0), tol_grad(n));
+}
+
 double logsumexp(const double* x, int64_t n) {
   double m = -INFINITY, s = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);

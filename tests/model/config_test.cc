@@ -171,12 +171,14 @@ TEST(ModelConfig, LayerTypesFullAttentionOnly) {
 
 TEST(ModelConfig, RefusesUnsupportedModels) {
   Json j = base(kQwen3);
-  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  j["architectures"] = {"Qwen3NextForCausalLM"};
   EXPECT_ERROR_HAS(parse(j),
-                   "cfg.json: architecture Qwen3MoeForCausalLM is not supported (supported: "
-                   "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                   "cfg.json: architecture Qwen3NextForCausalLM is not supported (supported: "
+                   "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, "
                    "LlamaForSequenceClassification, Qwen2ForSequenceClassification, "
-                   "Qwen3ForSequenceClassification)");
+                   "Qwen3ForSequenceClassification, Qwen3MoeForSequenceClassification)");
+  j["architectures"] = {"Qwen3MoeForCausalLM"};
+  EXPECT_ERROR_HAS(parse(j), "model_type 'qwen3' does not match architecture Qwen3MoeForCausalLM");
 
   j = base(kQwen3);
   j["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};

@@ -1,5 +1,5 @@
 """Independent reference for swiftlet's transformer: a plain PyTorch re-implementation of the
-Llama / Qwen2 / Qwen3 decoder, reading a Hugging Face folder (config.json + safetensors) without
+Llama / Qwen2 / Qwen3 / Qwen3-MoE decoder, reading a Hugging Face folder (config.json + safetensors) without
 the transformers library (only torch 1.13 is available), in float64.
 
 usage: torch_model.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
@@ -11,7 +11,14 @@ BATCH_JSON: {"input_ids": [...], "targets": [...], "samples": [[first, len], ...
 samples, positions restarting, -100 = no target). Computes the mean cross-entropy over target
 tokens and writes the gradient of every weight (full training) or of every LoRA A/B (with an
 adapter, named as in adapter_model.safetensors) as f32 safetensors, plus "loss" as a 1-element
-tensor.
+tensor. BATCH_JSON may hold "router_aux_loss_coef": the loss becomes CE + coef * aux with
+Qwen3-MoE's load-balancing loss (also written, as "aux").
+
+Qwen3-MoE (written from transformers' Qwen3MoeSparseMoeBlock / load_balancing_loss_func): layer i
+is sparse iff num_experts > 0, i not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0;
+p = softmax(router logits), top-k of p, optional renormalisation (norm_topk_prob), and the
+selected experts' SwiGLU outputs weighted and summed (a loop over hit experts with index_add_).
+Experts may be stored per expert or fused (mlp.experts.gate_up_proj / down_proj).
 """
 import json
 import math
@@ -49,7 +56,57 @@ def load_weights(folder):
     w = {}
     for f in files:
         w.update(load_safetensors(os.path.join(folder, f)))
+    # Fused experts -> per expert: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
+    for name in [n for n in w if n.endswith(".mlp.experts.gate_up_proj")]:
+        base = name[: -len("gate_up_proj")]
+        gu, down = w.pop(name), w.pop(base + "down_proj")
+        inter = gu.shape[1] // 2
+        for e in range(gu.shape[0]):
+            w[f"{base}{e}.gate_proj.weight"] = gu[e, :inter].clone()
+            w[f"{base}{e}.up_proj.weight"] = gu[e, inter:].clone()
+            w[f"{base}{e}.down_proj.weight"] = down[e].clone()
     return w
+
+
+def is_sparse_layer(cfg, i):
+    experts = cfg.get("num_experts", 0) if cfg["architectures"][0].startswith("Qwen3Moe") else 0
+    only = cfg.get("mlp_only_layers") or []
+    return experts > 0 and i not in only and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
+
+
+def moe_block(cfg, lin, h, router_logits):
+    """Qwen3MoeSparseMoeBlock on h [T, H]; appends the raw router logits."""
+    E, k = cfg["num_experts"], cfg["num_experts_per_tok"]
+    logits = lin("mlp.gate", h)
+    router_logits.append(logits)
+    probs = torch.softmax(logits, dim=-1)
+    weights, chosen = torch.topk(probs, k, dim=-1)
+    if cfg.get("norm_topk_prob", False):
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(h)
+    hit = torch.nn.functional.one_hot(chosen, num_classes=E).permute(2, 1, 0)  # [E, k, T]
+    for e in range(E):
+        slot, tok = torch.where(hit[e])
+        if tok.numel() == 0:
+            continue
+        x = h[tok]
+        p = f"mlp.experts.{e}."
+        y = lin(p + "down_proj", torch.nn.functional.silu(lin(p + "gate_proj", x)) * lin(p + "up_proj", x))
+        out.index_add_(0, tok, y * weights[tok, slot, None])
+    return out
+
+
+def load_balancing_loss(cfg, router_logits):
+    """transformers' load_balancing_loss_func without a padding mask: the layers' logits
+    concatenated along tokens, E * sum_e (fraction of (token, slot) picks of e) * (mean p_e)."""
+    E, k = cfg["num_experts"], cfg["num_experts_per_tok"]
+    z = torch.cat(router_logits, dim=0)
+    p = torch.softmax(z, dim=-1)
+    _, sel = torch.topk(p, k, dim=-1)
+    mask = torch.nn.functional.one_hot(sel, E).to(p.dtype)  # [N, k, E]
+    tokens_per_expert = mask.mean(dim=0)                      # [k, E]
+    prob_per_expert = p.mean(dim=0)                           # [E]
+    return E * (tokens_per_expert * prob_per_expert[None, :]).sum()
 
 
 def inv_freq(cfg, head_dim):
@@ -97,12 +154,14 @@ def lora_delta(lora, name, h):
     return lora["scale"] * (h @ a.T) @ b.T
 
 
-def forward_packed(cfg, w, ids, samples, lora=None, hidden=None):
+def forward_packed(cfg, w, ids, samples, lora=None, hidden=None, router_logits=None):
     H = cfg["hidden_size"]
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     hd = cfg.get("head_dim") or H // nh
     eps = cfg["rms_norm_eps"]
-    qwen3 = cfg["architectures"][0] == "Qwen3ForCausalLM"
+    qwen3 = cfg["architectures"][0] in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+    if router_logits is None:
+        router_logits = []
     T = len(ids)
     x = w["model.embed_tokens.weight"][torch.tensor(ids)]
     pos = torch.zeros(T, dtype=torch.float64)
@@ -143,6 +202,9 @@ def forward_packed(cfg, w, ids, samples, lora=None, hidden=None):
         a = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * hd)
         x = x + lin("self_attn.o_proj", a)
         h = rms(x, w[p + "post_attention_layernorm.weight"], eps)
+        if is_sparse_layer(cfg, i):
+            x = x + moe_block(cfg, lin, h, router_logits)
+            continue
         g = lin("mlp.gate_proj", h)
         u = lin("mlp.up_proj", h)
         x = x + lin("mlp.down_proj", torch.nn.functional.silu(g) * u)
@@ -208,8 +270,8 @@ def grads_main(folder, batch_json, out, adapter=None):
         for t in w.values():
             t.requires_grad_(True)
         params = w
-    hidden = []
-    logits = forward_packed(cfg, w, batch["input_ids"], batch["samples"], lora, hidden)
+    hidden, router_logits = [], []
+    logits = forward_packed(cfg, w, batch["input_ids"], batch["samples"], lora, hidden, router_logits)
     targets = torch.tensor(batch["targets"])
     keep = targets != -100
     obj = batch.get("objective")
@@ -217,9 +279,14 @@ def grads_main(folder, batch_json, out, adapter=None):
         loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
     else:
         loss = objective_loss(obj, logits, hidden[0], targets, keep, batch["samples"])
+    aux = load_balancing_loss(cfg, router_logits) if router_logits else torch.zeros((), dtype=torch.float64)
+    coef = batch.get("router_aux_loss_coef", 0.0)
+    if coef:
+        loss = loss + coef * aux
     loss.backward()
     out_t = {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in params.items()}
     out_t["loss"] = loss.detach().reshape(1)
+    out_t["aux"] = aux.detach().reshape(1)
     save_safetensors(out, out_t)
 
 

@@ -267,6 +267,47 @@ TEST_F(EngineTest, FullQueueRefusesAndStopStringsCut) {
 
 // The sampler's large-vocabulary paths (no top-k: one pass for the whole distribution, a growing
 // sorted prefix for top-p / min-p) against the plain definition: softmax, sort, cut, renormalise.
+// A mixture-of-experts model in continuous batching: requests joining a running batch (their
+// tokens routed together with the others') get exactly their solo tokens.
+TEST(EngineMoe, RequestsSharingStepsGetTheirSoloTokens) {
+  RuntimeOptions ro;
+  ro.model = testing::tiny_model("tiny-moe");
+  ro.threads = 2;
+  Runtime rt(ro);
+  auto request = [&](const std::string& text, int64_t max_new, double temperature, uint64_t seed) {
+    GenerationRequest r;
+    r.prompt = rt.tokenizer().encode(text);
+    r.max_new_tokens = max_new;
+    r.sampling.temperature = temperature;
+    r.sampling.top_k = temperature > 0 ? 50 : 0;
+    r.seed = seed;
+    r.stop_token_ids = rt.stop_token_ids();
+    return r;
+  };
+  std::vector<GenerationRequest> reqs = {request("a long first prompt that takes steps", 16, 0, 1),
+                                         request("second", 12, 1.0, 7),
+                                         request("third, sampled", 10, 0.8, 9)};
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& r : reqs) {
+    Engine e(rt.model(), rt.decoder_factory(), {});
+    expected.push_back(e.generate(r).tokens);
+  }
+  EngineOptions o;
+  o.max_batch_size = 3;
+  o.prefill_chunk = 4;
+  Engine e(rt.model(), rt.decoder_factory(), o);
+  std::vector<GenerationOutput> got(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    GenerationCallbacks cb;
+    cb.on_finish = [&got, i](const GenerationOutput& out) { got[i] = out; };
+    e.submit(reqs[i], cb);
+    e.step();
+  }
+  while (e.step()) {
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].tokens, expected[i]) << "request " << i;
+}
+
 TEST(SamplerLargeVocabulary, TopPAndMinPKeepExactlyTheReferenceSet) {
   const int V = 2000;
   Rng gen(3);

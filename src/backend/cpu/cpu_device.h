@@ -55,6 +55,9 @@ class CpuDevice : public Device {
   void attention_backward(const Tensor& dq, const Tensor& dout, const Tensor& q, const Tensor& out,
                           const Tensor& lse, std::span<const AttnSegment> segments,
                           float scale) override;
+  void scale_rows_forward(const Tensor& out, const Tensor& x, const Tensor& s) override;
+  void scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout, const Tensor& x,
+                           const Tensor& s) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;

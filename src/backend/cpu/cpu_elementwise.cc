@@ -206,6 +206,66 @@ void CpuDevice::embedding_backward(const Tensor& dtable, const Tensor& dout, con
            });
 }
 
+void CpuDevice::scale_rows_forward(const Tensor& out, const Tensor& x, const Tensor& sc) {
+  for (const Tensor* t : {&out, &x, &sc}) {
+    check_here("scale_rows_forward", *t);
+    expect_dtype("scale_rows_forward", "argument", *t, DType::kF32);
+  }
+  SWIFTLET_CHECK(x.ndim() == 2 && sc.ndim() == 1 && sc.dim(0) == x.dim(0),
+                 "scale_rows_forward: x {} s {}", x.describe(), sc.describe());
+  expect_shape("scale_rows_forward", "out", out, x.shape());
+  const int64_t rows = x.dim(0), n = x.dim(1);
+  float *o = f32(out), *xp = f32(x), *sp = f32(sc);
+  parallel(pool(), rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(n, 1)),
+           [&](int64_t lo, int64_t hi) {
+             for (int64_t r = lo; r < hi; ++r) {
+               const s::V sv = s::set1(sp[r]);
+               float *dst = o + r * n, *src = xp + r * n;
+               int64_t i = 0;
+               for (; i + W <= n; i += W) s::store(dst + i, s::mul(sv, s::load(src + i)));
+               for (; i < n; ++i) dst[i] = sp[r] * src[i];
+             }
+           });
+}
+
+void CpuDevice::scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout,
+                                    const Tensor& x, const Tensor& sc) {
+  for (const Tensor* t : {&dx, &ds, &dout, &x, &sc}) {
+    if (!t->defined()) continue;
+    check_here("scale_rows_backward", *t);
+    expect_dtype("scale_rows_backward", "argument", *t, DType::kF32);
+  }
+  SWIFTLET_CHECK(x.ndim() == 2 && sc.ndim() == 1 && sc.dim(0) == x.dim(0),
+                 "scale_rows_backward: x {} s {}", x.describe(), sc.describe());
+  expect_shape("scale_rows_backward", "dout", dout, x.shape());
+  if (dx.defined()) expect_shape("scale_rows_backward", "dx", dx, x.shape());
+  if (ds.defined()) expect_shape("scale_rows_backward", "ds", ds, sc.shape());
+  const int64_t rows = x.dim(0), n = x.dim(1);
+  float *g = f32(dout), *xp = f32(x), *sp = f32(sc);
+  float* dxp = dx.defined() ? f32(dx) : nullptr;
+  float* dsp = ds.defined() ? f32(ds) : nullptr;
+  parallel(pool(), rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(n, 1)),
+           [&](int64_t lo, int64_t hi) {
+             for (int64_t r = lo; r < hi; ++r) {
+               const float* gr = g + r * n;
+               if (dxp) {
+                 const s::V sv = s::set1(sp[r]);
+                 float* d = dxp + r * n;
+                 int64_t i = 0;
+                 for (; i + W <= n; i += W)
+                   s::store(d + i, s::fma(sv, s::load(gr + i), s::load(d + i)));
+                 for (; i < n; ++i) d[i] = std::fma(sp[r], gr[i], d[i]);
+               }
+               if (dsp) {
+                 const float* xr = xp + r * n;
+                 double acc = 0;
+                 for (int64_t i = 0; i < n; ++i) acc += double(gr[i]) * xr[i];
+                 dsp[r] += float(acc);
+               }
+             }
+           });
+}
+
 namespace {
 inline s::V sigmoid(s::V x) {
   return s::div(s::set1(1.0f), s::add(s::set1(1.0f), s::exp(s::sub(s::zero(), x))));

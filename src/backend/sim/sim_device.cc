@@ -260,6 +260,15 @@ void SimDevice::attention_backward(const Tensor& dq, const Tensor& dout, const T
   Access access(*arena_);
   CpuDevice::attention_backward(dq, dout, q, out, lse, segments, scale);
 }
+void SimDevice::scale_rows_forward(const Tensor& out, const Tensor& x, const Tensor& s) {
+  Access access(*arena_);
+  CpuDevice::scale_rows_forward(out, x, s);
+}
+void SimDevice::scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout,
+                                    const Tensor& x, const Tensor& s) {
+  Access access(*arena_);
+  CpuDevice::scale_rows_backward(dx, ds, dout, x, s);
+}
 void SimDevice::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
   Access access(*arena_);
   CpuDevice::swiglu_forward(out, gate, up);

@@ -1,0 +1,146 @@
+// Qwen3-MoE through the binary: init the tiny MoE preset, LoRA sft with the load-balancing loss
+// (adapter keys per expert, aux_loss logged), full sft, export --merge_lora, and infer: the
+// merged folder answers exactly as the base model with the adapter attached.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/test_util.h"
+#include "model/model_fixture.h"
+
+namespace swiftlet {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+int sh(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string write_dataset(const TempDir& tmp) {
+  const std::string path = tmp / "data.jsonl";
+  std::ofstream f(path);
+  const char* words[] = {"red", "blue", "green", "cat"};
+  for (int i = 0; i < 8; ++i)
+    f << nlohmann::json{{"messages",
+                         {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 4])}},
+                          {{"role", "assistant"}, {"content", words[i % 4]}}}}}
+             .dump()
+      << "\n";
+  return path;
+}
+
+std::vector<std::string> responses(const std::string& path) {
+  std::vector<std::string> out;
+  for (const auto& r : read_jsonl(path)) out.push_back(r["response"].get<std::string>());
+  return out;
+}
+
+TEST(MoeCli, InitSftLoraMergeAndInfer) {
+  TempDir tmp;
+  const std::string model = tmp / "moe";
+  ASSERT_EQ(
+      sh(fmt::format("{} init --preset tiny-moe --tokenizer_dir {} --output_dir {} > {} 2>&1",
+                     SWIFTLET_BINARY, testing::qwen3_tokenizer_dir(), model, tmp / "init.log")),
+      0)
+      << testing::read_bytes(tmp / "init.log");
+  const nlohmann::json cfg = nlohmann::json::parse(testing::read_bytes(model + "/config.json"));
+  EXPECT_EQ(cfg["architectures"][0], "Qwen3MoeForCausalLM");
+  EXPECT_EQ(cfg["num_experts"], 4);
+  const std::string data = write_dataset(tmp);
+  const std::string sft = fmt::format(
+      "{} sft --model {} --dataset {} --output_dir {} --add_version false --max_steps 4 "
+      "--save_steps 4 --logging_steps 1 --per_device_train_batch_size 2 "
+      "--gradient_accumulation_steps 1 --learning_rate 5e-3 --lora_rank 4 --threads 2 "
+      "--router_aux_loss_coef 0.01",
+      SWIFTLET_BINARY, model, data, tmp / "lora");
+  ASSERT_EQ(sh(sft + " > " + tmp / "sft.log" + " 2>&1"), 0) << testing::read_bytes(tmp / "sft.log");
+  int aux_rows = 0;
+  for (const auto& r : read_jsonl(tmp / "lora/logging.jsonl"))
+    if (r.contains("aux_loss")) {
+      ++aux_rows;
+      // E * sum_e f_e P_e: k (2) for a uniform router, at least ~k/E of it for any.
+      EXPECT_GT(r["aux_loss"].get<double>(), 0.5);
+      EXPECT_LT(r["aux_loss"].get<double>(), 4.0 + 1e-9);
+    }
+  EXPECT_EQ(aux_rows, 4);
+  const std::string ckpt = tmp / "lora/checkpoint-4";
+  const std::string adapter = testing::read_bytes(ckpt + "/adapter_model.safetensors");
+  for (const char* key : {"base_model.model.model.layers.1.mlp.experts.3.down_proj.lora_B.weight",
+                          "base_model.model.model.layers.0.mlp.gate.lora_A.weight",
+                          "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"})
+    EXPECT_NE(adapter.find(key), std::string::npos) << key;
+
+  ASSERT_EQ(sh(fmt::format("{} export --adapters {} --merge_lora true > {} 2>&1", SWIFTLET_BINARY,
+                           ckpt, tmp / "merge.log")),
+            0)
+      << testing::read_bytes(tmp / "merge.log");
+  const std::string merged = ckpt + "-merged";
+  EXPECT_TRUE(fs::exists(merged + "/model.safetensors"));
+  EXPECT_NE(testing::read_bytes(merged + "/model.safetensors")
+                .find("model.layers.1.mlp.experts.2.up_proj.weight"),
+            std::string::npos);
+  {
+    std::ofstream f(tmp / "ask.jsonl");
+    f << R"({"query": "Say red."})"
+      << "\n"
+      << R"({"query": "Say cat."})"
+      << "\n";
+  }
+  auto infer = [&](const std::string& args, const std::string& out) {
+    return sh(
+        fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 6 "
+                    "--temperature 0 > {}.log 2>&1",
+                    SWIFTLET_BINARY, args, tmp / "ask.jsonl", out, out));
+  };
+  ASSERT_EQ(infer("--model " + merged, tmp / "merged.jsonl"), 0)
+      << testing::read_bytes(tmp / "merged.jsonl.log");
+  ASSERT_EQ(infer("--adapters " + ckpt, tmp / "adapter.jsonl"), 0)
+      << testing::read_bytes(tmp / "adapter.jsonl.log");
+  ASSERT_EQ(infer("--model " + model, tmp / "base.jsonl"), 0)
+      << testing::read_bytes(tmp / "base.jsonl.log");
+  const auto m = responses(tmp / "merged.jsonl"), a = responses(tmp / "adapter.jsonl");
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m, a);
+  EXPECT_NE(m, responses(tmp / "base.jsonl"));  // the adapter changed the model
+
+  // Full fine-tuning of every expert and router; then the run's weights load and generate.
+  ASSERT_EQ(sh(fmt::format("{} sft --model {} --dataset {} --output_dir {} --add_version false "
+                           "--tuner_type full --max_steps 2 --save_steps 2 --logging_steps 1 "
+                           "--per_device_train_batch_size 2 --gradient_accumulation_steps 1 "
+                           "--threads 2 > {} 2>&1",
+                           SWIFTLET_BINARY, model, data, tmp / "full", tmp / "full.log")),
+            0)
+      << testing::read_bytes(tmp / "full.log");
+  ASSERT_EQ(infer("--model " + tmp / "full/checkpoint-2", tmp / "full.jsonl"), 0)
+      << testing::read_bytes(tmp / "full.jsonl.log");
+}
+
+TEST(MoeCli, RouterAuxLossCoefNeedsExperts) {
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  const int rc =
+      sh(fmt::format("{} sft --model {} --dataset {} --output_dir {} --max_steps 1 "
+                     "--router_aux_loss_coef 0.01 > {} 2>&1",
+                     SWIFTLET_BINARY, testing::tiny_model("tiny"), data, tmp / "out", tmp / "log"));
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(testing::read_bytes(tmp / "log").find("applies to mixture-of-experts models"),
+            std::string::npos)
+      << testing::read_bytes(tmp / "log");
+}
+
+}  // namespace
+}  // namespace swiftlet
