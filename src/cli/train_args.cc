@@ -10,7 +10,7 @@ static std::map<std::string, std::string> parse_columns(const std::string& text)
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error&) {
+  } catch (const nlohmann::json::exception&) {
     throw Error(fmt::format("--columns {} is not valid JSON", text),
                 "e.g. --columns '{\"q\": \"query\", \"a\": \"response\"}'");
   }

@@ -23,8 +23,9 @@ std::string extension_of(const std::string& path) {
   return ext;
 }
 
-// nlohmann's message without its "[json.exception.parse_error.101] parse error at line 1, " lead.
-std::string short_json_error(const json::parse_error& e) {
+// nlohmann's message without its "[json.exception.parse_error.101] parse error at line 1, " lead
+// (also for its out_of_range errors: a number too large for a double).
+std::string short_json_error(const json::exception& e) {
   std::string m = e.what();
   if (size_t p = m.find("] "); p != std::string::npos) m = m.substr(p + 2);
   if (m.starts_with("parse error at ")) {
@@ -62,7 +63,7 @@ void read_json_lines(const std::string& path, const std::string& text, RowSink& 
     const std::string where = fmt::format("{} line {}", path, line_no);
     try {
       sink.add(where, json::parse(line));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       sink.bad(fmt::format("{}: malformed JSON ({})", where, short_json_error(e)),
                "each line must be one complete JSON object");
     }
@@ -77,6 +78,9 @@ void read_json_array(const std::string& path, const std::string& text, RowSink& 
     const size_t byte = std::min(text.size(), size_t(e.byte));
     const size_t line = 1 + size_t(std::count(text.begin(), text.begin() + long(byte), '\n'));
     throw Error(fmt::format("{} line {}: malformed JSON ({})", path, line, short_json_error(e)),
+                "a .json dataset is one JSON array of row objects, or one object a line");
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: malformed JSON ({})", path, short_json_error(e)),
                 "a .json dataset is one JSON array of row objects, or one object a line");
   }
   for (size_t i = 0; i < array.size(); ++i)

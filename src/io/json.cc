@@ -34,6 +34,11 @@ Json parse_json(const std::string& text, const std::string& where) {
     auto [line, column] = line_column(text, byte);
     throw Error(
         fmt::format("{} is not valid JSON: line {}, column {}: {}", where, line, column, msg));
+  } catch (const Json::exception& e) {
+    // Not a syntax error but a value nlohmann cannot hold (a number overflowing a double, 406).
+    std::string msg = e.what();
+    if (size_t p = msg.find("] "); p != std::string::npos) msg = msg.substr(p + 2);
+    throw Error(fmt::format("{} is not valid JSON: {}", where, msg));
   }
 }
 

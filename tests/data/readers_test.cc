@@ -47,6 +47,17 @@ TEST(DataReaders, CsvErrors) {
   EXPECT_EQ(lenient.skipped[0], (dir / "short.csv line 2: 1 cells, but the header has 2 columns"));
 }
 
+// Numbers beyond a double (found by fuzzing the JSON parsers) are malformed rows, not crashes.
+TEST(DataReaders, NumbersTooLargeForADoubleAreMalformedRows) {
+  TempDir dir;
+  write_text(dir / "big.jsonl", "{\"query\": \"q\", \"response\": \"r\", \"margin\": 1e999}\n");
+  EXPECT_ERROR_HAS(read_data_file(dir / "big.jsonl", true),
+                   "big.jsonl line 1: malformed JSON (number overflow parsing '1e999')");
+  write_text(dir / "big.json", "[{\"query\": 2E400}]");
+  EXPECT_ERROR_HAS(read_data_file(dir / "big.json", true),
+                   "big.json: malformed JSON (number overflow parsing '2E400')");
+}
+
 TEST(DataReaders, JsonArrayJsonLinesAndText) {
   TempDir dir;
   write_text(dir / "a.json", "  [{\"text\": \"x\"},\n {\"text\": \"y\"}]");

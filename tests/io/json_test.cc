@@ -24,6 +24,13 @@ TEST(Json, SyntaxErrorsNameFileLineAndColumn) {
   EXPECT_EQ(line_column("ab\ncd\n", 4), (std::pair<int64_t, int64_t>{2, 2}));
 }
 
+// Found by fuzz/config_fuzz: a number too large for a double made nlohmann throw out_of_range,
+// which escaped as an unexplained crash instead of an Error.
+TEST(Json, NumbersTooLargeForADoubleAreAnError) {
+  EXPECT_ERROR_HAS(parse_json("{\"rope_theta\": 1E51643}", "config.json"),
+                   "config.json is not valid JSON: number overflow parsing '1E51643'");
+}
+
 TEST(Json, ReadErrorsNameTheFile) {
   TempDir dir;
   EXPECT_ERROR_HAS(read_json_file(dir / "nope.json"),
