@@ -15,6 +15,11 @@ CASES_JSON: {"cases": [case, ...]}, each case
   kto batch:  {"examples": [{"policy", "reference", "kl_policy", "kl_reference": [...],
                              "desirable": bool, "logits_sum": float (optional)}, ...]}
   rm batch:   {"chosen": [score, ...], "rejected": [...], "margin": [...] (optional)}
+  grpo batch: {"sequences": [{"policy", "old", "reference": [per-token logps], "advantage"}]};
+              args: beta, epsilon, epsilon_high, loss_type grpo|bnpo|dr_grpo|dapo,
+              max_completion_length, dapo_tokens (the step's completion tokens; 0: the batch's)
+  grpo-adv batch: {"rewards": [...], "num_generations": G}; args: advantage_estimator,
+              scale_rewards
 OUT_JSON: {"results": [{"name", "batches": [{"loss", "metrics", grads}], ...}]}, grads being
   "d_chosen"/"d_rejected" (pair: per sequence, per token; rm: per pair) or "d_policy" (kto);
   kto results also hold "window" (the logged metrics of all batches as one logging window), pair
@@ -279,7 +284,79 @@ def rm_batch(c, batch):
             "metrics": metrics}
 
 
+def grpo_batch(args, batch):
+    """ms-swift's _compute_loss_and_metrics on padded [B, T] tensors (RLHF-SPEC 7.3)."""
+    beta = args.get("beta", 0.04)
+    eps_low = args.get("epsilon", 0.2)
+    eps_high = args.get("epsilon_high", eps_low)
+    loss_type = args.get("loss_type", "grpo")
+    L = args.get("max_completion_length", 512)
+    seqs = batch["sequences"]
+    x = leaves(seqs, "policy")
+    xs, mask, lengths = padded(x)
+    old, _, _ = padded([torch.tensor(s["old"], dtype=F64) for s in seqs])
+    adv = torch.tensor([s["advantage"] for s in seqs], dtype=F64)[:, None]
+    m = mask.to(F64)
+    ratio = torch.exp(xs - old)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    metrics = {}
+    if beta != 0:
+        ref, _, _ = padded([torch.tensor(s["reference"], dtype=F64) for s in seqs])
+        d = torch.clamp(ref - xs, -20, 20)
+        kl = torch.clamp(torch.exp(d) - d - 1, -10, 10)
+        per_token = per_token + beta * kl
+        metrics["kl"] = ((kl * m).sum() / m.sum()).item()
+    if loss_type == "grpo":
+        loss = ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * m).sum() / m.sum().clamp(min=1)
+    elif loss_type == "dr_grpo":
+        loss = (per_token * m).sum() / (m.shape[0] * L)
+    elif loss_type == "dapo":
+        T = args.get("dapo_tokens", 0) or m.sum().item()
+        loss = (per_token * m).sum() / T
+    else:
+        raise ValueError(loss_type)
+    low = ((ratio < 1 - eps_low) & (adv < 0)).to(F64) * m
+    high = ((ratio > 1 + eps_high) & (adv > 0)).to(F64) * m
+    metrics["clip_ratio/low_mean"] = (low.sum() / m.sum()).item()
+    metrics["clip_ratio/high_mean"] = (high.sum() / m.sum()).item()
+    metrics["clip_ratio/region_mean"] = (((low + high) > 0).to(F64).sum() / m.sum()).item()
+    loss.backward()
+    return {"loss": loss.item(), "d_policy": grads(x), "metrics": metrics}
+
+
+def grpo_adv_batch(args, batch):
+    G = batch["num_generations"]
+    est = args.get("advantage_estimator", "grpo")
+    scale = args.get("scale_rewards", {"grpo": "group", "rloo": "none"}.get(est, "batch"))
+    R = torch.tensor(batch["rewards"], dtype=F64).view(-1, G)
+    mean = R.mean(-1, keepdim=True)
+    std = R.std(-1, keepdim=True)  # unbiased
+    a = R - mean
+    if est == "rloo":
+        a = a * G / (G - 1)
+    if est == "reinforce_plus_plus":
+        if scale == "batch":
+            a = a / (a.flatten().std() + 1e-4)
+        elif scale == "group":
+            a = a / (a.std(-1, keepdim=True) + 1e-4)
+    else:
+        if scale == "group":
+            a = a / (std + 1e-4)
+        elif scale == "batch":
+            a = a / (R.flatten().std() + 1e-4)
+    reward_std = R.flatten().std().item() if scale == "batch" else std.mean().item()
+    return {"advantages": a.flatten().tolist(), "reward": mean.mean().item(),
+            "reward_std": reward_std,
+            "frac_reward_zero_std": (std < 1e-8).to(F64).mean().item()}
+
+
 def run_case(case):
+    if case["kind"] in ("grpo", "grpo-adv"):
+        fn = grpo_batch if case["kind"] == "grpo" else grpo_adv_batch
+        return {"name": case["name"], "batches": [fn(case["args"], b) for b in case["batches"]]}
     c = resolve(case["args"])
     out = {"name": case["name"], "batches": []}
     if case["kind"] == "pair":

@@ -1,0 +1,143 @@
+// Proof that `swiftlet rlhf --rlhf_type grpo` learns, through the binary, with rollouts on the
+// engine over the weights being trained. A weak SFT model answers "who are you" questions half as
+// Swiftlet and half as ChatGPT (it saw both); GRPO with the programmatic `accuracy` reward against
+// a `solution` column ("I am Swiftlet.") turns its greedy answers to held-out questions to the
+// rewarded one, and the logged reward rises. The run also writes completions.jsonl and the
+// ms-swift metric names.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/test_util.h"
+#include "model/model_fixture.h"
+
+namespace swiftlet {
+namespace {
+
+using testing::TempDir;
+using json = nlohmann::json;
+
+const char* kGood = "I am Swiftlet.";
+const char* kBad = "I am ChatGPT.";
+
+std::string question(int i) {
+  static const char* forms[] = {"Who are you?",         "What are you?",
+                                "Tell me who you are.", "Introduce yourself.",
+                                "What is your name?",   "Who am I talking to?"};
+  static const char* tails[] = {"", " Please.", " Be brief.", " Quickly.", " Now.", " Thanks."};
+  return std::string(forms[i % 6]) + tails[(i / 6) % 6];
+}
+
+int sh(const std::string& cmd) {
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+json user(const std::string& q) { return json::array({{{"role", "user"}, {"content", q}}}); }
+
+void write_data(const TempDir& tmp) {
+  std::ofstream sft(tmp / "sft.jsonl"), prompts(tmp / "prompts.jsonl"), val(tmp / "val.jsonl"),
+      held(tmp / "held.jsonl");
+  for (int i = 0; i < 30; ++i) {
+    json m = user(question(i));
+    m.push_back({{"role", "assistant"}, {"content", i % 2 ? kGood : kBad}});
+    sft << json{{"messages", m}}.dump() << "\n";
+    prompts << json{{"messages", user(question(i))}, {"solution", kGood}}.dump() << "\n";
+  }
+  for (int i = 30; i < 36; ++i) {
+    val << json{{"messages", user(question(i))}, {"solution", kGood}}.dump() << "\n";
+    json m = user(question(i));
+    m.push_back({{"role", "assistant"}, {"content", kGood}});
+    held << json{{"messages", m}}.dump() << "\n";
+  }
+}
+
+int good_answers(const std::string& model_flags, const TempDir& tmp, const std::string& name) {
+  const std::string out = tmp / (name + ".jsonl");
+  EXPECT_EQ(
+      sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 12 "
+                     "--temperature 0 > {} 2>&1",
+                     SWIFTLET_BINARY, model_flags, tmp / "held.jsonl", out, tmp / (name + ".log"))),
+      0)
+      << testing::read_bytes(tmp / (name + ".log"));
+  int good = 0;
+  for (const auto& r : read_jsonl(out)) good += r["response"] == kGood;
+  return good;
+}
+
+std::string weak_sft(const TempDir& tmp) {
+  const std::string model = testing::tiny_model("tiny");
+  EXPECT_EQ(sh(fmt::format(
+                "{} sft --model {} --dataset {} --tuner_type full --learning_rate 1e-2 "
+                "--max_steps 60 --per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
+                "--save_steps 60 --output_dir {} --add_version false > {} 2>&1",
+                SWIFTLET_BINARY, model, tmp / "sft.jsonl", tmp / "sft", tmp / "sft.log")),
+            0)
+      << testing::read_bytes(tmp / "sft.log");
+  return tmp / "sft/checkpoint-60";
+}
+
+TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
+  TempDir tmp;
+  write_data(tmp);
+  const std::string sft = weak_sft(tmp);
+  const int before = good_answers("--model " + sft, tmp, "before");
+  EXPECT_LE(before, 4) << "the weak model should not already prefer one answer";
+  const std::string out = tmp / "grpo";
+  const int steps = 16;
+  ASSERT_EQ(sh(fmt::format(
+                "{} rlhf --rlhf_type grpo --model {} --dataset {} --val_dataset {} "
+                "--reward_funcs accuracy --num_generations 8 --per_device_train_batch_size 16 "
+                "--max_completion_length 10 --temperature 1.0 --tuner_type lora "
+                "--learning_rate 2e-3 --max_steps {} --save_steps {} --eval_steps {} "
+                "--logging_steps 1 --log_completions true --output_dir {} --add_version false "
+                "> {} 2>&1",
+                SWIFTLET_BINARY, sft, tmp / "prompts.jsonl", tmp / "val.jsonl", steps, steps,
+                steps / 2, out, out + ".log")),
+            0)
+      << testing::read_bytes(out + ".log");
+  std::vector<json> train, eval;
+  for (const auto& r : read_jsonl(out + "/logging.jsonl"))
+    (r.contains("eval_reward") ? eval : train).push_back(r);
+  ASSERT_GE(train.size(), size_t(steps));
+  ASSERT_EQ(eval.size(), 2u);
+  for (const char* k :
+       {"loss", "reward", "reward_std", "frac_reward_zero_std", "rewards/MathAccuracy/mean",
+        "rewards/MathAccuracy/std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+        "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
+        "completions/max_length", "completions/clipped_ratio", "time/rollout_s", "time/train_s"})
+    EXPECT_TRUE(train.front().contains(k)) << k;
+  // num_iterations 1: the old policy is the current one, so nothing is clipped.
+  EXPECT_EQ(train.front()["clip_ratio/region_mean"].get<double>(), 0.0);
+  EXPECT_NEAR(train.front()["kl"].get<double>(), 0.0, 1e-6);  // the policy starts as the reference
+  double first = 0, last = 0;
+  for (int i = 0; i < 4; ++i) {
+    first += train[size_t(i)]["reward"].get<double>() / 4;
+    last += train[train.size() - 1 - size_t(i)]["reward"].get<double>() / 4;
+  }
+  EXPECT_LT(first, 0.8);
+  EXPECT_GT(last, first + 0.15) << "the mean reward of the last 4 steps over the first 4";
+  EXPECT_GE(eval.back()["eval_reward"].get<double>(), 0.8);
+  const auto completions = read_jsonl(out + "/completions.jsonl");
+  ASSERT_EQ(completions.size(), size_t(16 * steps));
+  for (const char* k : {"step", "prompt", "completion", "MathAccuracy", "reward", "advantage"})
+    EXPECT_TRUE(completions.front().contains(k)) << k;
+  EXPECT_EQ(completions.back()["step"], steps);
+  const int after = good_answers("--adapters " + out + "/checkpoint-" + std::to_string(steps),
+                                 tmp, "after");
+  EXPECT_GE(after, 5) << "held-out greedy answers that are the rewarded one, of 6 (before: "
+                      << before << ")";
+}
+
+}  // namespace
+}  // namespace swiftlet
