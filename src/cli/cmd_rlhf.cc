@@ -12,7 +12,6 @@
 #include "rlhf/grpo_task.h"
 #include "rlhf/preference_task.h"
 #include "model/folder.h"
-#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swiftlet::cli {
@@ -68,6 +67,8 @@ std::vector<FlagSpec> rlhf_flags() {
       {"external_reward_command", FlagKind::kString, "",
        "grpo: a command scoring completions through JSON on stdin/stdout (README: external "
        "rewards)"},
+      {"reward_model", FlagKind::kString, "",
+       "grpo: a sequence-classifier folder whose score is a reward (after the functions)"},
       {"log_completions", FlagKind::kBool, "false", "grpo: write completions.jsonl in the run"},
       {"dynamic_sample", FlagKind::kBool, "false",
        "grpo: replace groups with equal rewards by other prompts' groups (DAPO)"},
@@ -97,7 +98,7 @@ const std::vector<std::string>& grpo_only_flags() {
       "num_generations", "max_completion_length", "temperature", "top_p", "top_k", "epsilon",
       "epsilon_high", "num_iterations", "steps_per_generation", "generation_batch_size",
       "advantage_estimator", "scale_rewards", "reward_funcs", "reward_weights",
-      "external_reward_command", "log_completions", "dynamic_sample", "max_resample_times",
+      "external_reward_command", "reward_model", "log_completions", "dynamic_sample", "max_resample_times",
       "cosine_min_len_value_wrong", "cosine_max_len_value_wrong", "cosine_min_len_value_correct",
       "cosine_max_len_value_correct", "cosine_max_len", "repetition_n_grams",
       "repetition_max_penalty", "soft_max_length", "soft_cache_length"};
@@ -211,8 +212,11 @@ int run_grpo(const Flags& f) {
   if (!f.str("external_reward_command").empty())
     rewards.push_back(std::make_unique<rlhf::ExternalCommandReward>(
         f.str("external_reward_command"), "external"));
+  if (!f.str("reward_model").empty())
+    rewards.push_back(std::make_unique<rlhf::RewardModelReward>(
+        resolve_model_path(f.str("reward_model")), a.device, a.threads, std::nullopt));
   if (rewards.empty())
-    throw Error("grpo needs a reward: --reward_funcs and/or --external_reward_command",
+    throw Error("grpo needs a reward: --reward_funcs, --external_reward_command and/or --reward_model",
                 "built-ins: accuracy format cosine repetition soft_overlong");
   g.reward_weights = numbers(f, "reward_weights");
   if (!g.reward_weights.empty() && g.reward_weights.size() != rewards.size())
@@ -226,21 +230,7 @@ int run_grpo(const Flags& f) {
   PromptBundle data = load_prompt_datasets(d, a.model);
   if (!data.val.empty() && data.val.size() * size_t(g.num_generations) > 4096)
     log_warning("evaluation samples {} completions at once", data.val.size() * g.num_generations);
-  const std::string model_dir = resolve_model_path(a.model);
-  Tokenizer tok = Tokenizer::load(model_dir);
-  // Stop ids as inference takes them: generation_config and config eos, the tokenizer's eos, and
-  // the template's single-token stop words.
-  const ModelFolder folder = load_model_folder(model_dir);
-  auto add_stop = [&](int64_t id) {
-    if (id >= 0 && std::find(g.stop_token_ids.begin(), g.stop_token_ids.end(), int32_t(id)) ==
-                       g.stop_token_ids.end())
-      g.stop_token_ids.push_back(int32_t(id));
-  };
-  for (int64_t id : folder.generation.eos_token_id) add_stop(id);
-  for (int64_t id : folder.config.eos_token_id) add_stop(id);
-  add_stop(tok.eos_token_id());
-  for (const auto& w : ChatTemplate::by_name(data.template_name).stop_words())
-    add_stop(tok.token_to_id(w));
+  Tokenizer tok = Tokenizer::load(resolve_model_path(a.model));
   rlhf::GrpoTask task(std::move(g), std::move(data), std::move(rewards), std::move(tok));
   TrainResult r = train(a, task);
   std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";

@@ -77,7 +77,7 @@ PromptBundle load_prompt_datasets(const DataArgs& a, const std::string& model_ar
         ids.erase(ids.begin(), ids.end() - a.max_length);
         ++cut;
       }
-      dst.push_back({r.where, std::move(ids), std::move(r.row)});
+      dst.push_back({r.where, std::move(ids), std::move(r.row), r.conversation.messages});
     }
   };
   encode(train_rows, out.train);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "template/chat_template.h"
 
 namespace swiftlet {
 
@@ -19,6 +20,7 @@ struct PromptSample {
   std::string where;            // "file line N"
   std::vector<int32_t> prompt;  // rendered with the generation prompt, tokenized
   nlohmann::json row;           // the row as read (columns renamed), for the rewards
+  std::vector<ChatMessage> messages;  // the prompt conversation (a reward model scores it)
 };
 
 struct PromptBundle {

@@ -1,5 +1,7 @@
 #include "rlhf/grpo_task.h"
 
+#include "rlhf/grpo_objective.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "infer/engine.h"
+#include "template/chat_template.h"
 #include "train/sft_task.h"
 
 namespace swiftlet::rlhf {
@@ -66,75 +69,6 @@ TrainBatch rollout_batch(const std::vector<GrpoTask::Rollout>& r, size_t begin, 
   for (const auto& s : samples) ptrs.push_back(&s);
   return make_train_batch(ptrs);
 }
-
-// Per completion, its label rows of the batch in order.
-std::vector<std::vector<int64_t>> completion_rows(const TrainBatch& b) {
-  std::vector<std::vector<int64_t>> out;
-  for (const auto& [first, len] : b.samples) {
-    std::vector<int64_t> rows;
-    for (int64_t r = first; r < first + len; ++r)
-      if (b.targets[size_t(r)] >= 0) rows.push_back(r);
-    out.push_back(std::move(rows));
-  }
-  return out;
-}
-
-// The GRPO loss of one micro-batch, token by token as the LM head's chunks arrive.
-class GrpoObjective : public Objective {
- public:
-  GrpoObjective(const GrpoLossConfig& cfg, const TrainBatch& b,
-                const std::vector<const GrpoTask::Rollout*>& rollouts, bool old_is_current,
-                float temperature, float grad_scale)
-      : cfg_(cfg), t_(temperature), scale_(grad_scale), old_current_(old_is_current) {
-    const auto rows = completion_rows(b);
-    seq_.assign(b.input_ids.size(), -1);
-    pos_.assign(b.input_ids.size(), -1);
-    double total = 0;
-    for (const auto& r : rows) total += double(r.size());
-    tokens = total;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      SWIFTLET_CHECK(rows[i].size() == rollouts[i]->completion.size(),
-                     "completion {}: {} label rows for {} tokens", i, rows[i].size(),
-                     rollouts[i]->completion.size());
-      weight_.push_back(
-          grpo_token_weight(cfg, double(rows[i].size()), double(rows.size()), total));
-      for (size_t t = 0; t < rows[i].size(); ++t) {
-        seq_[size_t(rows[i][t])] = int64_t(i);
-        pos_[size_t(rows[i][t])] = int64_t(t);
-      }
-    }
-    rollouts_ = rollouts;
-  }
-  float temperature() const override { return t_; }
-  void chunk(const HeadChunk& c, std::span<float> dlogp) override {
-    for (int64_t k = 0; k < c.rows(); ++k) {
-      const size_t row = size_t(c.begin + k);
-      const int64_t i = seq_[row], t = pos_[row];
-      SWIFTLET_CHECK(i >= 0, "row {} of a GRPO batch belongs to no completion", row);
-      const GrpoTask::Rollout& r = *rollouts_[size_t(i)];
-      const double x = c.logprobs[size_t(k)];
-      const double o = old_current_ ? x : r.old_logps[size_t(t)];
-      const double q = cfg_.beta != 0 ? r.ref_logps[size_t(t)] : 0.0;
-      const GrpoToken g = grpo_token(cfg_, x, o, q, r.advantage);
-      const double w = weight_[size_t(i)];
-      loss += w * g.loss;
-      kl_sum += g.kl;
-      clip_low += g.clip_low;
-      clip_high += g.clip_high;
-      clip_region += g.clip_low || g.clip_high;
-      if (!dlogp.empty()) dlogp[size_t(k)] = float(scale_ * w * g.dlogp);
-    }
-  }
-  double loss = 0, tokens = 0, kl_sum = 0, clip_low = 0, clip_high = 0, clip_region = 0;
-
- private:
-  const GrpoLossConfig& cfg_;
-  float t_, scale_;
-  bool old_current_;
-  std::vector<int64_t> seq_, pos_;
-  std::vector<double> weight_;
-  std::vector<const GrpoTask::Rollout*> rollouts_;
-};
 
 double nanmean(const std::vector<double>& v, size_t* count = nullptr) {
   double s = 0;
@@ -199,6 +133,18 @@ size_t GrpoTask::train_size() const {
 
 void GrpoTask::attach(const TrainSetup& s) {
   adapter_ = s.adapter;
+  // Stop ids as inference takes them (infer/runtime.h): generation_config and config eos ids, the
+  // tokenizer's eos, and the template's stop words that are single tokens.
+  auto add_stop = [&](int64_t id) {
+    auto& ids = args_.stop_token_ids;
+    if (id >= 0 && std::find(ids.begin(), ids.end(), int32_t(id)) == ids.end())
+      ids.push_back(int32_t(id));
+  };
+  for (int64_t id : s.folder.generation.eos_token_id) add_stop(id);
+  for (int64_t id : s.folder.config.eos_token_id) add_stop(id);
+  add_stop(tok_.eos_token_id());
+  for (const auto& w : ChatTemplate::by_name(data_.template_name).stop_words())
+    add_stop(tok_.token_to_id(w));
   if (args_.loss.beta == 0) return;
   ref_ = std::make_unique<Reference>();
   if (s.adapter) {
@@ -284,9 +230,12 @@ std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
       };
       engine.submit(std::move(req), std::move(cb));
     }
+    const auto t0 = Clock::now();
     while (engine.step()) {
     }
+    sample_s_ += seconds_since(t0);
   }
+  for (const Rollout& r : out) sample_tokens_ += double(r.completion.size());
   // A completion of zero tokens (the context was full) would train nothing: give it the stop id.
   for (Rollout& r : out)
     if (r.completion.empty() && !args_.stop_token_ids.empty())
@@ -301,6 +250,7 @@ void GrpoTask::score(std::vector<Rollout>& rollouts, const std::vector<PromptSam
     b.lengths.push_back(int64_t(r.completion.size()));
     b.truncated.push_back(r.truncated);
     b.rows.push_back(prompts[r.prompt].row);
+    b.prompts.push_back(prompts[r.prompt].messages);
   }
   for (Rollout& r : rollouts) r.rewards.clear();
   for (size_t f = 0; f < rewards_.size(); ++f) {
@@ -332,7 +282,7 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
     lp = c.logp;
   }
   std::vector<std::vector<double>> out;
-  for (const auto& rows : completion_rows(b)) {
+  for (const auto& rows : target_rows(b)) {
     std::vector<double> v;
     for (int64_t row : rows) v.push_back(lp[size_t(row)]);
     out.push_back(std::move(v));
@@ -342,6 +292,7 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
 
 GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& m) {
   const auto t0 = Clock::now();
+  sample_s_ = sample_tokens_ = 0;
   const int64_t G = args_.num_generations;
   const size_t groups = size_t(args_.generation_batch_size() / G);
   const uint64_t seed = mix(args_.seed, uint64_t(g));
@@ -412,6 +363,7 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
   m.add("reward", adv.reward_mean, 1);
   m.add("reward_std", adv.reward_std, 1);
   m.add("frac_reward_zero_std", adv.frac_zero_std, 1);
+  m.add("rollout/tokens_per_second", sample_tokens_, sample_s_);
 
   const size_t bs = size_t(args_.per_device_train_batch_size);
   for (size_t b = 0; b < rollouts.size(); b += bs) {
@@ -496,13 +448,14 @@ int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
   const size_t begin = k * bs, end = std::min(rs.size(), begin + bs);
   SWIFTLET_CHECK(samples.size() == end - begin, "micro-batch of {} samples for {} completions",
                  samples.size(), end - begin);
-  std::vector<const Rollout*> batch;
-  for (size_t i = begin; i < end; ++i) batch.push_back(&rs[i]);
   const TrainBatch b = rollout_batch(rs, begin, end, data_.train);
   GrpoLossConfig cfg = args_.loss;
   cfg.dapo_tokens = step_tokens_;
-  GrpoObjective obj(cfg, b, batch, old_is_current(), float(args_.sampling.temperature),
-                    grad_scale_);
+  std::vector<GrpoTarget> targets;
+  for (size_t i = begin; i < end; ++i)
+    targets.push_back({rs[i].advantage, old_is_current() ? nullptr : &rs[i].old_logps,
+                       cfg.beta != 0 ? &rs[i].ref_logps : nullptr});
+  GrpoObjective obj(cfg, b, std::move(targets), float(args_.sampling.temperature), grad_scale_);
   model.train_step(b, grads, opt, obj);
   ++micro_;
   metrics.add("loss", obj.loss, 1);

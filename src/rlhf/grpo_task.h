@@ -53,7 +53,7 @@ struct GrpoArgs {
   std::string output_dir;  // the run folder (completions.jsonl)
   std::string ref_model, ref_adapters;
   uint64_t seed = 42, data_seed = 42;
-  std::vector<int32_t> stop_token_ids;
+  std::vector<int32_t> stop_token_ids;  // filled in attach() as inference takes them
   int64_t generation_batch_size() const { return per_device_train_batch_size * steps_per_generation; }
 };
 
@@ -117,6 +117,7 @@ class GrpoTask : public TrainTask {
   int64_t step_micros_ = 1;   // micro-batches of the current step
   float grad_scale_ = 1.0f;
   double rollout_s_ = 0;      // rollout seconds of the current step
+  double sample_s_ = 0, sample_tokens_ = 0;  // engine time and completion tokens of a generation
 };
 
 }  // namespace swiftlet::rlhf

@@ -15,6 +15,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "infer/runtime.h"
+#include "infer/scoring.h"
 #include "io/file.h"
 
 namespace swiftlet::rlhf {
@@ -297,6 +299,48 @@ std::vector<double> ExternalCommandReward::score(const RewardBatch& b) {
     }
   }
   return r;
+}
+
+RewardModelReward::RewardModelReward(const std::string& path, const std::string& device,
+                                     int threads, std::optional<std::string> system)
+    : system_(std::move(system)) {
+  RuntimeOptions o;
+  o.model = path;
+  o.device = device;
+  o.threads = threads;
+  rt_ = std::make_unique<Runtime>(o);
+  if (!rt_->scores())
+    throw Error(fmt::format("--reward_model {} is not a sequence classifier", path),
+                "train one with --rlhf_type rm (merge a LoRA checkpoint with export first)");
+  if (rt_->folder().config.num_labels != 1)
+    throw Error(fmt::format("--reward_model {} has {} labels; a reward model has one", path,
+                            rt_->folder().config.num_labels));
+  name_ = std::filesystem::path(path).filename().string();
+  if (name_.empty()) name_ = std::filesystem::path(path).parent_path().filename().string();
+}
+
+RewardModelReward::~RewardModelReward() = default;
+
+std::vector<double> RewardModelReward::score(const RewardBatch& b) {
+  SWIFTLET_CHECK(b.prompts.size() == b.completions.size(), "{} prompts for {} completions",
+                 b.prompts.size(), b.completions.size());
+  std::vector<double> out(b.completions.size(), kNaN);
+  Engine& engine = rt_->engine();
+  for (size_t i = 0; i < b.completions.size(); ++i) {
+    std::vector<ChatMessage> m = b.prompts[i];
+    m.push_back({"assistant", b.completions[i], ""});
+    GenerationRequest req;
+    req.prompt = encode_for_scoring(*rt_, m, system_);
+    GenerationCallbacks cb;
+    cb.on_finish = [&out, i](const GenerationOutput& o) {
+      if (o.finish_reason == "error") throw Error("the reward model failed: " + o.error);
+      out[i] = o.scores.empty() ? kNaN : double(o.scores.front());
+    };
+    engine.submit(std::move(req), std::move(cb));
+  }
+  while (engine.step()) {
+  }
+  return out;
 }
 
 }  // namespace swiftlet::rlhf

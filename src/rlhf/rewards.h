@@ -28,6 +28,12 @@
 #include <string>
 #include <vector>
 
+#include "template/chat_template.h"
+
+namespace swiftlet {
+class Runtime;
+}
+
 namespace swiftlet::rlhf {
 
 struct RewardBatch {
@@ -35,6 +41,7 @@ struct RewardBatch {
   std::vector<int64_t> lengths;   // completion tokens
   std::vector<bool> truncated;    // hit max_completion_length
   std::vector<nlohmann::json> rows;  // the dataset row of each completion (every column)
+  std::vector<std::vector<ChatMessage>> prompts;  // the prompt conversation of each completion
 };
 
 class RewardFunction {
@@ -81,6 +88,24 @@ class ExternalCommandReward : public RewardFunction {
 
  private:
   std::string command_, name_;
+};
+
+// --reward_model DIR: a sequence classifier with one label (`rlhf --rlhf_type rm`, or any
+// ...ForSequenceClassification folder; a LoRA rm checkpoint through its merged folder) scores the
+// prompt conversation with the completion as the assistant's reply, rendered as the reward model
+// was trained (infer/scoring.h), on its own engine. Named after the folder.
+class RewardModelReward : public RewardFunction {
+ public:
+  RewardModelReward(const std::string& path, const std::string& device, int threads,
+                    std::optional<std::string> system);
+  ~RewardModelReward() override;
+  std::string name() const override { return name_; }
+  std::vector<double> score(const RewardBatch& batch) override;
+
+ private:
+  std::unique_ptr<Runtime> rt_;
+  std::string name_;
+  std::optional<std::string> system_;
 };
 
 // The answer of a text as `accuracy` extracts it ("" when there is none), and whether two answers

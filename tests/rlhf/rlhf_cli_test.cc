@@ -188,8 +188,34 @@ TEST_F(RlhfCli, Refusals) {
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --loss_type sigmoid hinge --loss_weights 1 abc")
                 .find("--loss_weights: 'abc' is not a number"),
             std::string::npos);
-  EXPECT_NE(refusal(pairs() + " --rlhf_type grpo").find("--rlhf_type grpo is not supported yet"),
+  EXPECT_NE(refusal(pairs() + " --rlhf_type ppo").find("--rlhf_type ppo is not supported yet"),
             std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --num_generations 4")
+                .find("--num_generations only applies to --rlhf_type grpo"),
+            std::string::npos);
+  // grpo's own refusals, each with its sentence.
+  const std::string grpo = " --rlhf_type grpo --dataset " + (tmp_ / "pairs.jsonl");
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {" --num_generations 4", "grpo needs a reward"},
+           {" --reward_funcs accuracy --rpo_alpha 1", "--rpo_alpha does not apply"},
+           {" --reward_funcs accuracy --num_generations 1", "at least 2"},
+           {" --reward_funcs accuracy --num_generations 3", "not divisible by --num_generations 3"},
+           {" --reward_funcs accuracy --num_generations 4 --loss_type cispo", "cispo"},
+           {" --reward_funcs accuracy --num_generations 4 --scale_rewards gdpo", "gdpo"},
+           {" --reward_funcs accuracy --num_generations 4 --advantage_estimator gae", "gae"},
+           {" --reward_funcs accuracy --num_generations 4 --temperature 0", "positive"},
+           {" --reward_funcs nope --num_generations 4", "not a built-in reward"},
+           {" --reward_funcs soft_overlong --num_generations 4", "--soft_cache_length"},
+           {" --reward_funcs accuracy format --reward_weights 1 --num_generations 4",
+            "--reward_weights has 1 values for 2 rewards"},
+           {" --reward_funcs accuracy --num_generations 4 --steps_per_generation 2 "
+            "--generation_batch_size 8",
+            "not both"},
+           {" --reward_funcs accuracy --num_generations 4 --reward_model " + model_,
+            "is not a sequence classifier"},
+           {" --reward_funcs accuracy --num_generations 4 --truncation_strategy right", "right"},
+       })
+    EXPECT_NE(refusal(grpo + flags).find(says), std::string::npos) << flags;
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --packing true").find("packing"),
             std::string::npos);
 }
