@@ -9,9 +9,9 @@
 #include "core/log.h"
 #include "data/preference.h"
 #include "data/prompts.h"
+#include "model/folder.h"
 #include "rlhf/grpo_task.h"
 #include "rlhf/preference_task.h"
-#include "model/folder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swiftlet::cli {
@@ -94,21 +94,43 @@ std::optional<double> opt_number(const Flags& f, const std::string& name) {
 }
 
 const std::vector<std::string>& grpo_only_flags() {
-  static const std::vector<std::string> k = {
-      "num_generations", "max_completion_length", "temperature", "top_p", "top_k", "epsilon",
-      "epsilon_high", "num_iterations", "steps_per_generation", "generation_batch_size",
-      "advantage_estimator", "scale_rewards", "reward_funcs", "reward_weights",
-      "external_reward_command", "reward_model", "log_completions", "dynamic_sample", "max_resample_times",
-      "cosine_min_len_value_wrong", "cosine_max_len_value_wrong", "cosine_min_len_value_correct",
-      "cosine_max_len_value_correct", "cosine_max_len", "repetition_n_grams",
-      "repetition_max_penalty", "soft_max_length", "soft_cache_length"};
+  static const std::vector<std::string> k = {"num_generations",
+                                             "max_completion_length",
+                                             "temperature",
+                                             "top_p",
+                                             "top_k",
+                                             "epsilon",
+                                             "epsilon_high",
+                                             "num_iterations",
+                                             "steps_per_generation",
+                                             "generation_batch_size",
+                                             "advantage_estimator",
+                                             "scale_rewards",
+                                             "reward_funcs",
+                                             "reward_weights",
+                                             "external_reward_command",
+                                             "reward_model",
+                                             "log_completions",
+                                             "dynamic_sample",
+                                             "max_resample_times",
+                                             "cosine_min_len_value_wrong",
+                                             "cosine_max_len_value_wrong",
+                                             "cosine_min_len_value_correct",
+                                             "cosine_max_len_value_correct",
+                                             "cosine_max_len",
+                                             "repetition_n_grams",
+                                             "repetition_max_penalty",
+                                             "soft_max_length",
+                                             "soft_cache_length"};
   return k;
 }
 
 const std::vector<std::string>& preference_only_flags() {
-  static const std::vector<std::string> k = {
-      "loss_weights", "rpo_alpha", "label_smoothing", "ld_alpha", "discopop_tau", "cpo_alpha",
-      "simpo_gamma", "desirable_weight", "undesirable_weight", "center_rewards_coefficient"};
+  static const std::vector<std::string> k = {"loss_weights",       "rpo_alpha",
+                                             "label_smoothing",    "ld_alpha",
+                                             "discopop_tau",       "cpo_alpha",
+                                             "simpo_gamma",        "desirable_weight",
+                                             "undesirable_weight", "center_rewards_coefficient"};
   return k;
 }
 
@@ -131,6 +153,10 @@ std::vector<double> numbers(const Flags& f, const std::string& name) {
 int run_grpo(const Flags& f) {
   for (const auto& n : preference_only_flags())
     if (f.given(n)) throw Error(fmt::format("--{} does not apply to --rlhf_type grpo", n));
+  for (const char* n : {"loss_scale", "preserve_thinking"})
+    if (f.given(n))
+      throw Error(fmt::format("--{} does not apply to --rlhf_type grpo", n),
+                  "the loss covers exactly the generated completion tokens");
   TrainArgs a = train_args(f, "rlhf");
   // ms-swift's GRPO accumulates over one micro-batch unless told otherwise.
   if (!f.given("gradient_accumulation_steps")) a.gradient_accumulation_steps = 1;
@@ -165,9 +191,10 @@ int run_grpo(const Flags& f) {
   if (spg && gbs) throw Error("set --steps_per_generation or --generation_batch_size, not both");
   if (gbs) {
     if (*gbs < 1 || *gbs % a.per_device_train_batch_size != 0)
-      throw Error(fmt::format("--generation_batch_size {} must be a multiple of "
-                              "--per_device_train_batch_size {}",
-                              *gbs, a.per_device_train_batch_size));
+      throw Error(
+          fmt::format("--generation_batch_size {} must be a multiple of "
+                      "--per_device_train_batch_size {}",
+                      *gbs, a.per_device_train_batch_size));
     g.steps_per_generation = *gbs / a.per_device_train_batch_size;
   } else {
     g.steps_per_generation = spg.value_or(g.gradient_accumulation_steps);
@@ -208,16 +235,18 @@ int run_grpo(const Flags& f) {
   ro.soft_max_length = opt_int(f, "soft_max_length").value_or(0);
   ro.soft_cache_length = opt_int(f, "soft_cache_length");
   std::vector<std::unique_ptr<rlhf::RewardFunction>> rewards;
-  for (const auto& name : f.list("reward_funcs")) rewards.push_back(rlhf::make_builtin_reward(name, ro));
+  for (const auto& name : f.list("reward_funcs"))
+    rewards.push_back(rlhf::make_builtin_reward(name, ro));
   if (!f.str("external_reward_command").empty())
     rewards.push_back(std::make_unique<rlhf::ExternalCommandReward>(
         f.str("external_reward_command"), "external"));
   if (!f.str("reward_model").empty())
-    rewards.push_back(std::make_unique<rlhf::RewardModelReward>(
-        resolve_model_path(f.str("reward_model")), a.device, a.threads, std::nullopt));
+    rewards.push_back(
+        std::make_unique<rlhf::RewardModelReward>(resolve_model_path(f.str("reward_model"))));
   if (rewards.empty())
-    throw Error("grpo needs a reward: --reward_funcs, --external_reward_command and/or --reward_model",
-                "built-ins: accuracy format cosine repetition soft_overlong");
+    throw Error(
+        "grpo needs a reward: --reward_funcs, --external_reward_command and/or --reward_model",
+        "built-ins: accuracy format cosine repetition soft_overlong");
   g.reward_weights = numbers(f, "reward_weights");
   if (!g.reward_weights.empty() && g.reward_weights.size() != rewards.size())
     throw Error(fmt::format("--reward_weights has {} values for {} rewards",
@@ -321,7 +350,8 @@ int run_rlhf(int argc, char** argv) {
 }
 
 const bool rlhf_registered = register_command(
-    {"rlhf", "Preference alignment (dpo, orpo, simpo, cpo, kto), reward models (rm) and online RL (grpo).",
+    {"rlhf",
+     "Preference alignment (dpo, orpo, simpo, cpo, kto), reward models (rm) and online RL (grpo).",
      [](int c, char** v) { return run_rlhf(c, v); }});
 
 }  // namespace

@@ -22,7 +22,8 @@ struct PromptRow {
 PromptBundle load_prompt_datasets(const DataArgs& a, const std::string& model_arg) {
   check_common_args(a);
   if (a.packing || a.group_by_length)
-    throw Error("--packing and --group_by_length do not apply to grpo (prompts are generated from)");
+    throw Error(
+        "--packing and --group_by_length do not apply to grpo (prompts are generated from)");
   if (a.truncation_strategy != "left" && a.truncation_strategy != "delete")
     throw Error(fmt::format("--truncation_strategy {} does not apply to grpo prompts",
                             a.truncation_strategy),
@@ -82,9 +83,10 @@ PromptBundle load_prompt_datasets(const DataArgs& a, const std::string& model_ar
   };
   encode(train_rows, out.train);
   encode(val_rows, out.val);
-  report.add("grpo prompts: template {}, {} train / {} val, {} cut from the left and {} dropped "
-             "over --max_length {}",
-             out.template_name, out.train.size(), out.val.size(), cut, dropped, a.max_length);
+  report.add(
+      "grpo prompts: template {}, {} train / {} val, {} cut from the left and {} dropped "
+      "over --max_length {}",
+      out.template_name, out.train.size(), out.val.size(), cut, dropped, a.max_length);
   if (out.train.empty())
     throw Error("no training prompt is left after reading the datasets",
                 "check --dataset and --max_length");

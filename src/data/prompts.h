@@ -17,9 +17,9 @@
 namespace swiftlet {
 
 struct PromptSample {
-  std::string where;            // "file line N"
-  std::vector<int32_t> prompt;  // rendered with the generation prompt, tokenized
-  nlohmann::json row;           // the row as read (columns renamed), for the rewards
+  std::string where;                  // "file line N"
+  std::vector<int32_t> prompt;        // rendered with the generation prompt, tokenized
+  nlohmann::json row;                 // the row as read (columns renamed), for the rewards
   std::vector<ChatMessage> messages;  // the prompt conversation (a reward model scores it)
 };
 

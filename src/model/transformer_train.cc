@@ -134,7 +134,7 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     dev_.cross_entropy(loss, correct, dlogits, logits, b.targets.slice(r, e), 1.0f,
                        dev_.upload(scale));
     dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), inv_t, 1.0f);  // dh += dl W / t
-    if (grads->lm_head.defined())  // dW += dl^T h / t
+    if (grads->lm_head.defined())                                                // dW += dl^T h / t
       dev_.gemm(dlogits, true, hn.slice(r, e), false, grads->lm_head, inv_t, 1.0f);
     return std::pair{loss, correct};
   };

@@ -1,7 +1,5 @@
 #include "rlhf/grpo_task.h"
 
-#include "rlhf/grpo_objective.h"
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -10,6 +8,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "infer/engine.h"
+#include "rlhf/grpo_objective.h"
 #include "template/chat_template.h"
 #include "train/sft_task.h"
 
@@ -133,6 +132,7 @@ size_t GrpoTask::train_size() const {
 
 void GrpoTask::attach(const TrainSetup& s) {
   adapter_ = s.adapter;
+  for (auto& r : rewards_) r->bind(s.device);
   // Stop ids as inference takes them (infer/runtime.h): generation_config and config eos ids, the
   // tokenizer's eos, and the template's stop words that are single tokens.
   auto add_stop = [&](int64_t id) {
@@ -180,7 +180,8 @@ std::vector<size_t> GrpoTask::prompts_of(int64_t g, int64_t attempt) const {
   const size_t k = size_t(g % int64_t(gens));
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = i;
-  Rng rng(mix(args_.data_seed, attempt == 0 ? uint64_t(epoch) : mix(uint64_t(g), uint64_t(attempt))));
+  Rng rng(
+      mix(args_.data_seed, attempt == 0 ? uint64_t(epoch) : mix(uint64_t(g), uint64_t(attempt))));
   for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
   const size_t first = attempt == 0 ? k * per_gen : 0;
   return std::vector<size_t>(order.begin() + long(first), order.begin() + long(first + per_gen));
@@ -209,14 +210,15 @@ std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
                                          longest + args_.max_completion_length + 1);
     eo.base_adapter = adapter_;
     const Tokenizer* t = &tok_;
-    Engine engine(model, [t] { return std::make_unique<Decoder>(*t); }, eo);
+    Engine engine(
+        model, [t] { return std::make_unique<Decoder>(*t); }, eo);
     for (size_t i = 0; i < out.size(); ++i) {
       Rollout& r = out[i];
       r.prompt = which[i / size_t(G)];
       GenerationRequest req;
       req.prompt = prompts[r.prompt].prompt;
-      req.max_new_tokens =
-          std::min<int64_t>(args_.max_completion_length, eo.max_model_len - int64_t(req.prompt.size()));
+      req.max_new_tokens = std::min<int64_t>(args_.max_completion_length,
+                                             eo.max_model_len - int64_t(req.prompt.size()));
       req.sampling = args_.sampling;
       req.seed = mix(seed, i);
       req.stop_token_ids = args_.stop_token_ids;
@@ -224,7 +226,8 @@ std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
       cb.on_finish = [&r](const GenerationOutput& o) {
         if (o.finish_reason == "error") throw Error("a rollout failed: " + o.error);
         r.completion = o.tokens;
-        if (o.finish_reason == "stop" && o.stop_token_id >= 0) r.completion.push_back(o.stop_token_id);
+        if (o.finish_reason == "stop" && o.stop_token_id >= 0)
+          r.completion.push_back(o.stop_token_id);
         r.text = o.text;
         r.truncated = o.finish_reason == "length";
       };
@@ -357,8 +360,7 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
   }
   std::vector<double> R;
   for (const Rollout& r : rollouts) R.push_back(r.reward);
-  const AdvantageResult adv =
-      grpo_advantages(R, G, args_.advantage_estimator, args_.scale_rewards);
+  const AdvantageResult adv = grpo_advantages(R, G, args_.advantage_estimator, args_.scale_rewards);
   for (size_t i = 0; i < rollouts.size(); ++i) rollouts[i].advantage = adv.advantages[i];
   m.add("reward", adv.reward_mean, 1);
   m.add("reward_std", adv.reward_std, 1);
@@ -386,9 +388,9 @@ void GrpoTask::log_completions(int64_t g, const std::vector<Rollout>& rollouts) 
   const std::string path = (std::filesystem::path(args_.output_dir) / "completions.jsonl").string();
   std::filesystem::create_directories(args_.output_dir);
   std::ofstream f(path, std::ios::app);
-  const int64_t step = (g * args_.steps_per_generation * args_.num_iterations) /
-                           args_.gradient_accumulation_steps +
-                       1;
+  const int64_t step =
+      (g * args_.steps_per_generation * args_.num_iterations) / args_.gradient_accumulation_steps +
+      1;
   for (const Rollout& r : rollouts) {
     nlohmann::ordered_json j;
     j["step"] = step;
@@ -396,7 +398,8 @@ void GrpoTask::log_completions(int64_t g, const std::vector<Rollout>& rollouts) 
     j["completion"] = r.text;
     for (size_t f2 = 0; f2 < rewards_.size(); ++f2) {
       const double v = r.rewards[f2];
-      j[rewards_[f2]->name()] = std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v);
+      j[rewards_[f2]->name()] =
+          std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v);
     }
     j["reward"] = r.reward;
     j["advantage"] = r.advantage;
@@ -410,7 +413,8 @@ void GrpoTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
   const int64_t n = int64_t(micro_batches.size());
   // grpo, bnpo, dr_grpo: each micro-batch's loss is a mean; the step averages its micro-batches.
   // dapo: the sum over the step's completion tokens (set once the rollouts are known).
-  grad_scale_ = args_.loss.loss_type == GrpoLossType::kDapo ? 1.0f : 1.0f / float(std::max<int64_t>(1, n));
+  grad_scale_ =
+      args_.loss.loss_type == GrpoLossType::kDapo ? 1.0f : 1.0f / float(std::max<int64_t>(1, n));
   step_tokens_ = 0;
   step_micros_ = n;
 }
@@ -467,11 +471,17 @@ int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
   return int64_t(b.input_ids.size());
 }
 
-Metrics GrpoTask::evaluate(Transformer& model, int64_t) {
+Metrics GrpoTask::evaluate(Transformer& model, int64_t batch_size) {
   Metrics m;
-  std::vector<size_t> which(data_.val.size());
-  for (size_t i = 0; i < which.size(); ++i) which[i] = i;
-  std::vector<Rollout> rs = sample(model, data_.val, which, mix(args_.seed, 0xe7a1ull));
+  // --per_device_eval_batch_size counts completions: prompts are sampled that many at a time.
+  const size_t per_run = size_t(std::max<int64_t>(1, batch_size / args_.num_generations));
+  std::vector<Rollout> rs;
+  for (size_t first = 0; first < data_.val.size(); first += per_run) {
+    std::vector<size_t> which;
+    for (size_t i = first; i < std::min(data_.val.size(), first + per_run); ++i) which.push_back(i);
+    std::vector<Rollout> part = sample(model, data_.val, which, mix(args_.seed, 0xe7a1ull + first));
+    for (auto& r : part) rs.push_back(std::move(r));
+  }
   score(rs, data_.val);
   std::vector<double> R;
   for (const Rollout& r : rs) R.push_back(r.reward);
@@ -490,9 +500,7 @@ Metrics GrpoTask::evaluate(Transformer& model, int64_t) {
   return m;
 }
 
-nlohmann::json GrpoTask::state() const {
-  return {{"grpo_micro_batches", micro_}};
-}
+nlohmann::json GrpoTask::state() const { return {{"grpo_micro_batches", micro_}}; }
 
 void GrpoTask::restore(const nlohmann::json& state) {
   if (state.contains("grpo_micro_batches")) micro_ = state["grpo_micro_batches"].get<int64_t>();

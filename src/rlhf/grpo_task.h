@@ -43,7 +43,7 @@ struct GrpoArgs {
   int64_t num_iterations = 1;
   int64_t per_device_train_batch_size = 1;
   int64_t gradient_accumulation_steps = 1;
-  int64_t steps_per_generation = 0;   // micro-batches per generation (resolved, > 0)
+  int64_t steps_per_generation = 0;  // micro-batches per generation (resolved, > 0)
   AdvantageEstimator advantage_estimator = AdvantageEstimator::kGrpo;
   ScaleRewards scale_rewards = ScaleRewards::kGroup;
   std::vector<double> reward_weights;  // one per reward function
@@ -54,7 +54,9 @@ struct GrpoArgs {
   std::string ref_model, ref_adapters;
   uint64_t seed = 42, data_seed = 42;
   std::vector<int32_t> stop_token_ids;  // filled in attach() as inference takes them
-  int64_t generation_batch_size() const { return per_device_train_batch_size * steps_per_generation; }
+  int64_t generation_batch_size() const {
+    return per_device_train_batch_size * steps_per_generation;
+  }
 };
 
 class GrpoTask : public TrainTask {
@@ -111,12 +113,12 @@ class GrpoTask : public TrainTask {
   std::unique_ptr<Reference> ref_;
   LoraAdapter* adapter_ = nullptr;
   std::map<int64_t, Generation> generations_;
-  int64_t micro_ = 0;         // micro-batches trained so far
-  int64_t step_first_ = 0;    // first micro-batch of the current step
-  double step_tokens_ = 0;    // dapo: completion tokens of the current step
-  int64_t step_micros_ = 1;   // micro-batches of the current step
+  int64_t micro_ = 0;        // micro-batches trained so far
+  int64_t step_first_ = 0;   // first micro-batch of the current step
+  double step_tokens_ = 0;   // dapo: completion tokens of the current step
+  int64_t step_micros_ = 1;  // micro-batches of the current step
   float grad_scale_ = 1.0f;
-  double rollout_s_ = 0;      // rollout seconds of the current step
+  double rollout_s_ = 0;                     // rollout seconds of the current step
   double sample_s_ = 0, sample_tokens_ = 0;  // engine time and completion tokens of a generation
 };
 

@@ -15,9 +15,12 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "infer/runtime.h"
-#include "infer/scoring.h"
+#include "data/encode.h"
+#include "infer/engine.h"
 #include "io/file.h"
+#include "model/folder.h"
+#include "model/transformer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace swiftlet::rlhf {
 
@@ -49,9 +52,10 @@ std::optional<std::string> last_boxed(const std::string& s) {
 
 // A number as text: integers, decimals, thousands commas, a/b, a trailing %.
 std::optional<double> as_number(std::string s) {
-  s.erase(std::remove_if(s.begin(), s.end(),
-                         [](char c) { return c == ',' || c == '$' || std::isspace((unsigned char)c); }),
-          s.end());
+  s.erase(
+      std::remove_if(s.begin(), s.end(),
+                     [](char c) { return c == ',' || c == '$' || std::isspace((unsigned char)c); }),
+      s.end());
   while (!s.empty() && s.back() == '.') s.pop_back();
   if (s.empty()) return std::nullopt;
   double scale = 1;
@@ -156,8 +160,8 @@ class Repetition : public RewardFunction {
       std::set<std::vector<std::string>> distinct;
       const size_t total = words.size() - n + 1;
       for (size_t i = 0; i < total; ++i)
-        distinct.insert(std::vector<std::string>(words.begin() + long(i),
-                                                 words.begin() + long(i + n)));
+        distinct.insert(
+            std::vector<std::string>(words.begin() + long(i), words.begin() + long(i + n)));
       const double scaling = 1.0 - double(distinct.size()) / double(total);
       out.push_back(scaling * -std::abs(o_.repetition_max_penalty));
     }
@@ -251,8 +255,7 @@ std::vector<double> ExternalCommandReward::score(const RewardBatch& b) {
   }
   static std::atomic<int> counter{0};
   const std::filesystem::path dir = std::filesystem::temp_directory_path();
-  const std::string stem =
-      fmt::format("swiftlet-reward-{}-{}", ::getpid(), counter.fetch_add(1));
+  const std::string stem = fmt::format("swiftlet-reward-{}-{}", ::getpid(), counter.fetch_add(1));
   const std::string in_path = (dir / (stem + ".in.json")).string();
   const std::string out_path = (dir / (stem + ".out.json")).string();
   io::write_file_atomic(in_path, in.dump());
@@ -270,9 +273,9 @@ std::vector<double> ExternalCommandReward::score(const RewardBatch& b) {
   const std::string out = io::path_exists(out_path) ? io::read_file(out_path) : "";
   auto quote = [&] { return out.size() > 300 ? out.substr(0, 300) + "..." : out; };
   if (status != 0)
-    throw Error(fmt::format("the external reward command `{}` exited with status {}", command_,
-                            status),
-                out.empty() ? "it printed nothing" : "it printed: " + quote());
+    throw Error(
+        fmt::format("the external reward command `{}` exited with status {}", command_, status),
+        out.empty() ? "it printed nothing" : "it printed: " + quote());
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(out);
@@ -293,52 +296,87 @@ std::vector<double> ExternalCommandReward::score(const RewardBatch& b) {
     } else if (v.is_number()) {
       r.push_back(v.get<double>());
     } else {
-      throw Error(fmt::format("the external reward command `{}` returned {} as a reward",
-                              command_, v.dump()),
+      throw Error(fmt::format("the external reward command `{}` returned {} as a reward", command_,
+                              v.dump()),
                   "rewards are numbers, or null for none");
     }
   }
   return r;
 }
 
-RewardModelReward::RewardModelReward(const std::string& path, const std::string& device,
-                                     int threads, std::optional<std::string> system)
-    : system_(std::move(system)) {
-  RuntimeOptions o;
-  o.model = path;
-  o.device = device;
-  o.threads = threads;
-  rt_ = std::make_unique<Runtime>(o);
-  if (!rt_->scores())
+namespace {
+
+class ScoreDecoder : public TextDecoder {
+ public:
+  explicit ScoreDecoder(const Tokenizer& t) : dec_(t) {}
+  std::string push(int32_t id) override { return dec_.feed(id); }
+  std::string flush() override { return dec_.flush(); }
+
+ private:
+  IncrementalDecoder dec_;
+};
+
+}  // namespace
+
+RewardModelReward::RewardModelReward(const std::string& path)
+    : folder_(std::make_unique<ModelFolder>(load_model_folder(path))) {
+  if (!folder_->config.seq_cls())
     throw Error(fmt::format("--reward_model {} is not a sequence classifier", path),
                 "train one with --rlhf_type rm (merge a LoRA checkpoint with export first)");
-  if (rt_->folder().config.num_labels != 1)
+  if (folder_->config.num_labels != 1)
     throw Error(fmt::format("--reward_model {} has {} labels; a reward model has one", path,
-                            rt_->folder().config.num_labels));
-  name_ = std::filesystem::path(path).filename().string();
-  if (name_.empty()) name_ = std::filesystem::path(path).parent_path().filename().string();
+                            folder_->config.num_labels));
+  tok_ = std::make_unique<Tokenizer>(Tokenizer::load(folder_->path));
+  template_name_ = ChatTemplate::detect(folder_->config.model_type, tok_->chat_template());
+  tmpl_ = std::make_unique<ChatTemplate>(
+      ChatTemplate::by_name(template_name_, {tok_->bos_token(), tok_->eos_token()}));
+  const std::filesystem::path p(folder_->path);
+  name_ = p.filename().empty() ? p.parent_path().filename().string() : p.filename().string();
 }
 
 RewardModelReward::~RewardModelReward() = default;
 
+void RewardModelReward::bind(Device& device) {
+  const DType dtype = folder_->config.torch_dtype.empty()
+                          ? DType::kF32
+                          : parse_torch_dtype(folder_->config.torch_dtype);
+  model_ = std::make_unique<Transformer>(device, folder_->config, folder_->weights, dtype);
+  const Tokenizer* t = tok_.get();
+  EngineOptions eo;
+  eo.max_batch_size = 64;
+  engine_ = std::make_unique<Engine>(
+      *model_, [t] { return std::make_unique<ScoreDecoder>(*t); }, eo);
+}
+
 std::vector<double> RewardModelReward::score(const RewardBatch& b) {
+  SWIFTLET_CHECK(engine_, "the reward model scores after bind()");
   SWIFTLET_CHECK(b.prompts.size() == b.completions.size(), "{} prompts for {} completions",
                  b.prompts.size(), b.completions.size());
   std::vector<double> out(b.completions.size(), kNaN);
-  Engine& engine = rt_->engine();
+  // Rendered as `rlhf --rlhf_type rm` encodes (infer/scoring.h): the whole conversation, every
+  // token kept, the score read at the last one.
+  EncodeSettings settings;
+  settings.loss_all = true;
+  settings.max_length = engine_->max_model_len();
   for (size_t i = 0; i < b.completions.size(); ++i) {
-    std::vector<ChatMessage> m = b.prompts[i];
-    m.push_back({"assistant", b.completions[i], ""});
+    Conversation conv{b.prompts[i]};
+    conv.messages.push_back({"assistant", b.completions[i], ""});
+    const EncodedRow row = encode_conversation(*tok_, *tmpl_, conv, settings);
+    if (row.over_length || row.samples.empty())
+      throw Error(
+          fmt::format("the reward model scores at most {} tokens; a prompt with its "
+                      "completion has {}",
+                      settings.max_length, row.length));
     GenerationRequest req;
-    req.prompt = encode_for_scoring(*rt_, m, system_);
+    req.prompt = row.samples.front().input_ids;
     GenerationCallbacks cb;
     cb.on_finish = [&out, i](const GenerationOutput& o) {
       if (o.finish_reason == "error") throw Error("the reward model failed: " + o.error);
       out[i] = o.scores.empty() ? kNaN : double(o.scores.front());
     };
-    engine.submit(std::move(req), std::move(cb));
+    engine_->submit(std::move(req), std::move(cb));
   }
-  while (engine.step()) {
+  while (engine_->step()) {
   }
   return out;
 }

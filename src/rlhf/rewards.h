@@ -31,15 +31,19 @@
 #include "template/chat_template.h"
 
 namespace swiftlet {
-class Runtime;
-}
+class Device;
+class Engine;
+class Tokenizer;
+class Transformer;
+struct ModelFolder;
+}  // namespace swiftlet
 
 namespace swiftlet::rlhf {
 
 struct RewardBatch {
   std::vector<std::string> completions;
-  std::vector<int64_t> lengths;   // completion tokens
-  std::vector<bool> truncated;    // hit max_completion_length
+  std::vector<int64_t> lengths;      // completion tokens
+  std::vector<bool> truncated;       // hit max_completion_length
   std::vector<nlohmann::json> rows;  // the dataset row of each completion (every column)
   std::vector<std::vector<ChatMessage>> prompts;  // the prompt conversation of each completion
 };
@@ -50,6 +54,8 @@ class RewardFunction {
   // The metric name: rewards/<name>/mean.
   virtual std::string name() const = 0;
   virtual std::vector<double> score(const RewardBatch& batch) = 0;
+  // Before the first score(), with the training's device (a reward model puts its weights there).
+  virtual void bind(Device& device) {}
 };
 
 struct RewardOptions {
@@ -96,16 +102,19 @@ class ExternalCommandReward : public RewardFunction {
 // was trained (infer/scoring.h), on its own engine. Named after the folder.
 class RewardModelReward : public RewardFunction {
  public:
-  RewardModelReward(const std::string& path, const std::string& device, int threads,
-                    std::optional<std::string> system);
+  explicit RewardModelReward(const std::string& path);  // reads and checks the folder
   ~RewardModelReward() override;
   std::string name() const override { return name_; }
+  void bind(Device& device) override;
   std::vector<double> score(const RewardBatch& batch) override;
 
  private:
-  std::unique_ptr<Runtime> rt_;
-  std::string name_;
-  std::optional<std::string> system_;
+  std::string name_, template_name_;
+  std::unique_ptr<ModelFolder> folder_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<ChatTemplate> tmpl_;
+  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Engine> engine_;
 };
 
 // The answer of a text as `accuracy` extracts it ("" when there is none), and whether two answers

@@ -95,16 +95,16 @@ TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
   EXPECT_LE(before, 4) << "the weak model should not already prefer one answer";
   const std::string out = tmp / "grpo";
   const int steps = 16;
-  ASSERT_EQ(sh(fmt::format(
-                "{} rlhf --rlhf_type grpo --model {} --dataset {} --val_dataset {} "
-                "--reward_funcs accuracy --num_generations 8 --per_device_train_batch_size 16 "
-                "--max_completion_length 10 --temperature 1.0 --tuner_type lora "
-                "--learning_rate 5e-3 --max_steps {} --save_steps {} --eval_steps {} "
-                "--logging_steps 1 --log_completions true --output_dir {} --add_version false "
-                "> {} 2>&1",
-                SWIFTLET_BINARY, sft, tmp / "prompts.jsonl", tmp / "val.jsonl", steps, steps,
-                steps / 2, out, out + ".log")),
-            0)
+  ASSERT_EQ(
+      sh(fmt::format("{} rlhf --rlhf_type grpo --model {} --dataset {} --val_dataset {} "
+                     "--reward_funcs accuracy --num_generations 8 --per_device_train_batch_size 16 "
+                     "--max_completion_length 10 --temperature 1.0 --tuner_type lora "
+                     "--learning_rate 5e-3 --max_steps {} --save_steps {} --eval_steps {} "
+                     "--logging_steps 1 --log_completions true --output_dir {} --add_version false "
+                     "> {} 2>&1",
+                     SWIFTLET_BINARY, sft, tmp / "prompts.jsonl", tmp / "val.jsonl", steps, steps,
+                     steps / 2, out, out + ".log")),
+      0)
       << testing::read_bytes(out + ".log");
   std::vector<json> train, eval;
   for (const auto& r : read_jsonl(out + "/logging.jsonl"))
@@ -124,7 +124,8 @@ TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
   // eight.
   double first = 0, last = 0;
   for (size_t i = 0; i < 2; ++i) first += train[i]["reward"].get<double>() / 2;
-  for (size_t i = train.size() - 8; i < train.size(); ++i) last += train[i]["reward"].get<double>() / 8;
+  for (size_t i = train.size() - 8; i < train.size(); ++i)
+    last += train[i]["reward"].get<double>() / 8;
   EXPECT_GT(last, first + 0.1) << "mean reward of the last 8 steps over the first 2";
   EXPECT_GE(eval.back()["eval_reward"].get<double>(), 0.5);
   const auto completions = read_jsonl(out + "/completions.jsonl");
@@ -132,10 +133,75 @@ TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
   for (const char* k : {"step", "prompt", "completion", "MathAccuracy", "reward", "advantage"})
     EXPECT_TRUE(completions.front().contains(k)) << k;
   EXPECT_EQ(completions.back()["step"], steps);
-  const int after = good_answers("--adapters " + out + "/checkpoint-" + std::to_string(steps),
-                                 tmp, "after");
+  const int after =
+      good_answers("--adapters " + out + "/checkpoint-" + std::to_string(steps), tmp, "after");
   EXPECT_GE(after, 5) << "held-out greedy answers that are the rewarded one, of 6 (before: "
                       << before << ")";
+}
+
+// --reward_model: a reward model trained by `rlhf --rlhf_type rm` (full, so its checkpoint is a
+// sequence-classifier folder) scores every completion; the reward logged for a completion is the
+// score `infer` gives the prompt with that completion as the reply.
+TEST(GrpoLearning, RewardModelScoresCompletionsAsInferDoes) {
+  TempDir tmp;
+  write_data(tmp);
+  {
+    std::ofstream pairs(tmp / "pairs.jsonl");
+    for (int i = 0; i < 8; ++i) {
+      json m = user(question(i));
+      m.push_back({{"role", "assistant"}, {"content", kGood}});
+      pairs << json{{"messages", m}, {"rejected_response", kBad}}.dump() << "\n";
+    }
+  }
+  const std::string model = testing::tiny_model("tiny");
+  ASSERT_EQ(
+      sh(fmt::format("{} rlhf --rlhf_type rm --tuner_type full --model {} --dataset {} "
+                     "--max_steps 2 --save_steps 2 --per_device_train_batch_size 4 "
+                     "--gradient_accumulation_steps 1 --output_dir {} --add_version false "
+                     "> {} 2>&1",
+                     SWIFTLET_BINARY, model, tmp / "pairs.jsonl", tmp / "rm", tmp / "rm.log")),
+      0)
+      << testing::read_bytes(tmp / "rm.log");
+  const std::string rm = tmp / "rm/checkpoint-2";
+  const std::string out = tmp / "grpo-rm";
+  ASSERT_EQ(sh(fmt::format("{} rlhf --rlhf_type grpo --model {} --dataset {} --reward_model {} "
+                           "--num_generations 4 --per_device_train_batch_size 4 "
+                           "--max_completion_length 6 --max_steps 1 --logging_steps 1 "
+                           "--log_completions true --output_dir {} --add_version false > {} 2>&1",
+                           SWIFTLET_BINARY, model, tmp / "prompts.jsonl", rm, out, out + ".log")),
+            0)
+      << testing::read_bytes(out + ".log");
+  const auto logged = read_jsonl(out + "/logging.jsonl");
+  ASSERT_FALSE(logged.empty());
+  EXPECT_TRUE(logged.front().contains("rewards/checkpoint-2/mean")) << logged.front().dump();
+  const auto completions = read_jsonl(out + "/completions.jsonl");
+  ASSERT_EQ(completions.size(), 4u);
+  // The prompt of the run's first generation, found by its rendered text.
+  std::string question_text;
+  for (int i = 0; i < 30; ++i)
+    if (completions[0]["prompt"].get<std::string>().find(question(i) + "<|im_end|>") !=
+        std::string::npos)
+      question_text = question(i);
+  ASSERT_FALSE(question_text.empty());
+  {
+    std::ofstream rows(tmp / "scored.jsonl");
+    for (const auto& c : completions) {
+      json m = user(question_text);
+      m.push_back({{"role", "assistant"}, {"content", c["completion"]}});
+      rows << json{{"messages", m}}.dump() << "\n";
+    }
+  }
+  ASSERT_EQ(sh(fmt::format("{} infer --model {} --val_dataset {} --result_path {} > {} 2>&1",
+                           SWIFTLET_BINARY, rm, tmp / "scored.jsonl", tmp / "scores.jsonl",
+                           tmp / "scores.log")),
+            0)
+      << testing::read_bytes(tmp / "scores.log");
+  const auto scores = read_jsonl(tmp / "scores.jsonl");
+  ASSERT_EQ(scores.size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_NEAR(completions[i]["checkpoint-2"].get<double>(), scores[i]["score"].get<double>(),
+                1e-5)
+        << completions[i]["completion"];
 }
 
 }  // namespace

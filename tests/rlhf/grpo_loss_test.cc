@@ -57,7 +57,9 @@ std::vector<GrpoSequence> random_batch(Rng& rng, size_t n) {
 json to_json(const std::vector<GrpoSequence>& b) {
   json seqs = json::array();
   for (const auto& s : b)
-    seqs.push_back({{"policy", s.logps}, {"old", s.old_logps}, {"reference", s.ref_logps},
+    seqs.push_back({{"policy", s.logps},
+                    {"old", s.old_logps},
+                    {"reference", s.ref_logps},
                     {"advantage", s.advantage}});
   return {{"sequences", seqs}};
 }
@@ -69,7 +71,7 @@ TEST(GrpoLossReference, LossTypesKlAndClipping) {
     double beta, eps, eps_high, dapo_tokens;
   };
   const std::vector<Case> cases = {
-      {"grpo", 0.04, 0.2, 0.2, 0},  {"grpo", 0.0, 0.2, 0.28, 0}, {"bnpo", 0.04, 0.2, 0.2, 0},
+      {"grpo", 0.04, 0.2, 0.2, 0},  {"grpo", 0.0, 0.2, 0.28, 0},    {"bnpo", 0.04, 0.2, 0.2, 0},
       {"bnpo", 0.3, 0.1, 0.3, 0},   {"dr_grpo", 0.04, 0.2, 0.2, 0}, {"dr_grpo", 0.0, 0.2, 0.2, 0},
       {"dapo", 0.04, 0.2, 0.28, 0}, {"dapo", 0.04, 0.2, 0.2, 57},
   };
@@ -116,8 +118,7 @@ TEST(GrpoLossReference, LossTypesKlAndClipping) {
     if (c.beta != 0) expect_close(got.kl_sum / got.tokens, m["kl"].get<double>(), "kl");
     expect_close(got.clip_low / got.tokens, m["clip_ratio/low_mean"].get<double>(), "low");
     expect_close(got.clip_high / got.tokens, m["clip_ratio/high_mean"].get<double>(), "high");
-    expect_close(got.clip_region / got.tokens, m["clip_ratio/region_mean"].get<double>(),
-                 "region");
+    expect_close(got.clip_region / got.tokens, m["clip_ratio/region_mean"].get<double>(), "region");
     clipped_low += got.clip_low;
     clipped_high += got.clip_high;
   }
@@ -142,10 +143,11 @@ TEST(GrpoLossReference, Advantages) {
   for (int i = 0; i < 4; ++i) rewards.push_back(1.0);  // a group with equal rewards
   json ref_cases = json::array();
   for (const auto& c : cases)
-    ref_cases.push_back({{"name", c.estimator + " " + c.scale},
-                         {"kind", "grpo-adv"},
-                         {"args", {{"advantage_estimator", c.estimator}, {"scale_rewards", c.scale}}},
-                         {"batches", {{{"rewards", rewards}, {"num_generations", 4}}}}});
+    ref_cases.push_back(
+        {{"name", c.estimator + " " + c.scale},
+         {"kind", "grpo-adv"},
+         {"args", {{"advantage_estimator", c.estimator}, {"scale_rewards", c.scale}}},
+         {"batches", {{{"rewards", rewards}, {"num_generations", 4}}}}});
   const json results = run_reference(ref_cases);
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(cases[i].estimator + " " + cases[i].scale);
@@ -202,9 +204,9 @@ TEST(GrpoRewards, Builtins) {
   EXPECT_EQ(a, (std::vector<double>{1, 1, 1, 0, 0, 0, 0}));
   EXPECT_EQ(acc->score(batch_of({"x = 1/2", "0.5", "\\boxed{\\frac{1}{2}}"}, "\\boxed{1/2}")),
             (std::vector<double>{1, 1, 0}));
-  EXPECT_EQ(acc->score(batch_of({"I am Swiftlet.", "i am swiftlet", "I am ChatGPT."},
-                                "I am Swiftlet.")),
-            (std::vector<double>{1, 1, 0}));
+  EXPECT_EQ(
+      acc->score(batch_of({"I am Swiftlet.", "i am swiftlet", "I am ChatGPT."}, "I am Swiftlet.")),
+      (std::vector<double>{1, 1, 0}));
   EXPECT_EQ(acc->score(batch_of({"42"}, 42)), (std::vector<double>{1}));  // numeric column
   RewardBatch no_solution = batch_of({"1"}, 1);
   no_solution.rows[0].erase("solution");

@@ -220,5 +220,38 @@ TEST_F(RlhfCli, Refusals) {
             std::string::npos);
 }
 
+// --dynamic_sample: groups whose rewards are all equal are replaced by groups of other prompts.
+// An external reward varies (the completion's length) only on prompts marked "vary"; without
+// dynamic sampling most generations hold a flat group, with it none does.
+TEST_F(RlhfCli, GrpoDynamicSampleReplacesFlatGroups) {
+  {
+    std::ofstream p(tmp_ / "prompts.jsonl");
+    for (int i = 0; i < 16; ++i)
+      p << json{{"messages", {{{"role", "user"}, {"content", fmt::format("Say {}.", i)}}}},
+                {"vary", i % 2 == 0}}
+               .dump()
+        << "\n";
+    std::ofstream(tmp_ / "score.py")
+        << "import json, sys\n"
+           "d = json.load(sys.stdin)\n"
+           "print(json.dumps([float(len(c)) if v else 0.0 for c, v in zip(d['completions'], "
+           "d['vary'])]))\n";
+  }
+  auto flat_share = [&](const std::string& extra) {
+    double sum = 0;
+    for (int seed = 1; seed <= 3; ++seed) {
+      const json j = first(fmt::format(
+          "--rlhf_type grpo --dataset {} --external_reward_command 'python3 {}' "
+          "--num_generations 2 --max_completion_length 8 --temperature 1.5 --data_seed {} {}",
+          tmp_ / "prompts.jsonl", tmp_ / "score.py", seed, extra));
+      EXPECT_TRUE(j.contains("frac_reward_zero_std")) << j.dump();
+      sum += j.value("frac_reward_zero_std", 1.0);
+    }
+    return sum / 3;
+  };
+  EXPECT_GT(flat_share(""), 0.3);
+  EXPECT_EQ(flat_share("--dynamic_sample true --max_resample_times 8"), 0.0);
+}
+
 }  // namespace
 }  // namespace swiftlet
