@@ -20,6 +20,9 @@ CASES_JSON: {"cases": [case, ...]}, each case
               max_completion_length, dapo_tokens (the step's completion tokens; 0: the batch's)
   grpo-adv batch: {"rewards": [...], "num_generations": G}; args: advantage_estimator,
               scale_rewards
+  ppo batch:  {"responses": [{"logps", "ref_logps" (L_i), "values" (W), "score",
+              "new_logps" (L_i), "new_values" (W)}]}; args: kl_coef, kl_estimator, gamma, lam,
+              whiten_rewards, cliprange, cliprange_value, vf_coef (TRL 0.29 PPOTrainer's code)
 OUT_JSON: {"results": [{"name", "batches": [{"loss", "metrics", grads}], ...}]}, grads being
   "d_chosen"/"d_rejected" (pair: per sequence, per token; rm: per pair) or "d_policy" (kto);
   kto results also hold "window" (the logged metrics of all batches as one logging window), pair
@@ -353,7 +356,98 @@ def grpo_adv_batch(args, batch):
             "frac_reward_zero_std": (std < 1e-8).to(F64).mean().item()}
 
 
+INVALID_LOGPROB = 1.0
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum()
+
+
+def masked_whiten(x, mask, shift_mean=True):
+    mean = masked_mean(x, mask)
+    centered = x - mean
+    n = float(mask.sum().item())  # a float64 Bessel factor (int / int would give float32)
+    var = masked_mean(centered ** 2, mask) * (n / (n - 1))
+    w = (x - mean) * torch.rsqrt(var + 1e-8)
+    return w if shift_mean else w + mean
+
+
+def ppo_batch(args, batch):
+    """TRL 0.29 PPOTrainer.train: rewards, GAE, whitening, then one micro-batch's losses."""
+    kl_coef = args.get("kl_coef", 0.05)
+    gamma, lam = args.get("gamma", 1.0), args.get("lam", 0.95)
+    cr, crv, vf_coef = args.get("cliprange", 0.2), args.get("cliprange_value", 0.2), args.get("vf_coef", 0.1)
+    rs = batch["responses"]
+    W = len(rs[0]["values"])
+    B = len(rs)
+    L = torch.tensor([len(r["logps"]) for r in rs])
+    seq_len = L - 1  # TRL's sequence_lengths: index of the last kept token
+    idx = torch.arange(W)[None, :].repeat(B, 1)
+    padding_mask = idx > seq_len[:, None]
+    seq_len_p1 = seq_len + 1
+    padding_mask_p1 = idx > seq_len_p1[:, None]
+
+    def pad(key, n):
+        t = torch.full((B, n), INVALID_LOGPROB, dtype=F64)
+        for i, r in enumerate(rs):
+            t[i, :len(r[key])] = torch.tensor(r[key], dtype=F64)
+        return t
+    logprobs = pad("logps", W).masked_fill(padding_mask, INVALID_LOGPROB)
+    ref_logprobs = pad("ref_logps", W).masked_fill(padding_mask, INVALID_LOGPROB)
+    values = pad("values", W).masked_fill(padding_mask_p1, 0)
+    scores = torch.tensor([r["score"] for r in rs], dtype=F64)
+    logr = ref_logprobs - logprobs
+    kl = -logr if args.get("kl_estimator", "k1") == "k1" else (logr.exp() - 1) - logr
+    non_score_reward = -kl_coef * kl
+    rewards = non_score_reward.clone()
+    actual_end = torch.where(seq_len_p1 < W, seq_len_p1, seq_len)
+    rewards[torch.arange(B), actual_end] += scores
+    if args.get("whiten_rewards", False):
+        rewards = masked_whiten(rewards, ~padding_mask_p1, shift_mean=False)
+        rewards = rewards.masked_fill(padding_mask_p1, 0)
+    lastgaelam = 0
+    adv_rev = []
+    for t in reversed(range(W)):
+        nextvalues = values[:, t + 1] if t < W - 1 else 0.0
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        adv_rev.append(lastgaelam)
+    advantages = torch.stack(adv_rev[::-1], dim=1)
+    returns = advantages + values
+    advantages = masked_whiten(advantages, ~padding_mask).masked_fill(padding_mask, 0)
+
+    new = [torch.tensor(r["new_logps"], dtype=F64, requires_grad=True) for r in rs]
+    newv = [torch.tensor(r["new_values"], dtype=F64, requires_grad=True) for r in rs]
+    new_logprobs = torch.stack([torch.cat([n, torch.full((W - len(n),), INVALID_LOGPROB, dtype=F64)]) for n in new])
+    new_logprobs = new_logprobs.masked_fill(padding_mask, INVALID_LOGPROB)
+    vpred = torch.stack(newv)
+    vpredclipped = torch.clamp(vpred, values - crv, values + crv)
+    vf1 = torch.square(vpred - returns)
+    vf2 = torch.square(vpredclipped - returns)
+    vf_loss = 0.5 * masked_mean(torch.max(vf1, vf2), ~padding_mask_p1)
+    vf_clipfrac = masked_mean((vf2 > vf1).to(F64), ~padding_mask_p1)
+    diff = new_logprobs - logprobs
+    ratio = torch.exp(diff)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - cr, 1.0 + cr)
+    pg_loss = masked_mean(torch.max(pg1, pg2), ~padding_mask)
+    loss = pg_loss + vf_coef * vf_loss
+    loss.backward()
+    keep = lambda t: [t[i].tolist() for i in range(B)]
+    return {"rewards": keep(rewards), "advantages": keep(advantages), "returns": keep(returns.detach()),
+            "loss": loss.item(), "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
+            "d_logps": grads(new), "d_values": grads(newv),
+            "metrics": {"objective/kl": kl.sum(1).mean().item(),
+                        "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
+                        "objective/scores": scores.mean().item(),
+                        "policy/clipfrac_avg": masked_mean((pg2 > pg1).to(F64), ~padding_mask).item(),
+                        "val/clipfrac_avg": vf_clipfrac.item(),
+                        "policy/approxkl_avg": (0.5 * (diff ** 2).mean()).item()}}
+
+
 def run_case(case):
+    if case["kind"] == "ppo":
+        return {"name": case["name"], "batches": [ppo_batch(case["args"], b) for b in case["batches"]]}
     if case["kind"] in ("grpo", "grpo-adv"):
         fn = grpo_batch if case["kind"] == "grpo" else grpo_adv_batch
         return {"name": case["name"], "batches": [fn(case["args"], b) for b in case["batches"]]}
