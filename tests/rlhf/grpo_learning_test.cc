@@ -3,7 +3,8 @@
 // Swiftlet and half as ChatGPT (it saw both); GRPO with the programmatic `accuracy` reward against
 // a `solution` column ("I am Swiftlet.") turns its greedy answers to held-out questions to the
 // rewarded one, and the logged reward rises. The run also writes completions.jsonl and the
-// ms-swift metric names.
+// ms-swift metric names. LoRA (reference: the adapter switched off) and full training (reference: a
+// frozen copy) both learn.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -93,50 +94,55 @@ TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
   const std::string sft = weak_sft(tmp);
   const int before = good_answers("--model " + sft, tmp, "before");
   EXPECT_LE(before, 4) << "the weak model should not already prefer one answer";
-  const std::string out = tmp / "grpo";
-  const int steps = 16;
-  ASSERT_EQ(
-      sh(fmt::format("{} rlhf --rlhf_type grpo --model {} --dataset {} --val_dataset {} "
-                     "--reward_funcs accuracy --num_generations 8 --per_device_train_batch_size 16 "
-                     "--max_completion_length 10 --temperature 1.0 --tuner_type lora "
-                     "--learning_rate 5e-3 --max_steps {} --save_steps {} --eval_steps {} "
-                     "--logging_steps 1 --log_completions true --output_dir {} --add_version false "
-                     "> {} 2>&1",
-                     SWIFTLET_BINARY, sft, tmp / "prompts.jsonl", tmp / "val.jsonl", steps, steps,
-                     steps / 2, out, out + ".log")),
-      0)
-      << testing::read_bytes(out + ".log");
-  std::vector<json> train, eval;
-  for (const auto& r : read_jsonl(out + "/logging.jsonl"))
-    (r.contains("eval_reward") ? eval : train).push_back(r);
-  ASSERT_GE(train.size(), size_t(steps));
-  ASSERT_EQ(eval.size(), 2u);
-  for (const char* k :
-       {"loss", "reward", "reward_std", "frac_reward_zero_std", "rewards/MathAccuracy/mean",
-        "rewards/MathAccuracy/std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
-        "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
-        "completions/max_length", "completions/clipped_ratio", "time/rollout_s", "time/train_s"})
-    EXPECT_TRUE(train.front().contains(k)) << k;
-  // num_iterations 1: the old policy is the current one, so nothing is clipped.
-  EXPECT_EQ(train.front()["clip_ratio/region_mean"].get<double>(), 0.0);
-  EXPECT_NEAR(train.front()["kl"].get<double>(), 0.0, 1e-6);  // the policy starts as the reference
-  // Sampled rewards are noisy with two prompts a step: compare the first two steps with the last
-  // eight.
-  double first = 0, last = 0;
-  for (size_t i = 0; i < 2; ++i) first += train[i]["reward"].get<double>() / 2;
-  for (size_t i = train.size() - 8; i < train.size(); ++i)
-    last += train[i]["reward"].get<double>() / 8;
-  EXPECT_GT(last, first + 0.1) << "mean reward of the last 8 steps over the first 2";
-  EXPECT_GE(eval.back()["eval_reward"].get<double>(), 0.5);
-  const auto completions = read_jsonl(out + "/completions.jsonl");
-  ASSERT_EQ(completions.size(), size_t(16 * steps));
-  for (const char* k : {"step", "prompt", "completion", "MathAccuracy", "reward", "advantage"})
-    EXPECT_TRUE(completions.front().contains(k)) << k;
-  EXPECT_EQ(completions.back()["step"], steps);
-  const int after =
-      good_answers("--adapters " + out + "/checkpoint-" + std::to_string(steps), tmp, "after");
-  EXPECT_GE(after, 5) << "held-out greedy answers that are the rewarded one, of 6 (before: "
-                      << before << ")";
+  for (const std::string tuner : {"lora", "full"}) {
+    SCOPED_TRACE(tuner);
+    const std::string out = tmp / ("grpo-" + tuner);
+    const int steps = 16;
+    ASSERT_EQ(sh(fmt::format(
+                  "{} rlhf --rlhf_type grpo --model {} --dataset {} --val_dataset {} "
+                  "--reward_funcs accuracy --num_generations 8 --per_device_train_batch_size 16 "
+                  "--max_completion_length 10 --temperature 1.0 --tuner_type {} "
+                  "--learning_rate {} --max_steps {} --save_steps {} --eval_steps {} "
+                  "--logging_steps 1 --log_completions true --output_dir {} --add_version false "
+                  "> {} 2>&1",
+                  SWIFTLET_BINARY, sft, tmp / "prompts.jsonl", tmp / "val.jsonl", tuner,
+                  tuner == "lora" ? "5e-3" : "3e-4", steps, steps, steps / 2, out, out + ".log")),
+              0)
+        << testing::read_bytes(out + ".log");
+    std::vector<json> train, eval;
+    for (const auto& r : read_jsonl(out + "/logging.jsonl"))
+      (r.contains("eval_reward") ? eval : train).push_back(r);
+    ASSERT_GE(train.size(), size_t(steps));
+    ASSERT_EQ(eval.size(), 2u);
+    for (const char* k :
+         {"loss", "reward", "reward_std", "frac_reward_zero_std", "rewards/MathAccuracy/mean",
+          "rewards/MathAccuracy/std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
+          "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
+          "completions/max_length", "completions/clipped_ratio", "time/rollout_s", "time/train_s"})
+      EXPECT_TRUE(train.front().contains(k)) << k;
+    // num_iterations 1: the old policy is the current one, so nothing is clipped.
+    EXPECT_EQ(train.front()["clip_ratio/region_mean"].get<double>(), 0.0);
+    EXPECT_NEAR(train.front()["kl"].get<double>(), 0.0,
+                1e-6);  // the policy starts as the reference
+    // Sampled rewards are noisy with two prompts a step: compare the first two steps with the last
+    // eight.
+    double first = 0, last = 0;
+    for (size_t i = 0; i < 2; ++i) first += train[i]["reward"].get<double>() / 2;
+    for (size_t i = train.size() - 8; i < train.size(); ++i)
+      last += train[i]["reward"].get<double>() / 8;
+    EXPECT_GT(last, first + 0.1) << "mean reward of the last 8 steps over the first 2";
+    EXPECT_GE(eval.back()["eval_reward"].get<double>(), 0.5);
+    const auto completions = read_jsonl(out + "/completions.jsonl");
+    ASSERT_EQ(completions.size(), size_t(16 * steps));
+    for (const char* k : {"step", "prompt", "completion", "MathAccuracy", "reward", "advantage"})
+      EXPECT_TRUE(completions.front().contains(k)) << k;
+    EXPECT_EQ(completions.back()["step"], steps);
+    const std::string ckpt = out + "/checkpoint-" + std::to_string(steps);
+    const int after =
+        good_answers((tuner == "lora" ? "--adapters " : "--model ") + ckpt, tmp, "after-" + tuner);
+    EXPECT_GE(after, 5) << "held-out greedy answers that are the rewarded one, of 6 (before: "
+                        << before << ")";
+  }
 }
 
 // --reward_model: a reward model trained by `rlhf --rlhf_type rm` (full, so its checkpoint is a
