@@ -66,19 +66,27 @@ PromptBundle load_prompt_datasets(const DataArgs& a, const std::string& model_ar
   // As inference renders a prompt: hybrid Qwen3 answers without thinking.
   if (out.template_name == "qwen3") opt.enable_thinking = false;
   size_t cut = 0, dropped = 0;
+  ThreadPool pool(int(std::max<int64_t>(1, a.dataset_num_proc)));
   auto encode = [&](std::vector<PromptRow>& rows, std::vector<PromptSample>& dst) {
-    for (PromptRow& r : rows) {
-      std::vector<int32_t> ids =
-          tok.encode(tmpl.render(merge_for_template(r.conversation.messages), opt));
-      if (int64_t(ids.size()) > a.max_length) {
+    std::vector<std::string> skipped;
+    std::vector<std::optional<std::vector<int32_t>>> ids = encode_parallel<std::vector<int32_t>>(
+        rows, pool, a.strict, skipped, [&](const PromptRow& r) {
+          return tok.encode(tmpl.render(merge_for_template(r.conversation.messages), opt));
+        });
+    log_skipped(report, skipped, "prompts");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (!ids[i]) continue;
+      std::vector<int32_t>& p = *ids[i];
+      if (int64_t(p.size()) > a.max_length) {
         if (a.truncation_strategy == "delete") {
           ++dropped;
           continue;
         }
-        ids.erase(ids.begin(), ids.end() - a.max_length);
+        p.erase(p.begin(), p.end() - a.max_length);
         ++cut;
       }
-      dst.push_back({r.where, std::move(ids), std::move(r.row), r.conversation.messages});
+      dst.push_back(
+          {rows[i].where, std::move(p), std::move(rows[i].row), rows[i].conversation.messages});
     }
   };
   encode(train_rows, out.train);
