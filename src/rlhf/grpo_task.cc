@@ -120,6 +120,13 @@ GrpoTask::GrpoTask(GrpoArgs args, PromptBundle data,
   if (args_.reward_weights.empty()) args_.reward_weights.assign(rewards_.size(), 1.0);
   SWIFTLET_CHECK(args_.reward_weights.size() == rewards_.size(), "{} reward weights for {}",
                  args_.reward_weights.size(), rewards_.size());
+  const int64_t per_gen = args_.generation_batch_size() / args_.num_generations;
+  if (int64_t(data_.train.size()) < per_gen)
+    throw Error(fmt::format("{} training prompts are fewer than the {} prompts of one generation "
+                            "batch ({} completions in groups of {})",
+                            data_.train.size(), per_gen, args_.generation_batch_size(),
+                            args_.num_generations),
+                "add prompts, or lower --per_device_train_batch_size or --steps_per_generation");
 }
 
 GrpoTask::~GrpoTask() = default;
@@ -206,8 +213,10 @@ std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
     } restore{model, adapter_};
     EngineOptions eo;
     eo.max_batch_size = int64_t(out.size());
-    eo.max_model_len = std::min<int64_t>(model.config().max_position_embeddings,
-                                         longest + args_.max_completion_length + 1);
+    eo.max_model_len = longest + args_.max_completion_length + 1;
+    if (model.config().max_position_embeddings > 0)
+      eo.max_model_len =
+          std::min<int64_t>(model.config().max_position_embeddings, eo.max_model_len);
     eo.base_adapter = adapter_;
     const Tokenizer* t = &tok_;
     Engine engine(

@@ -214,6 +214,10 @@ TEST_F(RlhfCli, Refusals) {
            {" --reward_funcs accuracy --num_generations 4 --reward_model " + model_,
             "is not a sequence classifier"},
            {" --reward_funcs accuracy --num_generations 4 --truncation_strategy right", "right"},
+           {" --reward_funcs accuracy --num_generations 2 --generation_batch_size 40",
+            "8 training prompts are fewer than the 20 prompts of one generation batch"},
+           {" --reward_funcs accuracy --num_generations 4 --loss_scale all",
+            "--loss_scale does not apply"},
        })
     EXPECT_NE(refusal(grpo + flags).find(says), std::string::npos) << flags;
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --packing true").find("packing"),
