@@ -476,6 +476,9 @@ int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
   metrics.add("clip_ratio/low_mean", obj.clip_low, obj.tokens);
   metrics.add("clip_ratio/high_mean", obj.clip_high, obj.tokens);
   metrics.add("clip_ratio/region_mean", obj.clip_region, obj.tokens);
+  // ms-swift's min / max over ranks: one process is its own minimum and maximum.
+  metrics.add("clip_ratio/low_min", obj.clip_low, obj.tokens);
+  metrics.add("clip_ratio/high_max", obj.clip_high, obj.tokens);
   metrics.add("time/train_s", seconds_since(t0), first_of_step ? 1 : 0);
   return int64_t(b.input_ids.size());
 }

@@ -117,8 +117,9 @@ TEST(GrpoLearning, AccuracyRewardTurnsHeldOutAnswers) {
     for (const char* k :
          {"loss", "reward", "reward_std", "frac_reward_zero_std", "rewards/MathAccuracy/mean",
           "rewards/MathAccuracy/std", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean",
-          "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
-          "completions/max_length", "completions/clipped_ratio", "time/rollout_s", "time/train_s"})
+          "clip_ratio/region_mean", "clip_ratio/low_min", "clip_ratio/high_max",
+          "completions/mean_length", "completions/min_length", "completions/max_length",
+          "completions/clipped_ratio", "time/rollout_s", "time/train_s"})
       EXPECT_TRUE(train.front().contains(k)) << k;
     // num_iterations 1: the old policy is the current one, so nothing is clipped.
     EXPECT_EQ(train.front()["clip_ratio/region_mean"].get<double>(), 0.0);
