@@ -32,3 +32,4 @@ echo "## training"
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" dpo "$TMP/swiftlet-bench-qwen3-0.6b" || true
 if [[ -x "$ROOT/bench/serve_bench.sh" ]]; then echo "## serving"; "$ROOT/bench/serve_bench.sh"; fi
 if [[ -x "$B/serve_bench" ]]; then echo "## serving"; "$B/serve_bench"; fi
+echo "## grpo (Qwen3-0.6B shape)"; "$ROOT/bench/grpo_bench.sh" || true

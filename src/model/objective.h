@@ -43,6 +43,9 @@ class Objective {
   virtual bool wants_logits() const { return false; }
   // False for objectives on the hidden states alone (a reward model's score head): no LM head.
   virtual bool uses_lm_head() const { return true; }
+  // Log-probs (and their gradient) on logits / temperature: GRPO/PPO score a rollout at the
+  // temperature it was sampled with. 1: the raw logits.
+  virtual float temperature() const { return 1.0f; }
 
   // weights_before_logprobs(): d loss / d log p(target) of the chunk's rows into dlogp, before
   // their log-probs are known (c.logprobs and c.correct are empty).

@@ -123,11 +123,13 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
   const bool keep_logits = obj.wants_logits();
   const bool separate_dlogits = keep_logits && fixed;
   std::vector<float> all_dlogp(whole ? size_t(T) : 0);
+  // Logits / temperature: the kernel sees the scaled logits, dh and dW take the scale once more.
+  const float inv_t = 1.0f / obj.temperature();
 
   // logits = hn W^T of rows [r, e); with a gradient, d loss / d logp -> dlogits -> dh, dW.
   auto logits_of = [&](int64_t r, int64_t e) {
     Tensor logits = dev_.empty({e - r, V}, DType::kF32);
-    dev_.gemm(hn.slice(r, e), false, w_.lm_head, true, logits);
+    dev_.gemm(hn.slice(r, e), false, w_.lm_head, true, logits, inv_t);
     return logits;
   };
   // The chunk as the objective sees it: log p(target) = -cross-entropy, and argmax hits.
@@ -162,9 +164,9 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     Tensor dlogits = separate_dlogits ? dev_.empty({n, V}, DType::kF32) : logits;
     dev_.cross_entropy(loss, correct, dlogits, logits, b.targets.slice(r, e), 1.0f,
                        dev_.upload(scale));
-    dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), 1.0f, 1.0f);  // dh += dl W
-    if (grads->lm_head.defined())
-      dev_.gemm(dlogits, true, hn.slice(r, e), false, grads->lm_head, 1.0f, 1.0f);  // dW += dl^T h
+    dev_.gemm(dlogits, false, w_.lm_head, false, dhn.slice(r, e), inv_t, 1.0f);  // dh += dl W / t
+    if (grads->lm_head.defined())                                                // dW += dl^T h / t
+      dev_.gemm(dlogits, true, hn.slice(r, e), false, grads->lm_head, inv_t, 1.0f);
     return std::pair{loss, correct};
   };
   auto observe = [&](int64_t r, int64_t e, const Tensor& logits, std::span<float> dlogp) {

@@ -75,6 +75,12 @@ struct TrainSetup {
   DType base_dtype;           // the frozen base weights' dtype
 };
 
+// The evaluation metric that picks the best checkpoint, and whether higher is better.
+struct BestMetric {
+  std::string name = "loss";
+  bool greater_is_better = false;
+};
+
 class TrainTask {
  public:
   virtual ~TrainTask() = default;
@@ -97,6 +103,8 @@ class TrainTask {
   // Metrics over the validation set (logged with an "eval_" prefix; eval_loss picks the best
   // checkpoint).
   virtual Metrics evaluate(Transformer& model, int64_t batch_size) = 0;
+  // eval_<name> picks the best checkpoint (ms-swift's metric_for_best_model).
+  virtual BestMetric best_metric() const { return {}; }
   // State carried across steps (saved in trainer_state.json, restored on resume); null: none.
   virtual nlohmann::json state() const { return nullptr; }
   virtual void restore(const nlohmann::json& state) {}

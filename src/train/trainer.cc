@@ -264,9 +264,11 @@ void TrainLoop::evaluate(int64_t gstep) {
   rec["step"] = gstep;
   logger_->log(rec, *progress_);
   result_.log_history.push_back(rec);
-  const double eval_loss = m.mean("loss");
-  if (!state_.best_metric || eval_loss < *state_.best_metric) {
-    state_.best_metric = eval_loss;
+  const BestMetric best = task_.best_metric();
+  const double value = m.mean(best.name);
+  if (!state_.best_metric ||
+      (best.greater_is_better ? value > *state_.best_metric : value < *state_.best_metric)) {
+    state_.best_metric = value;
     state_.best_step = gstep;
   }
 }

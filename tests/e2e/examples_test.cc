@@ -52,7 +52,7 @@ TEST_P(ExampleScript, RunsReduced) {
 
 INSTANTIATE_TEST_SUITE_P(All, ExampleScript,
                          ::testing::Values("sft_lora.sh", "sft_full.sh", "pt.sh", "resume.sh",
-                                           "merge_infer.sh", "deploy.sh", "dpo.sh", "rm.sh"),
+                                           "merge_infer.sh", "deploy.sh", "dpo.sh", "rm.sh", "grpo.sh"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (auto& c : n)

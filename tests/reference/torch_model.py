@@ -246,6 +246,22 @@ def objective_loss(obj, logits, hidden, targets, keep, samples):
     if kind == "value_head":  # scale * sum_t 0.5 * (h_t . u)^2 over all rows
         u = torch.tensor(obj["u"], dtype=dt)
         return obj["scale"] * 0.5 * ((hidden @ u) ** 2).sum()
+    if kind == "grpo":  # GRPO (loss_type grpo) on logits / temperature, fixed old/ref log-probs
+        lt = torch.log_softmax(logits / obj["temperature"], -1)
+        x = lt.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+        old = torch.tensor(obj["old"], dtype=dt)
+        ref = torch.tensor(obj["ref"], dtype=dt)
+        ratio = torch.exp(x - old)
+        clipped = torch.clamp(ratio, 1 - obj["eps_low"], 1 + obj["eps_high"])
+        total = 0
+        for (f, n), a in zip(samples, obj["advantages"]):
+            k = keep[f:f + n]
+            r, c = ratio[f:f + n][k], clipped[f:f + n][k]
+            tok = -torch.min(r * a, c * a)
+            d = torch.clamp(ref[f:f + n][k] - x[f:f + n][k], -20, 20)
+            tok = tok + obj["beta"] * torch.clamp(torch.exp(d) - d - 1, -10, 10)
+            total = total + tok.mean()
+        return obj["scale"] * total / len(samples)
     raise SystemExit(f"unknown objective {kind}")
 
 

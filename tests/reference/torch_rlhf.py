@@ -15,6 +15,14 @@ CASES_JSON: {"cases": [case, ...]}, each case
   kto batch:  {"examples": [{"policy", "reference", "kl_policy", "kl_reference": [...],
                              "desirable": bool, "logits_sum": float (optional)}, ...]}
   rm batch:   {"chosen": [score, ...], "rejected": [...], "margin": [...] (optional)}
+  grpo batch: {"sequences": [{"policy", "old", "reference": [per-token logps], "advantage"}]};
+              args: beta, epsilon, epsilon_high, loss_type grpo|bnpo|dr_grpo|dapo,
+              max_completion_length, dapo_tokens (the step's completion tokens; 0: the batch's)
+  grpo-adv batch: {"rewards": [...], "num_generations": G}; args: advantage_estimator,
+              scale_rewards
+  ppo batch:  {"responses": [{"logps", "ref_logps" (L_i), "values" (W), "score",
+              "new_logps" (L_i), "new_values" (W)}]}; args: kl_coef, kl_estimator, gamma, lam,
+              whiten_rewards, cliprange, cliprange_value, vf_coef (TRL 0.29 PPOTrainer's code)
 OUT_JSON: {"results": [{"name", "batches": [{"loss", "metrics", grads}], ...}]}, grads being
   "d_chosen"/"d_rejected" (pair: per sequence, per token; rm: per pair) or "d_policy" (kto);
   kto results also hold "window" (the logged metrics of all batches as one logging window), pair
@@ -279,7 +287,170 @@ def rm_batch(c, batch):
             "metrics": metrics}
 
 
+def grpo_batch(args, batch):
+    """ms-swift's _compute_loss_and_metrics on padded [B, T] tensors (RLHF-SPEC 7.3)."""
+    beta = args.get("beta", 0.04)
+    eps_low = args.get("epsilon", 0.2)
+    eps_high = args.get("epsilon_high", eps_low)
+    loss_type = args.get("loss_type", "grpo")
+    L = args.get("max_completion_length", 512)
+    seqs = batch["sequences"]
+    x = leaves(seqs, "policy")
+    xs, mask, lengths = padded(x)
+    old, _, _ = padded([torch.tensor(s["old"], dtype=F64) for s in seqs])
+    adv = torch.tensor([s["advantage"] for s in seqs], dtype=F64)[:, None]
+    m = mask.to(F64)
+    ratio = torch.exp(xs - old)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    metrics = {}
+    if beta != 0:
+        ref, _, _ = padded([torch.tensor(s["reference"], dtype=F64) for s in seqs])
+        d = torch.clamp(ref - xs, -20, 20)
+        kl = torch.clamp(torch.exp(d) - d - 1, -10, 10)
+        per_token = per_token + beta * kl
+        metrics["kl"] = ((kl * m).sum() / m.sum()).item()
+    if loss_type == "grpo":
+        loss = ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * m).sum() / m.sum().clamp(min=1)
+    elif loss_type == "dr_grpo":
+        loss = (per_token * m).sum() / (m.shape[0] * L)
+    elif loss_type == "dapo":
+        T = args.get("dapo_tokens", 0) or m.sum().item()
+        loss = (per_token * m).sum() / T
+    else:
+        raise ValueError(loss_type)
+    low = ((ratio < 1 - eps_low) & (adv < 0)).to(F64) * m
+    high = ((ratio > 1 + eps_high) & (adv > 0)).to(F64) * m
+    metrics["clip_ratio/low_mean"] = (low.sum() / m.sum()).item()
+    metrics["clip_ratio/high_mean"] = (high.sum() / m.sum()).item()
+    metrics["clip_ratio/region_mean"] = (((low + high) > 0).to(F64).sum() / m.sum()).item()
+    loss.backward()
+    return {"loss": loss.item(), "d_policy": grads(x), "metrics": metrics}
+
+
+def grpo_adv_batch(args, batch):
+    G = batch["num_generations"]
+    est = args.get("advantage_estimator", "grpo")
+    scale = args.get("scale_rewards", {"grpo": "group", "rloo": "none"}.get(est, "batch"))
+    R = torch.tensor(batch["rewards"], dtype=F64).view(-1, G)
+    mean = R.mean(-1, keepdim=True)
+    std = R.std(-1, keepdim=True)  # unbiased
+    a = R - mean
+    if est == "rloo":
+        a = a * G / (G - 1)
+    if est == "reinforce_plus_plus":
+        if scale == "batch":
+            a = a / (a.flatten().std() + 1e-4)
+        elif scale == "group":
+            a = a / (a.std(-1, keepdim=True) + 1e-4)
+    else:
+        if scale == "group":
+            a = a / (std + 1e-4)
+        elif scale == "batch":
+            a = a / (R.flatten().std() + 1e-4)
+    reward_std = R.flatten().std().item() if scale == "batch" else std.mean().item()
+    return {"advantages": a.flatten().tolist(), "reward": mean.mean().item(),
+            "reward_std": reward_std,
+            "frac_reward_zero_std": (std < 1e-8).to(F64).mean().item()}
+
+
+INVALID_LOGPROB = 1.0
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum()
+
+
+def masked_whiten(x, mask, shift_mean=True):
+    mean = masked_mean(x, mask)
+    centered = x - mean
+    n = float(mask.sum().item())  # a float64 Bessel factor (int / int would give float32)
+    var = masked_mean(centered ** 2, mask) * (n / (n - 1))
+    w = (x - mean) * torch.rsqrt(var + 1e-8)
+    return w if shift_mean else w + mean
+
+
+def ppo_batch(args, batch):
+    """TRL 0.29 PPOTrainer.train: rewards, GAE, whitening, then one micro-batch's losses."""
+    kl_coef = args.get("kl_coef", 0.05)
+    gamma, lam = args.get("gamma", 1.0), args.get("lam", 0.95)
+    cr, crv, vf_coef = args.get("cliprange", 0.2), args.get("cliprange_value", 0.2), args.get("vf_coef", 0.1)
+    rs = batch["responses"]
+    W = len(rs[0]["values"])
+    B = len(rs)
+    L = torch.tensor([len(r["logps"]) for r in rs])
+    seq_len = L - 1  # TRL's sequence_lengths: index of the last kept token
+    idx = torch.arange(W)[None, :].repeat(B, 1)
+    padding_mask = idx > seq_len[:, None]
+    seq_len_p1 = seq_len + 1
+    padding_mask_p1 = idx > seq_len_p1[:, None]
+
+    def pad(key, n):
+        t = torch.full((B, n), INVALID_LOGPROB, dtype=F64)
+        for i, r in enumerate(rs):
+            t[i, :len(r[key])] = torch.tensor(r[key], dtype=F64)
+        return t
+    logprobs = pad("logps", W).masked_fill(padding_mask, INVALID_LOGPROB)
+    ref_logprobs = pad("ref_logps", W).masked_fill(padding_mask, INVALID_LOGPROB)
+    values = pad("values", W).masked_fill(padding_mask_p1, 0)
+    scores = torch.tensor([r["score"] for r in rs], dtype=F64)
+    logr = ref_logprobs - logprobs
+    kl = -logr if args.get("kl_estimator", "k1") == "k1" else (logr.exp() - 1) - logr
+    non_score_reward = -kl_coef * kl
+    rewards = non_score_reward.clone()
+    actual_end = torch.where(seq_len_p1 < W, seq_len_p1, seq_len)
+    rewards[torch.arange(B), actual_end] += scores
+    if args.get("whiten_rewards", False):
+        rewards = masked_whiten(rewards, ~padding_mask_p1, shift_mean=False)
+        rewards = rewards.masked_fill(padding_mask_p1, 0)
+    lastgaelam = 0
+    adv_rev = []
+    for t in reversed(range(W)):
+        nextvalues = values[:, t + 1] if t < W - 1 else 0.0
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        adv_rev.append(lastgaelam)
+    advantages = torch.stack(adv_rev[::-1], dim=1)
+    returns = advantages + values
+    advantages = masked_whiten(advantages, ~padding_mask).masked_fill(padding_mask, 0)
+
+    new = [torch.tensor(r["new_logps"], dtype=F64, requires_grad=True) for r in rs]
+    newv = [torch.tensor(r["new_values"], dtype=F64, requires_grad=True) for r in rs]
+    new_logprobs = torch.stack([torch.cat([n, torch.full((W - len(n),), INVALID_LOGPROB, dtype=F64)]) for n in new])
+    new_logprobs = new_logprobs.masked_fill(padding_mask, INVALID_LOGPROB)
+    vpred = torch.stack(newv)
+    vpredclipped = torch.clamp(vpred, values - crv, values + crv)
+    vf1 = torch.square(vpred - returns)
+    vf2 = torch.square(vpredclipped - returns)
+    vf_loss = 0.5 * masked_mean(torch.max(vf1, vf2), ~padding_mask_p1)
+    vf_clipfrac = masked_mean((vf2 > vf1).to(F64), ~padding_mask_p1)
+    diff = new_logprobs - logprobs
+    ratio = torch.exp(diff)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - cr, 1.0 + cr)
+    pg_loss = masked_mean(torch.max(pg1, pg2), ~padding_mask)
+    loss = pg_loss + vf_coef * vf_loss
+    loss.backward()
+    keep = lambda t: [t[i].tolist() for i in range(B)]
+    return {"rewards": keep(rewards), "advantages": keep(advantages), "returns": keep(returns.detach()),
+            "loss": loss.item(), "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
+            "d_logps": grads(new), "d_values": grads(newv),
+            "metrics": {"objective/kl": kl.sum(1).mean().item(),
+                        "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
+                        "objective/scores": scores.mean().item(),
+                        "policy/clipfrac_avg": masked_mean((pg2 > pg1).to(F64), ~padding_mask).item(),
+                        "val/clipfrac_avg": vf_clipfrac.item(),
+                        "policy/approxkl_avg": (0.5 * (diff ** 2).mean()).item()}}
+
+
 def run_case(case):
+    if case["kind"] == "ppo":
+        return {"name": case["name"], "batches": [ppo_batch(case["args"], b) for b in case["batches"]]}
+    if case["kind"] in ("grpo", "grpo-adv"):
+        fn = grpo_batch if case["kind"] == "grpo" else grpo_adv_batch
+        return {"name": case["name"], "batches": [fn(case["args"], b) for b in case["batches"]]}
     c = resolve(case["args"])
     out = {"name": case["name"], "batches": []}
     if case["kind"] == "pair":

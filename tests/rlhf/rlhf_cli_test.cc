@@ -188,10 +188,73 @@ TEST_F(RlhfCli, Refusals) {
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --loss_type sigmoid hinge --loss_weights 1 abc")
                 .find("--loss_weights: 'abc' is not a number"),
             std::string::npos);
-  EXPECT_NE(refusal(pairs() + " --rlhf_type grpo").find("--rlhf_type grpo is not supported yet"),
+  EXPECT_NE(refusal(pairs() + " --rlhf_type ppo").find("--rlhf_type ppo is not supported yet"),
             std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --num_generations 4")
+                .find("--num_generations only applies to --rlhf_type grpo"),
+            std::string::npos);
+  // grpo's own refusals, each with its sentence.
+  const std::string grpo = " --rlhf_type grpo --dataset " + (tmp_ / "pairs.jsonl");
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {" --num_generations 4", "grpo needs a reward"},
+           {" --reward_funcs accuracy --rpo_alpha 1", "--rpo_alpha does not apply"},
+           {" --reward_funcs accuracy --num_generations 1", "at least 2"},
+           {" --reward_funcs accuracy --num_generations 3", "not divisible by --num_generations 3"},
+           {" --reward_funcs accuracy --num_generations 4 --loss_type cispo", "cispo"},
+           {" --reward_funcs accuracy --num_generations 4 --scale_rewards gdpo", "gdpo"},
+           {" --reward_funcs accuracy --num_generations 4 --advantage_estimator gae", "gae"},
+           {" --reward_funcs accuracy --num_generations 4 --temperature 0", "positive"},
+           {" --reward_funcs nope --num_generations 4", "not a built-in reward"},
+           {" --reward_funcs soft_overlong --num_generations 4", "--soft_cache_length"},
+           {" --reward_funcs accuracy format --reward_weights 1 --num_generations 4",
+            "--reward_weights has 1 values for 2 rewards"},
+           {" --reward_funcs accuracy --num_generations 4 --steps_per_generation 2 "
+            "--generation_batch_size 8",
+            "not both"},
+           {" --reward_funcs accuracy --num_generations 4 --reward_model " + model_,
+            "is not a sequence classifier"},
+           {" --reward_funcs accuracy --num_generations 4 --truncation_strategy right", "right"},
+           {" --reward_funcs accuracy --num_generations 2 --generation_batch_size 40",
+            "8 training prompts are fewer than the 20 prompts of one generation batch"},
+           {" --reward_funcs accuracy --num_generations 4 --loss_scale all",
+            "--loss_scale does not apply"},
+       })
+    EXPECT_NE(refusal(grpo + flags).find(says), std::string::npos) << flags;
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --packing true").find("packing"),
             std::string::npos);
+}
+
+// --dynamic_sample: groups whose rewards are all equal are replaced by groups of other prompts.
+// An external reward varies (the completion's length) only on prompts marked "vary"; without
+// dynamic sampling most generations hold a flat group, with it none does.
+TEST_F(RlhfCli, GrpoDynamicSampleReplacesFlatGroups) {
+  {
+    std::ofstream p(tmp_ / "prompts.jsonl");
+    for (int i = 0; i < 16; ++i)
+      p << json{{"messages", {{{"role", "user"}, {"content", fmt::format("Say {}.", i)}}}},
+                {"vary", i % 2 == 0}}
+               .dump()
+        << "\n";
+    std::ofstream(tmp_ / "score.py")
+        << "import json, sys\n"
+           "d = json.load(sys.stdin)\n"
+           "print(json.dumps([float(len(c)) if v else 0.0 for c, v in zip(d['completions'], "
+           "d['vary'])]))\n";
+  }
+  auto flat_share = [&](const std::string& extra) {
+    double sum = 0;
+    for (int seed = 1; seed <= 3; ++seed) {
+      const json j = first(fmt::format(
+          "--rlhf_type grpo --dataset {} --external_reward_command 'python3 {}' "
+          "--num_generations 2 --max_completion_length 8 --temperature 1.5 --data_seed {} {}",
+          tmp_ / "prompts.jsonl", tmp_ / "score.py", seed, extra));
+      EXPECT_TRUE(j.contains("frac_reward_zero_std")) << j.dump();
+      sum += j.value("frac_reward_zero_std", 1.0);
+    }
+    return sum / 3;
+  };
+  EXPECT_GT(flat_share(""), 0.3);
+  EXPECT_EQ(flat_share("--dynamic_sample true --max_resample_times 8"), 0.0);
 }
 
 }  // namespace

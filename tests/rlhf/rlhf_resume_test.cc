@@ -73,5 +73,52 @@ TEST(RlhfResume, ResumedRunsLogWhatTheUninterruptedOnesDo) {
   }
 }
 
+// GRPO: the rollouts of a step depend only on the step (prompts, sampling seeds) and the weights,
+// so a resumed run samples, rewards and trains exactly as the uninterrupted one. With
+// num_iterations 2 every rollout is trained twice against old log-probs kept from generation time.
+TEST(RlhfResume, GrpoResumesExactly) {
+  TempDir tmp;
+  {
+    std::ofstream f(tmp / "prompts.jsonl");
+    for (int i = 0; i < 12; ++i)
+      f << json{{"messages", {{{"role", "user"}, {"content", fmt::format("Say {}.", i % 3)}}}},
+                {"solution", std::to_string(i % 3)}}
+               .dump()
+        << "\n";
+  }
+  const std::string model = testing::tiny_model("tiny");
+  for (const std::string extra : {"", "--num_iterations 2"}) {
+    SCOPED_TRACE(extra);
+    auto run = [&](const std::string& out, const std::string& more) {
+      const std::string cmd = fmt::format(
+          "{} rlhf --rlhf_type grpo --model {} --dataset {} --reward_funcs accuracy repetition "
+          "--num_generations 4 --per_device_train_batch_size 4 --gradient_accumulation_steps 2 "
+          "--max_completion_length 6 --max_steps 4 --save_steps 2 --logging_steps 1 "
+          "--learning_rate 5e-3 --output_dir {} --add_version false {} {} > {}.log 2>&1",
+          SWIFTLET_BINARY, model, tmp / "prompts.jsonl", out, extra, more, out);
+      EXPECT_EQ(sh(cmd), 0) << testing::read_bytes(out + ".log");
+    };
+    const std::string tag = extra.empty() ? "mu1" : "mu2";
+    const std::string whole = tmp / (tag + "-whole"), resumed = tmp / (tag + "-resumed");
+    run(whole, "");
+    run(resumed, "--resume_from_checkpoint " + whole + "/checkpoint-2");
+    const auto a = train_logs(whole + "/logging.jsonl"), b = train_logs(resumed + "/logging.jsonl");
+    ASSERT_EQ(a.size(), 4u);
+    ASSERT_EQ(b.size(), 2u);
+    for (size_t i = 0; i < 2; ++i)
+      for (const char* k : {"loss", "grad_norm", "reward", "kl", "completions/mean_length"}) {
+        // Steps without a generation log no reward or completion metrics, in both runs.
+        ASSERT_EQ(a[2 + i].contains(k), b[i].contains(k)) << k << " at step " << i + 3;
+        if (a[2 + i].contains(k)) {
+          EXPECT_EQ(a[2 + i][k], b[i][k]) << k << " at step " << i + 3;
+        }
+      }
+    // Steps 2 and 4 of the mu = 2 run train on the rollouts of steps 1 and 3 again: nothing is
+    // generated (no reward logged); they train against the old log-probs kept at generation.
+    EXPECT_EQ(a[1].contains("reward"), extra.empty());
+    EXPECT_TRUE(a[2].contains("reward"));
+  }
+}
+
 }  // namespace
 }  // namespace swiftlet

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "model/folder.h"
+#include "rlhf/grpo_objective.h"
 #include "train/grad_reference.h"
 #include "tuner/lora.h"
 
@@ -112,7 +113,7 @@ struct Case {
   std::function<double(const Objective&)> loss;
 };
 
-std::vector<Case> cases(const TrainBatch& batch, int64_t hidden) {
+std::vector<Case> cases(const TrainBatch& batch, int64_t hidden, int64_t vocab) {
   const int64_t T = int64_t(batch.input_ids.size());
   const std::vector<float> w = pattern(T, 1.0, 0.8), c = pattern(T, 0.0, 2.0),
                            u = pattern(hidden, 0.0, 0.5);
@@ -135,6 +136,55 @@ std::vector<Case> cases(const TrainBatch& batch, int64_t hidden) {
        {{"type", "sequence_sigmoid"}, {"beta", 0.5}},
        [=] { return std::make_unique<SequenceSigmoidObjective>(batch.samples, T, 0.5f); },
        [](const Objective& o) { return static_cast<const SequenceSigmoidObjective&>(o).loss; }});
+  // GRPO's clipped ratio with the k3 KL on logits / 0.7 (the per-chunk mode, a temperature):
+  // old log-probs on both sides of the clip range, one advantage per sample.
+  {
+    auto old = std::make_shared<std::vector<std::vector<double>>>();
+    auto ref = std::make_shared<std::vector<std::vector<double>>>();
+    std::vector<double> advantages;
+    std::vector<float> old_rows(size_t(T), 0.0f), ref_rows(size_t(T), 0.0f);
+    const auto rows = rlhf::target_rows(batch);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      advantages.push_back(i % 2 ? -0.8 : 1.1);
+      std::vector<double> o, q;
+      for (size_t k = 0; k < rows[i].size(); ++k) {
+        const int64_t r = rows[i][k];
+        // Near the log-prob of a random tiny model (about -log V), off by up to +-0.6.
+        o.push_back(-std::log(double(vocab)) + 0.6 * std::sin(1.3 * double(r)));
+        q.push_back(-std::log(double(vocab)) + 0.4 * std::cos(0.7 * double(r)));
+        old_rows[size_t(r)] = float(o.back());
+        ref_rows[size_t(r)] = float(q.back());
+        o.back() = old_rows[size_t(r)];  // both sides see the same float values
+        q.back() = ref_rows[size_t(r)];
+      }
+      old->push_back(o);
+      ref->push_back(q);
+    }
+    rlhf::GrpoLossConfig cfg;
+    cfg.beta = 0.04;
+    cfg.epsilon_low = 0.2;
+    cfg.epsilon_high = 0.28;
+    out.push_back({"grpo",
+                   {{"type", "grpo"},
+                    {"temperature", 0.7},
+                    {"beta", 0.04},
+                    {"eps_low", 0.2},
+                    {"eps_high", 0.28},
+                    {"scale", scale},
+                    {"advantages", advantages},
+                    {"old", old_rows},
+                    {"ref", ref_rows}},
+                   [=] {
+                     std::vector<rlhf::GrpoTarget> t;
+                     for (size_t i = 0; i < advantages.size(); ++i)
+                       t.push_back({advantages[i], &(*old)[i], &(*ref)[i]});
+                     return std::make_unique<rlhf::GrpoObjective>(cfg, batch, std::move(t), 0.7f,
+                                                                  scale);
+                   },
+                   [](const Objective& o) {
+                     return double(1.0f / 13.0f) * static_cast<const rlhf::GrpoObjective&>(o).loss;
+                   }});
+  }
   out.push_back(
       {"value_head",
        {{"type", "value_head"}, {"u", u}, {"scale", scale}},
@@ -151,7 +201,7 @@ TEST(ObjectiveReference, FullGradientsOfEachObjectiveMatchPyTorch) {
   auto dev = DeviceRegistry::create("cpu:0", pool);
   Transformer model(*dev, folder.config, folder.weights, DType::kF32, true);
   const TrainBatch batch = test_batch(folder.config.vocab_size);
-  for (const Case& k : cases(batch, folder.config.hidden_size)) {
+  for (const Case& k : cases(batch, folder.config.hidden_size, folder.config.vocab_size)) {
     SCOPED_TRACE(k.label);
     TempDir tmp;
     io::SafetensorsFile ref = torch_grads(tmp, dir, batch, "", k.json);
@@ -186,7 +236,7 @@ TEST(ObjectiveReference, LoraGradientsOfEachObjectiveMatchPyTorch) {
   LoraAdapter ad = testing::random_lora(*dev, folder.config, 9, adir / "adapter");
   ad.attach(model);
   const TrainBatch batch = test_batch(folder.config.vocab_size);
-  for (const Case& k : cases(batch, folder.config.hidden_size)) {
+  for (const Case& k : cases(batch, folder.config.hidden_size, folder.config.vocab_size)) {
     SCOPED_TRACE(k.label);
     TempDir tmp;
     io::SafetensorsFile ref = torch_grads(tmp, dir, batch, adir / "adapter", k.json);

@@ -1,0 +1,526 @@
+#include "rlhf/grpo_task.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/log.h"
+#include "core/rng.h"
+#include "infer/engine.h"
+#include "rlhf/grpo_objective.h"
+#include "template/chat_template.h"
+#include "train/sft_task.h"
+
+namespace swiftlet::rlhf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9e3779b97f4a7c15ull + b * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
+  z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 29);
+}
+
+class Decoder : public TextDecoder {
+ public:
+  explicit Decoder(const Tokenizer& t) : dec_(t) {}
+  std::string push(int32_t id) override { return dec_.feed(id); }
+  std::string flush() override { return dec_.flush(); }
+
+ private:
+  IncrementalDecoder dec_;
+};
+
+// Every row's log p(target) of a batch on logits / temperature.
+class Collector : public Objective {
+ public:
+  Collector(int64_t rows, float temperature) : logp(size_t(rows), 0.0f), t_(temperature) {}
+  float temperature() const override { return t_; }
+  void chunk(const HeadChunk& c, std::span<float>) override {
+    for (int64_t i = 0; i < c.rows(); ++i) logp[size_t(c.begin + i)] = c.logprobs[size_t(i)];
+  }
+  std::vector<float> logp;
+
+ private:
+  float t_;
+};
+
+// The rollouts as training samples: prompt (no loss) then the completion's tokens.
+TrainBatch rollout_batch(const std::vector<GrpoTask::Rollout>& r, size_t begin, size_t end,
+                         const std::vector<PromptSample>& prompts) {
+  std::vector<TokenizedSample> samples;
+  for (size_t i = begin; i < end; ++i) {
+    TokenizedSample s;
+    s.input_ids = prompts[r[i].prompt].prompt;
+    s.labels.assign(s.input_ids.size(), kIgnoreIndex);
+    s.input_ids.insert(s.input_ids.end(), r[i].completion.begin(), r[i].completion.end());
+    s.labels.insert(s.labels.end(), r[i].completion.begin(), r[i].completion.end());
+    samples.push_back(std::move(s));
+  }
+  std::vector<const TokenizedSample*> ptrs;
+  for (const auto& s : samples) ptrs.push_back(&s);
+  return make_train_batch(ptrs);
+}
+
+double nanmean(const std::vector<double>& v, size_t* count = nullptr) {
+  double s = 0;
+  size_t n = 0;
+  for (double x : v)
+    if (!std::isnan(x)) {
+      s += x;
+      ++n;
+    }
+  if (count) *count = n;
+  return n ? s / double(n) : 0.0;
+}
+
+}  // namespace
+
+// The reference log-probs: the policy with its adapter switched off (LoRA; --ref_adapters
+// switched in instead), or a frozen copy of --ref_model (full training).
+struct GrpoTask::Reference {
+  LoraAdapter* adapter = nullptr;
+  std::unique_ptr<LoraAdapter> ref_adapter;
+  std::unique_ptr<Transformer> frozen;
+  std::vector<float> logprobs(Transformer& policy, const TrainBatch& b, float temperature) {
+    Collector c(int64_t(b.input_ids.size()), temperature);
+    if (frozen) {
+      frozen->evaluate(b, c);
+      return c.logp;
+    }
+    struct Reattach {
+      Transformer& model;
+      const LoraAdapter& adapter;
+      ~Reattach() {
+        LoraAdapter::detach(model);
+        adapter.attach(model);
+      }
+    } reattach{policy, *adapter};
+    LoraAdapter::detach(policy);
+    if (ref_adapter) ref_adapter->attach(policy);
+    policy.evaluate(b, c);
+    return c.logp;
+  }
+};
+
+GrpoTask::GrpoTask(GrpoArgs args, PromptBundle data,
+                   std::vector<std::unique_ptr<RewardFunction>> rewards, Tokenizer tokenizer)
+    : args_(std::move(args)),
+      data_(std::move(data)),
+      rewards_(std::move(rewards)),
+      tok_(std::move(tokenizer)) {
+  SWIFTLET_CHECK(!rewards_.empty(), "grpo needs a reward function");
+  if (args_.reward_weights.empty()) args_.reward_weights.assign(rewards_.size(), 1.0);
+  SWIFTLET_CHECK(args_.reward_weights.size() == rewards_.size(), "{} reward weights for {}",
+                 args_.reward_weights.size(), rewards_.size());
+  const int64_t per_gen = args_.generation_batch_size() / args_.num_generations;
+  if (int64_t(data_.train.size()) < per_gen)
+    throw Error(fmt::format("{} training prompts are fewer than the {} prompts of one generation "
+                            "batch ({} completions in groups of {})",
+                            data_.train.size(), per_gen, args_.generation_batch_size(),
+                            args_.num_generations),
+                "add prompts, or lower --per_device_train_batch_size or --steps_per_generation");
+}
+
+GrpoTask::~GrpoTask() = default;
+
+size_t GrpoTask::train_size() const {
+  const size_t per_gen = size_t(args_.generation_batch_size() / args_.num_generations);
+  const size_t gens = data_.train.size() / per_gen;
+  return gens * size_t(args_.generation_batch_size() * args_.num_iterations);
+}
+
+void GrpoTask::attach(const TrainSetup& s) {
+  adapter_ = s.adapter;
+  for (auto& r : rewards_) r->bind(s.device);
+  // Stop ids as inference takes them (infer/runtime.h): generation_config and config eos ids, the
+  // tokenizer's eos, and the template's stop words that are single tokens.
+  auto add_stop = [&](int64_t id) {
+    auto& ids = args_.stop_token_ids;
+    if (id >= 0 && std::find(ids.begin(), ids.end(), int32_t(id)) == ids.end())
+      ids.push_back(int32_t(id));
+  };
+  for (int64_t id : s.folder.generation.eos_token_id) add_stop(id);
+  for (int64_t id : s.folder.config.eos_token_id) add_stop(id);
+  add_stop(tok_.eos_token_id());
+  for (const auto& w : ChatTemplate::by_name(data_.template_name).stop_words())
+    add_stop(tok_.token_to_id(w));
+  if (args_.loss.beta == 0) return;
+  ref_ = std::make_unique<Reference>();
+  if (s.adapter) {
+    ref_->adapter = s.adapter;
+    if (!args_.ref_adapters.empty())
+      ref_->ref_adapter = std::make_unique<LoraAdapter>(
+          LoraAdapter::load(s.device, args_.ref_adapters, s.folder.config));
+    return;
+  }
+  const std::string path = args_.ref_model.empty() ? s.folder.path : args_.ref_model;
+  ModelFolder ref = args_.ref_model.empty() ? s.folder : load_model_folder(path);
+  if (ref.config.vocab_size != s.folder.config.vocab_size)
+    throw Error(fmt::format("--ref_model {} has a vocabulary of {} tokens, the model {}", path,
+                            ref.config.vocab_size, s.folder.config.vocab_size),
+                "the reference must share the policy's tokenizer");
+  ref_->frozen = std::make_unique<Transformer>(s.device, ref.config, ref.weights, s.base_dtype);
+  log_info("reference model: a frozen copy of {}", path);
+}
+
+bool GrpoTask::old_is_current() const {
+  return args_.num_iterations == 1 &&
+         args_.steps_per_generation <= args_.gradient_accumulation_steps &&
+         args_.gradient_accumulation_steps % args_.steps_per_generation == 0;
+}
+
+// Prompts of generation `g`: consecutive slices of a per-epoch seeded permutation; a resample
+// attempt draws from a permutation of its own.
+std::vector<size_t> GrpoTask::prompts_of(int64_t g, int64_t attempt) const {
+  const size_t n = data_.train.size();
+  const size_t per_gen = size_t(args_.generation_batch_size() / args_.num_generations);
+  const size_t gens = std::max<size_t>(1, n / per_gen);
+  const int64_t epoch = g / int64_t(gens);
+  const size_t k = size_t(g % int64_t(gens));
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  Rng rng(
+      mix(args_.data_seed, attempt == 0 ? uint64_t(epoch) : mix(uint64_t(g), uint64_t(attempt))));
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  const size_t first = attempt == 0 ? k * per_gen : 0;
+  return std::vector<size_t>(order.begin() + long(first), order.begin() + long(first + per_gen));
+}
+
+std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
+                                                const std::vector<PromptSample>& prompts,
+                                                const std::vector<size_t>& which, uint64_t seed) {
+  const int64_t G = args_.num_generations;
+  std::vector<Rollout> out(which.size() * size_t(G));
+  int64_t longest = 0;
+  for (size_t p : which) longest = std::max<int64_t>(longest, int64_t(prompts[p].prompt.size()));
+  {
+    // The engine sets which adapter the layers point at; the trainer's is back afterwards.
+    struct Restore {
+      Transformer& model;
+      LoraAdapter* adapter;
+      ~Restore() {
+        LoraAdapter::detach(model);
+        if (adapter) adapter->attach(model);
+      }
+    } restore{model, adapter_};
+    EngineOptions eo;
+    eo.max_batch_size = int64_t(out.size());
+    eo.max_model_len = longest + args_.max_completion_length + 1;
+    if (model.config().max_position_embeddings > 0)
+      eo.max_model_len =
+          std::min<int64_t>(model.config().max_position_embeddings, eo.max_model_len);
+    eo.base_adapter = adapter_;
+    const Tokenizer* t = &tok_;
+    Engine engine(
+        model, [t] { return std::make_unique<Decoder>(*t); }, eo);
+    for (size_t i = 0; i < out.size(); ++i) {
+      Rollout& r = out[i];
+      r.prompt = which[i / size_t(G)];
+      GenerationRequest req;
+      req.prompt = prompts[r.prompt].prompt;
+      req.max_new_tokens = std::min<int64_t>(args_.max_completion_length,
+                                             eo.max_model_len - int64_t(req.prompt.size()));
+      req.sampling = args_.sampling;
+      req.seed = mix(seed, i);
+      req.stop_token_ids = args_.stop_token_ids;
+      GenerationCallbacks cb;
+      cb.on_finish = [&r](const GenerationOutput& o) {
+        if (o.finish_reason == "error") throw Error("a rollout failed: " + o.error);
+        r.completion = o.tokens;
+        if (o.finish_reason == "stop" && o.stop_token_id >= 0)
+          r.completion.push_back(o.stop_token_id);
+        r.text = o.text;
+        r.truncated = o.finish_reason == "length";
+      };
+      engine.submit(std::move(req), std::move(cb));
+    }
+    const auto t0 = Clock::now();
+    while (engine.step()) {
+    }
+    sample_s_ += seconds_since(t0);
+  }
+  for (const Rollout& r : out) sample_tokens_ += double(r.completion.size());
+  // A completion of zero tokens (the context was full) would train nothing: give it the stop id.
+  for (Rollout& r : out)
+    if (r.completion.empty() && !args_.stop_token_ids.empty())
+      r.completion.push_back(args_.stop_token_ids.front());
+  return out;
+}
+
+void GrpoTask::score(std::vector<Rollout>& rollouts, const std::vector<PromptSample>& prompts) {
+  RewardBatch b;
+  for (const Rollout& r : rollouts) {
+    b.completions.push_back(r.text);
+    b.lengths.push_back(int64_t(r.completion.size()));
+    b.truncated.push_back(r.truncated);
+    b.rows.push_back(prompts[r.prompt].row);
+    b.prompts.push_back(prompts[r.prompt].messages);
+  }
+  for (Rollout& r : rollouts) r.rewards.clear();
+  for (size_t f = 0; f < rewards_.size(); ++f) {
+    const std::vector<double> v = rewards_[f]->score(b);
+    SWIFTLET_CHECK(v.size() == rollouts.size(), "reward {} gave {} values for {} completions",
+                   rewards_[f]->name(), v.size(), rollouts.size());
+    for (size_t i = 0; i < v.size(); ++i) rollouts[i].rewards.push_back(v[i]);
+  }
+  for (Rollout& r : rollouts) {
+    r.reward = 0;  // nansum of the weighted rewards
+    for (size_t f = 0; f < r.rewards.size(); ++f)
+      if (!std::isnan(r.rewards[f])) r.reward += args_.reward_weights[f] * r.rewards[f];
+  }
+}
+
+std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
+                                                    const std::vector<Rollout>& r, size_t begin,
+                                                    size_t end,
+                                                    const std::vector<PromptSample>& prompts,
+                                                    bool ref) {
+  const TrainBatch b = rollout_batch(r, begin, end, prompts);
+  const float t = float(args_.sampling.temperature);
+  std::vector<float> lp;
+  if (ref) {
+    lp = ref_->logprobs(model, b, t);
+  } else {
+    Collector c(int64_t(b.input_ids.size()), t);
+    model.evaluate(b, c);
+    lp = c.logp;
+  }
+  std::vector<std::vector<double>> out;
+  for (const auto& rows : target_rows(b)) {
+    std::vector<double> v;
+    for (int64_t row : rows) v.push_back(lp[size_t(row)]);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& m) {
+  const auto t0 = Clock::now();
+  sample_s_ = sample_tokens_ = 0;
+  const int64_t G = args_.num_generations;
+  const size_t groups = size_t(args_.generation_batch_size() / G);
+  const uint64_t seed = mix(args_.seed, uint64_t(g));
+  std::vector<Rollout> rollouts = sample(model, data_.train, prompts_of(g, 0), seed);
+  score(rollouts, data_.train);
+  auto group_std = [&](const std::vector<Rollout>& rs, size_t k) {
+    std::vector<double> v;
+    for (size_t i = 0; i < size_t(G); ++i) v.push_back(rs[k * size_t(G) + i].reward);
+    return unbiased_std(v);
+  };
+  // Metrics of what was sampled (before dynamic sampling picks groups).
+  const size_t n = rollouts.size();
+  {
+    double sum = 0, mn = 1e300, mx = 0, clipped = 0;
+    for (const Rollout& r : rollouts) {
+      const double len = double(r.completion.size());
+      sum += len;
+      mn = std::min(mn, len);
+      mx = std::max(mx, len);
+      clipped += r.truncated;
+    }
+    m.add("completions/mean_length", sum / double(n), 1);
+    m.add("completions/min_length", mn, 1);
+    m.add("completions/max_length", mx, 1);
+    m.add("completions/clipped_ratio", clipped / double(n), 1);
+    for (size_t f = 0; f < rewards_.size(); ++f) {
+      std::vector<double> v;
+      for (const Rollout& r : rollouts) v.push_back(r.rewards[f]);
+      size_t count = 0;
+      const double mean = nanmean(v, &count);
+      std::vector<double> finite;
+      for (double x : v)
+        if (!std::isnan(x)) finite.push_back(x);
+      m.add("rewards/" + rewards_[f]->name() + "/mean", mean, 1);
+      m.add("rewards/" + rewards_[f]->name() + "/std", unbiased_std(finite), 1);
+    }
+  }
+  if (args_.dynamic_sample) {
+    std::vector<Rollout> kept, flat;
+    auto sort_groups = [&](std::vector<Rollout>& rs) {
+      for (size_t k = 0; k < rs.size() / size_t(G); ++k) {
+        auto& dst = group_std(rs, k) > 0 ? kept : flat;
+        for (size_t i = 0; i < size_t(G); ++i) dst.push_back(std::move(rs[k * size_t(G) + i]));
+      }
+    };
+    sort_groups(rollouts);
+    for (int64_t attempt = 1;
+         attempt <= args_.max_resample_times && kept.size() < groups * size_t(G); ++attempt) {
+      std::vector<Rollout> more =
+          sample(model, data_.train, prompts_of(g, attempt), mix(seed, uint64_t(attempt)));
+      score(more, data_.train);
+      sort_groups(more);
+    }
+    if (kept.size() < groups * size_t(G))
+      log_warning(
+          "dynamic sampling: {} of {} groups have different rewards after {} resamplings; the "
+          "rest are groups whose rewards are all equal",
+          kept.size() / size_t(G), groups, args_.max_resample_times);
+    for (size_t i = 0; kept.size() < groups * size_t(G); ++i) kept.push_back(std::move(flat[i]));
+    kept.resize(groups * size_t(G));
+    rollouts = std::move(kept);
+  }
+  std::vector<double> R;
+  for (const Rollout& r : rollouts) R.push_back(r.reward);
+  const AdvantageResult adv = grpo_advantages(R, G, args_.advantage_estimator, args_.scale_rewards);
+  for (size_t i = 0; i < rollouts.size(); ++i) rollouts[i].advantage = adv.advantages[i];
+  m.add("reward", adv.reward_mean, 1);
+  m.add("reward_std", adv.reward_std, 1);
+  m.add("frac_reward_zero_std", adv.frac_zero_std, 1);
+  m.add("rollout/tokens_per_second", sample_tokens_, sample_s_);
+
+  const size_t bs = size_t(args_.per_device_train_batch_size);
+  for (size_t b = 0; b < rollouts.size(); b += bs) {
+    const size_t e = std::min(rollouts.size(), b + bs);
+    if (ref_) {
+      auto lp = logprobs(model, rollouts, b, e, data_.train, true);
+      for (size_t i = b; i < e; ++i) rollouts[i].ref_logps = std::move(lp[i - b]);
+    }
+    if (!old_is_current()) {
+      auto lp = logprobs(model, rollouts, b, e, data_.train, false);
+      for (size_t i = b; i < e; ++i) rollouts[i].old_logps = std::move(lp[i - b]);
+    }
+  }
+  if (args_.log_completions) log_completions(g, rollouts);
+  rollout_s_ += seconds_since(t0);
+  return {std::move(rollouts)};
+}
+
+void GrpoTask::log_completions(int64_t g, const std::vector<Rollout>& rollouts) {
+  const std::string path = (std::filesystem::path(args_.output_dir) / "completions.jsonl").string();
+  std::filesystem::create_directories(args_.output_dir);
+  std::ofstream f(path, std::ios::app);
+  const int64_t step =
+      (g * args_.steps_per_generation * args_.num_iterations) / args_.gradient_accumulation_steps +
+      1;
+  for (const Rollout& r : rollouts) {
+    nlohmann::ordered_json j;
+    j["step"] = step;
+    j["prompt"] = tok_.decode(data_.train[r.prompt].prompt);
+    j["completion"] = r.text;
+    for (size_t f2 = 0; f2 < rewards_.size(); ++f2) {
+      const double v = r.rewards[f2];
+      j[rewards_[f2]->name()] =
+          std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v);
+    }
+    j["reward"] = r.reward;
+    j["advantage"] = r.advantage;
+    f << j.dump() << "\n";
+  }
+}
+
+void GrpoTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
+  step_first_ = micro_;
+  rollout_s_ = 0;
+  const int64_t n = int64_t(micro_batches.size());
+  // grpo, bnpo, dr_grpo: each micro-batch's loss is a mean; the step averages its micro-batches.
+  // dapo: the sum over the step's completion tokens (set once the rollouts are known).
+  grad_scale_ =
+      args_.loss.loss_type == GrpoLossType::kDapo ? 1.0f : 1.0f / float(std::max<int64_t>(1, n));
+  step_tokens_ = 0;
+  step_micros_ = n;
+}
+
+int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
+                              std::span<const size_t> samples, const TrainStepOptions& opt,
+                              Metrics& metrics) {
+  const int64_t per_gen = args_.steps_per_generation * args_.num_iterations;
+  const bool first_of_step = micro_ == step_first_;
+  if (first_of_step) {
+    // Every rollout this step trains on exists before its first micro-batch (dapo counts their
+    // tokens): generate what is missing.
+    for (int64_t m = micro_; m < micro_ + step_micros_; ++m) {
+      const int64_t g = m / per_gen;
+      if (!generations_.count(g)) generations_[g] = generate(model, g, metrics);
+    }
+    for (auto it = generations_.begin(); it != generations_.end();)
+      it = it->first < micro_ / per_gen ? generations_.erase(it) : std::next(it);
+    if (args_.loss.loss_type == GrpoLossType::kDapo) {
+      const size_t bs = size_t(args_.per_device_train_batch_size);
+      for (int64_t m = micro_; m < micro_ + step_micros_; ++m) {
+        const auto& rs = generations_.at(m / per_gen).rollouts;
+        const size_t k = size_t(m % args_.steps_per_generation);
+        for (size_t i = k * bs; i < std::min(rs.size(), (k + 1) * bs); ++i)
+          step_tokens_ += double(rs[i].completion.size());
+      }
+    }
+    metrics.add("time/rollout_s", rollout_s_, 1);
+  }
+  const auto t0 = Clock::now();
+  const int64_t g = micro_ / per_gen;
+  const auto& rs = generations_.at(g).rollouts;
+  const size_t bs = size_t(args_.per_device_train_batch_size);
+  const size_t k = size_t(micro_ % args_.steps_per_generation);
+  const size_t begin = k * bs, end = std::min(rs.size(), begin + bs);
+  SWIFTLET_CHECK(samples.size() == end - begin, "micro-batch of {} samples for {} completions",
+                 samples.size(), end - begin);
+  const TrainBatch b = rollout_batch(rs, begin, end, data_.train);
+  GrpoLossConfig cfg = args_.loss;
+  cfg.dapo_tokens = step_tokens_;
+  std::vector<GrpoTarget> targets;
+  for (size_t i = begin; i < end; ++i)
+    targets.push_back({rs[i].advantage, old_is_current() ? nullptr : &rs[i].old_logps,
+                       cfg.beta != 0 ? &rs[i].ref_logps : nullptr});
+  GrpoObjective obj(cfg, b, std::move(targets), float(args_.sampling.temperature), grad_scale_);
+  model.train_step(b, grads, opt, obj);
+  ++micro_;
+  metrics.add("loss", obj.loss, 1);
+  if (cfg.beta != 0) metrics.add("kl", obj.kl_sum, obj.tokens);
+  metrics.add("clip_ratio/low_mean", obj.clip_low, obj.tokens);
+  metrics.add("clip_ratio/high_mean", obj.clip_high, obj.tokens);
+  metrics.add("clip_ratio/region_mean", obj.clip_region, obj.tokens);
+  // ms-swift's min / max over ranks: one process is its own minimum and maximum.
+  metrics.add("clip_ratio/low_min", obj.clip_low, obj.tokens);
+  metrics.add("clip_ratio/high_max", obj.clip_high, obj.tokens);
+  metrics.add("time/train_s", seconds_since(t0), first_of_step ? 1 : 0);
+  return int64_t(b.input_ids.size());
+}
+
+Metrics GrpoTask::evaluate(Transformer& model, int64_t batch_size) {
+  Metrics m;
+  // --per_device_eval_batch_size counts completions: prompts are sampled that many at a time.
+  const size_t per_run = size_t(std::max<int64_t>(1, batch_size / args_.num_generations));
+  std::vector<Rollout> rs;
+  for (size_t first = 0; first < data_.val.size(); first += per_run) {
+    std::vector<size_t> which;
+    for (size_t i = first; i < std::min(data_.val.size(), first + per_run); ++i) which.push_back(i);
+    std::vector<Rollout> part = sample(model, data_.val, which, mix(args_.seed, 0xe7a1ull + first));
+    for (auto& r : part) rs.push_back(std::move(r));
+  }
+  score(rs, data_.val);
+  std::vector<double> R;
+  for (const Rollout& r : rs) R.push_back(r.reward);
+  const AdvantageResult adv =
+      grpo_advantages(R, args_.num_generations, args_.advantage_estimator, args_.scale_rewards);
+  m.add("reward", adv.reward_mean, 1);
+  m.add("reward_std", adv.reward_std, 1);
+  for (size_t f = 0; f < rewards_.size(); ++f) {
+    std::vector<double> v;
+    for (const Rollout& r : rs) v.push_back(r.rewards[f]);
+    m.add("rewards/" + rewards_[f]->name() + "/mean", nanmean(v), 1);
+  }
+  double len = 0;
+  for (const Rollout& r : rs) len += double(r.completion.size());
+  m.add("completions/mean_length", len / double(std::max<size_t>(1, rs.size())), 1);
+  return m;
+}
+
+nlohmann::json GrpoTask::state() const { return {{"grpo_micro_batches", micro_}}; }
+
+void GrpoTask::restore(const nlohmann::json& state) {
+  if (state.contains("grpo_micro_batches")) micro_ = state["grpo_micro_batches"].get<int64_t>();
+  const int64_t per_gen = args_.steps_per_generation * args_.num_iterations;
+  if (micro_ % per_gen != 0)
+    log_warning(
+        "resuming inside a generation: its completions are sampled again with the restored "
+        "weights (the run continues, not bit for bit as uninterrupted)");
+}
+
+}  // namespace swiftlet::rlhf
