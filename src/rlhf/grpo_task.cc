@@ -39,19 +39,6 @@ class Decoder : public TextDecoder {
 };
 
 // Every row's log p(target) of a batch on logits / temperature.
-class Collector : public Objective {
- public:
-  Collector(int64_t rows, float temperature) : logp(size_t(rows), 0.0f), t_(temperature) {}
-  float temperature() const override { return t_; }
-  void chunk(const HeadChunk& c, std::span<float>) override {
-    for (int64_t i = 0; i < c.rows(); ++i) logp[size_t(c.begin + i)] = c.logprobs[size_t(i)];
-  }
-  std::vector<float> logp;
-
- private:
-  float t_;
-};
-
 // The rollouts as training samples: prompt (no loss) then the completion's tokens.
 TrainBatch rollout_batch(const std::vector<GrpoTask::Rollout>& r, size_t begin, size_t end,
                          const std::vector<PromptSample>& prompts) {
@@ -82,33 +69,6 @@ double nanmean(const std::vector<double>& v, size_t* count = nullptr) {
 }
 
 }  // namespace
-
-// The reference log-probs: the policy with its adapter switched off (LoRA; --ref_adapters
-// switched in instead), or a frozen copy of --ref_model (full training).
-struct GrpoTask::Reference {
-  LoraAdapter* adapter = nullptr;
-  std::unique_ptr<LoraAdapter> ref_adapter;
-  std::unique_ptr<Transformer> frozen;
-  std::vector<float> logprobs(Transformer& policy, const TrainBatch& b, float temperature) {
-    Collector c(int64_t(b.input_ids.size()), temperature);
-    if (frozen) {
-      frozen->evaluate(b, c);
-      return c.logp;
-    }
-    struct Reattach {
-      Transformer& model;
-      const LoraAdapter& adapter;
-      ~Reattach() {
-        LoraAdapter::detach(model);
-        adapter.attach(model);
-      }
-    } reattach{policy, *adapter};
-    LoraAdapter::detach(policy);
-    if (ref_adapter) ref_adapter->attach(policy);
-    policy.evaluate(b, c);
-    return c.logp;
-  }
-};
 
 GrpoTask::GrpoTask(GrpoArgs args, PromptBundle data,
                    std::vector<std::unique_ptr<RewardFunction>> rewards, Tokenizer tokenizer)
@@ -153,22 +113,7 @@ void GrpoTask::attach(const TrainSetup& s) {
   for (const auto& w : ChatTemplate::by_name(data_.template_name).stop_words())
     add_stop(tok_.token_to_id(w));
   if (args_.loss.beta == 0) return;
-  ref_ = std::make_unique<Reference>();
-  if (s.adapter) {
-    ref_->adapter = s.adapter;
-    if (!args_.ref_adapters.empty())
-      ref_->ref_adapter = std::make_unique<LoraAdapter>(
-          LoraAdapter::load(s.device, args_.ref_adapters, s.folder.config));
-    return;
-  }
-  const std::string path = args_.ref_model.empty() ? s.folder.path : args_.ref_model;
-  ModelFolder ref = args_.ref_model.empty() ? s.folder : load_model_folder(path);
-  if (ref.config.vocab_size != s.folder.config.vocab_size)
-    throw Error(fmt::format("--ref_model {} has a vocabulary of {} tokens, the model {}", path,
-                            ref.config.vocab_size, s.folder.config.vocab_size),
-                "the reference must share the policy's tokenizer");
-  ref_->frozen = std::make_unique<Transformer>(s.device, ref.config, ref.weights, s.base_dtype);
-  log_info("reference model: a frozen copy of {}", path);
+  ref_ = std::make_unique<ReferenceModel>(s, args_.ref_model, args_.ref_adapters);
 }
 
 bool GrpoTask::old_is_current() const {
@@ -289,7 +234,7 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
   if (ref) {
     lp = ref_->logprobs(model, b, t);
   } else {
-    Collector c(int64_t(b.input_ids.size()), t);
+    LogprobCollector c(int64_t(b.input_ids.size()), t);
     model.evaluate(b, c);
     lp = c.logp;
   }

@@ -29,6 +29,7 @@
 #include "data/prompts.h"
 #include "infer/sampler.h"
 #include "rlhf/grpo_loss.h"
+#include "rlhf/reference_model.h"
 #include "rlhf/rewards.h"
 #include "tokenizer/tokenizer.h"
 #include "train/task.h"
@@ -89,7 +90,6 @@ class GrpoTask : public TrainTask {
   };
 
  private:
-  struct Reference;
   struct Generation {
     std::vector<Rollout> rollouts;
   };
@@ -110,7 +110,7 @@ class GrpoTask : public TrainTask {
   PromptBundle data_;
   std::vector<std::unique_ptr<RewardFunction>> rewards_;
   Tokenizer tok_;
-  std::unique_ptr<Reference> ref_;
+  std::unique_ptr<ReferenceModel> ref_;
   LoraAdapter* adapter_ = nullptr;
   std::map<int64_t, Generation> generations_;
   int64_t micro_ = 0;        // micro-batches trained so far

@@ -10,16 +10,6 @@ namespace swiftlet::rlhf {
 
 namespace {
 
-// Every row's log p(target) of a batch (rows without a target stay 0).
-class LogprobCollector : public Objective {
- public:
-  explicit LogprobCollector(int64_t rows) : logp(size_t(rows), 0.0f) {}
-  void chunk(const HeadChunk& c, std::span<float>) override {
-    for (int64_t i = 0; i < c.rows(); ++i) logp[size_t(c.begin + i)] = c.logprobs[size_t(i)];
-  }
-  std::vector<float> logp;
-};
-
 // The label-token log-probs of sequence `s` of a packed batch, in token order.
 std::vector<double> sequence_logps(const TrainBatch& b, size_t s, const std::vector<float>& logp) {
   std::vector<double> out;
@@ -186,33 +176,6 @@ bool has_reference(const PreferenceConfig& c) {
 
 }  // namespace
 
-// The reference log-probs of a batch, computed without keeping activations.
-struct PreferenceTask::Reference {
-  LoraAdapter* adapter = nullptr;            // LoRA: the policy with this adapter switched off
-  std::unique_ptr<LoraAdapter> ref_adapter;  // --ref_adapters: switched in for reference passes
-  std::unique_ptr<Transformer> frozen;       // full training: a frozen copy
-  std::vector<float> logprobs(Transformer& policy, const TrainBatch& b) {
-    LogprobCollector c(int64_t(b.input_ids.size()));
-    if (frozen) {
-      frozen->evaluate(b, c);
-      return c.logp;
-    }
-    // The policy's own adapter is back on however the pass ends.
-    struct Reattach {
-      Transformer& model;
-      const LoraAdapter& adapter;
-      ~Reattach() {
-        LoraAdapter::detach(model);
-        adapter.attach(model);
-      }
-    } reattach{policy, *adapter};
-    LoraAdapter::detach(policy);
-    if (ref_adapter) ref_adapter->attach(policy);
-    policy.evaluate(b, c);
-    return c.logp;
-  }
-};
-
 PreferenceTask::PreferenceTask(PreferenceTaskArgs args, std::vector<PreferenceSample> train,
                                std::vector<PreferenceSample> val)
     : args_(std::move(args)), train_(std::move(train)), val_(std::move(val)) {}
@@ -242,22 +205,7 @@ void PreferenceTask::prepare_model(ModelFolder& folder) {
 
 void PreferenceTask::attach(const TrainSetup& s) {
   if (!has_reference(args_.loss)) return;
-  ref_ = std::make_unique<Reference>();
-  if (s.adapter) {
-    ref_->adapter = s.adapter;
-    if (!args_.ref_adapters.empty())
-      ref_->ref_adapter = std::make_unique<LoraAdapter>(
-          LoraAdapter::load(s.device, args_.ref_adapters, s.folder.config));
-    return;
-  }
-  const std::string path = args_.ref_model.empty() ? s.folder.path : args_.ref_model;
-  ModelFolder ref = args_.ref_model.empty() ? s.folder : load_model_folder(path);
-  if (ref.config.vocab_size != s.folder.config.vocab_size)
-    throw Error(fmt::format("--ref_model {} has a vocabulary of {} tokens, the model {}", path,
-                            ref.config.vocab_size, s.folder.config.vocab_size),
-                "the reference must share the policy's tokenizer");
-  ref_->frozen = std::make_unique<Transformer>(s.device, ref.config, ref.weights, s.base_dtype);
-  log_info("reference model: a frozen copy of {}", path);
+  ref_ = std::make_unique<ReferenceModel>(s, args_.ref_model, args_.ref_adapters);
 }
 
 void PreferenceTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {

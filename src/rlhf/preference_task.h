@@ -16,6 +16,7 @@
 #include "data/preference.h"
 #include "rlhf/preference_config.h"
 #include "rlhf/preference_loss.h"
+#include "rlhf/reference_model.h"
 #include "train/task.h"
 
 namespace swiftlet::rlhf {
@@ -45,7 +46,6 @@ class PreferenceTask : public TrainTask {
   void restore(const nlohmann::json& state) override;
 
  private:
-  struct Reference;
   // Forward (and, with grads, backward) of one micro-batch; its loss and metrics.
   int64_t run(Transformer& model, ModelGrads* grads,
               const std::vector<const PreferenceSample*>& rows, const TrainStepOptions& opt,
@@ -53,7 +53,7 @@ class PreferenceTask : public TrainTask {
 
   PreferenceTaskArgs args_;
   std::vector<PreferenceSample> train_, val_;
-  std::unique_ptr<Reference> ref_;
+  std::unique_ptr<ReferenceModel> ref_;
   PairLossState pair_state_;
   float grad_scale_ = 1.0f;
 };
