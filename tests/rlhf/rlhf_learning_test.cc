@@ -17,6 +17,7 @@
 
 #include "io/test_util.h"
 #include "model/model_fixture.h"
+#include "rlhf/who_are_you.h"
 #include "serve/serve_fixture.h"
 
 namespace swiftlet {
@@ -24,30 +25,7 @@ namespace {
 
 using testing::TempDir;
 using json = nlohmann::json;
-
-const char* kGood = "I am Swiftlet.";
-const char* kBad = "I am ChatGPT.";
-
-std::string question(int i) {
-  static const char* forms[] = {"Who are you?",         "What are you?",
-                                "Tell me who you are.", "Introduce yourself.",
-                                "What is your name?",   "Who am I talking to?"};
-  static const char* tails[] = {"", " Please.", " Be brief.", " Quickly.", " Now.", " Thanks."};
-  return std::string(forms[i % 6]) + tails[(i / 6) % 6];
-}
-
-int sh(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream f(path);
-  for (std::string line; std::getline(f, line);)
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
+using namespace who_are_you;
 
 json chat(const std::string& q, const std::string& a) {
   return json::array({{{"role", "user"}, {"content", q}}, {{"role", "assistant"}, {"content", a}}});
@@ -68,33 +46,6 @@ void write_data(const TempDir& tmp) {
     val << json{{"messages", chat(question(i), kGood)}, {"rejected_response", kBad}}.dump() << "\n";
     held << json{{"messages", chat(question(i), kGood)}}.dump() << "\n";
   }
-}
-
-// Greedy answers to the held-out questions: how many are the Swiftlet answer.
-int good_answers(const std::string& model_flags, const TempDir& tmp, const std::string& name) {
-  const std::string out = tmp / (name + ".jsonl");
-  EXPECT_EQ(
-      sh(fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 12 "
-                     "--temperature 0 > {} 2>&1",
-                     SWIFTLET_BINARY, model_flags, tmp / "held.jsonl", out, tmp / (name + ".log"))),
-      0)
-      << testing::read_bytes(tmp / (name + ".log"));
-  int good = 0;
-  for (const auto& r : read_jsonl(out)) good += r["response"] == kGood;
-  return good;
-}
-
-// The weak starting point, shared by the tests: full SFT of the tiny model on both answers.
-std::string weak_sft(const TempDir& tmp) {
-  const std::string model = testing::tiny_model("tiny");
-  EXPECT_EQ(sh(fmt::format(
-                "{} sft --model {} --dataset {} --tuner_type full --learning_rate 1e-2 "
-                "--max_steps 60 --per_device_train_batch_size 4 --gradient_accumulation_steps 1 "
-                "--save_steps 60 --output_dir {} --add_version false > {} 2>&1",
-                SWIFTLET_BINARY, model, tmp / "sft.jsonl", tmp / "sft", tmp / "sft.log")),
-            0)
-      << testing::read_bytes(tmp / "sft.log");
-  return tmp / "sft/checkpoint-60";
 }
 
 struct RunLog {
