@@ -1,9 +1,11 @@
 #include "data/pipeline.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <span>
 
+#include "core/log.h"
 #include "io/file.h"
 #include "io/json.h"
 #include "template/chat_template.h"
@@ -61,6 +63,14 @@ std::string model_type_of(const std::string& model_dir) {
   if (!io::is_regular_file(path)) return "";
   const nlohmann::json config = io::read_json_file(path);
   return config.value("model_type", "");
+}
+
+void write_carved_val(const DataArgs& a, const std::string& jsonl) {
+  if (jsonl.empty() || a.output_dir.empty()) return;
+  const std::string path = io::path_join(a.output_dir, "val_dataset.jsonl");
+  std::filesystem::create_directories(a.output_dir);
+  io::write_file_atomic(path, jsonl);
+  log_info("validation rows carved from --dataset written to {}", path);
 }
 
 void parse_specs(const DataArgs& a, std::vector<DatasetSpec>& train_specs,

@@ -55,6 +55,10 @@ std::optional<std::string> resolve_system(const std::optional<std::string>& syst
 // config.json's model_type ("" when there is none).
 std::string model_type_of(const std::string& model_dir);
 
+// Writes the validation rows carved from --dataset (`jsonl`) to <output_dir>/val_dataset.jsonl,
+// where `infer --load_data_args` finds them; nothing when either is empty.
+void write_carved_val(const DataArgs& args, const std::string& jsonl);
+
 // The parsed --dataset / --val_dataset entries; a missing path is an Error before anything is
 // read.
 void parse_specs(const DataArgs& args, std::vector<DatasetSpec>& train_specs,

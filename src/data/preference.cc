@@ -407,14 +407,6 @@ PreferenceBundle load_preference_datasets(const DataArgs& a, const std::string& 
   std::vector<DatasetSpec> train_specs, val_specs;
   parse_specs(a, train_specs, val_specs);
   const std::optional<std::string> system = resolve_system(a.system);
-  const fs::path val_path =
-      a.output_dir.empty() ? fs::path() : fs::path(a.output_dir) / "val_dataset.jsonl";
-  auto write_val = [&](const std::string& jsonl) {
-    if (jsonl.empty() || a.output_dir.empty()) return;
-    fs::create_directories(a.output_dir);
-    io::write_file_atomic(val_path.string(), jsonl);
-    log_info("validation rows carved from --dataset written to {}", val_path.string());
-  };
 
   const std::string cache_dir = a.load_from_cache_file ? dataset_cache_dir() : "";
   std::string key;
@@ -426,7 +418,7 @@ PreferenceBundle load_preference_datasets(const DataArgs& a, const std::string& 
           "what that run reported:",
           rlhf_type, io::path_join(cache_dir, key + ".bin"), hit->template_name);
       for (const std::string& line : hit->report) log_info("  {}", line);
-      write_val(hit->val_jsonl);
+      write_carved_val(a, hit->val_jsonl);
       log_info("datasets loaded from the cache in {:.2f} s", seconds());
       return std::move(hit->bundle);
     }
@@ -518,7 +510,7 @@ PreferenceBundle load_preference_datasets(const DataArgs& a, const std::string& 
     const std::string path = write_preference_cache(cache_dir, key, entry);
     if (!path.empty()) log_info("tokenized datasets cached in {}", path);
   }
-  write_val(val_jsonl);  // only once everything succeeded: a failed run leaves no files
+  write_carved_val(a, val_jsonl);  // only once everything succeeded: a failed run leaves no files
   log_info("datasets read and tokenized in {:.2f} s", seconds());
   return bundle;
 }

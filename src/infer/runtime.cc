@@ -58,6 +58,20 @@ class TokenizerDecoder : public TextDecoder {
 
 }  // namespace
 
+std::vector<int32_t> generation_stop_ids(const ModelFolder& folder, const Tokenizer& tokenizer,
+                                         const ChatTemplate& chat_template) {
+  std::vector<int32_t> ids;
+  auto add = [&](int64_t id) {
+    if (id >= 0 && std::find(ids.begin(), ids.end(), int32_t(id)) == ids.end())
+      ids.push_back(int32_t(id));
+  };
+  for (int64_t id : folder.generation.eos_token_id) add(id);
+  for (int64_t id : folder.config.eos_token_id) add(id);
+  add(tokenizer.eos_token_id());
+  for (const auto& w : chat_template.stop_words()) add(tokenizer.token_to_id(w));
+  return ids;
+}
+
 Runtime::Runtime(const RuntimeOptions& opt) {
   std::string model = opt.model;
   if (model.empty() && !opt.adapters.empty()) model = adapter_base_model(opt.adapters.front());
@@ -86,14 +100,7 @@ Runtime::Runtime(const RuntimeOptions& opt) {
                        : opt.template_name;
   template_ = std::make_unique<ChatTemplate>(ChatTemplate::by_name(template_name_));
 
-  auto add_stop = [&](int64_t id) {
-    if (id >= 0 && std::find(stop_ids_.begin(), stop_ids_.end(), int32_t(id)) == stop_ids_.end())
-      stop_ids_.push_back(int32_t(id));
-  };
-  for (int64_t id : folder_.generation.eos_token_id) add_stop(id);
-  for (int64_t id : folder_.config.eos_token_id) add_stop(id);
-  add_stop(tokenizer_->eos_token_id());
-  for (const auto& w : template_->stop_words()) add_stop(tokenizer_->token_to_id(w));
+  stop_ids_ = generation_stop_ids(folder_, *tokenizer_, *template_);
 
   EngineOptions eo;
   eo.max_batch_size = opt.max_batch_size;

@@ -69,6 +69,11 @@ class Runtime {
   std::vector<int32_t> stop_ids_;
 };
 
+// Token ids that end generation: generation_config eos ids, config eos ids, the tokenizer's eos,
+// and the template's stop words that are single tokens (in that order, no repeats).
+std::vector<int32_t> generation_stop_ids(const ModelFolder& folder, const Tokenizer& tokenizer,
+                                         const ChatTemplate& chat_template);
+
 // What a training run saved in a checkpoint's args.json that inference reuses (ms-swift's
 // load_args / load_data_args). Empty fields were not set by the run.
 struct SavedRunArgs {

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "infer/engine.h"
+#include "infer/runtime.h"
 #include "rlhf/grpo_objective.h"
 #include "template/chat_template.h"
 #include "train/sft_task.h"
@@ -100,18 +101,8 @@ size_t GrpoTask::train_size() const {
 void GrpoTask::attach(const TrainSetup& s) {
   adapter_ = s.adapter;
   for (auto& r : rewards_) r->bind(s.device);
-  // Stop ids as inference takes them (infer/runtime.h): generation_config and config eos ids, the
-  // tokenizer's eos, and the template's stop words that are single tokens.
-  auto add_stop = [&](int64_t id) {
-    auto& ids = args_.stop_token_ids;
-    if (id >= 0 && std::find(ids.begin(), ids.end(), int32_t(id)) == ids.end())
-      ids.push_back(int32_t(id));
-  };
-  for (int64_t id : s.folder.generation.eos_token_id) add_stop(id);
-  for (int64_t id : s.folder.config.eos_token_id) add_stop(id);
-  add_stop(tok_.eos_token_id());
-  for (const auto& w : ChatTemplate::by_name(data_.template_name).stop_words())
-    add_stop(tok_.token_to_id(w));
+  args_.stop_token_ids =
+      generation_stop_ids(s.folder, tok_, ChatTemplate::by_name(data_.template_name));
   if (args_.loss.beta == 0) return;
   ref_ = std::make_unique<ReferenceModel>(s, args_.ref_model, args_.ref_adapters);
 }

@@ -15,29 +15,15 @@
 #include "core/rng.h"
 #include "io/test_util.h"
 #include "model/model_fixture.h"
+#include "rlhf/torch_rlhf_reference.h"
 #include "rlhf/rewards.h"
 
 namespace swiftlet::rlhf {
 namespace {
 
 using nlohmann::json;
-using testing::TempDir;
-
-void expect_close(double got, double want, const std::string& what) {
-  EXPECT_LE(std::fabs(got - want), 1e-9 * std::fabs(want) + 1e-14)
-      << what << ": got " << got << ", reference " << want;
-}
-
-json run_reference(const json& cases) {
-  TempDir tmp;
-  std::ofstream(tmp / "cases.json") << json{{"cases", cases}}.dump();
-  const std::string script = SWIFTLET_SOURCE_DIR "/tests/reference/torch_rlhf.py";
-  const std::string cmd =
-      "/usr/bin/python3 " + script + " " + (tmp / "cases.json") + " " + (tmp / "out.json");
-  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
-  std::ifstream in(tmp / "out.json");
-  return json::parse(in)["results"];
-}
+using swiftlet::testing::TempDir;
+using testing::expect_close;
 
 std::vector<GrpoSequence> random_batch(Rng& rng, size_t n) {
   std::vector<GrpoSequence> b(n);
@@ -91,7 +77,7 @@ TEST(GrpoLossReference, LossTypesKlAndClipping) {
                            {"dapo_tokens", c.dapo_tokens}}},
                          {"batches", {to_json(batches.back())}}});
   }
-  const json results = run_reference(ref_cases);
+  const json results = testing::run_torch_rlhf(ref_cases);
   ASSERT_EQ(results.size(), cases.size());
   double clipped_low = 0, clipped_high = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -148,7 +134,7 @@ TEST(GrpoLossReference, Advantages) {
          {"kind", "grpo-adv"},
          {"args", {{"advantage_estimator", c.estimator}, {"scale_rewards", c.scale}}},
          {"batches", {{{"rewards", rewards}, {"num_generations", 4}}}}});
-  const json results = run_reference(ref_cases);
+  const json results = testing::run_torch_rlhf(ref_cases);
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(cases[i].estimator + " " + cases[i].scale);
     const AdvantageResult got =

@@ -15,19 +15,14 @@
 #include "core/rng.h"
 #include "io/test_util.h"
 #include "model/model_fixture.h"
+#include "rlhf/torch_rlhf_reference.h"
 
 namespace swiftlet::rlhf {
 namespace {
 
 using nlohmann::json;
-using testing::TempDir;
-
-// Both sides compute in float64; 1e-9 relative leaves room for different summation orders. The
-// 1e-14 floor only matters for values that are exactly 0 (hinge gradients, accuracies).
-void expect_close(double got, double want, const std::string& what) {
-  EXPECT_LE(std::fabs(got - want), 1e-9 * std::fabs(want) + 1e-14)
-      << what << ": got " << got << ", reference " << want;
-}
+using swiftlet::testing::TempDir;
+using testing::expect_close;
 
 void expect_grads(const std::vector<std::vector<double>>& got, const json& want,
                   const std::string& what) {
@@ -105,18 +100,6 @@ PairBatch random_pairs(Rng& rng, bool reference, double spread) {
     b.rejected.push_back(random_sequence(rng, l[1], reference, spread));
   }
   return b;
-}
-
-// Runs the reference on `cases` (written to a temp dir) and returns its results in order.
-json run_reference(const json& cases) {
-  TempDir tmp;
-  std::ofstream(tmp / "cases.json") << json{{"cases", cases}}.dump();
-  const std::string script = SWIFTLET_SOURCE_DIR "/tests/reference/torch_rlhf.py";
-  const std::string cmd =
-      "/usr/bin/python3 " + script + " " + (tmp / "cases.json") + " " + (tmp / "out.json");
-  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
-  std::ifstream in(tmp / "out.json");
-  return json::parse(in)["results"];
 }
 
 struct PairCase {
@@ -204,7 +187,7 @@ TEST(PreferenceLossReference, PairTypes) {
     ref_cases.push_back(
         {{"name", c.name}, {"kind", "pair"}, {"args", c.args}, {"batches", batches}});
   }
-  const json results = run_reference(ref_cases);
+  const json results = testing::run_torch_rlhf(ref_cases);
   ASSERT_EQ(results.size(), cases.size());
 
   for (size_t ci = 0; ci < cases.size(); ++ci) {
@@ -295,7 +278,7 @@ TEST(PreferenceLossReference, Kto) {
     ref_cases.push_back(
         {{"name", c.name}, {"kind", "kto"}, {"args", c.args}, {"batches", batches}});
   }
-  const json results = run_reference(ref_cases);
+  const json results = testing::run_torch_rlhf(ref_cases);
   ASSERT_EQ(results.size(), cases.size());
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     SCOPED_TRACE(cases[ci].name);
@@ -345,7 +328,7 @@ TEST(PreferenceLossReference, RewardModel) {
     ref_cases.push_back({{"name", name}, {"kind", "rm"}, {"args", args}, {"batches", {batch}}});
     inputs.push_back(std::move(in));
   }
-  const json results = run_reference(ref_cases);
+  const json results = testing::run_torch_rlhf(ref_cases);
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     SCOPED_TRACE(cases[ci].first);
     const PreferenceConfig cfg = resolve_config(args_from_json(cases[ci].second));
