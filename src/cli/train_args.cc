@@ -62,6 +62,9 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"lora_dropout", FlagKind::kFloat, "0.05", "dropout on the LoRA input"},
       {"target_modules", FlagKind::kList, "all-linear",
        "all-linear or module names (q_proj v_proj ...)"},
+      {"target_parameters", FlagKind::kList, "",
+       "LoRA on fused expert parameters (mlp.experts.gate_up_proj mlp.experts.down_proj); needs "
+       "--lora_dropout 0"},
       {"use_rslora", FlagKind::kBool, "false", "scale alpha / sqrt(r)"},
       {"modules_to_save", FlagKind::kList, "",
        "modules trained in full and stored with the adapter: embed_tokens, lm_head, all-embedding, "
@@ -119,6 +122,10 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.lora.alpha = f.f64("lora_alpha");
   a.lora.dropout = f.f64("lora_dropout");
   a.lora.target_modules = f.list("target_modules");
+  a.lora.target_parameters = f.list("target_parameters");
+  if (!a.lora.target_parameters.empty() && a.tuner_type != "lora")
+    throw Error("--target_parameters applies to --tuner_type lora (full training trains every "
+                "parameter)");
   a.lora.use_rslora = f.boolean("use_rslora");
   a.router_aux_loss_coef = f.f64("router_aux_loss_coef");
   a.lora.modules_to_save = f.list("modules_to_save");

@@ -147,8 +147,11 @@ void Transformer::moe_backward(size_t l, const BatchCtx& b, MoeActs& a, const Te
     const DenseMlpWeights& X = W.experts[size_t(e)];
     linear_backward(dev_, dxg.slice(r0, r1), grads_of(e).gate_proj, d_gate.slice(r0, r1),
                     a.xg.slice(r0, r1), X.gate_proj, p, expert_seed(seed, l, e, kProjGate));
-    linear_backward(dev_, dxg.slice(r0, r1), grads_of(e).up_proj, d_up.slice(r0, r1),
-                    a.xg.slice(r0, r1), X.up_proj, p, expert_seed(seed, l, e, kProjUp));
+    // LoRA on the fused gate_up parameter: up reads gate's input factor, so its gradient too.
+    LinearGrads g_up = grads_of(e).up_proj;
+    if (X.up_proj.lora && X.up_proj.lora->shares_a) g_up.lora_a = grads_of(e).gate_proj.lora_a;
+    linear_backward(dev_, dxg.slice(r0, r1), g_up, d_up.slice(r0, r1), a.xg.slice(r0, r1),
+                    X.up_proj, p, expert_seed(seed, l, e, kProjUp));
   }
   dev_.embedding_backward(dh, dxg, a.perm_tok);  // the gather's gradient is a scatter-add
 

@@ -23,14 +23,14 @@ void linear_forward(Device& dev, const Tensor& y, const Tensor& x, const Linear&
   if (!lin.lora_rows.empty()) {
     for (const LoraRows& r : lin.lora_rows) {  // y[rows] += s * (x[rows] A^T) B^T
       if (!r.pair || r.end <= r.begin) continue;
-      Tensor xa = dev.empty({r.end - r.begin, r.pair->a.dim(0)}, DType::kF32);
-      dev.gemm(x.slice(r.begin, r.end), false, r.pair->a, true, xa);
+      Tensor xa = dev.empty({r.end - r.begin, r.pair->input_factor().dim(0)}, DType::kF32);
+      dev.gemm(x.slice(r.begin, r.end), false, r.pair->input_factor(), true, xa);
       dev.gemm(xa, false, r.pair->b, true, y.slice(r.begin, r.end), r.pair->scale, 1.0f);
     }
   } else if (lin.lora) {
     Tensor xd = lora_input(dev, x, lora_dropout, dropout_seed);
-    Tensor xa = dev.empty({x.dim(0), lin.lora->a.dim(0)}, DType::kF32);
-    dev.gemm(xd, false, lin.lora->a, true, xa);
+    Tensor xa = dev.empty({x.dim(0), lin.lora->input_factor().dim(0)}, DType::kF32);
+    dev.gemm(xd, false, lin.lora->input_factor(), true, xa);
     dev.gemm(xa, false, lin.lora->b, true, y, lin.lora->scale, 1.0f);
   }
 }
@@ -47,11 +47,12 @@ void linear_backward(Device& dev, const Tensor& dx, const LinearGrads& g, const 
   if (g.bias.defined()) dev.bias_backward(g.bias, dy);
   if (lin.lora && (g.lora_a.defined() || g.lora_b.defined() || dx.defined())) {
     const LoraPair& L = *lin.lora;
-    const int64_t n = x.dim(0), r = L.a.dim(0);
+    const Tensor& A = L.input_factor();
+    const int64_t n = x.dim(0), r = A.dim(0);
     Tensor xd = lora_input(dev, x, lora_dropout, dropout_seed);
     if (g.lora_b.defined()) {
       Tensor xa = dev.empty({n, r}, DType::kF32);
-      dev.gemm(xd, false, L.a, true, xa);
+      dev.gemm(xd, false, A, true, xa);
       dev.gemm(dy, true, xa, false, g.lora_b, L.scale, 1.0f);  // dB += s dy^T (xd A^T)
     }
     Tensor dyb = dev.empty({n, r}, DType::kF32);
@@ -59,10 +60,10 @@ void linear_backward(Device& dev, const Tensor& dx, const LinearGrads& g, const 
     if (g.lora_a.defined()) dev.gemm(dyb, true, xd, false, g.lora_a, L.scale, 1.0f);  // dA += s (dy B)^T xd
     if (dx.defined()) {
       if (lora_dropout <= 0.0f) {
-        dev.gemm(dyb, false, L.a, false, dx, L.scale, 1.0f);  // dx += s (dy B) A
+        dev.gemm(dyb, false, A, false, dx, L.scale, 1.0f);  // dx += s (dy B) A
       } else {
         Tensor dxd = dev.empty(x.shape(), DType::kF32);
-        dev.gemm(dyb, false, L.a, false, dxd, L.scale, 0.0f);
+        dev.gemm(dyb, false, A, false, dxd, L.scale, 0.0f);
         dev.dropout_backward(dx, dxd, lora_dropout, dropout_seed);
       }
     }

@@ -8,9 +8,14 @@ namespace swiftlet {
 
 // A low-rank adapter on one linear layer (PEFT's LoRA): delta W = scale * B A.
 struct LoraPair {
-  Tensor a;  // lora_A [rank, in] f32
+  Tensor a;  // lora_A [rank, in] f32 (unused when shares_a is set)
   Tensor b;  // lora_B [out, rank] f32
   float scale = 1.0f;  // lora_alpha / rank (or / sqrt(rank) with rsLoRA)
+  // PEFT's LoRA on a fused gate_up expert parameter gives an expert's gate and up projections one
+  // input-side factor: the up pair reads the gate pair's A, and the caller accumulates its
+  // gradient into the gate pair's slot.
+  const LoraPair* shares_a = nullptr;
+  const Tensor& input_factor() const { return shares_a ? shares_a->a : a; }
 };
 
 // Rows [begin, end) of a batch that use `pair` (serving: requests on different adapters share

@@ -42,9 +42,64 @@ Tensor* saved_grad_slot(const ModelConfig& c, ModelGrads& g, const std::string& 
   return nullptr;
 }
 
+// A routed expert's projection: model.layers.L.mlp.experts.E.<proj>.weight.
+bool is_expert_module(const WeightSlot& s) { return s.name.find(".mlp.experts.") != std::string::npos; }
+
+// With --target_parameters the routed experts are reached only through their fused parameters.
 bool targeted(const LoraConfig& cfg, const WeightSlot& s) {
+  if (!cfg.target_parameters.empty() && is_expert_module(s)) return false;
   return std::find(cfg.target_modules.begin(), cfg.target_modules.end(), s.module) !=
          cfg.target_modules.end();
+}
+
+// PEFT's ParamWrapper on a parameter of shape [E, d1, d2] holds lora_A [r E, d1] (rows
+// expert-major: row e r + j) and lora_B [d2, r E] (columns rank-major: column j E + e), and adds
+// scaling * A_e^T B_e^T to parameter e. For transformers' [E, out, in] expert tensors that is
+// out += s * x (B_e) (A_e): PEFT's lora_B is the input-side factor. Per expert, our pairs hold
+// the input factor a [r, in] = B_e^T and the output factors b [rows, r] whose rows stacked are
+// A_e^T (gate rows then up rows for gate_up_proj).
+//   outs[e]: the output factors of expert e; ins[e]: its input factor.
+void compose_fused(const std::vector<std::vector<Tensor>>& outs, const std::vector<Tensor>& ins,
+                   Tensor& peft_a, Tensor& peft_b) {
+  const int64_t E = int64_t(ins.size()), r = ins[0].dim(0), d_in = ins[0].dim(1);
+  int64_t d_out = 0;
+  for (const Tensor& o : outs[0]) d_out += o.dim(0);
+  peft_a = Tensor::host({r * E, d_out}, DType::kF32);
+  peft_b = Tensor::host({d_in, r * E}, DType::kF32);
+  float* A = peft_a.data<float>();
+  float* B = peft_b.data<float>();
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t col = 0;
+    for (const Tensor& o : outs[size_t(e)]) {
+      const float* ob = o.data<float>();
+      for (int64_t c = 0; c < o.dim(0); ++c)
+        for (int64_t j = 0; j < r; ++j) A[(e * r + j) * d_out + col + c] = ob[c * r + j];
+      col += o.dim(0);
+    }
+    const float* ia = ins[size_t(e)].data<float>();
+    for (int64_t j = 0; j < r; ++j)
+      for (int64_t h = 0; h < d_in; ++h) B[h * (r * E) + j * E + e] = ia[j * d_in + h];
+  }
+}
+
+// The inverse of compose_fused into host tensors of the shapes already in outs / ins.
+void split_fused(const Tensor& peft_a, const Tensor& peft_b, std::vector<std::vector<Tensor>>& outs,
+                 std::vector<Tensor>& ins) {
+  const int64_t E = int64_t(ins.size()), r = ins[0].dim(0), d_in = ins[0].dim(1);
+  const int64_t d_out = peft_a.dim(1);
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t col = 0;
+    for (Tensor& o : outs[size_t(e)]) {
+      float* ob = o.data<float>();
+      for (int64_t c = 0; c < o.dim(0); ++c)
+        for (int64_t j = 0; j < r; ++j)
+          ob[c * r + j] = peft_a.item_f32((e * r + j) * d_out + col + c);
+      col += o.dim(0);
+    }
+    float* ia = ins[size_t(e)].data<float>();
+    for (int64_t j = 0; j < r; ++j)
+      for (int64_t h = 0; h < d_in; ++h) ia[j * d_in + h] = peft_b.item_f32(h * (r * E) + j * E + e);
+  }
 }
 
 }  // namespace
@@ -151,6 +206,56 @@ std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>&
   return out;
 }
 
+std::vector<LoraAdapter::FusedTarget> LoraAdapter::plan_fused(const LoraConfig& cfg,
+                                                               const ModelConfig& model) {
+  std::vector<FusedTarget> out;
+  if (cfg.target_parameters.empty()) return out;
+  if (cfg.dropout != 0)
+    throw Error(fmt::format("--target_parameters needs --lora_dropout 0, got {}", cfg.dropout),
+                "PEFT cannot apply dropout to a LoRA on a parameter; pass --lora_dropout 0");
+  // Per layer, the module indices of each expert's gate / up / down projection.
+  std::map<int64_t, std::map<std::string, std::vector<size_t>>> experts;
+  const std::vector<WeightSlot> modules = module_slots(model);
+  for (size_t i = 0; i < modules.size(); ++i)
+    if (is_expert_module(modules[i])) experts[modules[i].layer][modules[i].module].push_back(i);
+  if (experts.empty())
+    throw Error(fmt::format("--target_parameters: {} has no fused expert parameters",
+                            model.architecture),
+                "target_parameters reaches the experts of mixture-of-experts models "
+                "(mlp.experts.gate_up_proj, mlp.experts.down_proj)");
+  std::vector<bool> used(cfg.target_parameters.size(), false);
+  auto matches = [&](const std::string& name) {
+    bool any = false;
+    for (size_t t = 0; t < cfg.target_parameters.size(); ++t) {
+      const std::string& want = cfg.target_parameters[t];
+      if (name == want || (name.size() > want.size() &&
+                           name.compare(name.size() - want.size(), want.size(), want) == 0 &&
+                           name[name.size() - want.size() - 1] == '.')) {
+        used[t] = true;
+        any = true;
+      }
+    }
+    return any;
+  };
+  for (auto& [layer, by_proj] : experts) {
+    const std::string stem = fmt::format("model.layers.{}.mlp.experts", layer);
+    const bool gate_up = matches(stem + ".gate_up_proj"), down = matches(stem + ".down_proj");
+    // PEFT wraps a module's parameters in the order the module registers them (gate_up_proj,
+    // then down_proj): a second wrapper nests the first, whose keys gain ".base_layer".
+    if (gate_up)
+      out.push_back({layer, true, "base_model.model." + stem + (down ? ".base_layer" : ""),
+                     by_proj["gate_proj"], by_proj["up_proj"], {}});
+    if (down) out.push_back({layer, false, "base_model.model." + stem, {}, {}, by_proj["down_proj"]});
+  }
+  for (size_t t = 0; t < used.size(); ++t)
+    if (!used[t])
+      throw Error(fmt::format("--target_parameters: '{}' is not a fused expert parameter of this "
+                              "model",
+                              cfg.target_parameters[t]),
+                  "use mlp.experts.gate_up_proj and/or mlp.experts.down_proj");
+  return out;
+}
+
 LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const LoraConfig& cfg,
                                 Rng& rng) {
   if (cfg.rank <= 0) throw Error(fmt::format("--lora_rank must be positive, got {}", cfg.rank));
@@ -175,6 +280,33 @@ LoraAdapter LoraAdapter::create(Device& dev, const ModelConfig& model, const Lor
     p->b = dev.zeros({out, cfg.rank}, DType::kF32);
     p->scale = scale;
     ad.pairs_[i] = std::move(p);
+  }
+  // Fused expert parameters, initialised as PEFT does: its lora_A (our output factors) from
+  // kaiming_uniform(a=sqrt(5)) over the parameter's dim 1, its lora_B (our input factor) zero.
+  ad.fused_ = plan_fused(ad.cfg_, model);
+  auto uniform = [&](int64_t rows, int64_t cols, int64_t fan_in) {
+    Tensor t = Tensor::host({rows, cols}, DType::kF32);
+    const double bound = 1.0 / std::sqrt(double(fan_in));
+    for (int64_t k = 0; k < t.numel(); ++k) t.data<float>()[k] = float((2 * rng.uniform() - 1) * bound);
+    return dev.upload(t);
+  };
+  for (const FusedTarget& f : ad.fused_) {
+    const std::vector<size_t>& ins = f.gate_up ? f.gate : f.down;
+    for (size_t e = 0; e < ins.size(); ++e) {
+      const int64_t in = modules[ins[e]].shape[1], out = modules[ins[e]].shape[0];
+      auto p = std::make_unique<LoraPair>();
+      p->a = dev.zeros({cfg.rank, in}, DType::kF32);
+      p->b = uniform(out, cfg.rank, f.gate_up ? 2 * out : out);
+      p->scale = scale;
+      if (f.gate_up) {
+        auto u = std::make_unique<LoraPair>();
+        u->b = uniform(modules[f.up[e]].shape[0], cfg.rank, 2 * out);
+        u->scale = scale;
+        u->shares_a = p.get();
+        ad.pairs_[f.up[e]] = std::move(u);
+      }
+      ad.pairs_[ins[e]] = std::move(p);
+    }
   }
   return ad;
 }
@@ -207,13 +339,6 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   if (j.contains("bias") && j["bias"].is_string() && j["bias"] != "none")
     throw Error(fmt::format("{}: LoRA bias training ('{}') is not supported", where,
                             j["bias"].get<std::string>()));
-  if (j.contains("target_parameters") && j["target_parameters"].is_array() &&
-      !j["target_parameters"].empty())
-    throw Error(fmt::format("{}: target_parameters (LoRA on fused expert parameters) is not "
-                            "supported",
-                            where),
-                "train the adapter with per-expert target_modules (gate_proj up_proj down_proj), "
-                "as PEFT does on transformers 4 Qwen3-MoE models");
   for (const char* k : {"rank_pattern", "alpha_pattern"})
     if (j.contains(k) && j[k].is_object() && !j[k].empty())
       throw Error(fmt::format("{}: per-module {} is not supported", where, k));
@@ -231,6 +356,13 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
       for (const auto& t : j["target_modules"]) targets.push_back(t.get<std::string>());
   }
   ad.cfg_.target_modules = resolve_target_modules(targets, model);
+  if (j.contains("target_parameters") && j["target_parameters"].is_array())
+    for (const auto& t : j["target_parameters"]) ad.cfg_.target_parameters.push_back(t.get<std::string>());
+  try {
+    ad.fused_ = plan_fused(ad.cfg_, model);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", where, e.what()));
+  }
   if (j.contains("modules_to_save") && j["modules_to_save"].is_array())
     for (const auto& m : j["modules_to_save"])
       ad.cfg_.modules_to_save.push_back(m.get<std::string>());
@@ -249,9 +381,48 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   ad.model_ = model;
   const std::vector<WeightSlot> modules = module_slots(model);
   ad.pairs_.resize(modules.size());
+  std::set<std::string> fused_keys;
+  for (size_t t = 0; t < ad.fused_.size(); ++t) {
+    FusedTarget& f = ad.fused_[t];
+    auto ia = by_name.find(f.key + ".lora_A.weight"), ib = by_name.find(f.key + ".lora_B.weight");
+    if (ia == by_name.end() || ib == by_name.end())
+      throw Error(fmt::format("{}: target_parameters covers layer {}'s experts but {}.lora_{}.weight "
+                              "is missing",
+                              st_path.string(), f.layer, f.key, ia == by_name.end() ? 'A' : 'B'));
+    // Two wrappers on one layer: PEFT nests gate_up_proj inside down_proj. Where the shapes tell
+    // the parameters apart, a file nested the other way round is read by its shapes.
+    const size_t other = f.gate_up ? t + 1 : t - 1;
+    const bool pair_in_layer = f.gate_up ? other < ad.fused_.size() && ad.fused_[other].layer == f.layer
+                                         : t > 0 && ad.fused_[other].layer == f.layer;
+    const int64_t E = int64_t((f.gate_up ? f.gate : f.down).size()), r = ad.cfg_.rank;
+    const WeightSlot& m0 = modules[(f.gate_up ? f.gate : f.down)[0]];
+    const Shape want_a{r * E, f.gate_up ? 2 * m0.shape[0] : m0.shape[0]},
+        want_b{m0.shape[1], r * E};
+    if (pair_in_layer && (ia->second->shape() != want_a || ib->second->shape() != want_b)) {
+      const std::string& ok = ad.fused_[other].key;
+      auto sa = by_name.find(ok + ".lora_A.weight"), sb = by_name.find(ok + ".lora_B.weight");
+      if (sa != by_name.end() && sb != by_name.end() && sa->second->shape() == want_a &&
+          sb->second->shape() == want_b) {
+        ia = sa;
+        ib = sb;
+      }
+    }
+    if (ia->second->shape() != want_a || ib->second->shape() != want_b)
+      throw Error(fmt::format("{}: {} has shape {} and lora_B {}, expected {} and {} for this model",
+                              st_path.string(), ia->first, shape_str(ia->second->shape()),
+                              shape_str(ib->second->shape()), shape_str(want_a), shape_str(want_b)),
+                  "the adapter was trained on a different base model");
+    ad.load_fused(dev, f, *ia->second, *ib->second);
+    fused_keys.insert(ia->first);
+    fused_keys.insert(ib->first);
+    used += 2;
+  }
   for (size_t i = 0; i < modules.size(); ++i) {
     auto ia = by_name.find(key(modules[i], 'A')), ib = by_name.find(key(modules[i], 'B'));
     if (ia == by_name.end() && ib == by_name.end()) continue;
+    if (ad.pairs_[i])
+      throw Error(fmt::format("{}: {} has per-expert LoRA weights and a target_parameters LoRA",
+                              st_path.string(), modules[i].module_path()));
     if (ia == by_name.end() || ib == by_name.end())
       throw Error(fmt::format("{}: {} has only one of lora_A / lora_B", st_path.string(),
                               key(modules[i], ia == by_name.end() ? 'B' : 'A')));
@@ -300,6 +471,7 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
           known = true;
       for (const auto& m : modules)
         if (n == key(m, 'A') || n == key(m, 'B')) known = true;
+      known |= fused_keys.count(n) > 0;
       if (!known)
         throw Error(fmt::format("{}: tensor {} does not belong to a LoRA layer of this model",
                                 st_path.string(), n),
@@ -308,6 +480,89 @@ LoraAdapter LoraAdapter::load(Device& dev, const std::string& dir, const ModelCo
   }
   if (used == 0) throw Error(fmt::format("{} holds no LoRA weights", st_path.string()));
   return ad;
+}
+
+void LoraAdapter::load_fused(Device& dev, const FusedTarget& f, const Tensor& a, const Tensor& b) {
+  const std::vector<WeightSlot> modules = module_slots(model_);
+  const std::vector<size_t>& ins = f.gate_up ? f.gate : f.down;
+  std::vector<std::vector<Tensor>> outs(ins.size());
+  std::vector<Tensor> in_factors(ins.size());
+  for (size_t e = 0; e < ins.size(); ++e) {
+    in_factors[e] = Tensor::host({cfg_.rank, modules[ins[e]].shape[1]}, DType::kF32);
+    outs[e].push_back(Tensor::host({modules[ins[e]].shape[0], cfg_.rank}, DType::kF32));
+    if (f.gate_up) outs[e].push_back(Tensor::host({modules[f.up[e]].shape[0], cfg_.rank}, DType::kF32));
+  }
+  split_fused(a, b, outs, in_factors);
+  const float scale = float(cfg_.scale());
+  for (size_t e = 0; e < ins.size(); ++e) {
+    auto p = std::make_unique<LoraPair>();
+    p->a = dev.upload(in_factors[e]);
+    p->b = dev.upload(outs[e][0]);
+    p->scale = scale;
+    if (f.gate_up) {
+      auto u = std::make_unique<LoraPair>();
+      u->b = dev.upload(outs[e][1]);
+      u->scale = scale;
+      u->shares_a = p.get();
+      pairs_[f.up[e]] = std::move(u);
+    }
+    pairs_[ins[e]] = std::move(p);
+  }
+}
+
+// The adapter's tensors (or their gradients) by PEFT key: per-module pairs as they are, each
+// fused target composed into PEFT's ParamWrapper layout at the place of its first expert.
+std::vector<std::pair<std::string, Tensor>> LoraAdapter::peft_layout(bool grads,
+                                                                     ModelGrads* g) const {
+  std::vector<Trainable> all = const_cast<LoraAdapter*>(this)->trainable(g);
+  std::vector<std::pair<std::string, Tensor>> out;
+  if (fused_.empty()) {
+    for (auto& t : all) out.emplace_back(t.name, grads ? *t.grad : *t.value);
+    return out;
+  }
+  std::map<size_t, const FusedTarget*> first_of;
+  std::set<size_t> covered;
+  for (const FusedTarget& f : fused_) {
+    first_of[(f.gate_up ? f.gate : f.down)[0]] = &f;
+    for (const auto* v : {&f.gate, &f.up, &f.down}) covered.insert(v->begin(), v->end());
+  }
+  // Entry index of each module's A and B in `all` (trainable() lists pairs in module order).
+  std::map<size_t, size_t> a_at, b_at;
+  size_t k = 0;
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    if (!pairs_[i]) continue;
+    if (!pairs_[i]->shares_a) a_at[i] = k++;
+    b_at[i] = k++;
+  }
+  auto host = [&](size_t entry) {
+    const Trainable& t = all[entry];
+    return host_view(grads ? *t.grad : *t.value);
+  };
+  k = 0;
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    if (!pairs_[i]) continue;
+    const size_t n = pairs_[i]->shares_a ? 1 : 2;
+    if (!covered.count(i)) {
+      for (size_t q = 0; q < n; ++q) out.emplace_back(all[k + q].name, grads ? *all[k + q].grad : *all[k + q].value);
+    } else if (auto it = first_of.find(i); it != first_of.end()) {
+      const FusedTarget& f = *it->second;
+      const std::vector<size_t>& ins = f.gate_up ? f.gate : f.down;
+      std::vector<std::vector<Tensor>> outs(ins.size());
+      std::vector<Tensor> in_factors(ins.size());
+      for (size_t e = 0; e < ins.size(); ++e) {
+        in_factors[e] = host(a_at.at(ins[e]));
+        outs[e].push_back(host(b_at.at(ins[e])));
+        if (f.gate_up) outs[e].push_back(host(b_at.at(f.up[e])));
+      }
+      Tensor pa, pb;
+      compose_fused(outs, in_factors, pa, pb);
+      out.emplace_back(f.key + ".lora_A.weight", pa);
+      out.emplace_back(f.key + ".lora_B.weight", pb);
+    }
+    k += n;
+  }
+  for (; k < all.size(); ++k) out.emplace_back(all[k].name, grads ? *all[k].grad : *all[k].value);
+  return out;
 }
 
 void LoraAdapter::init_modules_to_save(Device& dev, const Transformer& model) {
@@ -332,6 +587,9 @@ void LoraAdapter::save(const std::string& dir) const {
       {"lora_dropout", cfg_.dropout},
       {"use_rslora", cfg_.use_rslora},
       {"target_modules", cfg_.target_modules},
+      {"target_parameters", cfg_.target_parameters.empty()
+                                ? nlohmann::json(nullptr)
+                                : nlohmann::json(cfg_.target_parameters)},
       {"base_model_name_or_path", cfg_.base_model_name_or_path},
       {"bias", "none"},
       {"fan_in_fan_out", false},
@@ -353,10 +611,7 @@ void LoraAdapter::save(const std::string& dir) const {
 }
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(nullptr))
-    out.emplace_back(t.name, *t.value);
-  return out;
+  return peft_layout(false, nullptr);
 }
 
 std::vector<LoraAdapter::Trainable> LoraAdapter::trainable(ModelGrads* grads) {
@@ -365,7 +620,8 @@ std::vector<LoraAdapter::Trainable> LoraAdapter::trainable(ModelGrads* grads) {
   for (size_t i = 0; i < pairs_.size(); ++i)
     if (pairs_[i]) {
       LinearGrads* g = modules[i].linear_grads;
-      out.push_back({key(modules[i], 'A'), &pairs_[i]->a, g ? &g->lora_a : nullptr});
+      if (!pairs_[i]->shares_a)  // a fused gate_up's up projection trains gate's input factor
+        out.push_back({key(modules[i], 'A'), &pairs_[i]->a, g ? &g->lora_a : nullptr});
       out.push_back({key(modules[i], 'B'), &pairs_[i]->b, g ? &g->lora_b : nullptr});
     }
   for (auto& [name, t] : saved_)
@@ -376,7 +632,7 @@ std::vector<LoraAdapter::Trainable> LoraAdapter::trainable(ModelGrads* grads) {
 
 int64_t LoraAdapter::num_parameters() const {
   int64_t n = 0;
-  for (const auto& [name, t] : named_tensors()) n += t.numel();
+  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(nullptr)) n += t.value->numel();
   return n;
 }
 
@@ -405,10 +661,7 @@ void LoraAdapter::make_grads(Device& dev, ModelGrads& grads) const {
 }
 
 std::vector<std::pair<std::string, Tensor>> LoraAdapter::named_grads(ModelGrads& grads) const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (auto& t : const_cast<LoraAdapter*>(this)->trainable(&grads))
-    out.emplace_back(t.name, *t.grad);
-  return out;
+  return peft_layout(true, &grads);
 }
 
 void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const {
@@ -428,7 +681,7 @@ void LoraAdapter::merge_into(std::map<std::string, Tensor>& host_weights) const 
       auto it = host_weights.find(name);
       SWIFTLET_CHECK(it != host_weights.end(), "merge: no weight {}", name);
       const LoraPair& p = *pairs_[m];
-      Tensor a = host_view(p.a), b = host_view(p.b);
+      Tensor a = host_view(p.input_factor()), b = host_view(p.b);
       const Tensor& w = it->second;
       const int64_t out = w.dim(0), in = w.dim(1), r = a.dim(0);
       Tensor merged = Tensor::host(w.shape(), w.dtype());

@@ -18,6 +18,10 @@ struct LoraConfig {
   double alpha = 32;
   double dropout = 0.05;
   std::vector<std::string> target_modules{"all-linear"};  // or names: q_proj v_proj ...
+  // PEFT's target_parameters: LoRA on the fused expert parameters of mixture-of-experts layers
+  // (mlp.experts.gate_up_proj, mlp.experts.down_proj, or one layer's full name). With it, the
+  // routed experts get LoRA only this way, as on transformers 5 where they are not Linear modules.
+  std::vector<std::string> target_parameters;
   bool use_rslora = false;
   // Modules trained in full and stored in the adapter (PEFT modules_to_save): embed_tokens,
   // lm_head, all-embedding, all-norm.
@@ -78,6 +82,18 @@ class LoraAdapter {
   // One per module_slots(model_) entry; null where the module is not targeted.
   std::vector<std::unique_ptr<LoraPair>> pairs_;
   std::vector<std::pair<std::string, Tensor>> saved_;  // HF weight name -> f32 tensor
+  // One LoRA on a fused expert parameter of one layer. It is kept as per-expert pairs in pairs_
+  // (gate and up of an expert share one input factor) and stored in PEFT's ParamWrapper layout.
+  struct FusedTarget {
+    int64_t layer = 0;
+    bool gate_up = true;  // mlp.experts.gate_up_proj, else mlp.experts.down_proj
+    std::string key;      // PEFT key stem: base_model.model.model.layers.L.mlp.experts[.base_layer]
+    std::vector<size_t> gate, up, down;  // module indices, one per expert
+  };
+  std::vector<FusedTarget> fused_;
+  static std::vector<FusedTarget> plan_fused(const LoraConfig& cfg, const ModelConfig& model);
+  std::vector<std::pair<std::string, Tensor>> peft_layout(bool grads, ModelGrads* g) const;
+  void load_fused(Device& dev, const FusedTarget& t, const Tensor& a, const Tensor& b);
 };
 
 // --modules_to_save names -> the HF weight names they cover (Error for unknown names, and for

@@ -386,5 +386,114 @@ TEST(MoeGradReference, LoraOnRouterAndExpertsMatchesPyTorch) {
   for (auto& [name, g] : ad.named_grads(grads)) testing::expect_close(ref, name, g, name);
 }
 
+// LoRA on the fused expert parameters (PEFT target_parameters): the adapter file holds PEFT's
+// ParamWrapper layout (one lora_A / lora_B per layer and parameter, gate_up_proj nested inside
+// down_proj), reloads to the same tensors, and its gradients match PyTorch applying PEFT's delta
+// einsum to the fused parameters. The second case targets gate_up_proj everywhere and down_proj
+// of layer 2 only (a single wrapper on layer 0, no ".base_layer" there).
+class MoeFusedLora : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(MoeFusedLora, AdapterLayoutAndGradientsMatchPyTorch) {
+  SWIFTLET_REQUIRE_TORCH();
+  const std::string dir = fused_model();  // layers 0 and 2 sparse, 4 experts, H 64, Ie 32
+  ModelFolder folder = load_model_folder(dir);
+  ThreadPool pool(2);
+  auto dev = DeviceRegistry::create("cpu:0", pool);
+  TempDir tmp;
+  LoraConfig lc;
+  lc.rank = 4;
+  lc.alpha = 8;
+  lc.dropout = 0;
+  lc.target_parameters = GetParam();
+  Rng rng(21);
+  LoraAdapter made = LoraAdapter::create(*dev, folder.config, lc, rng);
+  for (auto& t : made.trainable(nullptr))  // both factors non-zero, so every gradient is checked
+    for (int64_t i = 0; i < t.value->numel(); ++i)
+      t.value->data<float>()[i] = float(0.1 * rng.normal());
+  made.save(tmp / "adapter");
+  const bool down_everywhere = GetParam()[1] == "mlp.experts.down_proj";
+  const int64_t r = 4, E = 4, H = 64, I = 32;
+  std::map<std::string, Shape> want = {
+      {"base_model.model.model.layers.2.mlp.experts.base_layer.lora_A.weight", {r * E, 2 * I}},
+      {"base_model.model.model.layers.2.mlp.experts.base_layer.lora_B.weight", {H, r * E}},
+      {"base_model.model.model.layers.2.mlp.experts.lora_A.weight", {r * E, H}},
+      {"base_model.model.model.layers.2.mlp.experts.lora_B.weight", {I, r * E}}};
+  const std::string l0 = down_everywhere ? "base_model.model.model.layers.0.mlp.experts.base_layer"
+                                         : "base_model.model.model.layers.0.mlp.experts";
+  want[l0 + ".lora_A.weight"] = {r * E, 2 * I};
+  want[l0 + ".lora_B.weight"] = {H, r * E};
+  if (down_everywhere) {
+    want["base_model.model.model.layers.0.mlp.experts.lora_A.weight"] = {r * E, H};
+    want["base_model.model.model.layers.0.mlp.experts.lora_B.weight"] = {I, r * E};
+  }
+  io::SafetensorsFile file = io::load_safetensors(tmp / "adapter/adapter_model.safetensors");
+  std::map<std::string, Shape> got;
+  for (const auto& [name, t] : file.tensors)
+    if (name.find(".mlp.experts.") != std::string::npos) got[name] = t.shape();
+  EXPECT_EQ(got, want);  // no per-expert keys
+  const nlohmann::json acfg =
+      nlohmann::json::parse(io::read_file(tmp / "adapter/adapter_config.json"));
+  EXPECT_EQ(acfg["target_parameters"], nlohmann::json(GetParam()));
+
+  LoraAdapter ad = LoraAdapter::load(*dev, tmp / "adapter", folder.config);
+  auto before = made.named_tensors(), after = ad.named_tensors();
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_EQ(before[i].first, after[i].first);
+    for (int64_t k = 0; k < before[i].second.numel(); ++k)
+      ASSERT_EQ(before[i].second.data<float>()[k], after[i].second.data<float>()[k]) << before[i].first;
+  }
+  EXPECT_EQ(ad.num_parameters(), made.num_parameters());
+
+  Transformer model(*dev, folder.config, folder.weights, DType::kF32);
+  ad.attach(model);
+  TrainBatch batch = testing::test_batch(folder.config.vocab_size);
+  io::SafetensorsFile ref = testing::torch_grads(tmp, dir, batch, tmp / "adapter");
+  ModelGrads grads;
+  ad.make_grads(*dev, grads);
+  TrainStepOptions opt;
+  opt.grad_scale = 1.0f / float(testing::target_count(batch));
+  LossStats st = model.train_step(batch, grads, opt);
+  EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
+  int fused_grads = 0;
+  for (auto& [name, g] : ad.named_grads(grads)) {
+    testing::expect_close(ref, name, g, name);
+    if (name.find(".mlp.experts.") != std::string::npos && dev->sum_squares(g) > 0) ++fused_grads;
+  }
+  EXPECT_EQ(fused_grads, int(want.size()));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Targets, MoeFusedLora,
+    ::testing::Values(std::vector<std::string>{"mlp.experts.gate_up_proj", "mlp.experts.down_proj"},
+                      std::vector<std::string>{"experts.gate_up_proj",
+                                               "model.layers.2.mlp.experts.down_proj"}));
+
+TEST(MoeFusedLoraConfig, RefusesWhatPeftRefuses) {
+  ModelFolder moe = load_model_folder(fused_model());
+  ModelFolder dense = load_model_folder(testing::tiny_model("tiny"));
+  ThreadPool pool(1);
+  auto dev = DeviceRegistry::create("cpu:0", pool);
+  auto error_of = [&](const ModelConfig& c, std::vector<std::string> targets, double dropout) {
+    LoraConfig lc;
+    lc.dropout = dropout;
+    lc.target_parameters = std::move(targets);
+    Rng rng(1);
+    try {
+      LoraAdapter::create(*dev, c, lc, rng);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error_of(moe.config, {"mlp.experts.down_proj"}, 0.05).find("--lora_dropout 0"),
+            std::string::npos);
+  EXPECT_NE(error_of(moe.config, {"mlp.experts.gate_proj"}, 0).find("'mlp.experts.gate_proj'"),
+            std::string::npos);
+  EXPECT_NE(error_of(dense.config, {"mlp.experts.down_proj"}, 0).find("no fused expert"),
+            std::string::npos);
+  EXPECT_EQ(error_of(moe.config, {"mlp.experts.down_proj"}, 0), "");
+}
+
 }  // namespace
 }  // namespace swiftlet

@@ -265,6 +265,45 @@ def objective_loss(obj, logits, hidden, targets, keep, samples):
     raise SystemExit(f"unknown objective {kind}")
 
 
+def apply_fused_lora(cfg, w, lt, acfg, scale):
+    """PEFT's ParamWrapper (target_parameters) on Qwen3-MoE's fused expert parameters, written
+    from peft/tuners/lora/layer.py: for a parameter [E, d1, d2], lora_A [r E, d1] and lora_B
+    [d2, r E] give delta = einsum("o r e, e r i -> e i o", B viewed [d2, r, E], A viewed
+    [E, r, d1]) * scale, added to the parameter. A module's parameters are wrapped in
+    registration order (gate_up_proj, then down_proj), the second wrapper around the first, so
+    with both targeted gate_up_proj's keys carry ".base_layer". Returns weights with the experts
+    replaced by base + delta (per expert, as load_weights splits them)."""
+    targets = acfg.get("target_parameters") or []
+    if not targets:
+        return w
+    w = dict(w)
+    E = cfg["num_experts"]
+    for i in range(cfg["num_hidden_layers"]):
+        if not is_sparse_layer(cfg, i):
+            continue
+        stem = f"model.layers.{i}.mlp.experts"
+        def hit(name):
+            full = f"{stem}.{name}"
+            return any(full == t or full.endswith("." + t) for t in targets)
+        gu, dn = hit("gate_up_proj"), hit("down_proj")
+        for name, on in (("gate_up_proj", gu), ("down_proj", dn)):
+            if not on:
+                continue
+            key = "base_model.model." + stem + (".base_layer" if name == "gate_up_proj" and dn else "")
+            A, B = lt[key + ".lora_A.weight"], lt[key + ".lora_B.weight"]
+            d1, d2 = A.shape[1], B.shape[0]
+            delta = torch.einsum("ore,eri->eio", B.reshape(d2, -1, E), A.reshape(E, -1, d1)) * scale
+            for e in range(E):
+                p = f"{stem}.{e}."
+                if name == "gate_up_proj":
+                    inter = d1 // 2
+                    w[p + "gate_proj.weight"] = w[p + "gate_proj.weight"] + delta[e, :inter]
+                    w[p + "up_proj.weight"] = w[p + "up_proj.weight"] + delta[e, inter:]
+                else:
+                    w[p + "down_proj.weight"] = w[p + "down_proj.weight"] + delta[e]
+    return w
+
+
 def grads_main(folder, batch_json, out, adapter=None):
     cfg = json.load(open(os.path.join(folder, "config.json")))
     w = load_weights(folder)
@@ -281,6 +320,7 @@ def grads_main(folder, batch_json, out, adapter=None):
             if ".lora_" not in k:
                 w[k[len("base_model.model."):]] = t
         lora = {"tensors": lt, "scale": scale}
+        w = apply_fused_lora(cfg, w, lt, acfg, scale)
         params = lt
     else:
         for t in w.values():
