@@ -142,5 +142,70 @@ TEST(MoeCli, RouterAuxLossCoefNeedsExperts) {
       << testing::read_bytes(tmp / "log");
 }
 
+// LoRA on the fused expert parameters through the binary: the checkpoint holds PEFT's
+// ParamWrapper keys, a run resumed from its middle checkpoint ends with the same adapter as the
+// uninterrupted one, and the merged folder answers as the adapter does.
+TEST(MoeCli, FusedExpertLoraResumesAndMerges) {
+  TempDir tmp;
+  const std::string model = testing::tiny_model("tiny-moe");
+  const std::string data = write_dataset(tmp);
+  auto sft = [&](const std::string& out, const std::string& extra) {
+    return sh(fmt::format(
+        "{} sft --model {} --dataset {} --output_dir {} --add_version false --max_steps 4 "
+        "--save_steps 2 --logging_steps 1 --per_device_train_batch_size 2 "
+        "--gradient_accumulation_steps 1 --learning_rate 5e-3 --lora_rank 4 --threads 2 "
+        "--target_parameters mlp.experts.gate_up_proj mlp.experts.down_proj {} > {}.log 2>&1",
+        SWIFTLET_BINARY, model, data, out, extra, out));
+  };
+  // PEFT refuses dropout on a parameter LoRA, and ms-swift's default --lora_dropout is 0.05.
+  ASSERT_NE(sft(tmp / "dropout", ""), 0);
+  EXPECT_NE(testing::read_bytes(tmp / "dropout.log").find("--lora_dropout 0"), std::string::npos)
+      << testing::read_bytes(tmp / "dropout.log");
+
+  ASSERT_EQ(sft(tmp / "run", "--lora_dropout 0"), 0) << testing::read_bytes(tmp / "run.log");
+  const std::string ckpt = tmp / "run/checkpoint-4";
+  const std::string adapter = testing::read_bytes(ckpt + "/adapter_model.safetensors");
+  for (const char* key : {"base_model.model.model.layers.1.mlp.experts.base_layer.lora_A.weight",
+                          "base_model.model.model.layers.1.mlp.experts.lora_B.weight",
+                          "base_model.model.model.layers.0.mlp.gate.lora_A.weight"})
+    EXPECT_NE(adapter.find(key), std::string::npos) << key;
+  EXPECT_EQ(adapter.find("mlp.experts.0."), std::string::npos);  // no per-expert keys
+  const nlohmann::json acfg =
+      nlohmann::json::parse(testing::read_bytes(ckpt + "/adapter_config.json"));
+  EXPECT_EQ(acfg["target_parameters"],
+            nlohmann::json({"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}));
+  EXPECT_EQ(acfg["lora_dropout"], 0.0);
+
+  ASSERT_EQ(sft(tmp / "resumed",
+                "--lora_dropout 0 --resume_from_checkpoint " + tmp / "run/checkpoint-2"),
+            0)
+      << testing::read_bytes(tmp / "resumed.log");
+  EXPECT_EQ(testing::read_bytes(tmp / "resumed/checkpoint-4/adapter_model.safetensors"), adapter);
+
+  ASSERT_EQ(sh(fmt::format("{} export --adapters {} --merge_lora true > {} 2>&1", SWIFTLET_BINARY,
+                           ckpt, tmp / "merge.log")),
+            0)
+      << testing::read_bytes(tmp / "merge.log");
+  {
+    std::ofstream f(tmp / "ask.jsonl");
+    f << R"({"query": "Say red."})" << "\n" << R"({"query": "Say cat."})" << "\n";
+  }
+  auto infer = [&](const std::string& args, const std::string& out) {
+    return sh(
+        fmt::format("{} infer {} --val_dataset {} --result_path {} --max_new_tokens 6 "
+                    "--temperature 0 > {}.log 2>&1",
+                    SWIFTLET_BINARY, args, tmp / "ask.jsonl", out, out));
+  };
+  ASSERT_EQ(infer("--model " + ckpt + "-merged", tmp / "merged.jsonl"), 0)
+      << testing::read_bytes(tmp / "merged.jsonl.log");
+  ASSERT_EQ(infer("--adapters " + ckpt, tmp / "adapter.jsonl"), 0)
+      << testing::read_bytes(tmp / "adapter.jsonl.log");
+  ASSERT_EQ(infer("--model " + model, tmp / "base.jsonl"), 0)
+      << testing::read_bytes(tmp / "base.jsonl.log");
+  ASSERT_EQ(responses(tmp / "merged.jsonl").size(), 2u);
+  EXPECT_EQ(responses(tmp / "merged.jsonl"), responses(tmp / "adapter.jsonl"));
+  EXPECT_NE(responses(tmp / "merged.jsonl"), responses(tmp / "base.jsonl"));
+}
+
 }  // namespace
 }  // namespace swiftlet
