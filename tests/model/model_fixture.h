@@ -33,16 +33,19 @@ inline std::string llama3_tokenizer_dir() {
 
 // A folder made by `swiftlet init --preset <preset>` (f32 unless dtype says otherwise), cached
 // for the life of the test binary.
-inline std::string tiny_model(const std::string& preset, const std::string& dtype = "float32") {
+// `std` > 0: random weights of that standard deviation instead of the config's 0.02.
+inline std::string tiny_model(const std::string& preset, const std::string& dtype = "float32",
+                              double std = 0) {
   static TempDir root;
   static std::map<std::string, std::string> made;
-  const std::string key = preset + "-" + dtype;
+  const std::string key = preset + "-" + dtype + (std > 0 ? fmt::format("-std{}", std) : "");
   if (auto it = made.find(key); it != made.end()) return it->second;
   InitOptions o;
   o.preset = preset;
   o.tokenizer_dir = preset == "tiny-llama" ? llama3_tokenizer_dir() : qwen3_tokenizer_dir();
   o.output_dir = root / key;
   o.torch_dtype = dtype;
+  o.initializer_range = std;
   o.seed = 7;
   init_model_folder(o);
   made[key] = o.output_dir;

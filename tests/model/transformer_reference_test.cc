@@ -1,6 +1,8 @@
 // The whole model against an independent PyTorch implementation (tests/reference/torch_model.py,
-// float64): logits of tiny random Qwen3, Qwen2 and Llama folders, greedy continuations, on the CPU
-// device and on the test-only sim device (whose memory the host cannot touch).
+// float64): logits of tiny random Qwen3, Qwen2 and Llama folders (weights of the config's std 0.02
+// and large ones of std 0.2), greedy continuations, on the CPU device and on the test-only sim
+// device (whose memory the host cannot touch). The same file runs again in swiftlet_avx2_tests,
+// where every layer is compiled without AVX-512.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -73,8 +75,12 @@ class ModelReference : public ::testing::TestWithParam<std::tuple<std::string, s
 
 TEST_P(ModelReference, LogitsAndGreedyMatchPyTorch) {
   SWIFTLET_REQUIRE_TORCH();
-  const auto& [preset, device_name] = GetParam();
-  const std::string dir = testing::tiny_model(preset);
+  const auto& [model_name, device_name] = GetParam();
+  // "tiny std0.2": the preset with large random weights (activations and logits far from 0).
+  const size_t sp = model_name.find(' ');
+  const std::string preset = model_name.substr(0, sp);
+  const double std = sp == std::string::npos ? 0 : std::stod(model_name.substr(sp + 4));
+  const std::string dir = testing::tiny_model(preset, "float32", std);
   ModelFolder folder = load_model_folder(dir);
   ThreadPool pool(2);
   testing::ScopedEnv visible("SWIFTLET_VISIBLE_DEVICES", "cpu:0,sim:0");
@@ -100,7 +106,9 @@ TEST_P(ModelReference, LogitsAndGreedyMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ModelReference,
-                         ::testing::Combine(::testing::Values("tiny", "tiny-qwen2", "tiny-llama"),
+                         ::testing::Combine(::testing::Values("tiny", "tiny-qwen2", "tiny-llama",
+                                                              "tiny std0.2", "tiny-qwen2 std0.2",
+                                                              "tiny-llama std0.2"),
                                             ::testing::Values("cpu:0", "sim:0")),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
