@@ -312,6 +312,25 @@ TEST(Moe, CachedAndBatchedDecodingEqualFullForward) {
   EXPECT_LE(diff, 1e-5 * max_ref);
 }
 
+// One training step of `model` with `ad` (saved in tmp/adapter) attached: the loss and every
+// adapter gradient (by PEFT key) against PyTorch's. Returns the gradients.
+std::vector<std::pair<std::string, Tensor>> expect_lora_grads_match_torch(
+    Device& dev, Transformer& model, const LoraAdapter& ad, const std::string& dir,
+    const TempDir& tmp) {
+  ad.attach(model);
+  TrainBatch batch = testing::test_batch(model.config().vocab_size);
+  io::SafetensorsFile ref = testing::torch_grads(tmp, dir, batch, tmp / "adapter");
+  ModelGrads grads;  // the returned tensors share their storage
+  ad.make_grads(dev, grads);
+  TrainStepOptions opt;
+  opt.grad_scale = 1.0f / float(testing::target_count(batch));
+  LossStats st = model.train_step(batch, grads, opt);
+  EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
+  auto named = ad.named_grads(grads);
+  for (auto& [name, g] : named) testing::expect_close(ref, name, g, name);
+  return named;
+}
+
 // Full-training gradients of every weight, with the load-balancing loss in the objective.
 TEST(MoeGradReference, FullGradientsWithAuxLossMatchPyTorch) {
   SWIFTLET_REQUIRE_TORCH();
@@ -374,16 +393,7 @@ TEST(MoeGradReference, LoraOnRouterAndExpertsMatchesPyTorch) {
   }
   EXPECT_TRUE(expert_key);
   EXPECT_TRUE(router_key);
-  ad.attach(model);
-  TrainBatch batch = testing::test_batch(folder.config.vocab_size);
-  io::SafetensorsFile ref = testing::torch_grads(tmp, dir, batch, tmp / "adapter");
-  ModelGrads grads;
-  ad.make_grads(*dev, grads);
-  TrainStepOptions opt;
-  opt.grad_scale = 1.0f / float(testing::target_count(batch));
-  LossStats st = model.train_step(batch, grads, opt);
-  EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
-  for (auto& [name, g] : ad.named_grads(grads)) testing::expect_close(ref, name, g, name);
+  expect_lora_grads_match_torch(*dev, model, ad, dir, tmp);
 }
 
 // LoRA on the fused expert parameters (PEFT target_parameters): the adapter file holds PEFT's
@@ -446,20 +456,9 @@ TEST_P(MoeFusedLora, AdapterLayoutAndGradientsMatchPyTorch) {
   EXPECT_EQ(ad.num_parameters(), made.num_parameters());
 
   Transformer model(*dev, folder.config, folder.weights, DType::kF32);
-  ad.attach(model);
-  TrainBatch batch = testing::test_batch(folder.config.vocab_size);
-  io::SafetensorsFile ref = testing::torch_grads(tmp, dir, batch, tmp / "adapter");
-  ModelGrads grads;
-  ad.make_grads(*dev, grads);
-  TrainStepOptions opt;
-  opt.grad_scale = 1.0f / float(testing::target_count(batch));
-  LossStats st = model.train_step(batch, grads, opt);
-  EXPECT_NEAR(st.loss_sum / double(st.tokens), ref.find("loss")->item_f32(0), 1e-5);
   int fused_grads = 0;
-  for (auto& [name, g] : ad.named_grads(grads)) {
-    testing::expect_close(ref, name, g, name);
+  for (auto& [name, g] : expect_lora_grads_match_torch(*dev, model, ad, dir, tmp))
     if (name.find(".mlp.experts.") != std::string::npos && dev->sum_squares(g) > 0) ++fused_grads;
-  }
   EXPECT_EQ(fused_grads, int(want.size()));
 }
 

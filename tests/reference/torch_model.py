@@ -304,24 +304,30 @@ def apply_fused_lora(cfg, w, lt, acfg, scale):
     return w
 
 
+def load_adapter(adapter, w):
+    """The PEFT adapter folder `adapter` as trainable tensors: ({"tensors", "scale"}, its
+    adapter_config.json). Its modules_to_save weights replace the base ones in `w`."""
+    acfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+    r, alpha = acfg["r"], acfg["lora_alpha"]
+    scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
+    lt = load_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
+    for t in lt.values():
+        t.requires_grad_(True)
+    for k, t in lt.items():  # modules_to_save: whole weights replacing the base ones
+        if ".lora_" not in k:
+            w[k[len("base_model.model."):]] = t
+    return {"tensors": lt, "scale": scale}, acfg
+
+
 def grads_main(folder, batch_json, out, adapter=None):
     cfg = json.load(open(os.path.join(folder, "config.json")))
     w = load_weights(folder)
     batch = json.load(open(batch_json))
     lora = None
     if adapter:
-        acfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
-        r, alpha = acfg["r"], acfg["lora_alpha"]
-        scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
-        lt = load_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
-        for t in lt.values():
-            t.requires_grad_(True)
-        for k, t in lt.items():  # modules_to_save: whole weights replacing the base ones
-            if ".lora_" not in k:
-                w[k[len("base_model.model."):]] = t
-        lora = {"tensors": lt, "scale": scale}
-        w = apply_fused_lora(cfg, w, lt, acfg, scale)
-        params = lt
+        lora, acfg = load_adapter(adapter, w)
+        w = apply_fused_lora(cfg, w, lora["tensors"], acfg, lora["scale"])
+        params = lora["tensors"]
     else:
         for t in w.values():
             t.requires_grad_(True)

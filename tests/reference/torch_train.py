@@ -10,7 +10,6 @@ PLAN_JSON: {"betas": [b1, b2], "eps": e, "weight_decay": wd, "max_grad_norm": c,
 OUT_JSON: {"loss": [loss of each step before its update], "grad_norm": [...]}
 """
 import json
-import math
 import os
 import sys
 
@@ -24,23 +23,15 @@ def main():
     folder, adapter, plan_path, out_path = sys.argv[1:5]
     cfg = json.load(open(os.path.join(folder, "config.json")))
     w = torch_model.load_weights(folder)
-    acfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
-    r, alpha = acfg["r"], acfg["lora_alpha"]
-    scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
-    tensors = torch_model.load_safetensors(os.path.join(adapter, "adapter_model.safetensors"))
-    for t in tensors.values():
-        t.requires_grad_(True)
-    for k, t in tensors.items():  # modules_to_save: whole weights replacing the base ones
-        if ".lora_" not in k:
-            w[k[len("base_model.model."):]] = t
-    lora = {"tensors": tensors, "scale": scale}
+    lora, acfg = torch_model.load_adapter(adapter, w)
     plan = json.load(open(plan_path))
-    params = list(tensors.values())
+    params = list(lora["tensors"].values())
     opt = torch.optim.AdamW(params, lr=0.0, betas=tuple(plan["betas"]), eps=plan["eps"],
                             weight_decay=plan["weight_decay"])
     losses, norms = [], []
     for step in plan["steps"]:
-        logits = torch_model.forward_packed(cfg, w, step["input_ids"], step["samples"], lora)
+        w_step = torch_model.apply_fused_lora(cfg, w, lora["tensors"], acfg, lora["scale"])
+        logits = torch_model.forward_packed(cfg, w_step, step["input_ids"], step["samples"], lora)
         targets = torch.tensor(step["targets"])
         keep = targets != -100
         loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
