@@ -91,7 +91,11 @@ int run(int argc, char** argv) {
           {"shutdown_timeout", FlagKind::kFloat, "30",
            "seconds in-flight requests get to finish on SIGINT/SIGTERM"},
           {"http_threads", FlagKind::kInt, "0",
-           "HTTP worker threads (0: max_batch_size + max_queue_size + 32)"},
+           "HTTP worker threads (0: max_batch_size + max_queue_size + 32); as many connections "
+           "more may wait for one, past that new ones get HTTP 503"},
+          {"client_timeout", FlagKind::kFloat, "30",
+           "seconds a client has to send a request's headers (the whole request: twice this); "
+           "slower ones get HTTP 408"},
       });
   // What the shared flags mean for a server: defaults of the requests that leave a field out.
   for (auto& s : specs) {
@@ -150,6 +154,8 @@ int run(int argc, char** argv) {
   if (max_queue < 1) throw Error("--max_queue_size must be at least 1");
   if (kv_gb < 0) throw Error("--kv_cache_gb must be >= 0 (0: automatic)");
   if (so.shutdown_timeout_s < 0) throw Error("--shutdown_timeout must be >= 0");
+  so.client_timeout_s = flags.f64("client_timeout");
+  if (!(so.client_timeout_s > 0)) throw Error("--client_timeout must be > 0 seconds");
   const int64_t threads = flags.i64("http_threads");
   if (threads < 0) throw Error("--http_threads must be >= 0 (0: automatic)");
   so.http_threads =

@@ -21,7 +21,6 @@ namespace swiftlet::serve {
 namespace {
 
 constexpr int kPortTries = 100;  // ms-swift moves on to the next free port, up to +100
-constexpr time_t kKeepAliveSeconds = 5;
 // Pending connections the kernel queues for accept(). httplib 0.11 listens with a backlog of 5:
 // when more clients connect at once than the accept thread takes in, the rest wait in SYN-RECV
 // for retransmissions, and their requests can outlast the server's 5 s wait for a first request
@@ -45,6 +44,8 @@ const char* default_message(int status) {
       return "unauthorized";
     case 404:
       return "not found";
+    case 408:
+      return "the request body did not arrive in time";
     case 413:
       return "the request body is larger than the server accepts";
     case 503:
@@ -62,6 +63,16 @@ bool same_secret(const std::string& given, const std::string& expected) {
   return diff == 0;
 }
 
+ConnectionLimits connection_limits(const ServerOptions& opt) {
+  ConnectionLimits l;
+  l.max_header_bytes = opt.max_header_bytes;
+  l.client_timeout_s = opt.client_timeout_s;
+  // Each open stream and each idle keep-alive connection holds a worker thread.
+  l.workers = size_t(opt.http_threads > 0 ? opt.http_threads : 64);
+  l.max_pending = l.workers;
+  return l;
+}
+
 template <class F>
 void guarded(httplib::Response& res, F&& fn) {
   try {
@@ -77,13 +88,6 @@ void guarded(httplib::Response& res, F&& fn) {
 }
 
 }  // namespace
-
-void HttpServer::stop_accepting() {
-  // Shutting the listening socket down ends httplib's accept loop without marking the server as
-  // stopped, so responses still streaming on open connections run to their end.
-  const socket_t s = svr_sock_.load();
-  if (s != INVALID_SOCKET) ::shutdown(s, SHUT_RDWR);
-}
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
@@ -104,7 +108,12 @@ int64_t default_kv_cache_bytes() {
 }
 
 Server::Impl::Impl(Runtime& r, Engine& e, ServerOptions o)
-    : rt(r), engine(e), opt(std::move(o)), seed_rng(opt.defaults.seed), tokenize(r.tokenizer(), 2) {
+    : rt(r),
+      engine(e),
+      opt(std::move(o)),
+      http(connection_limits(opt)),
+      seed_rng(opt.defaults.seed),
+      tokenize(r.tokenizer(), 2) {
   if (opt.models.empty()) throw Error("the server needs at least one model name");
   if (!opt.use_chat_template) plain_template = ChatTemplate::by_name("plain");
 }
@@ -188,9 +197,6 @@ void Server::start() {
   Impl& s = *impl_;
   httplib::Server& http = s.http;
   const ServerOptions& opt = s.opt;
-  // Each open stream and each idle keep-alive connection holds a worker thread.
-  const int threads = opt.http_threads > 0 ? opt.http_threads : 64;
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   // SO_REUSEADDR only: httplib's default SO_REUSEPORT would let two servers share a busy port.
   // The callback sees each socket httplib creates while binding; the last is the listening one.
   http.set_socket_options([&s](socket_t sock) {
@@ -199,7 +205,7 @@ void Server::start() {
     s.listen_socket = sock;
   });
   http.set_payload_max_length(opt.max_body_bytes);
-  http.set_keep_alive_timeout(kKeepAliveSeconds);
+  s.http.on_refused = [&s](int status) { s.metrics.count_request("other", status); };
 
   http.set_pre_routing_handler([&s](const httplib::Request& req, httplib::Response& res) {
     // With --api_key every route but /health (load balancers' liveness probe) needs the key:
@@ -228,6 +234,10 @@ void Server::start() {
   http.set_error_handler(
       httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        if (res.status == 400 && HttpServer::current_request_timed_out()) {
+          res.status = 408;
+          res.set_header("Connection", "close");
+        }
         std::string msg = default_message(res.status);
         if (res.status == 404) msg = fmt::format("no route for {} {}", req.method, req.path);
         send_error(res, ApiError(res.status, msg,

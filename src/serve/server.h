@@ -38,8 +38,13 @@ struct ServerOptions {
   // text to continue and chat messages use the `plain` template.
   bool use_chat_template = true;
   int max_logprobs = 20;
-  size_t max_body_bytes = size_t(8) << 20;
+  size_t max_body_bytes = size_t(8) << 20;   // larger bodies: 413
+  size_t max_header_bytes = size_t(32) << 10; // larger request heads: 431
+  // A request's head must arrive within this many seconds of its first byte and the whole
+  // request within twice that (else 408); a new connection silent this long is closed.
+  double client_timeout_s = 30;
   // Worker threads; each open stream and each idle keep-alive connection holds one. 0: 64.
+  // As many accepted connections more wait for one; past them the server answers 503 at once.
   int http_threads = 0;
   double shutdown_timeout_s = 30;  // in-flight requests get this long after shutdown() starts
   bool verbose = true;             // log one line per finished generation request

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/rng.h"
+#include "serve/http_server.h"
 #include "serve/metrics.h"
 #include "serve/openai_api.h"
 #include "serve/server.h"
@@ -18,13 +19,6 @@
 namespace swiftlet::serve {
 
 using Clock = std::chrono::steady_clock;
-
-// httplib's server with a way to stop accepting connections while the ones open finish
-// (Server::stop() would also end responses still streaming).
-class HttpServer : public httplib::Server {
- public:
-  void stop_accepting();
-};
 
 struct Server::Impl {
   Impl(Runtime& rt, Engine& engine, ServerOptions opt);
