@@ -73,12 +73,7 @@ class DeployTest : public ::testing::Test {
   // A metric's value from /metrics (-1 when absent).
   static double metric(const std::string& name, int port = 0) {
     auto res = client(port).Get("/metrics", auth());
-    if (!res) return -1;
-    std::istringstream in(res->body);
-    std::string line;
-    while (std::getline(in, line))
-      if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-    return -1;
+    return res ? serve_testing::metric_value(res->body, name) : -1;
   }
 
   static void expect_error(const std::pair<int, json>& r, int status,

@@ -115,12 +115,7 @@ std::string chat_body(int max_tokens, bool stream) {
 double metric(int port, const std::string& name) {
   httplib::Client c("127.0.0.1", port);
   auto res = c.Get("/metrics", httplib::Headers{{"Authorization", std::string("Bearer ") + kKey}});
-  if (!res) return -1;
-  std::istringstream in(res->body);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  return -1;
+  return res ? serve_testing::metric_value(res->body, name) : -1;
 }
 
 bool healthy(int port) {

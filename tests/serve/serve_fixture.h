@@ -34,6 +34,15 @@ inline std::string slurp(const std::string& path) {
   return s.str();
 }
 
+// The value of an unlabelled metric in a /metrics page (-1 when absent).
+inline double metric_value(const std::string& page, const std::string& name) {
+  std::istringstream in(page);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
 // A LoRA adapter for the model folder (rank 4 on every projection) whose B is random, so it
 // changes the model's output; saved in PEFT's format to `dir`.
 inline void make_random_adapter(const std::string& model_dir, const std::string& dir,
