@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -124,6 +125,25 @@ std::string broadcast_string(Comm& comm, const std::string& s, int root) {
   broadcast(comm, {&n, 1, ElemType::kI64}, root, "string length");
   std::string out = comm.rank() == root ? s : std::string(size_t(n), '\0');
   if (n > 0) broadcast(comm, {out.data(), size_t(n), ElemType::kU8}, root, "string");
+  return out;
+}
+
+std::vector<std::string> all_gather_strings(Comm& comm, const std::string& s) {
+  if (comm.size() == 1) return {s};
+  const size_t n = size_t(comm.size());
+  int64_t len = int64_t(s.size());
+  std::vector<int64_t> lens(n);
+  auto w = comm.all_gather({&len, 1, ElemType::kI64}, {lens.data(), n, ElemType::kI64}, "lengths");
+  wait_or_abort(comm, *w);
+  const size_t width = size_t(std::max<int64_t>(1, *std::max_element(lens.begin(), lens.end())));
+  std::string mine = s;
+  mine.resize(width, '\0');
+  std::string all(width * n, '\0');
+  w = comm.all_gather({mine.data(), width, ElemType::kU8}, {all.data(), all.size(), ElemType::kU8},
+                      "strings");
+  wait_or_abort(comm, *w);
+  std::vector<std::string> out;
+  for (size_t r = 0; r < n; ++r) out.push_back(all.substr(r * width, size_t(lens[r])));
   return out;
 }
 

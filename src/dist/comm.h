@@ -100,6 +100,8 @@ void all_reduce(Comm& comm, const CommBuffer& inout, ReduceOp op, const std::str
 void broadcast(Comm& comm, const CommBuffer& inout, int root, const std::string& what);
 // Root's string on every rank.
 std::string broadcast_string(Comm& comm, const std::string& s, int root);
+// Every rank's string, in rank order.
+std::vector<std::string> all_gather_strings(Comm& comm, const std::string& s);
 std::vector<double> all_reduce_doubles(Comm& comm, std::vector<double> values, ReduceOp op,
                                        const std::string& what);
 

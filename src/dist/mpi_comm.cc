@@ -99,6 +99,7 @@ class MpiComm : public Comm {
       throw Error(init_error_, "check the Open MPI installation (mpirun --version)");
     }
     install_rank_signal_handlers(info_);
+    set_log_rank(info_.rank, info_.size);
     g_active = this;
   }
 
@@ -159,8 +160,14 @@ class MpiComm : public Comm {
     return op.done;
   }
   bool wait_op(const Op& op, std::chrono::milliseconds timeout) {
+    // In slices: ms-swift's default --ddp_timeout (18,000,000 s) overflows a steady_clock deadline.
     std::unique_lock lk(mu_);
-    return done_cv_.wait_for(lk, timeout, [&] { return op.done; });
+    for (auto left = timeout; left.count() > 0;) {
+      const auto slice = std::min<std::chrono::milliseconds>(left, std::chrono::seconds(1));
+      if (done_cv_.wait_for(lk, slice, [&] { return op.done; })) return true;
+      left -= slice;
+    }
+    return op.done;
   }
 
  private:
