@@ -112,6 +112,11 @@ std::vector<FlagSpec> train_flags(bool pt) {
        "communication backend of NPROC_PER_NODE > 1 runs: auto or mpi"},
       {"ddp_timeout", FlagKind::kInt, "18000000",
        "seconds a collective may wait for the other ranks before the job is aborted"},
+      {"deepspeed", FlagKind::kString, "",
+       "ZeRO preset: zero0 (plain data parallel); zero1/zero2/zero3 are not available yet"},
+      {"fsdp", FlagKind::kString, "",
+       "FSDP strategy: no_shard (plain data parallel); full_shard/shard_grad_op are not available "
+       "yet"},
       {"ddp_bucket_cap_mb", FlagKind::kFloat, "0",
        "gradient bucket size in MiB, each all-reduced while backward runs (0: 25 with several "
        "ranks)"},
@@ -174,6 +179,19 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.device = f.str("device");
   if (f.i64("ddp_timeout") < 1) throw Error("--ddp_timeout must be at least 1 second");
   a.ddp_bucket_cap_mb = f.f64("ddp_bucket_cap_mb");
+  // Sharded states are not implemented: every rank keeps the whole optimizer state (zero0).
+  if (const std::string z = f.str("deepspeed"); !z.empty() && z != "zero0")
+    throw Error(fmt::format("--deepspeed {} is not supported: swiftlet shards nothing yet, and "
+                            "every rank keeps all weights, gradients and optimizer states",
+                            z),
+                "drop --deepspeed (or pass zero0) to train data-parallel");
+  if (const std::string s = f.str("fsdp"); !s.empty() && s != "no_shard")
+    throw Error(fmt::format("--fsdp {} is not supported: swiftlet shards nothing yet, and every "
+                            "rank keeps all weights, gradients and optimizer states",
+                            s),
+                "drop --fsdp (or pass no_shard) to train data-parallel");
+  if (!f.str("deepspeed").empty() && !f.str("fsdp").empty())
+    throw Error("--deepspeed and --fsdp exclude each other", "pass one of them");
   if (a.ddp_bucket_cap_mb < 0) throw Error("--ddp_bucket_cap_mb must not be negative");
   // The job's communicator (this process alone unless mpirun started it, see dist/launcher.h).
   a.comm = &dist::job_comm(f.str("ddp_backend"), std::chrono::seconds(f.i64("ddp_timeout")));

@@ -106,6 +106,46 @@ TEST(DistTrain, TwoRanksLogTheLossesOfOneRankAccumulatingTwice) {
   EXPECT_TRUE(processes_tagged(tag).empty());
 }
 
+// A checkpoint saved by 2 ranks is one consolidated folder: resumed by 1 rank with the same global
+// batch (twice the accumulation), the remaining steps log what the 2-rank run logged.
+TEST(DistTrain, CheckpointOfTwoRanksResumesOnOne) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  const ProcessRun two = run_command(
+      sft(model, data, tmp / "two", 4, 1, "NPROC_PER_NODE=2") + " --save_steps 2");
+  ASSERT_EQ(two.status, 0) << two.out;
+  std::vector<fs::path> runs(fs::directory_iterator(tmp / "two"), fs::directory_iterator());
+  ASSERT_EQ(runs.size(), 1u);
+  const fs::path ckpt = runs[0] / "checkpoint-2";
+  ASSERT_TRUE(fs::exists(ckpt / "optimizer.safetensors"));
+  const ProcessRun one = run_command(sft(model, data, tmp / "one", 4, 2, "") +
+                                     " --save_steps 2 --resume_from_checkpoint " + ckpt.string());
+  ASSERT_EQ(one.status, 0) << one.out;
+  const auto a = train_logs(tmp / "two"), b = train_logs(tmp / "one");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 2u);  // the resumed run's own log: steps 3 and 4
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(b[i]["step"], a[i + 2]["step"]);
+    EXPECT_NEAR(a[i + 2]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5) << i;
+    EXPECT_NEAR(a[i + 2]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5) << i;
+  }
+}
+
+TEST(DistTrain, ShardingPresetsNotImplementedAreRefused) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  ProcessRun r = run_command(sft(model, data, tmp / "o", 1, 1, "") + " --deepspeed zero2");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("error: --deepspeed zero2 is not supported"), std::string::npos) << r.out;
+  r = run_command(sft(model, data, tmp / "o", 1, 1, "") + " --fsdp full_shard");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("error: --fsdp full_shard is not supported"), std::string::npos) << r.out;
+  r = run_command(sft(model, data, tmp / "o", 1, 1, "") + " --deepspeed zero0");
+  EXPECT_EQ(r.status, 0) << r.out;
+}
+
 struct Fault {
   const char* kind;
   int status;
