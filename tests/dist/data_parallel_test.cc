@@ -132,6 +132,43 @@ TEST(DistTrain, CheckpointOfTwoRanksResumesOnOne) {
   }
 }
 
+// Preference training shares a step the same way (each micro-batch's loss is a mean over its
+// pairs, the step averages every rank's micro-batches).
+TEST(DistTrain, DpoOnTwoRanksLogsWhatOneRankAccumulatingTwiceLogs) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  {
+    std::ofstream f(tmp / "pairs.jsonl");
+    const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
+    for (int i = 0; i < 16; ++i)
+      f << nlohmann::json{{"messages",
+                           {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
+                            {{"role", "assistant"}, {"content", words[i % 8]}}}},
+                          {"rejected_response", words[(i + 1) % 8]}}
+               .dump()
+        << "\n";
+  }
+  auto dpo = [&](const std::string& out, int accumulation, const std::string& env) {
+    return fmt::format("env {} {} rlhf --rlhf_type dpo --model {} --dataset {} --output_dir {} "
+                       "--max_steps 3 --gradient_accumulation_steps {} "
+                       "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
+                       "--learning_rate 1e-3 --lora_rank 4 --load_from_cache_file false",
+                       env, SWIFTLET_BINARY, model, tmp / "pairs.jsonl", out, accumulation);
+  };
+  const ProcessRun one = run_command(dpo(tmp / "one", 2, ""));
+  ASSERT_EQ(one.status, 0) << one.out;
+  const ProcessRun two = run_command(dpo(tmp / "two", 1, "NPROC_PER_NODE=2"));
+  ASSERT_EQ(two.status, 0) << two.out;
+  const auto a = train_logs(tmp / "one"), b = train_logs(tmp / "two");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5) << i;
+    EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5) << i;
+    EXPECT_EQ(a[i]["rewards/accuracies"], b[i]["rewards/accuracies"]) << i;
+  }
+}
+
 TEST(DistTrain, ShardingPresetsNotImplementedAreRefused) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
