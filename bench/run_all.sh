@@ -33,3 +33,4 @@ echo "## training"
 if [[ -x "$ROOT/bench/serve_bench.sh" ]]; then echo "## serving"; "$ROOT/bench/serve_bench.sh"; fi
 if [[ -x "$B/serve_bench" ]]; then echo "## serving"; "$B/serve_bench"; fi
 echo "## grpo (Qwen3-0.6B shape)"; "$ROOT/bench/grpo_bench.sh" || true
+echo "## data-parallel scaling (2 ranks x 1 thread against 1 rank x 2 threads)"; "$ROOT/bench/dist_scaling.sh" || true

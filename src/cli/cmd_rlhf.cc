@@ -262,6 +262,7 @@ int run_grpo(const Flags& f) {
   Tokenizer tok = Tokenizer::load(resolve_model_path(a.model));
   rlhf::GrpoTask task(std::move(g), std::move(data), std::move(rewards), std::move(tok));
   TrainResult r = train(a, task);
+  if (!a.comm->is_main()) return 0;
   std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";
   if (!r.best_checkpoint.empty()) std::cout << "best checkpoint: " << r.best_checkpoint << "\n";
   return 0;
@@ -344,6 +345,7 @@ int run_rlhf(int argc, char** argv) {
   }
   rlhf::PreferenceTask task(t, std::move(data.train), std::move(data.val));
   TrainResult r = train(a, task);
+  if (!a.comm->is_main()) return 0;
   std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";
   if (!r.best_checkpoint.empty()) std::cout << "best checkpoint: " << r.best_checkpoint << "\n";
   return 0;

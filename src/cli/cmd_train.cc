@@ -34,6 +34,7 @@ int run_train(int argc, char** argv, bool pt) {
     a.per_device_train_batch_size = 1;
   }
   TrainResult r = train(a, data.train, data.val);
+  if (!a.comm->is_main()) return 0;
   std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";
   if (!r.best_checkpoint.empty()) std::cout << "best checkpoint: " << r.best_checkpoint << "\n";
   return 0;

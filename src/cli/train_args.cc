@@ -3,6 +3,9 @@
 
 #include <iostream>
 
+#include "dist/comm.h"
+#include "dist/launcher.h"
+
 namespace swiftlet::cli {
 
 // --columns '{"old": "new", ...}'
@@ -103,7 +106,20 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"resume_only_model", FlagKind::kBool, "false",
        "with --resume_from_checkpoint: load only the weights"},
       {"threads", FlagKind::kInt, "0", "compute threads (0: OMP_NUM_THREADS or all cores)"},
-      {"device", FlagKind::kString, "cpu:0", "device to train on"},
+      {"device", FlagKind::kString, "cpu:0",
+       "device to train on (several ranks: entry LOCAL_RANK of SWIFTLET_VISIBLE_DEVICES)"},
+      {"ddp_backend", FlagKind::kString, "auto",
+       "communication backend of NPROC_PER_NODE > 1 runs: auto or mpi"},
+      {"ddp_timeout", FlagKind::kInt, "18000000",
+       "seconds a collective may wait for the other ranks before the job is aborted"},
+      {"deepspeed", FlagKind::kString, "",
+       "ZeRO preset: zero0 (plain data parallel); zero1/zero2/zero3 are not available yet"},
+      {"fsdp", FlagKind::kString, "",
+       "FSDP strategy: no_shard (plain data parallel); full_shard/shard_grad_op are not available "
+       "yet"},
+      {"ddp_bucket_cap_mb", FlagKind::kFloat, "0",
+       "gradient bucket size in MiB, each all-reduced while backward runs (0: 25 with several "
+       "ranks)"},
       {"loss_scale", FlagKind::kString, pt ? "all" : "default",
        "default (assistant replies) or all tokens"},
       {"use_chat_template", FlagKind::kBool, pt ? "false" : "true",
@@ -161,6 +177,26 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.resume_only_model = f.boolean("resume_only_model");
   a.threads = int(f.i64("threads"));
   a.device = f.str("device");
+  if (f.i64("ddp_timeout") < 1) throw Error("--ddp_timeout must be at least 1 second");
+  a.ddp_bucket_cap_mb = f.f64("ddp_bucket_cap_mb");
+  // Sharded states are not implemented: every rank keeps the whole optimizer state (zero0).
+  if (const std::string z = f.str("deepspeed"); !z.empty() && z != "zero0")
+    throw Error(fmt::format("--deepspeed {} is not supported: swiftlet shards nothing yet, and "
+                            "every rank keeps all weights, gradients and optimizer states",
+                            z),
+                "drop --deepspeed (or pass zero0) to train data-parallel");
+  if (const std::string s = f.str("fsdp"); !s.empty() && s != "no_shard")
+    throw Error(fmt::format("--fsdp {} is not supported: swiftlet shards nothing yet, and every "
+                            "rank keeps all weights, gradients and optimizer states",
+                            s),
+                "drop --fsdp (or pass no_shard) to train data-parallel");
+  if (!f.str("deepspeed").empty() && !f.str("fsdp").empty())
+    throw Error("--deepspeed and --fsdp exclude each other", "pass one of them");
+  if (a.ddp_bucket_cap_mb < 0) throw Error("--ddp_bucket_cap_mb must not be negative");
+  // The job's communicator (this process alone unless mpirun started it, see dist/launcher.h).
+  a.comm = &dist::job_comm(f.str("ddp_backend"), std::chrono::seconds(f.i64("ddp_timeout")));
+  if (a.comm->size() > 1 && !f.given("device"))
+    a.device = dist::rank_device(dist::current_environment(), a.comm->info().local_rank, a.device);
   nlohmann::json args = nlohmann::json::object();
   for (const auto& [k, v] : f.values()) args[k] = v;
   args["learning_rate"] = a.learning_rate;
@@ -198,11 +234,12 @@ DataArgs data_args(const Flags& f, TrainArgs& a) {
   if (!f.str("columns").empty()) d.columns = parse_columns(f.str("columns"));
   // The run folder is fixed before the data is read so that val_dataset.jsonl lands in it, as
   // ms-swift writes it (<output_dir>/v<N>-<time>/val_dataset.jsonl).
+  // Rank 0 picks the folder for every rank, and alone writes into it.
   if (a.add_version) {
-    a.output_dir = next_version_dir(a.output_dir);
+    a.output_dir = dist::broadcast_string(*a.comm, next_version_dir(a.output_dir), 0);
     a.add_version = false;
   }
-  d.output_dir = a.output_dir;
+  d.output_dir = a.comm->is_main() ? a.output_dir : "";
   return d;
 }
 

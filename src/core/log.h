@@ -8,8 +8,11 @@ namespace swiftlet {
 
 enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
+// The level in effect for this process: LOG_LEVEL on rank 0 (or a single process); the other ranks
+// of a distributed run log warnings and errors only, each prefixed with "[rank R/N]".
 LogLevel log_level();
 void log_message(LogLevel level, const std::string& msg);
+void set_log_rank(int rank, int size);
 
 template <class... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {

@@ -2,6 +2,7 @@
 // The decoder-only transformer shared by Llama, Qwen2 and Qwen3 (shapes are data: ModelConfig).
 // One code path serves generation, evaluation and serving: a forward step takes the new tokens of
 // several sequences packed into one batch, each appending to its own KV cache.
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -57,6 +58,10 @@ struct TrainStepOptions {
   // MoE models: this batch's load-balancing loss enters the step's loss as
   // router_aux_weight * aux (HF's router_aux_loss_coef times the batch's share of the step).
   float router_aux_weight = 0.0f;
+  // Told by backward when gradients are final for this batch: with l = num_hidden_layers the head
+  // and final norm, then each layer l after its backward (every weight of layers >= l), and
+  // l = -1 after the embedding (all of them). Data parallelism starts bucket all-reduces here.
+  std::function<void(int64_t l)> on_grads_ready;
 };
 
 // "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.

@@ -79,6 +79,7 @@ void Transformer::backward(const BatchCtx& b, Activations& acts, const Tensor& d
                            ModelGrads& grads, const TrainStepOptions& opt) {
   const int64_t H = config_.hidden_size;
   Tensor dy = dy_last;
+  if (opt.on_grads_ready) opt.on_grads_ready(int64_t(w_.layers.size()));
   for (size_t l = w_.layers.size(); l-- > 0;) {
     LayerActs& a = acts.layers[opt.gradient_checkpointing ? 0 : l];
     if (opt.gradient_checkpointing) {
@@ -89,8 +90,10 @@ void Transformer::backward(const BatchCtx& b, Activations& acts, const Tensor& d
     layer_backward(l, b, a, dy, dx, grads.layers[l], opt);
     a = LayerActs();
     dy = dx;
+    if (opt.on_grads_ready) opt.on_grads_ready(int64_t(l));
   }
   if (grads.embed_tokens.defined()) dev_.embedding_backward(grads.embed_tokens, dy, b.ids);
+  if (opt.on_grads_ready) opt.on_grads_ready(-1);
 }
 
 void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, ModelGrads* grads,

@@ -76,6 +76,8 @@ class GrpoTask : public TrainTask {
                       const TrainStepOptions& opt, Metrics& metrics) override;
   Metrics evaluate(Transformer& model, int64_t batch_size) override;
   BestMetric best_metric() const override { return {"reward", true}; }
+  // Rollouts and their old log-probs are carried from micro-batch to micro-batch.
+  bool data_parallel() const override { return false; }
   nlohmann::json state() const override;
   void restore(const nlohmann::json& state) override;
 

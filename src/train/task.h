@@ -60,6 +60,25 @@ class Metrics {
     values_.clear();
     differences_.clear();
   }
+  // The (sum, weight) pairs in name order, and their names: what ranks add up so that every rank
+  // logs the metrics of the whole step.
+  std::vector<double> sums_and_weights() const {
+    std::vector<double> out;
+    for (const auto& [n, sw] : values_) out.insert(out.end(), {sw.first, sw.second});
+    return out;
+  }
+  std::string names_key() const {
+    std::string key;
+    for (const auto& [n, sw] : values_) key += n + "\n";
+    return key;
+  }
+  void set_sums_and_weights(const std::vector<double>& v) {
+    size_t i = 0;
+    for (auto& [n, sw] : values_) {
+      sw = {v.at(i), v.at(i + 1)};
+      i += 2;
+    }
+  }
 
  private:
   std::map<std::string, std::pair<double, double>> values_;
@@ -108,6 +127,11 @@ class TrainTask {
   // State carried across steps (saved in trainer_state.json, restored on resume); null: none.
   virtual nlohmann::json state() const { return nullptr; }
   virtual void restore(const nlohmann::json& state) {}
+  // Whether several processes can share a step, each running some of its micro-batches: the
+  // task's scaling (begin_step) sees every rank's micro-batches, its micro-batches are
+  // independent of each other, and each runs one backward. Tasks carrying rollouts between
+  // micro-batches (GRPO) answer false and train in one process.
+  virtual bool data_parallel() const { return true; }
 };
 
 }  // namespace swiftlet

@@ -8,9 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
+#include <sstream>
 
 #include "core/log.h"
 #include "core/rng.h"
+#include "dist/faults.h"
+#include "dist/grad_sync.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
@@ -60,13 +64,23 @@ uint64_t step_seed(uint64_t seed, int64_t step, size_t micro) {
 
 double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
+// When backward has finished an entry's gradient: the layer index of "...layers.N...", -1 for the
+// embedding (written last), num_layers for the head and final norm (written first).
+int64_t grad_ready_layer(const std::string& name, int64_t num_layers) {
+  static const std::regex layer_re("(^|\\.)layers\\.(\\d+)\\.");
+  std::smatch m;
+  if (std::regex_search(name, m, layer_re)) return std::stoll(m[2]);
+  if (name.find("embed_tokens") != std::string::npos) return -1;
+  return num_layers;
+}
+
 // One training run: setup, then per optimizer step the small steps below, in this order.
 class TrainLoop {
  public:
-  TrainLoop(const TrainArgs& a, TrainTask& task, GradReducer* reducer)
+  TrainLoop(const TrainArgs& a, TrainTask& task)
       : a_(a),
         task_(task),
-        reducer_(reducer),
+        comm_(a.comm ? *a.comm : local_comm_),
         folder_(load_model_folder(a.model)),
         pool_(a.threads > 0 ? a.threads : ThreadPool::default_threads()),
         dev_(DeviceRegistry::create(a.device, pool_)),
@@ -76,18 +90,23 @@ class TrainLoop {
 
  private:
   void setup_model();
+  void setup_data_parallel();
   void plan();
   void resume_state();
   std::vector<std::vector<size_t>> micro_batches(int64_t step);
   void accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
                   Metrics& step_metrics);
+  void sync_gradients(int64_t step);
+  void combine_metrics(Metrics& step_metrics);
   void log(int64_t gstep, double lr);
   void evaluate(int64_t gstep);
   void save(int64_t gstep);
 
   const TrainArgs& a_;
   TrainTask& task_;
-  GradReducer* reducer_;
+  dist::LocalComm local_comm_;
+  dist::Comm& comm_;
+  bool main_ = true;  // rank 0: the one that writes files and logs
   ModelFolder folder_;
   ThreadPool pool_;
   std::unique_ptr<Device> dev_;
@@ -95,6 +114,8 @@ class TrainLoop {
   ModelGrads grads_;
   std::unique_ptr<LoraAdapter> adapter_;
   std::unique_ptr<ParamBuckets> buckets_;
+  std::unique_ptr<dist::BucketSync> sync_;
+  std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
   AdamW opt_;
   bool full_ = false;
 
@@ -111,6 +132,7 @@ class TrainLoop {
   Metrics win_;
   double win_grad_ = 0;
   int64_t win_steps_ = 0, win_tokens_ = 0, start_step_ = 0;
+  int64_t step_tokens_ = 0;  // tokens of the step being run (of every rank, once combined)
   std::chrono::steady_clock::time_point t0_, window_start_;
   std::vector<std::vector<size_t>> epoch_;
   int64_t epoch_index_ = -1;
@@ -151,7 +173,11 @@ void TrainLoop::setup_model() {
       adapter_->init_modules_to_save(*dev_, *model_);
     for (auto& t : adapter_->trainable(&grads_)) slots.push_back({t.name, t.value, t.grad});
   }
-  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots);
+  const size_t bucket_bytes =
+      a_.ddp_bucket_cap_mb > 0 ? size_t(a_.ddp_bucket_cap_mb * double(1 << 20))
+      : comm_.size() > 1       ? size_t(25) << 20
+                               : ParamBuckets::kDefaultBucketBytes;
+  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots, bucket_bytes);
   if (full_) {
     if (folder_.config.tie_word_embeddings)
       model_->weights().lm_head = model_->weights().embed_tokens;
@@ -169,6 +195,31 @@ void TrainLoop::setup_model() {
   std::vector<Tensor> flat;
   for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
   opt_.set_flat_grads(std::move(flat));
+  if (comm_.size() > 1) setup_data_parallel();
+}
+
+// Every rank starts from rank 0's trainable values (as DDP broadcasts its state_dict), and each
+// bucket learns the backward layer after which its gradients are final.
+void TrainLoop::setup_data_parallel() {
+  if (!task_.data_parallel())
+    throw Error(fmt::format("this training task runs in one process, and {} ranks were started",
+                            comm_.size()),
+                "unset NPROC_PER_NODE and NNODES (GRPO and PPO carry rollouts between "
+                "micro-batches and are not data-parallel yet)");
+  comm_.set_activity("broadcasting rank 0's trainable weights");
+  for (auto& b : buckets_->buckets())
+    dist::broadcast(comm_, dist::buffer_of(b.values), 0, "initial trainable weights");
+  const int64_t L = int64_t(folder_.config.num_hidden_layers);
+  std::vector<dist::CommBuffer> grads;
+  for (auto& b : buckets_->buckets()) {
+    int64_t ready = L;
+    for (size_t e : b.entries)
+      ready = std::min(ready, grad_ready_layer(buckets_->entries()[e].name, L));
+    bucket_ready_.push_back(ready);
+    grads.push_back(dist::buffer_of(b.grads));
+  }
+  sync_ = std::make_unique<dist::BucketSync>(comm_, dist::BucketSync::Mode::kAllReduce,
+                                             std::move(grads));
 }
 
 // Micro-batches, accumulation and steps, as ms-swift counts them.
@@ -177,7 +228,9 @@ void TrainLoop::plan() {
   gas_ = a_.gradient_accumulation_steps > 0 ? a_.gradient_accumulation_steps
                                             : std::max<int64_t>(1, (16 + bs - 1) / bs);
   const int64_t micro_per_epoch = (int64_t(task_.train_size()) + bs - 1) / bs;
-  steps_per_epoch_ = (micro_per_epoch + gas_ - 1) / gas_;
+  // A step takes gas micro-batches on every rank: N ranks go through an epoch N times faster.
+  const int64_t micro_per_step = gas_ * comm_.size();
+  steps_per_epoch_ = (micro_per_epoch + micro_per_step - 1) / micro_per_step;
   total_steps_ = a_.max_steps > 0
                      ? a_.max_steps
                      : std::max<int64_t>(
@@ -201,7 +254,8 @@ void TrainLoop::resume_state() {
                 "raise --max_steps or --num_train_epochs to train further");
 }
 
-// The sample indices of each micro-batch of optimizer step `step`.
+// The sample indices of each micro-batch of optimizer step `step`, on all ranks together: rank r
+// runs the r-th group of gas of them.
 std::vector<std::vector<size_t>> TrainLoop::micro_batches(int64_t step) {
   const int64_t epoch = step / steps_per_epoch_, k = step % steps_per_epoch_;
   if (epoch != epoch_index_) {
@@ -209,12 +263,16 @@ std::vector<std::vector<size_t>> TrainLoop::micro_batches(int64_t step) {
     epoch_index_ = epoch;
   }
   std::vector<std::vector<size_t>> micro;
-  for (int64_t m = k * gas_; m < std::min<int64_t>((k + 1) * gas_, int64_t(epoch_.size())); ++m)
+  const int64_t per_step = gas_ * comm_.size();
+  for (int64_t m = k * per_step;
+       m < std::min<int64_t>((k + 1) * per_step, int64_t(epoch_.size())); ++m)
     micro.push_back(epoch_[size_t(m)]);
   return micro;
 }
 
-// Forward, objective and backward of every micro-batch; gradients add up in the buckets.
+// Forward, objective and backward of this rank's micro-batches; gradients add up in the buckets.
+// The task scales the loss by the whole step (every rank's micro-batches), so summing gradients
+// over ranks gives the gradient one process accumulating all of them would have.
 void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
                            Metrics& step_metrics) {
   task_.begin_step(micro);
@@ -222,10 +280,46 @@ void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>&
   so.gradient_checkpointing = a_.gradient_checkpointing;
   so.lora_dropout = full_ ? 0.0f : float(adapter_->config().dropout);
   so.router_aux_weight = float(a_.router_aux_loss_coef);  // the task splits it over micro-batches
-  for (size_t m = 0; m < micro.size(); ++m) {
-    so.dropout_seed = step_seed(a_.seed, step, m);
-    win_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
+  const size_t first = std::min(micro.size(), size_t(gas_) * size_t(comm_.rank()));
+  const size_t end = std::min(micro.size(), first + size_t(gas_));
+  for (size_t m = first; m < end; ++m) {
+    comm_.set_activity(fmt::format("step {}/{}: forward and backward of micro-batch {} of {}",
+                                   step + 1, total_steps_, m + 1, micro.size()));
+    so.dropout_seed = step_seed(a_.seed, step, m);  // the micro-batch's index in the whole step
+    if (sync_ && m + 1 == end)
+      // The last micro-batch: each bucket's all-reduce starts once backward is past it.
+      so.on_grads_ready = [this](int64_t layer) {
+        for (size_t b = 0; b < bucket_ready_.size(); ++b)
+          if (bucket_ready_[b] >= layer) sync_->start(b);
+      };
+    step_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
+    so.on_grads_ready = nullptr;
   }
+}
+
+void TrainLoop::sync_gradients(int64_t step) {
+  if (!sync_) return;
+  comm_.set_activity(fmt::format("step {}/{}: waiting for the gradient all-reduce", step + 1,
+                                 total_steps_));
+  sync_->finish();
+}
+
+// Every rank logs the step's metrics over all ranks: their (sum, weight) pairs added up, under
+// the union of the names any rank has.
+void TrainLoop::combine_metrics(Metrics& m) {
+  if (comm_.size() == 1) return;
+  std::set<std::string> names;
+  for (const auto& key : dist::all_gather_strings(comm_, m.names_key())) {
+    std::stringstream in(key);
+    for (std::string n; std::getline(in, n);) names.insert(n);
+  }
+  for (const auto& n : names) m.add(n, 0, 0);  // present everywhere, in the same order
+  std::vector<double> v = m.sums_and_weights();
+  v.push_back(double(step_tokens_));
+  v = dist::all_reduce_doubles(comm_, std::move(v), dist::ReduceOp::kSum, "step metrics");
+  step_tokens_ = int64_t(v.back());
+  v.pop_back();
+  m.set_sums_and_weights(v);
 }
 
 void TrainLoop::log(int64_t gstep, double lr) {
@@ -247,7 +341,7 @@ void TrainLoop::log(int64_t gstep, double lr) {
       round6(double(win_tokens_) /
              std::max(std::chrono::duration<double>(now - window_start_).count(), 1e-9));
   rec["step"] = gstep;
-  logger_->log(rec, *progress_);
+  if (main_) logger_->log(rec, *progress_);
   result_.log_history.push_back(rec);
   win_.clear();
   win_grad_ = 0;
@@ -256,13 +350,14 @@ void TrainLoop::log(int64_t gstep, double lr) {
 }
 
 void TrainLoop::evaluate(int64_t gstep) {
+  comm_.set_activity(fmt::format("step {}: evaluating", gstep));
   const Metrics m = task_.evaluate(*model_, a_.per_device_eval_batch_size);
   json rec;
   for (const auto& name : m.names()) rec["eval_" + name] = round6(m.mean(name));
   rec["epoch"] = round6(double(gstep) / double(steps_per_epoch_));
   rec["global_step/max_steps"] = fmt::format("{}/{}", gstep, total_steps_);
   rec["step"] = gstep;
-  logger_->log(rec, *progress_);
+  if (main_) logger_->log(rec, *progress_);
   result_.log_history.push_back(rec);
   const BestMetric best = task_.best_metric();
   const double value = m.mean(best.name);
@@ -279,6 +374,11 @@ void TrainLoop::save(int64_t gstep) {
   state_.epoch = double(gstep) / double(steps_per_epoch_);
   state_.log_history = result_.log_history;
   state_.task_state = task_.state();
+  // Every rank holds the same weights and optimizer state: rank 0 alone writes them.
+  result_.last_checkpoint =
+      (fs::path(run_dir_) / fmt::format("checkpoint-{}", gstep)).string();
+  if (!main_) return;
+  comm_.set_activity(fmt::format("saving checkpoint-{}", gstep));
   CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
                        &state_, args_json_};
   result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
@@ -291,31 +391,42 @@ TrainResult TrainLoop::run() {
   plan();
   resume_state();
 
-  run_dir_ = a_.add_version ? next_version_dir(a_.output_dir) : a_.output_dir;
-  fs::create_directories(run_dir_);
+  main_ = comm_.is_main();
+  run_dir_ = dist::broadcast_string(
+      comm_, a_.add_version ? next_version_dir(a_.output_dir) : a_.output_dir, 0);
   args_json_ = a_.args_json;
   args_json_["model"] = folder_.path;
   args_json_["output_dir"] = run_dir_;
-  write_json_atomic(fs::path(run_dir_) / "args.json", args_json_);
-  logger_ = std::make_unique<RunLogger>(run_dir_);
+  if (main_) {
+    fs::create_directories(run_dir_);
+    write_json_atomic(fs::path(run_dir_) / "args.json", args_json_);
+    logger_ = std::make_unique<RunLogger>(run_dir_);
+  }
   log_info(
       "run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
-      "({} per epoch, batch {} x accumulation {})",
+      "({} per epoch, batch {} x accumulation {} x {} rank{})",
       run_dir_, buckets_->numel(), a_.tuner_type, task_.train_size(), task_.eval_size(),
-      total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_);
+      total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_, comm_.size(),
+      comm_.size() == 1 ? "" : "s");
 
   result_.run_dir = run_dir_;
   result_.log_history = state_.log_history;
   start_step_ = state_.global_step;
-  progress_ = std::make_unique<Progress>(total_steps_, start_step_);
+  if (main_) progress_ = std::make_unique<Progress>(total_steps_, start_step_);
   t0_ = window_start_ = std::chrono::steady_clock::now();
 
   for (int64_t step = start_step_; step < total_steps_; ++step) {
+    comm_.set_activity(fmt::format("step {}/{}: starting", step + 1, total_steps_));
+    dist::inject_fault(comm_, step + 1);
     const auto micro = micro_batches(step);
     opt_.zero_grad();
     Metrics step_metrics;
     accumulate(step, micro, step_metrics);
-    if (reducer_) reducer_->reduce(*buckets_);
+    sync_gradients(step);
+    combine_metrics(step_metrics);
+    win_tokens_ += step_tokens_;
+    step_tokens_ = 0;
+    comm_.set_activity(fmt::format("step {}/{}: optimizer step", step + 1, total_steps_));
     const double gnorm = opt_.clip(a_.max_grad_norm);
     const double lr = sched_.at(step);
     if (!std::isfinite(gnorm))
@@ -331,19 +442,19 @@ TrainResult TrainLoop::run() {
     result_.step_losses.push_back(step_metrics.mean("loss"));
     result_.step_grad_norms.push_back(gnorm);
     const int64_t gstep = step + 1;
-    progress_->update(gstep, win_.mean("loss"), win_tokens_);
+    if (main_) progress_->update(gstep, win_.mean("loss"), win_tokens_);
 
     const bool last = gstep == total_steps_;
     if (gstep % a_.logging_steps == 0 || gstep == 1 || last) log(gstep, lr);
     if (task_.eval_size() > 0 && (gstep % eval_steps_ == 0 || last)) evaluate(gstep);
     if (gstep % a_.save_steps == 0 || last) save(gstep);
   }
-  progress_->finish();
+  if (main_) progress_->finish();
   if (state_.best_step > 0)
     result_.best_checkpoint =
         (fs::path(run_dir_) / fmt::format("checkpoint-{}", state_.best_step)).string();
   result_.global_step = total_steps_;
-  logger_->finish(result_.log_history);
+  if (main_) logger_->finish(result_.log_history);
   log_info("last checkpoint: {}", result_.last_checkpoint);
   if (!result_.best_checkpoint.empty()) log_info("best checkpoint: {}", result_.best_checkpoint);
   return result_;
@@ -351,7 +462,7 @@ TrainResult TrainLoop::run() {
 
 }  // namespace
 
-TrainResult train(const TrainArgs& a, TrainTask& task, GradReducer* reducer) {
+TrainResult train(const TrainArgs& a, TrainTask& task) {
   if (a.tuner_type != "lora" && a.tuner_type != "full")
     throw Error(fmt::format("--tuner_type {} is not supported", a.tuner_type), "use lora or full");
   if (task.train_size() == 0)
@@ -363,7 +474,7 @@ TrainResult train(const TrainArgs& a, TrainTask& task, GradReducer* reducer) {
   if (a.max_steps <= 0 && a.num_train_epochs <= 0)
     throw Error("--num_train_epochs must be positive (or set --max_steps)");
   check_lr_scheduler_type(a.lr_scheduler_type);
-  TrainLoop loop(a, task, reducer);
+  TrainLoop loop(a, task);
   return loop.run();
 }
 

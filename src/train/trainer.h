@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "data/sample.h"
+#include "dist/comm.h"
 #include "model/folder.h"
 #include "train/param_buckets.h"
 #include "train/sft_task.h"
@@ -49,6 +50,12 @@ struct TrainArgs {
   bool resume_only_model = false;
   int threads = 0;
   std::string device = "cpu:0";
+  // Data parallelism: the job's communicator (null: this process alone). Each optimizer step runs
+  // per_device_train_batch_size x gradient_accumulation_steps samples on every rank; gradients
+  // are summed over ranks bucket by bucket while backward runs, so N ranks train as one process
+  // accumulating N times as many micro-batches. Only rank 0 writes files.
+  dist::Comm* comm = nullptr;
+  double ddp_bucket_cap_mb = 0;  // gradient bucket size (0: 25 MiB with several ranks, as DDP)
   nlohmann::json args_json;  // every flag as given/defaulted, written to args.json
 };
 
@@ -63,20 +70,11 @@ struct TrainResult {
   std::vector<double> step_losses, step_grad_norms;
 };
 
-// Where multi-process training plugs in: after a step's micro-batches, before clipping, the
-// gradients of every bucket are combined across ranks (summed, or reduce-scattered with sharded
-// states). One process has nothing to combine: no reducer.
-class GradReducer {
- public:
-  virtual ~GradReducer() = default;
-  virtual void reduce(ParamBuckets& buckets) = 0;
-};
-
 // SFT / PT: trains on `train` (evaluating on `val` when not empty). Throws Error for bad settings.
 TrainResult train(const TrainArgs& args, const std::vector<TokenizedSample>& train,
                   const std::vector<TokenizedSample>& val);
 // Any task: the one trainer loop.
-TrainResult train(const TrainArgs& args, TrainTask& task, GradReducer* reducer = nullptr);
+TrainResult train(const TrainArgs& args, TrainTask& task);
 
 // `<output_dir>/v<N>-<stamp>` with N one more than the highest existing version.
 std::string next_version_dir(const std::string& output_dir);

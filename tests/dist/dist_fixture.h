@@ -1,0 +1,49 @@
+#pragma once
+// Helpers of the multi-process tests: running a command with its output and wall time, and
+// mpirun with what root and a 2-core machine need.
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace swiftlet::testing {
+
+struct ProcessRun {
+  std::string out;  // stdout and stderr together
+  int status = -1;  // exit code, -1 when killed by a signal
+  double seconds = 0;
+};
+
+inline ProcessRun run_command(const std::string& cmd) {
+  ProcessRun r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+inline std::string self_exe() {
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+  return n > 0 ? std::string(path, size_t(n)) : std::string();
+}
+
+// mpirun of this test binary running the tests `filter` in `np` ranks (shared memory only).
+inline std::string mpirun(int np, const std::string& filter, const std::string& env = "") {
+  return fmt::format(
+      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=vader,self "
+      "{} timeout 60 mpirun -np {} --oversubscribe --bind-to none {} --gtest_color=no --gtest_filter='{}'",
+      env, np, self_exe(), filter);
+}
+
+}  // namespace swiftlet::testing
