@@ -19,7 +19,16 @@ void Transformer::attention_forward(size_t l, const BatchCtx& b, const Tensor& h
   a.q = f32({T, Hq * D});
   a.k = f32({T, Hkv * D});
   a.v = f32({T, Hkv * D});
-  linear_forward(dev_, a.q, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
+  Tensor gate;  // Qwen3.5: q_proj rows interleave per head [query D | gate D]
+  if (c.attn_output_gate) {
+    Tensor qg = f32({T, 2 * Hq * D});
+    linear_forward(dev_, qg, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
+    gate = f32({T, Hq * D});
+    const Tensor parts[] = {a.q.view({T * Hq, D}), gate.view({T * Hq, D})};
+    dev_.split_columns(parts, qg.view({T * Hq, 2 * D}));
+  } else {
+    linear_forward(dev_, a.q, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
+  }
   linear_forward(dev_, a.k, h, W.k_proj, p, projection_seed(seed, l, kProjK));
   linear_forward(dev_, a.v, h, W.v_proj, p, projection_seed(seed, l, kProjV));
   a.qr = a.q;
@@ -29,8 +38,10 @@ void Transformer::attention_forward(size_t l, const BatchCtx& b, const Tensor& h
     a.kr = f32({T, Hkv * D});
     a.rstd_q = save ? f32({T * Hq}) : Tensor();
     a.rstd_k = save ? f32({T * Hkv}) : Tensor();
-    dev_.rmsnorm_forward(a.qr.view({T * Hq, D}), a.rstd_q, a.q.view({T * Hq, D}), W.q_norm, eps);
-    dev_.rmsnorm_forward(a.kr.view({T * Hkv, D}), a.rstd_k, a.k.view({T * Hkv, D}), W.k_norm, eps);
+    dev_.rmsnorm_forward(a.qr.view({T * Hq, D}), a.rstd_q, a.q.view({T * Hq, D}),
+                         norm_scale(W.q_norm), eps);
+    dev_.rmsnorm_forward(a.kr.view({T * Hkv, D}), a.rstd_k, a.k.view({T * Hkv, D}),
+                         norm_scale(W.k_norm), eps);
   }
   dev_.rope_forward(a.qr.view({T, Hq, D}), b.positions, inv_freq_, 1.0f);
   dev_.rope_forward(a.kr.view({T, Hkv, D}), b.positions, inv_freq_, 1.0f);
@@ -59,6 +70,7 @@ void Transformer::attention_forward(size_t l, const BatchCtx& b, const Tensor& h
   a.lse = save ? f32({T, Hq}) : Tensor();
   dev_.attention_forward(a.att.view({T, Hq, D}), a.lse, a.qr.view({T, Hq, D}), segs,
                          1.0f / std::sqrt(float(D)));
+  if (gate.defined()) dev_.mul_sigmoid(a.att, a.att, gate);  // o * sigmoid(gate)
   linear_forward(dev_, out, a.att, W.o_proj, p, projection_seed(seed, l, kProjO));
 }
 

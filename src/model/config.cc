@@ -22,6 +22,8 @@ constexpr Architecture kArchitectures[] = {
     {"Qwen2ForCausalLM", "qwen2", ModelFamily::kQwen2},
     {"Qwen3ForCausalLM", "qwen3", ModelFamily::kQwen3},
     {"Qwen3MoeForCausalLM", "qwen3_moe", ModelFamily::kQwen3},
+    {"Qwen3_5ForCausalLM", "qwen3_5_text", ModelFamily::kQwen35},
+    {"Qwen3_5ForConditionalGeneration", "qwen3_5", ModelFamily::kQwen35},
     {"LlamaForSequenceClassification", "llama", ModelFamily::kLlama, true},
     {"Qwen2ForSequenceClassification", "qwen2", ModelFamily::kQwen2, true},
     {"Qwen3ForSequenceClassification", "qwen3", ModelFamily::kQwen3, true},
@@ -130,6 +132,67 @@ void parse_moe(const Json& j, const std::string& where, ModelConfig& c) {
                             where));
 }
 
+// Qwen3_5TextConfig's hybrid-attention keys (defaults from the class for keys left out).
+void parse_qwen35(const Json& j, const std::string& where, ModelConfig& c) {
+  auto opt_pos = [&](const char* key, int64_t dflt) {
+    return io::json_has(j, key) ? positive_int(j, key, where) : dflt;
+  };
+  c.linear_num_key_heads = opt_pos("linear_num_key_heads", 16);
+  c.linear_num_value_heads = opt_pos("linear_num_value_heads", 32);
+  c.linear_key_head_dim = opt_pos("linear_key_head_dim", 128);
+  c.linear_value_head_dim = opt_pos("linear_value_head_dim", 128);
+  c.linear_conv_kernel_dim = opt_pos("linear_conv_kernel_dim", 4);
+  if (c.linear_num_value_heads % c.linear_num_key_heads != 0)
+    throw Error(fmt::format("{}: linear_num_value_heads {} is not a multiple of "
+                            "linear_num_key_heads {}",
+                            where, c.linear_num_value_heads, c.linear_num_key_heads));
+  c.layer_types.clear();
+  if (io::json_has(j, "layer_types") && !j["layer_types"].is_null()) {
+    const Json& t = j["layer_types"];
+    if (!t.is_array() || int64_t(t.size()) != c.num_hidden_layers)
+      throw Error(fmt::format("field layer_types of {} must be a list of {} layer types (one per "
+                              "layer), got {}",
+                              where, c.num_hidden_layers, t.dump()));
+    for (const Json& v : t) {
+      std::string type = v.is_string() ? v.get<std::string>() : v.dump();
+      if (type == "attention") type = "full_attention";  // legacy names
+      if (type == "mamba") type = "linear_attention";
+      if (type != "full_attention" && type != "linear_attention")
+        throw Error(fmt::format("{}: layer_types holds '{}'; supported: full_attention, "
+                                "linear_attention",
+                                where, type));
+      c.layer_types.push_back(type);
+    }
+  } else {
+    const int64_t n = opt_pos("full_attention_interval", 4);
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+      c.layer_types.push_back((i + 1) % n == 0 ? "full_attention" : "linear_attention");
+  }
+  const Json none;
+  const Json& rp = io::json_has(j, "rope_parameters") ? j["rope_parameters"] : none;
+  c.partial_rotary_factor =
+      io::json_opt_number(j, "partial_rotary_factor", where)
+          .value_or(io::json_opt_number(rp, "partial_rotary_factor",
+                                        fmt::format("rope_parameters in {}", where))
+                        .value_or(0.25));
+  const int64_t rot = c.rotary_dim();
+  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || rot < 2 || rot % 2 != 0)
+    throw Error(fmt::format("{}: partial_rotary_factor {} must give an even number of rotated "
+                            "channels between 2 and head_dim {} (got {})",
+                            where, c.partial_rotary_factor, c.head_dim, rot));
+  if (!io::json_opt_bool(j, "attn_output_gate", where).value_or(true))
+    throw Error(fmt::format("{}: attn_output_gate is false; Qwen3.5 attention always has the "
+                            "output gate and attention without it is not supported",
+                            where));
+  c.attn_output_gate = true;
+  c.zero_centered_norms = true;
+  for (const char* key : {"num_experts", "num_local_experts"})
+    if (io::json_opt_int(j, key, where).value_or(0) > 0)
+      throw Error(fmt::format("{}: {} is set; the Qwen3.5 mixture-of-experts variant is not "
+                              "supported yet (dense Qwen3.5 only)",
+                              where, key));
+}
+
 }  // namespace
 
 bool ModelConfig::is_moe_layer(int64_t layer) const {
@@ -195,6 +258,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     throw Error(fmt::format("{}: model_type '{}' does not match architecture {} (expected '{}')",
                             where, c.model_type, arch, found->model_type));
 
+  // The vision-language class keeps the text model's keys under text_config (tie_word_embeddings
+  // and torch_dtype may sit at the top level); only the text part runs here.
+  const Json top = j;
+  if (c.model_type == "qwen3_5") {
+    if (!io::json_has(j, "text_config") || !j["text_config"].is_object())
+      throw Error(fmt::format("{}: a {} config needs a text_config object", where, arch));
+    Json text = j["text_config"];
+    for (const char* key : {"tie_word_embeddings", "torch_dtype", "dtype"})
+      if (!io::json_has(text, key) && io::json_has(top, key)) text[key] = top[key];
+    j = text;
+    c.weight_prefix = "model.language_model.";
+  }
+
   c.vocab_size = positive_int(j, "vocab_size", where);
   c.hidden_size = positive_int(j, "hidden_size", where);
   c.intermediate_size = positive_int(j, "intermediate_size", where);
@@ -212,6 +288,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.head_dim = positive_int(j, "head_dim", where);
   } else if (c.family == ModelFamily::kQwen3 && c.model_type == "qwen3") {
     c.head_dim = 128;  // Qwen3Config's default (Qwen3MoeConfig has none: hidden / heads)
+  } else if (c.family == ModelFamily::kQwen35) {
+    c.head_dim = 256;  // Qwen3Config's default (Qwen3MoeConfig has none: hidden / heads)
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       throw Error(
@@ -222,6 +300,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
 
   if (c.model_type == "qwen3_moe") parse_moe(j, where, c);
+  if (c.family == ModelFamily::kQwen35) parse_qwen35(j, where, c);
 
   c.rms_norm_eps = io::json_opt_number(j, "rms_norm_eps", where).value_or(1e-6);
   c.initializer_range = io::json_opt_number(j, "initializer_range", where).value_or(0.02);
@@ -247,9 +326,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                             "supported",
                             where),
                 "set use_sliding_window to false in config.json (Qwen's releases ship it off)");
-  // Per-layer mixer kinds (transformers >= 4.5x writes "layer_types"): full attention only, for
-  // now.
-  if (io::json_has(j, "layer_types") && !j["layer_types"].is_null()) {
+  // Per-layer mixer kinds (transformers >= 4.5x writes "layer_types"): full attention only outside
+  // Qwen3.5 (parse_qwen35 reads them there).
+  if (c.family != ModelFamily::kQwen35 && io::json_has(j, "layer_types") &&
+      !j["layer_types"].is_null()) {
     if (!j["layer_types"].is_array())
       throw Error(fmt::format("field layer_types of {} must be a list", where));
     for (const auto& t : j["layer_types"])
@@ -268,6 +348,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       c.attention_bias = true;
       c.o_proj_bias = false;
       c.qk_norm = false;
+      break;
+    case ModelFamily::kQwen35:  // zero-centred q/k norms, no biases
+      if (io::json_opt_bool(j, "attention_bias", where).value_or(false))
+        throw Error(fmt::format("{}: attention_bias is true; Qwen3.5 attention biases are not "
+                                "supported",
+                                where));
+      c.attention_bias = c.o_proj_bias = false;
+      c.qk_norm = true;
       break;
     case ModelFamily::kQwen3:
     case ModelFamily::kLlama:  // attention_bias adds biases to q, k, v and o
@@ -362,6 +450,17 @@ std::string model_config_to_json(const ModelConfig& c) {
       j["mlp_bias"] = false;
       j["pretraining_tp"] = 1;
       break;
+    case ModelFamily::kQwen35:
+      j["attention_bias"] = false;
+      j["attn_output_gate"] = true;
+      j["layer_types"] = c.layer_types;
+      j["linear_num_key_heads"] = c.linear_num_key_heads;
+      j["linear_num_value_heads"] = c.linear_num_value_heads;
+      j["linear_key_head_dim"] = c.linear_key_head_dim;
+      j["linear_value_head_dim"] = c.linear_value_head_dim;
+      j["linear_conv_kernel_dim"] = c.linear_conv_kernel_dim;
+      j["partial_rotary_factor"] = c.partial_rotary_factor;
+      break;
     case ModelFamily::kQwen3:
       j["attention_bias"] = c.attention_bias;
       [[fallthrough]];
@@ -386,6 +485,15 @@ std::string model_config_to_json(const ModelConfig& c) {
     j["eos_token_id"] = c.eos_token_id[0];
   } else if (!c.eos_token_id.empty()) {
     j["eos_token_id"] = c.eos_token_id;
+  }
+  if (c.model_type == "qwen3_5") {  // the vision-language layout: text keys under text_config
+    Json top;
+    for (const char* key : {"architectures", "model_type", "tie_word_embeddings", "torch_dtype"})
+      top[key] = j[key];
+    j.erase("architectures");
+    j["model_type"] = "qwen3_5_text";
+    top["text_config"] = j;
+    return top.dump(2) + "\n";
   }
   return j.dump(2) + "\n";
 }

@@ -7,7 +7,7 @@
 
 namespace swiftlet {
 
-enum class ModelFamily { kLlama, kQwen2, kQwen3 };
+enum class ModelFamily { kLlama, kQwen2, kQwen3, kQwen35 };
 
 struct RopeScaling {
   std::string rope_type = "default";  // "default" | "linear" | "llama3"
@@ -56,6 +56,27 @@ struct ModelConfig {
   double router_aux_loss_coef = 0.001;  // config.json's; training uses --router_aux_loss_coef
   bool moe() const { return num_experts > 0; }
   bool is_moe_layer(int64_t layer) const;
+
+  // Qwen3.5 (hybrid attention): per layer "full_attention" or "linear_attention" (Gated DeltaNet);
+  // empty means every layer is full attention.
+  std::vector<std::string> layer_types;
+  int64_t linear_num_key_heads = 0;    // HK
+  int64_t linear_num_value_heads = 0;  // HV, a multiple of HK
+  int64_t linear_key_head_dim = 0;     // dk
+  int64_t linear_value_head_dim = 0;   // dv
+  int64_t linear_conv_kernel_dim = 0;  // K of the causal depthwise conv
+  double partial_rotary_factor = 1.0;  // fraction of head_dim that is rotated
+  // Qwen3.5: q_proj also yields a per-head sigmoid gate on the attention output (rows interleaved
+  // per head: query D, gate D), and every RMSNorm but the gated one scales by (1 + w).
+  bool attn_output_gate = false;
+  bool zero_centered_norms = false;
+  // Prefix of the decoder's weight names: "model." ("model.language_model." for the
+  // vision-language Qwen3_5ForConditionalGeneration, whose text part is all that runs here).
+  std::string weight_prefix = "model.";
+  bool is_linear_layer(int64_t layer) const {
+    return !layer_types.empty() && layer_types[size_t(layer)] == "linear_attention";
+  }
+  int64_t rotary_dim() const { return int64_t(double(head_dim) * partial_rotary_factor); }
 };
 
 // The ...ForSequenceClassification config of a causal LM's (as AutoModelForSequenceClassification

@@ -217,7 +217,12 @@ std::string first_names(const std::vector<std::string>& names, size_t n) {
 }
 
 // Older checkpoints saved the rotary frequencies as buffers; they follow from rope_theta.
-bool ignorable_extra(const std::string& name) { return name.ends_with(".rotary_emb.inv_freq"); }
+// Rotary buffers; Qwen3.5's multi-token-prediction head and vision tower, which transformers'
+// text model does not load either.
+bool ignorable_extra(const std::string& name) {
+  return name.ends_with(".rotary_emb.inv_freq") || name.starts_with("mtp.") ||
+         name.starts_with("model.visual.");
+}
 
 // The fused tensor holding expert projection `name` (model.layers.L.mlp.experts.e.gate_proj.weight
 // -> model.layers.L.mlp.experts.gate_up_proj), or "" for other weights.

@@ -1,5 +1,6 @@
 #include "model/init.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -47,6 +48,10 @@ constexpr Preset kPresets[] = {
     // Qwen3-MoE: a tiny one (4 experts, top-2) and Qwen3-30B-A3B's published shape.
     {"tiny-moe", ModelFamily::kQwen3, 64, 2, 4, 2, 16, 128, 4096, 1e6, 1e-6, false, "float32",
      false, 4, 2, 32, true},
+    // Qwen3.5 dense: layers 0-2 Gated DeltaNet, 3 full attention (full_attention_interval 4),
+    // 2 key / 4 value linear heads of 16 (two value heads per key head), conv kernel 4.
+    {"tiny-qwen35", ModelFamily::kQwen35, 64, 4, 4, 2, 16, 128, 4096, 1e7, 1e-6, false, "float32",
+     false},
     {"qwen3-30b-a3b", ModelFamily::kQwen3, 2048, 48, 32, 4, 128, 6144, 40960, 1e6, 1e-6, false,
      "bfloat16", true, 128, 8, 768, true},
 };
@@ -101,6 +106,12 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
   }
 }
 
+// A_log = log(A), A ~ U(0.01, 16) per value head (Qwen3.5's initialisation range).
+void fill_a_log(Tensor& t, const std::string& name, uint64_t seed) {
+  Rng rng(mix64(mix64(seed) ^ fnv1a(name)));
+  for (int64_t i = 0; i < t.numel(); ++i) t.set_f32(i, float(std::log(0.01 + 15.99 * rng.uniform())));
+}
+
 void fill_constant(Tensor& t, float v) {
   for (int64_t i = 0; i < t.numel(); ++i) t.set_f32(i, v);
 }
@@ -147,6 +158,15 @@ ModelConfig init_preset_config(const std::string& name) {
       break;
     case ModelFamily::kQwen2:
       c.architecture = "Qwen2ForCausalLM", c.model_type = "qwen2", c.attention_bias = true;
+      break;
+    case ModelFamily::kQwen35:
+      c.architecture = "Qwen3_5ForCausalLM", c.model_type = "qwen3_5_text", c.qk_norm = true;
+      c.attn_output_gate = c.zero_centered_norms = true;
+      c.linear_num_key_heads = 2, c.linear_num_value_heads = 4;
+      c.linear_key_head_dim = 16, c.linear_value_head_dim = 16, c.linear_conv_kernel_dim = 4;
+      c.partial_rotary_factor = 0.25;
+      for (int64_t i = 0; i < p->layers; ++i)
+        c.layer_types.push_back((i + 1) % 4 == 0 ? "full_attention" : "linear_attention");
       break;
     case ModelFamily::kLlama:
       c.architecture = "LlamaForCausalLM", c.model_type = "llama";
@@ -339,10 +359,18 @@ InitResult init_model_folder(const InitOptions& o) {
                                                fill_constant(t, 1.0f);
                                                break;
                                              case WeightKind::kBias:
+                                             case WeightKind::kNormZeroCentered:
                                                fill_constant(t, 0.0f);
+                                               break;
+                                             case WeightKind::kDtBias:
+                                               fill_constant(t, 1.0f);
+                                               break;
+                                             case WeightKind::kALog:
+                                               fill_a_log(t, specs[i].name, o.seed);
                                                break;
                                              case WeightKind::kEmbedding:
                                              case WeightKind::kLinear:
+                                             case WeightKind::kConv:
                                                fill_normal(t, specs[i].name, o.seed, c.initializer_range, o.pool);
                                                break;
                                            }

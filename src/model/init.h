@@ -36,7 +36,8 @@ struct InitResult {
   std::vector<std::string> files;  // everything written, names within output_dir
 };
 
-// tiny, tiny-qwen2, tiny-llama, small, qwen3-0.6b, qwen3-1.7b, tiny-moe, qwen3-30b-a3b.
+// tiny, tiny-qwen2, tiny-llama, small, qwen3-0.6b, qwen3-1.7b, tiny-moe, tiny-qwen35,
+// qwen3-30b-a3b.
 std::vector<std::string> init_preset_names();
 // The shape of a preset; vocab_size and the special token ids are left to the tokenizer.
 ModelConfig init_preset_config(const std::string& name);

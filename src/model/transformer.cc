@@ -29,7 +29,7 @@ DType parse_torch_dtype(const std::string& name) {
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& c) {
-  const int64_t d = c.head_dim;
+  const int64_t d = c.rotary_dim();
   std::vector<float> inv(size_t(d / 2));
   for (int64_t i = 0; i < d / 2; ++i) {
     // HF: 1 / base ** (arange(0, d, 2).float() / d), in f32
@@ -94,9 +94,20 @@ void Transformer::reserve(DecodeCache& cache, int64_t capacity) const {
   for (size_t l = 0; l < w_.layers.size(); ++l) {
     LayerState& st = cache.layers[l];
     switch (w_.layers[l].kind.mixer) {
+      case MixerKind::kLinearAttention: {  // constant size: made once, zero
+        if (st.ssm.defined()) break;
+        const ModelConfig& c = config_;
+        const int64_t C = 2 * c.linear_num_key_heads * c.linear_key_head_dim +
+                          c.linear_num_value_heads * c.linear_value_head_dim;
+        st.conv = dev_.zeros({c.linear_conv_kernel_dim - 1, C}, DType::kF32);
+        st.ssm = dev_.zeros(
+            {c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim},
+            DType::kF32);
+        break;
+      }
       case MixerKind::kFullAttention: {  // keys and values grow with the sequence
         LayerState grown{dev_.empty({capacity, hkv, d}, kv_dtype()),
-                         dev_.empty({capacity, hkv, d}, kv_dtype())};
+                         dev_.empty({capacity, hkv, d}, kv_dtype()), {}, {}};
         if (cache.length > 0) {
           dev_.copy(grown.k.slice(0, cache.length), st.k.slice(0, cache.length));
           dev_.copy(grown.v.slice(0, cache.length), st.v.slice(0, cache.length));
@@ -146,12 +157,21 @@ Tensor Transformer::forward(std::span<SequenceStep> seqs) {
       dev_.copy(last.slice(r, r + 1), x.slice(out_rows[size_t(r)], out_rows[size_t(r)] + 1));
   }
   Tensor normed = dev_.empty({R, H}, DType::kF32);
-  dev_.rmsnorm_forward(normed, Tensor(), last, w_.norm, float(config_.rms_norm_eps));
+  dev_.rmsnorm_forward(normed, Tensor(), last, norm_scale(w_.norm), float(config_.rms_norm_eps));
   // A sequence classifier's head gives its scores instead: [R, num_labels].
   const Tensor& head = config_.seq_cls() ? w_.score : w_.lm_head;
   Tensor logits = dev_.empty({R, head.dim(0)}, DType::kF32);
   dev_.gemm(normed, false, head, true, logits);
   return dev_.download(logits);
+}
+
+Tensor Transformer::norm_scale(const Tensor& w) {
+  if (!config_.zero_centered_norms) return w;
+  Tensor s = dev_.empty(w.shape(), DType::kF32);
+  dev_.fill(s, 1.0f);
+  Tensor wf = f32_copy(w);
+  dev_.add_inplace(s, wf);  // 1 + w
+  return s;
 }
 
 Tensor Transformer::logits(std::span<const int32_t> tokens) {

@@ -18,9 +18,11 @@ namespace swiftlet {
 
 // One sequence's decode state, per layer, owned by the cache: a full-attention layer keeps its
 // keys and values [capacity, num_kv_heads, head_dim] in the model's kv_dtype(); a linear-attention
-// layer will keep its conv and recurrent state (constant size) here.
+// layer keeps its constant-size state, f32: the last K-1 raw in_proj_qkv outputs conv [K-1, C]
+// and the delta-rule state ssm [HV, dk, dv] (both zero at the start).
 struct LayerState {
   Tensor k, v;
+  Tensor conv, ssm;
 };
 struct DecodeCache {
   std::vector<LayerState> layers;
@@ -67,7 +69,8 @@ struct TrainStepOptions {
 // "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.
 DType parse_torch_dtype(const std::string& name);
 
-// inv_freq [head_dim / 2] for the config's rope_theta and rope_scaling (as HF computes it).
+// inv_freq [rotary_dim / 2] (rotary_dim = head_dim * partial_rotary_factor) for the config's
+// rope_theta and rope_scaling (as HF computes it).
 std::vector<float> rope_inv_freq(const ModelConfig& c);
 
 class Transformer {
@@ -131,6 +134,7 @@ class Transformer {
   double router_aux_loss_ = 0;
 
   struct AttentionActs;
+  struct LinearAttentionActs;
   struct DenseMlpActs;
   struct MoeActs;
   struct LayerActs;
@@ -147,6 +151,12 @@ class Transformer {
   void attention_backward(size_t l, const BatchCtx& b, AttentionActs& a, const Tensor& h,
                           const Tensor& dout, const Tensor& dh, AttentionGrads& g,
                           const TrainStepOptions& opt);
+  // Gated DeltaNet (linear_attention_mixer.cc), forward only: causal conv + SiLU over the q|k|v
+  // projection, L2-normalised q/k, the gated delta rule, gated RMSNorm, out_proj; carries each
+  // sequence's conv and recurrent state in its cache (batch mode: every sample starts from zero).
+  void linear_attention_forward(size_t l, const BatchCtx& b, const Tensor& h, const Tensor& out);
+  // A norm's scale as applied: w, or (1 + w) for Qwen3.5's zero-centred norms (f32 copy).
+  Tensor norm_scale(const Tensor& w);
   // Dense SwiGLU MLP (dense_mlp.cc): out = down(silu(gate(h)) * up(h)).
   void dense_mlp_forward(size_t l, const Tensor& h, DenseMlpActs& a, const Tensor& out,
                          const TrainStepOptions& opt);

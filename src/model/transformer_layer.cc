@@ -22,11 +22,14 @@ void Transformer::layer_forward(size_t l, const BatchCtx& b, const Tensor& x, La
   a.x_in = x;
   a.h1 = f32({T, H});
   a.rstd1 = save ? f32({T}) : Tensor();
-  dev_.rmsnorm_forward(a.h1, a.rstd1, x, L.input_layernorm, eps);
+  dev_.rmsnorm_forward(a.h1, a.rstd1, x, norm_scale(L.input_layernorm), eps);
   Tensor o = f32({T, H});
   switch (L.kind.mixer) {
     case MixerKind::kFullAttention:
       attention_forward(l, b, a.h1, a.attn, o, save, opt);
+      break;
+    case MixerKind::kLinearAttention:
+      linear_attention_forward(l, b, a.h1, o);
       break;
   }
   a.x_mid = f32({T, H});
@@ -34,7 +37,7 @@ void Transformer::layer_forward(size_t l, const BatchCtx& b, const Tensor& x, La
 
   a.h2 = f32({T, H});
   a.rstd2 = save ? f32({T}) : Tensor();
-  dev_.rmsnorm_forward(a.h2, a.rstd2, a.x_mid, L.post_attention_layernorm, eps);
+  dev_.rmsnorm_forward(a.h2, a.rstd2, a.x_mid, norm_scale(L.post_attention_layernorm), eps);
   switch (L.kind.mlp) {
     case MlpKind::kDense:
       dense_mlp_forward(l, a.h2, a.mlp, o, opt);
@@ -71,6 +74,9 @@ void Transformer::layer_backward(size_t l, const BatchCtx& b, LayerActs& a, cons
     case MixerKind::kFullAttention:
       attention_backward(l, b, a.attn, a.h1, dx_mid, dh1, g.attn, opt);
       break;
+    case MixerKind::kLinearAttention:
+      throw Error("training Qwen3.5 (Gated DeltaNet layers) is not supported yet",
+                  "use the model for inference (swiftlet infer / deploy)");
   }
   dev_.rmsnorm_backward(dx, g.input_layernorm, dh1, a.x_in, L.input_layernorm, a.rstd1);
   dev_.add_inplace(dx, dx_mid);

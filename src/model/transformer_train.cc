@@ -102,7 +102,7 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
   const float eps = float(config_.rms_norm_eps);
   Tensor hn = dev_.empty({T, H}, DType::kF32);
   Tensor rstd = dev_.empty({T}, DType::kF32);
-  dev_.rmsnorm_forward(hn, rstd, x, w_.norm, eps);
+  dev_.rmsnorm_forward(hn, rstd, x, norm_scale(w_.norm), eps);
   Tensor dhn = grads ? dev_.zeros({T, H}, DType::kF32) : Tensor();
 
   // Runs of rows with a target, at most loss_chunk long: only they reach the LM head, so the
@@ -215,6 +215,9 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
 
 void Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
                              const TrainStepOptions& opt, Objective& objective) {
+  if (config_.family == ModelFamily::kQwen35)  // backward of (1 + w) norms, gates and GDN missing
+    throw Error("training Qwen3.5 models is not supported yet",
+                "use the model for inference (swiftlet infer / deploy)");
   BatchCtx b = train_ctx(batch);
   Activations acts;
   forward_keep(b, acts, opt);

@@ -39,7 +39,7 @@ void visit_attention(const ModelConfig& c, Emit& e, AttentionWeights* w, Attenti
   const int64_t H = c.hidden_size, D = c.head_dim;
   const int64_t q_dim = c.num_attention_heads * D, kv_dim = c.num_key_value_heads * D;
   const bool b = c.attention_bias;
-  e.linear("self_attn.q_proj", "q_proj", q_dim, H, b, w ? &w->q_proj : nullptr,
+  e.linear("self_attn.q_proj", "q_proj", c.attn_output_gate ? 2 * q_dim : q_dim, H, b, w ? &w->q_proj : nullptr,
            g ? &g->q_proj : nullptr);
   e.linear("self_attn.k_proj", "k_proj", kv_dim, H, b, w ? &w->k_proj : nullptr,
            g ? &g->k_proj : nullptr);
@@ -48,11 +48,40 @@ void visit_attention(const ModelConfig& c, Emit& e, AttentionWeights* w, Attenti
   e.linear("self_attn.o_proj", "o_proj", H, q_dim, c.o_proj_bias, w ? &w->o_proj : nullptr,
            g ? &g->o_proj : nullptr);
   if (c.qk_norm) {
-    e.tensor("self_attn.q_norm.weight", {D}, WeightKind::kNorm, w ? &w->q_norm : nullptr,
+    const WeightKind norm = c.zero_centered_norms ? WeightKind::kNormZeroCentered : WeightKind::kNorm;
+    e.tensor("self_attn.q_norm.weight", {D}, norm, w ? &w->q_norm : nullptr,
              g ? &g->q_norm : nullptr);
-    e.tensor("self_attn.k_norm.weight", {D}, WeightKind::kNorm, w ? &w->k_norm : nullptr,
+    e.tensor("self_attn.k_norm.weight", {D}, norm, w ? &w->k_norm : nullptr,
              g ? &g->k_norm : nullptr);
   }
+}
+
+void visit_linear_attention(const ModelConfig& c, Emit& e, LinearAttentionWeights* w,
+                            LinearAttentionGrads* g) {
+  const int64_t H = c.hidden_size, HV = c.linear_num_value_heads;
+  const int64_t key_dim = c.linear_num_key_heads * c.linear_key_head_dim;
+  const int64_t value_dim = HV * c.linear_value_head_dim, C = 2 * key_dim + value_dim;
+  auto lin = [&](const char* name, int64_t out, int64_t in, Linear LinearAttentionWeights::*wm,
+                 LinearGrads LinearAttentionGrads::*gm) {
+    e.linear(fmt::format("linear_attn.{}", name), name, out, in, false, w ? &(w->*wm) : nullptr,
+             g ? &(g->*gm) : nullptr);
+  };
+  auto ten = [&](const char* name, Shape shape, WeightKind kind, Tensor LinearAttentionWeights::*wm,
+                 Tensor LinearAttentionGrads::*gm) {
+    e.tensor(fmt::format("linear_attn.{}", name), std::move(shape), kind, w ? &(w->*wm) : nullptr,
+             g ? &(g->*gm) : nullptr);
+  };
+  using W = LinearAttentionWeights;
+  using G = LinearAttentionGrads;
+  lin("in_proj_qkv", C, H, &W::in_proj_qkv, &G::in_proj_qkv);
+  lin("in_proj_z", value_dim, H, &W::in_proj_z, &G::in_proj_z);
+  lin("in_proj_b", HV, H, &W::in_proj_b, &G::in_proj_b);
+  lin("in_proj_a", HV, H, &W::in_proj_a, &G::in_proj_a);
+  ten("conv1d.weight", {C, 1, c.linear_conv_kernel_dim}, WeightKind::kConv, &W::conv1d, &G::conv1d);
+  ten("dt_bias", {HV}, WeightKind::kDtBias, &W::dt_bias, &G::dt_bias);
+  ten("A_log", {HV}, WeightKind::kALog, &W::a_log, &G::a_log);
+  ten("norm.weight", {c.linear_value_head_dim}, WeightKind::kNorm, &W::norm, &G::norm);
+  lin("out_proj", H, value_dim, &W::out_proj, &G::out_proj);
 }
 
 void visit_dense_mlp(const ModelConfig& c, Emit& e, DenseMlpWeights* w, DenseMlpGrads* g) {
@@ -89,6 +118,8 @@ std::vector<LayerKind> layer_kinds(const ModelConfig& c) {
   std::vector<LayerKind> kinds(size_t(c.num_hidden_layers), LayerKind{});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
     if (c.is_moe_layer(i)) kinds[size_t(i)].mlp = MlpKind::kMoe;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    if (c.is_linear_layer(i)) kinds[size_t(i)].mixer = MixerKind::kLinearAttention;
   return kinds;
 }
 
@@ -102,20 +133,26 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
   if (g) g->layers.resize(kinds.size());
   std::vector<WeightSlot> out;
   Emit top{out, "", -1};
-  top.tensor("model.embed_tokens.weight", {V, H}, WeightKind::kEmbedding,
+  const std::string& P = c.weight_prefix;
+  const WeightKind norm = c.zero_centered_norms ? WeightKind::kNormZeroCentered : WeightKind::kNorm;
+  top.tensor(P + "embed_tokens.weight", {V, H}, WeightKind::kEmbedding,
              w ? &w->embed_tokens : nullptr, g ? &g->embed_tokens : nullptr);
   for (size_t i = 0; i < kinds.size(); ++i) {
     LayerWeights* L = w ? &w->layers[i] : nullptr;
     LayerGrads* G = g ? &g->layers[i] : nullptr;
-    Emit e{out, fmt::format("model.layers.{}.", i), int64_t(i)};
-    e.tensor("input_layernorm.weight", {H}, WeightKind::kNorm, L ? &L->input_layernorm : nullptr,
+    Emit e{out, fmt::format("{}layers.{}.", P, i), int64_t(i)};
+    e.tensor("input_layernorm.weight", {H}, norm, L ? &L->input_layernorm : nullptr,
              G ? &G->input_layernorm : nullptr);
     switch (kinds[i].mixer) {
       case MixerKind::kFullAttention:
         visit_attention(c, e, L ? &L->attn : nullptr, G ? &G->attn : nullptr);
         break;
+      case MixerKind::kLinearAttention:
+        visit_linear_attention(c, e, L ? &L->linear_attn : nullptr,
+                               G ? &G->linear_attn : nullptr);
+        break;
     }
-    e.tensor("post_attention_layernorm.weight", {H}, WeightKind::kNorm,
+    e.tensor("post_attention_layernorm.weight", {H}, norm,
              L ? &L->post_attention_layernorm : nullptr,
              G ? &G->post_attention_layernorm : nullptr);
     switch (kinds[i].mlp) {
@@ -127,7 +164,7 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
         break;
     }
   }
-  top.tensor("model.norm.weight", {H}, WeightKind::kNorm, w ? &w->norm : nullptr,
+  top.tensor(P + "norm.weight", {H}, norm, w ? &w->norm : nullptr,
              g ? &g->norm : nullptr);
   if (c.seq_cls())
     top.tensor("score.weight", {c.num_labels, H}, WeightKind::kLinear, w ? &w->score : nullptr,

@@ -17,7 +17,7 @@
 
 namespace swiftlet {
 
-enum class MixerKind { kFullAttention };
+enum class MixerKind { kFullAttention, kLinearAttention };
 enum class MlpKind { kDense, kMoe };
 
 struct LayerKind {
@@ -25,8 +25,8 @@ struct LayerKind {
   MlpKind mlp = MlpKind::kDense;
 };
 
-// Per layer, from the config: config.json "layer_types" ("full_attention"; other types are refused
-// by parse_model_config until they are implemented); a sparse MoE block where
+// Per layer, from the config: config.json "layer_types" ("full_attention", or "linear_attention"
+// for Qwen3.5's Gated DeltaNet layers); a sparse MoE block where
 // config.is_moe_layer(i) (decoder_sparse_step, mlp_only_layers), else the dense MLP.
 std::vector<LayerKind> layer_kinds(const ModelConfig& config);
 
@@ -38,6 +38,19 @@ struct AttentionWeights {
 struct AttentionGrads {
   LinearGrads q_proj, k_proj, v_proj, o_proj;
   Tensor q_norm, k_norm;
+};
+
+// Gated DeltaNet (Qwen3.5 linear attention), hub names under linear_attn.: in_proj_qkv
+// [2 HK dk + HV dv, H] (q | k | v channels, head-major), in_proj_z [HV dv, H], in_proj_b and
+// in_proj_a [HV, H], conv1d [C, 1, K] (depthwise, no bias), dt_bias and A_log [HV], norm [dv]
+// (the gated RMSNorm's plain weight), out_proj [H, HV dv].
+struct LinearAttentionWeights {
+  Linear in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj;
+  Tensor conv1d, dt_bias, a_log, norm;
+};
+struct LinearAttentionGrads {
+  LinearGrads in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj;
+  Tensor conv1d, dt_bias, a_log, norm;
 };
 
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
@@ -64,6 +77,7 @@ struct LayerWeights {
   LayerKind kind;
   Tensor input_layernorm, post_attention_layernorm;  // [H]
   AttentionWeights attn;                             // kind.mixer == kFullAttention
+  LinearAttentionWeights linear_attn;                // kind.mixer == kLinearAttention
   DenseMlpWeights mlp;                               // kind.mlp == kDense
   MoeWeights moe;                                    // kind.mlp == kMoe
 };
@@ -80,6 +94,7 @@ struct ModelWeights {
 struct LayerGrads {
   Tensor input_layernorm, post_attention_layernorm;
   AttentionGrads attn;
+  LinearAttentionGrads linear_attn;
   DenseMlpGrads mlp;
   MoeGrads moe;
 };
@@ -96,6 +111,10 @@ enum class WeightKind {
   kLinear,     // projection matrices [out, in], lm_head
   kBias,       // q/k/v(/o) biases
   kNorm,       // RMSNorm scales (input/post-attention/final norms, q_norm/k_norm)
+  kNormZeroCentered,  // Qwen3.5's RMSNorm scales applied as (1 + w); initialised to 0
+  kConv,              // depthwise conv kernels (linear attention)
+  kDtBias,            // linear attention's decay bias dt_bias; initialised to 1
+  kALog,              // linear attention's log decay rate A_log; initialised to log U(0.01, 16)
 };
 
 // One weight of the model.
@@ -117,11 +136,15 @@ struct WeightSlot {
 };
 using WeightSpec = WeightSlot;
 
-// Every weight, in one fixed order: model.embed_tokens.weight [V, H]; per layer i (prefix
+// Every weight, in one fixed order (names under config.weight_prefix, "model." here):
+// model.embed_tokens.weight [V, H]; per layer i (prefix
 // model.layers.i.): input_layernorm.weight [H]; the mixer's weights (attention:
 // self_attn.{q,k,v}_proj.weight [Hq*D, H] / [Hkv*D, H], each followed by its .bias when
 // attention_bias, self_attn.o_proj.weight [H, Hq*D] (+ .bias when o_proj_bias),
-// self_attn.{q,k}_norm.weight [D] when qk_norm); post_attention_layernorm.weight [H]; the MLP's
+// self_attn.{q,k}_norm.weight [D] when qk_norm; q_proj is [2 Hq D, H] with the output gate;
+// linear attention: linear_attn.{in_proj_qkv, in_proj_z, in_proj_b, in_proj_a}.weight,
+// linear_attn.conv1d.weight, linear_attn.dt_bias, linear_attn.A_log, linear_attn.norm.weight,
+// linear_attn.out_proj.weight); post_attention_layernorm.weight [H]; the MLP's
 // (dense: mlp.{gate,up}_proj.weight [I, H], mlp.down_proj.weight [H, I]; MoE: the router
 // mlp.gate.weight [E, H], then per expert e mlp.experts.e.{gate,up}_proj.weight [Ie, H] and
 // mlp.experts.e.down_proj.weight [H, Ie]); model.norm.weight [H];

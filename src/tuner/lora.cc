@@ -188,7 +188,7 @@ std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>&
       add("lm_head.weight");
     } else if (n == "all-norm") {
       for (const auto& s : model_weight_specs(c))
-        if (s.kind == WeightKind::kNorm) add(s.name);
+        if (s.kind == WeightKind::kNorm || s.kind == WeightKind::kNormZeroCentered) add(s.name);
     } else if (n == "score" || n == "classifier" || n == "v_head") {
       // PEFT's SEQ_CLS task saves the classifier head (score) in full; the other names are the
       // ones PEFT and ms-swift add for other architectures.

@@ -175,6 +175,7 @@ TEST(ModelConfig, RefusesUnsupportedModels) {
   EXPECT_ERROR_HAS(parse(j),
                    "cfg.json: architecture Qwen3NextForCausalLM is not supported (supported: "
                    "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, "
+                   "Qwen3_5ForCausalLM, Qwen3_5ForConditionalGeneration, "
                    "LlamaForSequenceClassification, Qwen2ForSequenceClassification, "
                    "Qwen3ForSequenceClassification, Qwen3MoeForSequenceClassification)");
   j["architectures"] = {"Qwen3MoeForCausalLM"};

@@ -173,7 +173,7 @@ TEST_F(Init, RefusesBadOptions) {
   EXPECT_ERROR_HAS(
       init_model_folder(options("huge", out / "m")),
       "unknown preset 'huge' (presets: tiny, tiny-qwen2, tiny-llama, small, qwen3-0.6b, qwen3-1.7b, "
-      "tiny-moe, qwen3-30b-a3b)");
+      "tiny-moe, tiny-qwen35, qwen3-30b-a3b)");
   InitOptions both = options("tiny", out / "m");
   both.config_path = "x.json";
   EXPECT_ERROR_HAS(init_model_folder(both), "give exactly one of --preset and --config");

@@ -58,6 +58,15 @@ class CpuDevice : public Device {
   void scale_rows_forward(const Tensor& out, const Tensor& x, const Tensor& s) override;
   void scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout, const Tensor& x,
                            const Tensor& s) override;
+  void split_columns(std::span<const Tensor> outs, const Tensor& in) override;
+  void causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
+                          const Tensor& state) override;
+  void l2norm_rows(const Tensor& x, float eps, float scale) override;
+  void gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,
+                 const Tensor& a_log, const Tensor& dt_bias) override;
+  void gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& g, const Tensor& beta, const Tensor& state) override;
+  void mul_sigmoid(const Tensor& out, const Tensor& x, const Tensor& gate) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;

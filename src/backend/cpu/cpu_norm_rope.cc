@@ -139,8 +139,8 @@ namespace {
 // -angle (backward, R^T), then scales by attention_scaling. The angle pos * inv_freq[i] is rounded
 // to f32 and its cos/sin taken in f32 (glibc's cosf/sinf, within 1 ulp), as HF computes them.
 void rope_rows(float* x, const int32_t* pos, const float* inv_freq, int64_t H, int64_t D,
-               float scaling, bool inverse, int64_t lo, int64_t hi) {
-  int64_t half = D / 2;
+               int64_t half, float scaling, bool inverse, int64_t lo, int64_t hi) {
+  // rotates channels [0, 2 half) of each head; the rest (partial rotary) pass through
   float* cs = scratch_floats(0, size_t(2 * half));
   float* sn = cs + half;
   for (int64_t t = lo; t < hi; ++t) {
@@ -173,7 +173,9 @@ static void check_rope(const char* k, const Tensor& x, const Tensor& positions,
   SWIFTLET_CHECK(x.ndim() == 3 && x.dim(2) % 2 == 0, "{}: x {} must be [T, H, D] with even D", k,
                  x.describe());
   expect_numel(k, "positions", positions, x.dim(0));
-  expect_numel(k, "inv_freq", inv_freq, x.dim(2) / 2);
+  SWIFTLET_CHECK(inv_freq.numel() >= 1 && inv_freq.numel() <= x.dim(2) / 2,
+                 "{}: inv_freq {} must hold 1 to D/2 = {} frequencies", k, inv_freq.describe(),
+                 x.dim(2) / 2);
 }
 
 void CpuDevice::rope_forward(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
@@ -183,7 +185,7 @@ void CpuDevice::rope_forward(const Tensor& x, const Tensor& positions, const Ten
   int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2);
   parallel(pool(), T, std::max<int64_t>(1, 4096 / std::max<int64_t>(H * D, 1)),
            [&](int64_t lo, int64_t hi) {
-             rope_rows(f32(x), i32(positions), f32(inv_freq), H, D, attention_scaling, false, lo,
+             rope_rows(f32(x), i32(positions), f32(inv_freq), H, D, inv_freq.numel(), attention_scaling, false, lo,
                        hi);
            });
 }
@@ -195,7 +197,7 @@ void CpuDevice::rope_backward(const Tensor& dx, const Tensor& positions, const T
   int64_t T = dx.dim(0), H = dx.dim(1), D = dx.dim(2);
   parallel(pool(), T, std::max<int64_t>(1, 4096 / std::max<int64_t>(H * D, 1)),
            [&](int64_t lo, int64_t hi) {
-             rope_rows(f32(dx), i32(positions), f32(inv_freq), H, D, attention_scaling, true, lo,
+             rope_rows(f32(dx), i32(positions), f32(inv_freq), H, D, inv_freq.numel(), attention_scaling, true, lo,
                        hi);
            });
 }

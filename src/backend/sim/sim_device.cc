@@ -269,6 +269,34 @@ void SimDevice::scale_rows_backward(const Tensor& dx, const Tensor& ds, const Te
   Access access(*arena_);
   CpuDevice::scale_rows_backward(dx, ds, dout, x, s);
 }
+void SimDevice::split_columns(std::span<const Tensor> outs, const Tensor& in) {
+  Access access(*arena_);
+  CpuDevice::split_columns(outs, in);
+}
+void SimDevice::causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
+                                   const Tensor& state) {
+  Access access(*arena_);
+  CpuDevice::causal_conv1d_silu(y, x, w, state);
+}
+void SimDevice::l2norm_rows(const Tensor& x, float eps, float scale) {
+  Access access(*arena_);
+  CpuDevice::l2norm_rows(x, eps, scale);
+}
+void SimDevice::gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,
+                          const Tensor& a_log, const Tensor& dt_bias) {
+  Access access(*arena_);
+  CpuDevice::gdn_gates(g, beta, a, b, a_log, dt_bias);
+}
+void SimDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const Tensor& g, const Tensor& beta,
+                                 const Tensor& state) {
+  Access access(*arena_);
+  CpuDevice::gated_delta_rule(o, q, k, v, g, beta, state);
+}
+void SimDevice::mul_sigmoid(const Tensor& out, const Tensor& x, const Tensor& gate) {
+  Access access(*arena_);
+  CpuDevice::mul_sigmoid(out, x, gate);
+}
 void SimDevice::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
   Access access(*arena_);
   CpuDevice::swiglu_forward(out, gate, up);

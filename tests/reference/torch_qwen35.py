@@ -1,0 +1,182 @@
+"""Independent reference for swiftlet's Qwen3.5 (dense) forward: a plain PyTorch transcription of
+transformers' Qwen3_5ForCausalLM torch fallback path (Qwen3_5GatedDeltaNet with
+torch_chunk_gated_delta_rule, Qwen3_5Attention with the output gate and partial rotary, the
+zero-centred (1 + w) RMSNorms), reading a Hugging Face folder without the transformers library,
+in float64. The delta rule runs in the chunked (WY) form with chunks of 64, as HF prefill does,
+so it checks swiftlet's recurrent kernel with a different algorithm.
+
+usage: torch_qwen35.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
+writes OUT_PREFIX.logits (raw little-endian f32, [T, V]) and OUT_PREFIX.json
+({"shape": [T, V], "greedy": [ids...]}: greedy continuation, each step a full forward).
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_model import load_weights  # noqa: E402  (safetensors reading only)
+
+
+def text_config(cfg):
+    if "text_config" in cfg:
+        t = dict(cfg["text_config"])
+        for k in ("tie_word_embeddings",):
+            if k not in t and k in cfg:
+                t[k] = cfg[k]
+        return t, "model.language_model."
+    return cfg, "model."
+
+
+def rms1p(x, w, eps):  # Qwen3_5RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1.0 + w)
+
+
+def l2norm(x, eps=1e-6):
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def chunk_gated_delta_rule(q, k, v, g, beta, chunk=64):
+    """torch_chunk_gated_delta_rule with l2norm in the kernel; q, k, v [T, Hv, d]; g, beta [T, Hv]."""
+    q, k = l2norm(q), l2norm(k)
+    q, k, v, beta, g = [x.transpose(0, 1).contiguous() for x in (q, k, v, beta, g)]  # heads first
+    H, T, dk = k.shape
+    dv = v.shape[-1]
+    pad = (chunk - T % chunk) % chunk
+    q, k, v = [F.pad(x, (0, 0, 0, pad)) for x in (q, k, v)]
+    beta, g = F.pad(beta, (0, pad)), F.pad(g, (0, pad))
+    n = (T + pad) // chunk
+    q = q * dk ** -0.5
+    v_beta, k_beta = v * beta[..., None], k * beta[..., None]
+    q, k, v, k_beta, v_beta = [x.reshape(H, n, chunk, x.shape[-1]) for x in (q, k, v, k_beta, v_beta)]
+    g = g.reshape(H, n, chunk).cumsum(-1)
+    incl = torch.triu(torch.ones(chunk, chunk, dtype=torch.bool), diagonal=0)
+    decay = (g[..., :, None] - g[..., None, :]).tril().exp().tril()
+    attn = -((k_beta @ k.transpose(-1, -2)) * decay).masked_fill(incl, 0)
+    for i in range(1, chunk):  # forward substitution: attn <- (I + A)^-1 - I
+        row = attn[..., i, :i].clone()
+        sub = attn[..., :i, :i].clone()
+        attn[..., i, :i] = row + (row[..., None] * sub).sum(-2)
+    attn = attn + torch.eye(chunk, dtype=attn.dtype)
+    u = attn @ v_beta
+    w = attn @ (k_beta * g.exp()[..., None])
+    S = torch.zeros(H, dk, dv, dtype=q.dtype)
+    out = torch.zeros_like(u)
+    strict = torch.triu(torch.ones(chunk, chunk, dtype=torch.bool), diagonal=1)
+    for i in range(n):
+        qi, ki = q[:, i], k[:, i]
+        a = (qi @ ki.transpose(-1, -2) * decay[:, i]).masked_fill(strict, 0)
+        v_new = u[:, i] - w[:, i] @ S
+        out[:, i] = (qi * g[:, i, :, None].exp()) @ S + a @ v_new
+        S = S * g[:, i, -1, None, None].exp() + (ki * (g[:, i, -1, None] - g[:, i]).exp()[..., None]).transpose(-1, -2) @ v_new
+    return out.reshape(H, -1, dv)[:, :T].transpose(0, 1)  # [T, Hv, dv]
+
+
+def gated_delta_net(c, w, p, h):
+    T = h.shape[0]
+    HK, HV = c["linear_num_key_heads"], c["linear_num_value_heads"]
+    dk, dv = c["linear_key_head_dim"], c["linear_value_head_dim"]
+    K = c.get("linear_conv_kernel_dim", 4)
+    x = h @ w[p + "in_proj_qkv.weight"].T  # [T, C]
+    z = (h @ w[p + "in_proj_z.weight"].T).reshape(T, HV, dv)
+    b = h @ w[p + "in_proj_b.weight"].T
+    a = h @ w[p + "in_proj_a.weight"].T
+    C = x.shape[1]
+    y = F.conv1d(x.T[None], w[p + "conv1d.weight"], groups=C, padding=K - 1)[0, :, :T]
+    y = F.silu(y).T
+    q, k, v = torch.split(y, [HK * dk, HK * dk, HV * dv], dim=-1)
+    q, k, v = q.reshape(T, HK, dk), k.reshape(T, HK, dk), v.reshape(T, HV, dv)
+    beta = b.sigmoid()
+    g = -w[p + "A_log"].exp() * F.softplus(a + w[p + "dt_bias"])
+    r = HV // HK
+    q, k = q.repeat_interleave(r, dim=1), k.repeat_interleave(r, dim=1)
+    o = chunk_gated_delta_rule(q, k, v, g, beta)
+    eps = c.get("rms_norm_eps", 1e-6)
+    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + eps)  # Qwen3_5RMSNormGated
+    o = w[p + "norm.weight"] * o * F.silu(z)
+    return o.reshape(T, HV * dv) @ w[p + "out_proj.weight"].T
+
+
+def gated_attention(c, w, p, h):
+    T = h.shape[0]
+    nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
+    D = c.get("head_dim", 256)
+    eps = c.get("rms_norm_eps", 1e-6)
+    qg = (h @ w[p + "q_proj.weight"].T).reshape(T, nh, 2 * D)
+    q, gate = qg[..., :D], qg[..., D:].reshape(T, nh * D)
+    q = rms1p(q, w[p + "q_norm.weight"], eps)
+    k = rms1p((h @ w[p + "k_proj.weight"].T).reshape(T, nkv, D), w[p + "k_norm.weight"], eps)
+    v = (h @ w[p + "v_proj.weight"].T).reshape(T, nkv, D)
+    rp = c.get("rope_parameters") or {}
+    factor = c.get("partial_rotary_factor", rp.get("partial_rotary_factor", 0.25))
+    theta = c.get("rope_theta", rp.get("rope_theta", 10000.0))
+    rot = int(D * factor)
+    inv = 1.0 / (theta ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))  # f32, as HF
+    ang = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
+    emb = torch.cat((ang, ang), dim=-1)
+    cos, sin = emb.cos().double()[:, None, :], emb.sin().double()[:, None, :]
+
+    def rope(x):
+        xr, xp = x[..., :rot], x[..., rot:]
+        return torch.cat((xr * cos + rotate_half(xr) * sin, xp), dim=-1)
+
+    q, k = rope(q), rope(k)
+    rep = nh // nkv
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    s = torch.einsum("thd,shd->hts", q, k) * D ** -0.5
+    s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1), float("-inf"))
+    o = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * D)
+    o = o * gate.sigmoid()
+    return o @ w[p + "o_proj.weight"].T
+
+
+def forward(cfg, w, ids):
+    c, P = text_config(cfg)
+    eps = c.get("rms_norm_eps", 1e-6)
+    n = c["num_hidden_layers"]
+    types = c.get("layer_types") or [
+        "full_attention" if (i + 1) % c.get("full_attention_interval", 4) == 0 else "linear_attention"
+        for i in range(n)]
+    x = w[P + "embed_tokens.weight"][torch.tensor(ids)]
+    for i in range(n):
+        p = f"{P}layers.{i}."
+        h = rms1p(x, w[p + "input_layernorm.weight"], eps)
+        if types[i] == "linear_attention":
+            x = x + gated_delta_net(c, w, p + "linear_attn.", h)
+        else:
+            x = x + gated_attention(c, w, p + "self_attn.", h)
+        h = rms1p(x, w[p + "post_attention_layernorm.weight"], eps)
+        m = p + "mlp."
+        act = F.silu(h @ w[m + "gate_proj.weight"].T) * (h @ w[m + "up_proj.weight"].T)
+        x = x + act @ w[m + "down_proj.weight"].T
+    x = rms1p(x, w[P + "norm.weight"], eps)
+    head = w[P + "embed_tokens.weight"] if c.get("tie_word_embeddings", False) else w["lm_head.weight"]
+    return x @ head.T
+
+
+def main():
+    folder, tokens_json, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    w = load_weights(folder)
+    ids = json.load(open(tokens_json))
+    logits = forward(cfg, w, ids)
+    with open(prefix + ".logits", "wb") as f:
+        f.write(logits.to(torch.float32).contiguous().numpy().tobytes())
+    seq, greedy = list(ids), []
+    for _ in range(steps):
+        nxt = int(forward(cfg, w, seq)[-1].argmax())
+        greedy.append(nxt)
+        seq.append(nxt)
+    json.dump({"shape": list(logits.shape), "greedy": greedy}, open(prefix + ".json", "w"))
+
+
+if __name__ == "__main__":
+    main()
