@@ -10,6 +10,7 @@
 
 #include "io/test_util.h"
 #include "model/init.h"
+#include "model/transformer.h"
 
 namespace swiftlet::testing {
 
@@ -72,5 +73,22 @@ inline std::string reference_script() {
       GTEST_SKIP() << why;                                                        \
     }                                                                             \
   } while (0)
+
+// Greedy continuation through the decode cache: `feed` prefilled, then one token per step.
+inline std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> feed, int steps) {
+  DecodeCache cache = m.new_cache(int64_t(feed.size()) + steps);
+  std::vector<int32_t> out;
+  for (int s = 0; s < steps; ++s) {
+    SequenceStep st{feed, &cache, false};
+    Tensor logits = m.forward(std::span<SequenceStep>(&st, 1));
+    const float* row = logits.data<float>();
+    int32_t best = 0;
+    for (int64_t v = 1; v < logits.dim(1); ++v)
+      if (row[v] > row[best]) best = int32_t(v);
+    out.push_back(best);
+    feed = {best};
+  }
+  return out;
+}
 
 }  // namespace swiftlet::testing

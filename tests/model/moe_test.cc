@@ -24,6 +24,7 @@
 namespace swiftlet {
 namespace {
 
+using testing::greedy;
 using testing::TempDir;
 
 std::string moe_config_json(int64_t layers, int64_t step, std::vector<int64_t> mlp_only,
@@ -204,22 +205,6 @@ std::vector<int32_t> prompt() {
   std::vector<int32_t> ids;
   for (int i = 0; i < 16; ++i) ids.push_back(int32_t((1009 * i + 17) % 120000));
   return ids;
-}
-
-std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> feed, int steps) {
-  DecodeCache cache = m.new_cache(int64_t(feed.size()) + steps);
-  std::vector<int32_t> out;
-  for (int s = 0; s < steps; ++s) {
-    SequenceStep st{feed, &cache, false};
-    Tensor logits = m.forward(std::span<SequenceStep>(&st, 1));
-    const float* row = logits.data<float>();
-    int32_t best = 0;
-    for (int64_t v = 1; v < logits.dim(1); ++v)
-      if (row[v] > row[best]) best = int32_t(v);
-    out.push_back(best);
-    feed = {best};
-  }
-  return out;
 }
 
 double max_abs_diff(const Tensor& a, const float* b, double* max_ref) {

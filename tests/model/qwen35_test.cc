@@ -21,6 +21,7 @@
 namespace swiftlet {
 namespace {
 
+using testing::greedy;
 using testing::TempDir;
 
 nlohmann::json qwen35_json() {
@@ -112,22 +113,6 @@ Reference run_reference(const std::string& model, const std::vector<int32_t>& id
   std::ifstream jf(tmp / "ref.json");
   r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
   return r;
-}
-
-std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> feed, int steps) {
-  DecodeCache cache = m.new_cache(4);  // grows while decoding
-  std::vector<int32_t> out;
-  for (int s = 0; s < steps; ++s) {
-    SequenceStep st{feed, &cache, false};
-    Tensor logits = m.forward(std::span<SequenceStep>(&st, 1));
-    const float* row = logits.data<float>();
-    int32_t best = 0;
-    for (int64_t v = 1; v < logits.dim(1); ++v)
-      if (row[v] > row[best]) best = int32_t(v);
-    out.push_back(best);
-    feed = {best};
-  }
-  return out;
 }
 
 class Qwen35Reference : public ::testing::TestWithParam<std::tuple<double, std::string>> {};

@@ -18,6 +18,7 @@
 namespace swiftlet {
 namespace {
 
+using testing::greedy;
 using testing::TempDir;
 
 struct Reference {
@@ -51,24 +52,6 @@ std::vector<int32_t> prompt_ids(int64_t vocab) {
   std::vector<int32_t> ids;
   for (int i = 0; i < 16; ++i) ids.push_back(int32_t((1009 * i + 17) % std::min<int64_t>(vocab, 120000)));
   return ids;
-}
-
-// Greedy continuation through the KV cache: prefill, then one token per step.
-std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> ids, int steps) {
-  DecodeCache cache = m.new_cache(int64_t(ids.size()) + steps);
-  std::vector<int32_t> out;
-  std::vector<int32_t> feed = ids;
-  for (int s = 0; s < steps; ++s) {
-    SequenceStep st{feed, &cache, false};
-    Tensor logits = m.forward(std::span<SequenceStep>(&st, 1));
-    const float* row = logits.data<float>();
-    int32_t best = 0;
-    for (int64_t v = 1; v < logits.dim(1); ++v)
-      if (row[v] > row[best]) best = int32_t(v);
-    out.push_back(best);
-    feed = {best};
-  }
-  return out;
 }
 
 class ModelReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
