@@ -4,9 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <filesystem>
 #include <map>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "io/test_util.h"
 #include "model/init.h"
@@ -73,6 +78,24 @@ inline std::string reference_script() {
       GTEST_SKIP() << why;                                                        \
     }                                                                             \
   } while (0)
+
+// What a PyTorch reference script wrote for `prefix`: PREFIX.logits (f32 [T, V]) and the greedy
+// continuation in PREFIX.json.
+struct Reference {
+  std::vector<float> logits;  // [T, V]
+  std::vector<int32_t> greedy;
+};
+
+inline Reference read_reference(const std::filesystem::path& prefix) {
+  Reference r;
+  std::ifstream lf(prefix.string() + ".logits", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(lf)), {});
+  r.logits.resize(bytes.size() / 4);
+  std::memcpy(r.logits.data(), bytes.data(), bytes.size());
+  std::ifstream jf(prefix.string() + ".json");
+  r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
+  return r;
+}
 
 // Greedy continuation through the decode cache: `feed` prefilled, then one token per step.
 inline std::vector<int32_t> greedy(Transformer& m, std::vector<int32_t> feed, int steps) {

@@ -179,10 +179,7 @@ std::string sparse_step_model() {
   return model_from_config(moe_config_json(4, 2, {}, true, 2), false, 13);
 }
 
-struct Reference {
-  std::vector<float> logits;
-  std::vector<int32_t> greedy;
-};
+using testing::Reference;
 
 Reference run_reference(const std::string& model, const std::vector<int32_t>& ids, int steps) {
   TempDir tmp;
@@ -191,13 +188,7 @@ Reference run_reference(const std::string& model, const std::vector<int32_t>& id
       fmt::format("/usr/bin/python3 {} {} {} {} {}", testing::reference_script(), model,
                   tmp / "ids.json", tmp / "ref", steps);
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
-  Reference r;
-  std::ifstream lf(tmp / "ref.logits", std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(lf)), {});
-  r.logits.resize(bytes.size() / 4);
-  std::memcpy(r.logits.data(), bytes.data(), bytes.size());
-  std::ifstream jf(tmp / "ref.json");
-  r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
+  Reference r = testing::read_reference(tmp / "ref");
   return r;
 }
 

@@ -91,10 +91,7 @@ TEST(Qwen35Config, ParsesHybridLayersAndRefusesUnsupportedValues) {
   }
 }
 
-struct Reference {
-  std::vector<float> logits;
-  std::vector<int32_t> greedy;
-};
+using testing::Reference;
 
 Reference run_reference(const std::string& model, const std::vector<int32_t>& ids, int steps) {
   TempDir tmp;
@@ -105,13 +102,7 @@ Reference run_reference(const std::string& model, const std::vector<int32_t>& id
   const std::string cmd = fmt::format("/usr/bin/python3 {} {} {} {} {}", script, model,
                                       tmp / "ids.json", tmp / "ref", steps);
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference failed: " + cmd);
-  Reference r;
-  std::ifstream lf(tmp / "ref.logits", std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(lf)), {});
-  r.logits.resize(bytes.size() / 4);
-  std::memcpy(r.logits.data(), bytes.data(), bytes.size());
-  std::ifstream jf(tmp / "ref.json");
-  r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
+  Reference r = testing::read_reference(tmp / "ref");
   return r;
 }
 

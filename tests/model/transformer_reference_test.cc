@@ -21,10 +21,7 @@ namespace {
 using testing::greedy;
 using testing::TempDir;
 
-struct Reference {
-  std::vector<float> logits;  // [T, V]
-  std::vector<int32_t> greedy;
-};
+using testing::Reference;
 
 Reference run_reference(const std::string& model, const std::vector<int32_t>& ids, int steps) {
   static std::map<std::string, Reference> cache;  // one PyTorch run per model folder
@@ -37,13 +34,7 @@ Reference run_reference(const std::string& model, const std::vector<int32_t>& id
   const std::string cmd = fmt::format("/usr/bin/python3 {} {} {} {} {}", testing::reference_script(), model,
                                       tmp / "ids.json", tmp / "ref", steps);
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  Reference r;
-  std::ifstream lf(tmp / "ref.logits", std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(lf)), {});
-  r.logits.resize(bytes.size() / 4);
-  std::memcpy(r.logits.data(), bytes.data(), bytes.size());
-  std::ifstream jf(tmp / "ref.json");
-  r.greedy = nlohmann::json::parse(jf)["greedy"].get<std::vector<int32_t>>();
+  Reference r = testing::read_reference(tmp / "ref");
   cache[model] = r;
   return r;
 }
