@@ -94,10 +94,10 @@ class Device {
                                 const Tensor& x, const Tensor& w, const Tensor& rstd) = 0;
 
   // Rotary embedding in place, HF "rotate_half" layout over the first R = 2 * inv_freq.numel() <= D
-  // channels of each head (partial rotary; the rest pass through): for i < R/2, the pair (x[i], x[i + R/2]) of
-  // each head is rotated by angle positions[t] * inv_freq[i]; then both are multiplied by
-  // attention_scaling (1 unless YaRN-like scalings ask otherwise).
-  // x [T, H, D] f32; positions i32 [T]; inv_freq f32 [R/2].
+  // channels of each head (partial rotary; the rest pass through): for i < R/2, the pair (x[i], x[i
+  // + R/2]) of each head is rotated by angle positions[t] * inv_freq[i]; then both are multiplied
+  // by attention_scaling (1 unless YaRN-like scalings ask otherwise). x [T, H, D] f32; positions
+  // i32 [T]; inv_freq f32 [R/2].
   virtual void rope_forward(const Tensor& x, const Tensor& positions, const Tensor& inv_freq,
                             float attention_scaling) = 0;
   // In-place inverse map for gradients: dx <- R^T dx * attention_scaling.
@@ -165,9 +165,13 @@ class Device {
   // (p == 0 adds dout); the product may be fused into the sum.
   virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
   // Gated DeltaNet (Qwen3.5 linear attention) forward kernels, f32 throughout.
-  // out_i[r, :] = in[r, off_i : off_i + n_i] with off_i = n_0 + ... + n_{i-1}: splits the columns of
-  // in [R, sum n_i] into the contiguous outs [R, n_i].
+  // out_i[r, :] = in[r, off_i : off_i + n_i] with off_i = n_0 + ... + n_{i-1}: splits the columns
+  // of in [R, sum n_i] into the contiguous outs [R, n_i].
   virtual void split_columns(std::span<const Tensor> outs, const Tensor& in) = 0;
+  // out[r, j] = in[r, index[j]]   (out [R, n], in [R, m] f32, index i32 [n] of columns below m).
+  // Reorders fused projections' outputs (Qwen3-Next's per-key-head in_proj_qkvz); for a
+  // permutation, its gradient is the same call with the inverse permutation.
+  virtual void gather_columns(const Tensor& out, const Tensor& in, const Tensor& index) = 0;
   // Causal depthwise conv then SiLU over one sequence: y[t, c] = silu(sum_j w[c, j] x'[t-K+1+j, c])
   // where x' is x [T, C] preceded by the K-1 rows of state [K-1, C] (the previous raw inputs, zeros
   // at the start); state is then advanced to the last K-1 rows of x'. w [C, K].

@@ -24,6 +24,9 @@ constexpr Architecture kArchitectures[] = {
     {"Qwen3MoeForCausalLM", "qwen3_moe", ModelFamily::kQwen3},
     {"Qwen3_5ForCausalLM", "qwen3_5_text", ModelFamily::kQwen35},
     {"Qwen3_5ForConditionalGeneration", "qwen3_5", ModelFamily::kQwen35},
+    {"Qwen3_5MoeForCausalLM", "qwen3_5_moe_text", ModelFamily::kQwen35},
+    {"Qwen3_5MoeForConditionalGeneration", "qwen3_5_moe", ModelFamily::kQwen35},
+    {"Qwen3NextForCausalLM", "qwen3_next", ModelFamily::kQwen35},
     {"LlamaForSequenceClassification", "llama", ModelFamily::kLlama, true},
     {"Qwen2ForSequenceClassification", "qwen2", ModelFamily::kQwen2, true},
     {"Qwen3ForSequenceClassification", "qwen3", ModelFamily::kQwen3, true},
@@ -91,32 +94,61 @@ RopeScaling parse_rope_scaling(const Json& r, const std::string& where) {
   return s;
 }
 
-// Qwen3MoeConfig's keys, with its class defaults for keys left out.
-void parse_moe(const Json& j, const std::string& where, ModelConfig& c) {
+// The mixture-of-experts keys of one config class, with that class's defaults for keys left out.
+struct MoeClass {
+  int64_t num_experts, num_experts_per_tok, moe_intermediate_size;
+  int64_t shared_expert_intermediate_size;  // 0: the class has no shared expert
+  bool norm_topk_prob;
+  // Qwen3_5MoeTextConfig has neither norm_topk_prob (always renormalised) nor
+  // decoder_sparse_step / mlp_only_layers (every layer is MoE); the model reads no such key.
+  bool reads_layout_keys;
+};
+constexpr MoeClass kQwen3Moe{128, 8, 768, 0, false, true};
+constexpr MoeClass kQwen35Moe{256, 8, 512, 512, true, false};
+constexpr MoeClass kQwen3Next{512, 10, 512, 512, true, true};
+
+void parse_moe(const Json& j, const std::string& where, const MoeClass& k, ModelConfig& c) {
   if (io::json_has(j, "num_experts"))
     c.num_experts = positive_int(j, "num_experts", where);
   else if (io::json_has(j, "num_local_experts"))
     c.num_experts = positive_int(j, "num_local_experts", where);
   else
-    c.num_experts = 128;
+    c.num_experts = k.num_experts;
   c.num_experts_per_tok = io::json_has(j, "num_experts_per_tok")
                               ? positive_int(j, "num_experts_per_tok", where)
-                              : 8;
+                              : k.num_experts_per_tok;
   if (c.num_experts_per_tok > c.num_experts)
     throw Error(fmt::format("{}: num_experts_per_tok {} is more than num_experts {}", where,
                             c.num_experts_per_tok, c.num_experts));
   c.moe_intermediate_size = io::json_has(j, "moe_intermediate_size")
                                 ? positive_int(j, "moe_intermediate_size", where)
-                                : 768;
-  c.norm_topk_prob = io::json_opt_bool(j, "norm_topk_prob", where).value_or(false);
-  c.decoder_sparse_step = io::json_has(j, "decoder_sparse_step")
-                              ? positive_int(j, "decoder_sparse_step", where)
-                              : 1;
+                                : k.moe_intermediate_size;
+  c.router_aux_loss_coef = io::json_opt_number(j, "router_aux_loss_coef", where).value_or(0.001);
+  const int64_t shared = io::json_opt_int(j, "shared_expert_intermediate_size", where).value_or(0);
+  if (k.shared_expert_intermediate_size == 0) {
+    if (shared > 0)
+      throw Error(
+          fmt::format("{}: shared experts are not part of Qwen3-MoE and are not supported", where));
+  } else {
+    c.shared_expert_intermediate_size =
+        io::json_has(j, "shared_expert_intermediate_size")
+            ? positive_int(j, "shared_expert_intermediate_size", where)
+            : k.shared_expert_intermediate_size;
+  }
   c.mlp_only_layers.clear();
+  if (!k.reads_layout_keys) {
+    c.norm_topk_prob = true;
+    c.decoder_sparse_step = 1;
+    return;
+  }
+  c.norm_topk_prob = io::json_opt_bool(j, "norm_topk_prob", where).value_or(k.norm_topk_prob);
+  c.decoder_sparse_step =
+      io::json_has(j, "decoder_sparse_step") ? positive_int(j, "decoder_sparse_step", where) : 1;
   if (io::json_has(j, "mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
     const Json& m = j["mlp_only_layers"];
     if (!m.is_array())
-      throw Error(fmt::format("field mlp_only_layers of {} must be a list of layer indices", where));
+      throw Error(
+          fmt::format("field mlp_only_layers of {} must be a list of layer indices", where));
     for (const Json& v : m) {
       int64_t i = io::json_as_int(v, fmt::format("an entry of mlp_only_layers in {}", where));
       if (i < 0 || i >= c.num_hidden_layers)
@@ -125,11 +157,6 @@ void parse_moe(const Json& j, const std::string& where, ModelConfig& c) {
       c.mlp_only_layers.push_back(i);
     }
   }
-  c.router_aux_loss_coef = io::json_opt_number(j, "router_aux_loss_coef", where).value_or(0.001);
-  if (io::json_has(j, "shared_expert_intermediate_size") &&
-      io::json_opt_int(j, "shared_expert_intermediate_size", where).value_or(0) > 0)
-    throw Error(fmt::format("{}: shared experts are not part of Qwen3-MoE and are not supported",
-                            where));
 }
 
 // Qwen3_5TextConfig's hybrid-attention keys (defaults from the class for keys left out).
@@ -143,24 +170,27 @@ void parse_qwen35(const Json& j, const std::string& where, ModelConfig& c) {
   c.linear_value_head_dim = opt_pos("linear_value_head_dim", 128);
   c.linear_conv_kernel_dim = opt_pos("linear_conv_kernel_dim", 4);
   if (c.linear_num_value_heads % c.linear_num_key_heads != 0)
-    throw Error(fmt::format("{}: linear_num_value_heads {} is not a multiple of "
-                            "linear_num_key_heads {}",
-                            where, c.linear_num_value_heads, c.linear_num_key_heads));
+    throw Error(
+        fmt::format("{}: linear_num_value_heads {} is not a multiple of "
+                    "linear_num_key_heads {}",
+                    where, c.linear_num_value_heads, c.linear_num_key_heads));
   c.layer_types.clear();
   if (io::json_has(j, "layer_types") && !j["layer_types"].is_null()) {
     const Json& t = j["layer_types"];
     if (!t.is_array() || int64_t(t.size()) != c.num_hidden_layers)
-      throw Error(fmt::format("field layer_types of {} must be a list of {} layer types (one per "
-                              "layer), got {}",
-                              where, c.num_hidden_layers, t.dump()));
+      throw Error(
+          fmt::format("field layer_types of {} must be a list of {} layer types (one per "
+                      "layer), got {}",
+                      where, c.num_hidden_layers, t.dump()));
     for (const Json& v : t) {
       std::string type = v.is_string() ? v.get<std::string>() : v.dump();
       if (type == "attention") type = "full_attention";  // legacy names
       if (type == "mamba") type = "linear_attention";
       if (type != "full_attention" && type != "linear_attention")
-        throw Error(fmt::format("{}: layer_types holds '{}'; supported: full_attention, "
-                                "linear_attention",
-                                where, type));
+        throw Error(
+            fmt::format("{}: layer_types holds '{}'; supported: full_attention, "
+                        "linear_attention",
+                        where, type));
       c.layer_types.push_back(type);
     }
   } else {
@@ -177,20 +207,26 @@ void parse_qwen35(const Json& j, const std::string& where, ModelConfig& c) {
                         .value_or(0.25));
   const int64_t rot = c.rotary_dim();
   if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || rot < 2 || rot % 2 != 0)
-    throw Error(fmt::format("{}: partial_rotary_factor {} must give an even number of rotated "
-                            "channels between 2 and head_dim {} (got {})",
-                            where, c.partial_rotary_factor, c.head_dim, rot));
+    throw Error(
+        fmt::format("{}: partial_rotary_factor {} must give an even number of rotated "
+                    "channels between 2 and head_dim {} (got {})",
+                    where, c.partial_rotary_factor, c.head_dim, rot));
   if (!io::json_opt_bool(j, "attn_output_gate", where).value_or(true))
-    throw Error(fmt::format("{}: attn_output_gate is false; Qwen3.5 attention always has the "
-                            "output gate and attention without it is not supported",
-                            where));
+    throw Error(
+        fmt::format("{}: attn_output_gate is false; Qwen3.5 attention always has the "
+                    "output gate and attention without it is not supported",
+                    where));
   c.attn_output_gate = true;
   c.zero_centered_norms = true;
-  for (const char* key : {"num_experts", "num_local_experts"})
-    if (io::json_opt_int(j, key, where).value_or(0) > 0)
-      throw Error(fmt::format("{}: {} is set; the Qwen3.5 mixture-of-experts variant is not "
-                              "supported yet (dense Qwen3.5 only)",
-                              where, key));
+  c.linear_fused_projections = c.model_type == "qwen3_next";
+  if (c.model_type == "qwen3_5_text")
+    for (const char* key : {"num_experts", "num_local_experts"})
+      if (io::json_opt_int(j, key, where).value_or(0) > 0)
+        throw Error(fmt::format("{}: {} is set in a dense Qwen3.5 config (model_type "
+                                "qwen3_5_text), whose model has no experts",
+                                where, key),
+                    "a Qwen3.5 mixture-of-experts model is Qwen3_5MoeForCausalLM (model_type "
+                    "qwen3_5_moe_text)");
 }
 
 }  // namespace
@@ -261,7 +297,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   // The vision-language class keeps the text model's keys under text_config (tie_word_embeddings
   // and torch_dtype may sit at the top level); only the text part runs here.
   const Json top = j;
-  if (c.model_type == "qwen3_5") {
+  if (c.model_type == "qwen3_5" || c.model_type == "qwen3_5_moe") {
     if (!io::json_has(j, "text_config") || !j["text_config"].is_object())
       throw Error(fmt::format("{}: a {} config needs a text_config object", where, arch));
     Json text = j["text_config"];
@@ -273,7 +309,16 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 
   c.vocab_size = positive_int(j, "vocab_size", where);
   c.hidden_size = positive_int(j, "hidden_size", where);
-  c.intermediate_size = positive_int(j, "intermediate_size", where);
+  // Qwen3.5-MoE has no dense MLP (no key); Qwen3-Next's serves its mlp_only_layers.
+  const bool moe35 = c.model_type == "qwen3_5_moe" || c.model_type == "qwen3_5_moe_text";
+  if (moe35)
+    c.intermediate_size = io::json_has(j, "intermediate_size") && !j["intermediate_size"].is_null()
+                              ? positive_int(j, "intermediate_size", where)
+                              : 0;
+  else if (c.model_type == "qwen3_next" && !io::json_has(j, "intermediate_size"))
+    c.intermediate_size = 5632;
+  else
+    c.intermediate_size = positive_int(j, "intermediate_size", where);
   c.num_hidden_layers = positive_int(j, "num_hidden_layers", where);
   c.num_attention_heads = positive_int(j, "num_attention_heads", where);
   c.max_position_embeddings = positive_int(j, "max_position_embeddings", where);
@@ -289,7 +334,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   } else if (c.family == ModelFamily::kQwen3 && c.model_type == "qwen3") {
     c.head_dim = 128;  // Qwen3Config's default (Qwen3MoeConfig has none: hidden / heads)
   } else if (c.family == ModelFamily::kQwen35) {
-    c.head_dim = 256;  // Qwen3Config's default (Qwen3MoeConfig has none: hidden / heads)
+    c.head_dim = 256;  // Qwen3_5TextConfig's, Qwen3_5MoeTextConfig's and Qwen3NextConfig's default
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       throw Error(
@@ -299,8 +344,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
 
-  if (c.model_type == "qwen3_moe") parse_moe(j, where, c);
+  if (c.model_type == "qwen3_moe") parse_moe(j, where, kQwen3Moe, c);
+  if (moe35) parse_moe(j, where, kQwen35Moe, c);
+  if (c.model_type == "qwen3_next") parse_moe(j, where, kQwen3Next, c);
   if (c.family == ModelFamily::kQwen35) parse_qwen35(j, where, c);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    if (!c.is_moe_layer(l) && c.intermediate_size <= 0)
+      throw Error(
+          fmt::format("{}: layer {} has a dense MLP but intermediate_size is not set", where, l));
 
   c.rms_norm_eps = io::json_opt_number(j, "rms_norm_eps", where).value_or(1e-6);
   c.initializer_range = io::json_opt_number(j, "initializer_range", where).value_or(0.02);
@@ -351,9 +402,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       break;
     case ModelFamily::kQwen35:  // zero-centred q/k norms, no biases
       if (io::json_opt_bool(j, "attention_bias", where).value_or(false))
-        throw Error(fmt::format("{}: attention_bias is true; Qwen3.5 attention biases are not "
-                                "supported",
-                                where));
+        throw Error(
+            fmt::format("{}: attention_bias is true; Qwen3.5 attention biases are not "
+                        "supported",
+                        where));
       c.attention_bias = c.o_proj_bias = false;
       c.qk_norm = true;
       break;
@@ -394,7 +446,8 @@ ModelConfig as_sequence_classifier(const ModelConfig& causal, int64_t num_labels
   if (!c.seq_cls()) {
     const std::string suffix = "ForCausalLM";
     SWIFTLET_CHECK(c.architecture.size() > suffix.size() &&
-                       c.architecture.compare(c.architecture.size() - suffix.size(), suffix.size(), suffix) == 0,
+                       c.architecture.compare(c.architecture.size() - suffix.size(), suffix.size(),
+                                              suffix) == 0,
                    "as_sequence_classifier: {}", c.architecture);
     c.architecture = c.architecture.substr(0, c.architecture.size() - suffix.size()) +
                      "ForSequenceClassification";
@@ -479,19 +532,29 @@ std::string model_config_to_json(const ModelConfig& c) {
     j["mlp_only_layers"] = c.mlp_only_layers;
     j["router_aux_loss_coef"] = c.router_aux_loss_coef;
     j["output_router_logits"] = false;
+    if (c.shared_expert_intermediate_size > 0)
+      j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+    if (c.model_type == "qwen3_5_moe" || c.model_type == "qwen3_5_moe_text") {
+      // Qwen3_5MoeTextConfig has no such keys: always renormalised, every layer MoE.
+      j.erase("norm_topk_prob");
+      j.erase("decoder_sparse_step");
+      j.erase("mlp_only_layers");
+    }
   }
+  if (c.intermediate_size == 0) j.erase("intermediate_size");
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id.size() == 1) {
     j["eos_token_id"] = c.eos_token_id[0];
   } else if (!c.eos_token_id.empty()) {
     j["eos_token_id"] = c.eos_token_id;
   }
-  if (c.model_type == "qwen3_5") {  // the vision-language layout: text keys under text_config
+  // The vision-language layout: text keys under text_config.
+  if (c.model_type == "qwen3_5" || c.model_type == "qwen3_5_moe") {
     Json top;
     for (const char* key : {"architectures", "model_type", "tie_word_embeddings", "torch_dtype"})
       top[key] = j[key];
     j.erase("architectures");
-    j["model_type"] = "qwen3_5_text";
+    j["model_type"] = c.model_type + "_text";
     top["text_config"] = j;
     return top.dump(2) + "\n";
   }

@@ -21,7 +21,7 @@ struct ModelConfig {
   // "Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM", or their
   // ...ForSequenceClassification (a `score` head [num_labels, H] instead of the LM head).
   std::string architecture;
-  std::string model_type;    // config.json model_type: "qwen3", "qwen2", "llama"
+  std::string model_type;  // config.json model_type: "qwen3", "qwen2", "llama"
   ModelFamily family = ModelFamily::kQwen3;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -54,6 +54,9 @@ struct ModelConfig {
   int64_t decoder_sparse_step = 1;
   std::vector<int64_t> mlp_only_layers;
   double router_aux_loss_coef = 0.001;  // config.json's; training uses --router_aux_loss_coef
+  // Qwen3.5-MoE / Qwen3-Next: every MoE block also runs one shared SwiGLU expert of this width,
+  // scaled per token by sigmoid(shared_expert_gate(h)); 0 = none (Qwen3-MoE).
+  int64_t shared_expert_intermediate_size = 0;
   bool moe() const { return num_experts > 0; }
   bool is_moe_layer(int64_t layer) const;
 
@@ -70,8 +73,11 @@ struct ModelConfig {
   // per head: query D, gate D), and every RMSNorm but the gated one scales by (1 + w).
   bool attn_output_gate = false;
   bool zero_centered_norms = false;
+  // Qwen3-Next: the linear-attention layer's projections are fused per key head as in_proj_qkvz
+  // and in_proj_ba (instead of Qwen3.5's in_proj_qkv, in_proj_z, in_proj_b, in_proj_a).
+  bool linear_fused_projections = false;
   // Prefix of the decoder's weight names: "model." ("model.language_model." for the
-  // vision-language Qwen3_5ForConditionalGeneration, whose text part is all that runs here).
+  // vision-language Qwen3_5(Moe)ForConditionalGeneration, whose text part is all that runs here).
   std::string weight_prefix = "model.";
   bool is_linear_layer(int64_t layer) const {
     return !layer_types.empty() && layer_types[size_t(layer)] == "linear_attention";

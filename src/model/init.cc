@@ -28,6 +28,10 @@ struct Preset {
   // Qwen3-MoE (num_experts > 0): experts, top-k, expert width, norm_topk_prob.
   int64_t experts = 0, experts_per_tok = 0, moe_intermediate = 0;
   bool norm_topk_prob = false;
+  // Qwen3.5 family: the class ("qwen3_5_text", "qwen3_5_moe_text", "qwen3_next") and the shared
+  // expert's width of its MoE variants.
+  const char* model_type = nullptr;
+  int64_t shared_expert = 0;
 };
 
 // Full-size presets copy the published Qwen3 configs; tiny ones keep each family's features
@@ -51,7 +55,49 @@ constexpr Preset kPresets[] = {
     // Qwen3.5 dense: layers 0-2 Gated DeltaNet, 3 full attention (full_attention_interval 4),
     // 2 key / 4 value linear heads of 16 (two value heads per key head), conv kernel 4.
     {"tiny-qwen35", ModelFamily::kQwen35, 64, 4, 4, 2, 16, 128, 4096, 1e7, 1e-6, false, "float32",
-     false},
+     false, 0, 0, 0, false, "qwen3_5_text"},
+    // Qwen3.5-MoE (every layer MoE: 4 experts, top-2, a shared expert; no dense MLP) and Qwen3-Next
+    // (fused in_proj_qkvz / in_proj_ba, MoE everywhere but the dense layer 1 of mlp_only_layers).
+    {"tiny-qwen35-moe",
+     ModelFamily::kQwen35,
+     64,
+     4,
+     4,
+     2,
+     16,
+     0,
+     4096,
+     1e7,
+     1e-6,
+     false,
+     "float32",
+     false,
+     4,
+     2,
+     32,
+     true,
+     "qwen3_5_moe_text",
+     48},
+    {"tiny-qwen3-next",
+     ModelFamily::kQwen35,
+     64,
+     4,
+     4,
+     2,
+     16,
+     128,
+     4096,
+     1e7,
+     1e-6,
+     false,
+     "float32",
+     false,
+     4,
+     2,
+     32,
+     true,
+     "qwen3_next",
+     48},
     {"qwen3-30b-a3b", ModelFamily::kQwen3, 2048, 48, 32, 4, 128, 6144, 40960, 1e6, 1e-6, false,
      "bfloat16", true, 128, 8, 768, true},
 };
@@ -109,7 +155,8 @@ void fill_normal(Tensor& t, const std::string& name, uint64_t seed, double stdde
 // A_log = log(A), A ~ U(0.01, 16) per value head (Qwen3.5's initialisation range).
 void fill_a_log(Tensor& t, const std::string& name, uint64_t seed) {
   Rng rng(mix64(mix64(seed) ^ fnv1a(name)));
-  for (int64_t i = 0; i < t.numel(); ++i) t.set_f32(i, float(std::log(0.01 + 15.99 * rng.uniform())));
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.set_f32(i, float(std::log(0.01 + 15.99 * rng.uniform())));
 }
 
 void fill_constant(Tensor& t, float v) {
@@ -160,7 +207,12 @@ ModelConfig init_preset_config(const std::string& name) {
       c.architecture = "Qwen2ForCausalLM", c.model_type = "qwen2", c.attention_bias = true;
       break;
     case ModelFamily::kQwen35:
-      c.architecture = "Qwen3_5ForCausalLM", c.model_type = "qwen3_5_text", c.qk_norm = true;
+      c.model_type = p->model_type;
+      c.architecture = c.model_type == "qwen3_next"         ? "Qwen3NextForCausalLM"
+                       : c.model_type == "qwen3_5_moe_text" ? "Qwen3_5MoeForCausalLM"
+                                                            : "Qwen3_5ForCausalLM";
+      c.qk_norm = true;
+      c.linear_fused_projections = c.model_type == "qwen3_next";
       c.attn_output_gate = c.zero_centered_norms = true;
       c.linear_num_key_heads = 2, c.linear_num_value_heads = 4;
       c.linear_key_head_dim = 16, c.linear_value_head_dim = 16, c.linear_conv_kernel_dim = 4;
@@ -191,7 +243,10 @@ ModelConfig init_preset_config(const std::string& name) {
   c.tie_word_embeddings = p->tied;
   c.torch_dtype = p->default_dtype;
   if (p->experts > 0) {
-    c.architecture = "Qwen3MoeForCausalLM", c.model_type = "qwen3_moe";
+    if (p->family != ModelFamily::kQwen35)
+      c.architecture = "Qwen3MoeForCausalLM", c.model_type = "qwen3_moe";
+    c.shared_expert_intermediate_size = p->shared_expert;
+    if (c.model_type == "qwen3_next") c.mlp_only_layers = {1};
     c.num_experts = p->experts;
     c.num_experts_per_tok = p->experts_per_tok;
     c.moe_intermediate_size = p->moe_intermediate;
@@ -371,7 +426,8 @@ InitResult init_model_folder(const InitOptions& o) {
                                              case WeightKind::kEmbedding:
                                              case WeightKind::kLinear:
                                              case WeightKind::kConv:
-                                               fill_normal(t, specs[i].name, o.seed, c.initializer_range, o.pool);
+                                               fill_normal(t, specs[i].name, o.seed,
+                                                           c.initializer_range, o.pool);
                                                break;
                                            }
                                            return t;

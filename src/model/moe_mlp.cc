@@ -2,6 +2,8 @@
 //   p = softmax(router(h))  (over all E experts),  S = top-k of p,
 //   w_e = p_e (or p_e / sum_{S} p when norm_topk_prob),  out = sum_{e in S} w_e * expert_e(h),
 //   expert_e(h) = down_e(silu(gate_e(h)) * up_e(h)).
+// Qwen3.5-MoE and Qwen3-Next add a shared expert: out += sigmoid(shared_expert_gate(h)) *
+// shared_expert(h) for every token.
 // Tokens are grouped by expert: the (token, slot) pairs are gathered into rows sorted by expert,
 // each expert runs its three projections on its own contiguous rows (no dense all-experts pass),
 // and the weighted rows are scattered back. The routing (softmax, top-k over E logits per token)
@@ -44,10 +46,13 @@ void route(const float* logits, int64_t T, int64_t E, int64_t k, bool norm_topk,
   }
 }
 
-// Seeds of the router's and each expert's projections (LoRA dropout masks).
+// Seeds of the router's and each expert's projections (LoRA dropout masks); the shared expert
+// counts as expert E and its gate as expert E + 1.
 uint64_t expert_seed(uint64_t seed, size_t layer, int64_t expert, int proj) {
   return projection_seed(projection_seed(seed, layer, kProjRouter), size_t(expert), proj);
 }
+
+float sigmoid(float x) { return float(1.0 / (1.0 + std::exp(-double(x)))); }
 
 }  // namespace
 
@@ -110,6 +115,24 @@ void Transformer::moe_forward(size_t l, const Tensor& h, MoeActs& a, const Tenso
   }
   dev_.fill(out, 0.0f);
   dev_.embedding_backward(out, yo, a.perm_tok);  // scatter-add: out[perm_tok[j]] += yo[j]
+
+  // The shared expert: out += sigmoid(shared_expert_gate(h)) * swiglu_shared(h), per token.
+  if (const int64_t Is = config_.shared_expert_intermediate_size; Is > 0) {
+    a.shared_y = dev_.empty({T, H}, DType::kF32);
+    swiglu_block_forward(W.shared_expert, Is, h, a.shared, a.shared_y, p,
+                         {expert_seed(seed, l, E, kProjGate), expert_seed(seed, l, E, kProjUp),
+                          expert_seed(seed, l, E, kProjDown)});
+    Tensor gate_logit = dev_.empty({T, 1}, DType::kF32);
+    linear_forward(dev_, gate_logit, h, W.shared_expert_gate, p,
+                   expert_seed(seed, l, E + 1, kProjRouter));
+    const Tensor host_gate = dev_.download(gate_logit);
+    a.shared_sig.resize(size_t(T));
+    for (int64_t t = 0; t < T; ++t) a.shared_sig[size_t(t)] = sigmoid(host_gate.data<float>()[t]);
+    a.shared_s = dev_.upload(Tensor::host_from(a.shared_sig, {T}));
+    Tensor gated = dev_.empty({T, H}, DType::kF32);
+    dev_.scale_rows_forward(gated, a.shared_y, a.shared_s);
+    dev_.add_inplace(out, gated);
+  }
 }
 
 void Transformer::moe_backward(size_t l, const BatchCtx& b, MoeActs& a, const Tensor& h,
@@ -183,6 +206,22 @@ void Transformer::moe_backward(size_t l, const BatchCtx& b, MoeActs& a, const Te
   }
   Tensor dlogits = dev_.upload(Tensor::host_from(dz, {T, E}));
   linear_backward(dev_, dh, g.gate, dlogits, h, W.gate, p, projection_seed(seed, l, kProjRouter));
+
+  if (const int64_t Is = config_.shared_expert_intermediate_size; Is > 0) {
+    Tensor dy = dev_.zeros({T, H}, DType::kF32), ds = dev_.zeros({T}, DType::kF32);
+    dev_.scale_rows_backward(dy, ds, dout, a.shared_y, a.shared_s);
+    swiglu_block_backward(W.shared_expert, Is, a.shared, h, dy, dh, g.shared_expert, p,
+                          {expert_seed(seed, l, E, kProjGate), expert_seed(seed, l, E, kProjUp),
+                           expert_seed(seed, l, E, kProjDown)});
+    const Tensor host_ds = dev_.download(ds);
+    std::vector<float> dgate(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      const float s = a.shared_sig[size_t(t)];
+      dgate[size_t(t)] = host_ds.data<float>()[t] * s * (1.0f - s);
+    }
+    linear_backward(dev_, dh, g.shared_expert_gate, dev_.upload(Tensor::host_from(dgate, {T, 1})),
+                    h, W.shared_expert_gate, p, expert_seed(seed, l, E + 1, kProjRouter));
+  }
 }
 
 }  // namespace swiftlet

@@ -155,9 +155,23 @@ class Transformer {
   // projection, L2-normalised q/k, the gated delta rule, gated RMSNorm, out_proj; carries each
   // sequence's conv and recurrent state in its cache (batch mode: every sample starts from zero).
   void linear_attention_forward(size_t l, const BatchCtx& b, const Tensor& h, const Tensor& out);
+  // Its input projections q|k|v [T, C] (the conv's input), z [T, HV dv], b and a [T, HV]; from
+  // Qwen3-Next's fused in_proj_qkvz / in_proj_ba reordered into the same layout.
+  void linear_attention_inputs(size_t l, const Tensor& h, const Tensor& qkv, const Tensor& z,
+                               const Tensor& b, const Tensor& a);
   // A norm's scale as applied: w, or (1 + w) for Qwen3.5's zero-centred norms (f32 copy).
   Tensor norm_scale(const Tensor& w);
-  // Dense SwiGLU MLP (dense_mlp.cc): out = down(silu(gate(h)) * up(h)).
+  // Dense SwiGLU MLP (dense_mlp.cc): out = down(silu(gate(h)) * up(h)); swiglu_block_* run
+  // such a block of any width with the dropout seeds of its three projections (the dense MLP, the
+  // shared expert of a MoE block).
+  struct SwigluSeeds {
+    uint64_t gate, up, down;
+  };
+  void swiglu_block_forward(const DenseMlpWeights& W, int64_t width, const Tensor& h,
+                            DenseMlpActs& a, const Tensor& out, float p, const SwigluSeeds& seeds);
+  void swiglu_block_backward(const DenseMlpWeights& W, int64_t width, DenseMlpActs& a,
+                             const Tensor& h, const Tensor& dout, const Tensor& dh,
+                             DenseMlpGrads& g, float p, const SwigluSeeds& seeds);
   void dense_mlp_forward(size_t l, const Tensor& h, DenseMlpActs& a, const Tensor& out,
                          const TrainStepOptions& opt);
   void dense_mlp_backward(size_t l, DenseMlpActs& a, const Tensor& h, const Tensor& dout,

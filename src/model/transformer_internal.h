@@ -18,13 +18,18 @@ struct Transformer::DenseMlpActs {
 // Routing of one MoE layer's tokens (host) and the expert activations, rows grouped by expert:
 // row j of xg/gate/up/act is token perm_tok[j] in its slot slot_of[j] (= t * k + s).
 struct Transformer::MoeActs {
-  std::vector<float> probs;     // [T, E] softmax of the router logits
-  std::vector<int32_t> top;     // [T, k] selected experts, by descending probability
-  std::vector<float> weights;   // [T, k] their routing weights (renormalised when norm_topk_prob)
+  std::vector<float> probs;      // [T, E] softmax of the router logits
+  std::vector<int32_t> top;      // [T, k] selected experts, by descending probability
+  std::vector<float> weights;    // [T, k] their routing weights (renormalised when norm_topk_prob)
   std::vector<int64_t> offsets;  // [E + 1] expert e owns rows [offsets[e], offsets[e + 1])
   std::vector<int32_t> slot_of;  // [T k]
   Tensor perm_tok, perm_w;       // device: i32 [T k] token of each row, f32 [T k] its weight
   Tensor xg, gate, up, act, act_w;  // [T k, H], [T k, Ie] x3, act_w = weight * act
+  // The shared expert (shared_expert_intermediate_size > 0): its SwiGLU activations, its output
+  // y [T, H] before the gate, and the gate sigmoid(shared_expert_gate(h)) per token.
+  DenseMlpActs shared;
+  Tensor shared_y, shared_s;      // [T, H]; device f32 [T]
+  std::vector<float> shared_sig;  // host copy of shared_s
 };
 
 struct Transformer::LayerActs {

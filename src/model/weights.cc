@@ -39,8 +39,8 @@ void visit_attention(const ModelConfig& c, Emit& e, AttentionWeights* w, Attenti
   const int64_t H = c.hidden_size, D = c.head_dim;
   const int64_t q_dim = c.num_attention_heads * D, kv_dim = c.num_key_value_heads * D;
   const bool b = c.attention_bias;
-  e.linear("self_attn.q_proj", "q_proj", c.attn_output_gate ? 2 * q_dim : q_dim, H, b, w ? &w->q_proj : nullptr,
-           g ? &g->q_proj : nullptr);
+  e.linear("self_attn.q_proj", "q_proj", c.attn_output_gate ? 2 * q_dim : q_dim, H, b,
+           w ? &w->q_proj : nullptr, g ? &g->q_proj : nullptr);
   e.linear("self_attn.k_proj", "k_proj", kv_dim, H, b, w ? &w->k_proj : nullptr,
            g ? &g->k_proj : nullptr);
   e.linear("self_attn.v_proj", "v_proj", kv_dim, H, b, w ? &w->v_proj : nullptr,
@@ -48,7 +48,8 @@ void visit_attention(const ModelConfig& c, Emit& e, AttentionWeights* w, Attenti
   e.linear("self_attn.o_proj", "o_proj", H, q_dim, c.o_proj_bias, w ? &w->o_proj : nullptr,
            g ? &g->o_proj : nullptr);
   if (c.qk_norm) {
-    const WeightKind norm = c.zero_centered_norms ? WeightKind::kNormZeroCentered : WeightKind::kNorm;
+    const WeightKind norm =
+        c.zero_centered_norms ? WeightKind::kNormZeroCentered : WeightKind::kNorm;
     e.tensor("self_attn.q_norm.weight", {D}, norm, w ? &w->q_norm : nullptr,
              g ? &g->q_norm : nullptr);
     e.tensor("self_attn.k_norm.weight", {D}, norm, w ? &w->k_norm : nullptr,
@@ -73,10 +74,15 @@ void visit_linear_attention(const ModelConfig& c, Emit& e, LinearAttentionWeight
   };
   using W = LinearAttentionWeights;
   using G = LinearAttentionGrads;
-  lin("in_proj_qkv", C, H, &W::in_proj_qkv, &G::in_proj_qkv);
-  lin("in_proj_z", value_dim, H, &W::in_proj_z, &G::in_proj_z);
-  lin("in_proj_b", HV, H, &W::in_proj_b, &G::in_proj_b);
-  lin("in_proj_a", HV, H, &W::in_proj_a, &G::in_proj_a);
+  if (c.linear_fused_projections) {
+    lin("in_proj_qkvz", C + value_dim, H, &W::in_proj_qkvz, &G::in_proj_qkvz);
+    lin("in_proj_ba", 2 * HV, H, &W::in_proj_ba, &G::in_proj_ba);
+  } else {
+    lin("in_proj_qkv", C, H, &W::in_proj_qkv, &G::in_proj_qkv);
+    lin("in_proj_z", value_dim, H, &W::in_proj_z, &G::in_proj_z);
+    lin("in_proj_b", HV, H, &W::in_proj_b, &G::in_proj_b);
+    lin("in_proj_a", HV, H, &W::in_proj_a, &G::in_proj_a);
+  }
   ten("conv1d.weight", {C, 1, c.linear_conv_kernel_dim}, WeightKind::kConv, &W::conv1d, &G::conv1d);
   ten("dt_bias", {HV}, WeightKind::kDtBias, &W::dt_bias, &G::dt_bias);
   ten("A_log", {HV}, WeightKind::kALog, &W::a_log, &G::a_log);
@@ -84,14 +90,20 @@ void visit_linear_attention(const ModelConfig& c, Emit& e, LinearAttentionWeight
   lin("out_proj", H, value_dim, &W::out_proj, &G::out_proj);
 }
 
-void visit_dense_mlp(const ModelConfig& c, Emit& e, DenseMlpWeights* w, DenseMlpGrads* g) {
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
-  e.linear("mlp.gate_proj", "gate_proj", I, H, false, w ? &w->gate_proj : nullptr,
+// A SwiGLU block of width I under `path` ("mlp", "mlp.shared_expert").
+void visit_swiglu(const ModelConfig& c, Emit& e, const std::string& path, int64_t I,
+                  DenseMlpWeights* w, DenseMlpGrads* g) {
+  const int64_t H = c.hidden_size;
+  e.linear(path + ".gate_proj", "gate_proj", I, H, false, w ? &w->gate_proj : nullptr,
            g ? &g->gate_proj : nullptr);
-  e.linear("mlp.up_proj", "up_proj", I, H, false, w ? &w->up_proj : nullptr,
+  e.linear(path + ".up_proj", "up_proj", I, H, false, w ? &w->up_proj : nullptr,
            g ? &g->up_proj : nullptr);
-  e.linear("mlp.down_proj", "down_proj", H, I, false, w ? &w->down_proj : nullptr,
+  e.linear(path + ".down_proj", "down_proj", H, I, false, w ? &w->down_proj : nullptr,
            g ? &g->down_proj : nullptr);
+}
+
+void visit_dense_mlp(const ModelConfig& c, Emit& e, DenseMlpWeights* w, DenseMlpGrads* g) {
+  visit_swiglu(c, e, "mlp", c.intermediate_size, w, g);
 }
 
 void visit_moe(const ModelConfig& c, Emit& e, MoeWeights* w, MoeGrads* g) {
@@ -109,6 +121,12 @@ void visit_moe(const ModelConfig& c, Emit& e, MoeWeights* w, MoeGrads* g) {
              G ? &G->up_proj : nullptr);
     e.linear(p + "down_proj", "down_proj", H, I, false, W ? &W->down_proj : nullptr,
              G ? &G->down_proj : nullptr);
+  }
+  if (c.shared_expert_intermediate_size > 0) {
+    visit_swiglu(c, e, "mlp.shared_expert", c.shared_expert_intermediate_size,
+                 w ? &w->shared_expert : nullptr, g ? &g->shared_expert : nullptr);
+    e.linear("mlp.shared_expert_gate", "shared_expert_gate", 1, H, false,
+             w ? &w->shared_expert_gate : nullptr, g ? &g->shared_expert_gate : nullptr);
   }
 }
 
@@ -148,8 +166,7 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
         visit_attention(c, e, L ? &L->attn : nullptr, G ? &G->attn : nullptr);
         break;
       case MixerKind::kLinearAttention:
-        visit_linear_attention(c, e, L ? &L->linear_attn : nullptr,
-                               G ? &G->linear_attn : nullptr);
+        visit_linear_attention(c, e, L ? &L->linear_attn : nullptr, G ? &G->linear_attn : nullptr);
         break;
     }
     e.tensor("post_attention_layernorm.weight", {H}, norm,
@@ -164,8 +181,7 @@ std::vector<WeightSlot> weight_slots(const ModelConfig& c, ModelWeights* w, Mode
         break;
     }
   }
-  top.tensor(P + "norm.weight", {H}, norm, w ? &w->norm : nullptr,
-             g ? &g->norm : nullptr);
+  top.tensor(P + "norm.weight", {H}, norm, w ? &w->norm : nullptr, g ? &g->norm : nullptr);
   if (c.seq_cls())
     top.tensor("score.weight", {c.num_labels, H}, WeightKind::kLinear, w ? &w->score : nullptr,
                g ? &g->score : nullptr);
@@ -188,7 +204,7 @@ void split_fused_experts(const ModelConfig& c, std::map<std::string, Tensor>& we
   const std::vector<LayerKind> kinds = layer_kinds(c);
   for (size_t l = 0; l < kinds.size(); ++l) {
     if (kinds[l].mlp != MlpKind::kMoe) continue;
-    const std::string p = fmt::format("model.layers.{}.mlp.experts.", l);
+    const std::string p = fmt::format("{}layers.{}.mlp.experts.", c.weight_prefix, l);
     auto take = [&](const std::string& name, Shape want) -> Tensor {
       auto it = weights.find(p + name);
       if (it == weights.end()) return Tensor();
@@ -203,12 +219,13 @@ void split_fused_experts(const ModelConfig& c, std::map<std::string, Tensor>& we
     Tensor down = take("down_proj", {E, H, I});
     if (!gate_up.defined() && !down.defined()) continue;
     if (!gate_up.defined() || !down.defined())
-      throw Error(fmt::format("layer {} stores only one of {}gate_up_proj and {}down_proj", l, p,
-                              p));
+      throw Error(
+          fmt::format("layer {} stores only one of {}gate_up_proj and {}down_proj", l, p, p));
     if (weights.count(p + "0.gate_proj.weight"))
-      throw Error(fmt::format("layer {} stores its experts both fused ({}gate_up_proj) and per "
-                              "expert ({}0.gate_proj.weight)",
-                              l, p, p));
+      throw Error(
+          fmt::format("layer {} stores its experts both fused ({}gate_up_proj) and per "
+                      "expert ({}0.gate_proj.weight)",
+                      l, p, p));
     for (int64_t e = 0; e < E; ++e) {
       Tensor gu = gate_up.slice(e, e + 1).view({2 * I, H});
       weights[fmt::format("{}{}.gate_proj.weight", p, e)] = gu.slice(0, I);

@@ -44,12 +44,17 @@ struct AttentionGrads {
 // [2 HK dk + HV dv, H] (q | k | v channels, head-major), in_proj_z [HV dv, H], in_proj_b and
 // in_proj_a [HV, H], conv1d [C, 1, K] (depthwise, no bias), dt_bias and A_log [HV], norm [dv]
 // (the gated RMSNorm's plain weight), out_proj [H, HV dv].
+// Qwen3-Next stores the four input projections fused per key head h instead: in_proj_qkvz
+// [2 HK dk + 2 HV dv, H] with rows [q_h | k_h | v of h's r = HV/HK value heads | z of those] and
+// in_proj_ba [2 HV, H] with rows [b of h's value heads | a of those] (linear_fused_projections).
 struct LinearAttentionWeights {
   Linear in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj;
+  Linear in_proj_qkvz, in_proj_ba;  // Qwen3-Next
   Tensor conv1d, dt_bias, a_log, norm;
 };
 struct LinearAttentionGrads {
   LinearGrads in_proj_qkv, in_proj_z, in_proj_b, in_proj_a, out_proj;
+  LinearGrads in_proj_qkvz, in_proj_ba;
   Tensor conv1d, dt_bias, a_log, norm;
 };
 
@@ -63,14 +68,21 @@ struct DenseMlpGrads {
 
 // Sparse mixture of experts (Qwen3-MoE): a router (`gate`, [E, H], no bias) picks the top-k of E
 // SwiGLU experts of width moe_intermediate_size per token; each expert is stored as its own three
-// projections (the hub's per-expert form; the fused form is split on load).
+// projections (the hub's per-expert form; the fused form is split on load). Qwen3.5-MoE and
+// Qwen3-Next add a shared SwiGLU expert (mlp.shared_expert, width
+// shared_expert_intermediate_size) weighted per token by sigmoid(shared_expert_gate(h))
+// (mlp.shared_expert_gate [1, H]).
 struct MoeWeights {
-  Linear gate;                          // router [E, H]
+  Linear gate;                           // router [E, H]
   std::vector<DenseMlpWeights> experts;  // [E]
+  DenseMlpWeights shared_expert;
+  Linear shared_expert_gate;
 };
 struct MoeGrads {
   LinearGrads gate;
   std::vector<DenseMlpGrads> experts;
+  DenseMlpGrads shared_expert;
+  LinearGrads shared_expert_gate;
 };
 
 struct LayerWeights {
@@ -107,10 +119,10 @@ struct ModelGrads {
 };
 
 enum class WeightKind {
-  kEmbedding,  // model.embed_tokens.weight
-  kLinear,     // projection matrices [out, in], lm_head
-  kBias,       // q/k/v(/o) biases
-  kNorm,       // RMSNorm scales (input/post-attention/final norms, q_norm/k_norm)
+  kEmbedding,         // model.embed_tokens.weight
+  kLinear,            // projection matrices [out, in], lm_head
+  kBias,              // q/k/v(/o) biases
+  kNorm,              // RMSNorm scales (input/post-attention/final norms, q_norm/k_norm)
   kNormZeroCentered,  // Qwen3.5's RMSNorm scales applied as (1 + w); initialised to 0
   kConv,              // depthwise conv kernels (linear attention)
   kDtBias,            // linear attention's decay bias dt_bias; initialised to 1
@@ -161,7 +173,8 @@ inline std::vector<WeightSpec> model_weight_specs(const ModelConfig& config) {
 std::vector<WeightSlot> module_slots(const ModelConfig& config, ModelWeights* w = nullptr,
                                      ModelGrads* g = nullptr);
 
-// A Qwen3-MoE checkpoint may store each layer's experts fused (transformers 5's in-memory form):
+// A Qwen3-MoE or Qwen3.5-MoE checkpoint may store each layer's experts fused (transformers 5's
+// in-memory form, and the hub's form of Qwen3.5-MoE):
 // mlp.experts.gate_up_proj [E, 2 Ie, H] (rows 0..Ie-1 gate, Ie..2Ie-1 up) and
 // mlp.experts.down_proj [E, H, Ie]. Replaces such tensors in `weights` by the per-expert ones
 // weight_slots() names (views of the same memory); Error on a fused tensor of the wrong shape or

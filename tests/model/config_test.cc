@@ -161,21 +161,24 @@ TEST(ModelConfig, SequenceClassifiers) {
 TEST(ModelConfig, LayerTypesFullAttentionOnly) {
   Json j = base(kQwen3);
   j["layer_types"] = Json::array();
-  for (int i = 0; i < int(parse(j).num_hidden_layers); ++i) j["layer_types"].push_back("full_attention");
+  for (int i = 0; i < int(parse(j).num_hidden_layers); ++i)
+    j["layer_types"].push_back("full_attention");
   EXPECT_EQ(parse(j).num_hidden_layers, int64_t(j["layer_types"].size()));
   j["layer_types"][0] = "linear_attention";
-  EXPECT_ERROR_HAS(parse(j), "cfg.json: layer_types holds \"linear_attention\"; only full_attention");
+  EXPECT_ERROR_HAS(parse(j),
+                   "cfg.json: layer_types holds \"linear_attention\"; only full_attention");
   j["layer_types"] = "full_attention";
   EXPECT_ERROR_HAS(parse(j), "field layer_types of cfg.json must be a list");
 }
 
 TEST(ModelConfig, RefusesUnsupportedModels) {
   Json j = base(kQwen3);
-  j["architectures"] = {"Qwen3NextForCausalLM"};
+  j["architectures"] = {"MistralForCausalLM"};
   EXPECT_ERROR_HAS(parse(j),
-                   "cfg.json: architecture Qwen3NextForCausalLM is not supported (supported: "
+                   "cfg.json: architecture MistralForCausalLM is not supported (supported: "
                    "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, "
-                   "Qwen3_5ForCausalLM, Qwen3_5ForConditionalGeneration, "
+                   "Qwen3_5ForCausalLM, Qwen3_5ForConditionalGeneration, Qwen3_5MoeForCausalLM, "
+                   "Qwen3_5MoeForConditionalGeneration, Qwen3NextForCausalLM, "
                    "LlamaForSequenceClassification, Qwen2ForSequenceClassification, "
                    "Qwen3ForSequenceClassification, Qwen3MoeForSequenceClassification)");
   j["architectures"] = {"Qwen3MoeForCausalLM"};

@@ -1,8 +1,9 @@
-"""Independent reference for swiftlet's Qwen3.5 (dense) forward: a plain PyTorch transcription of
-transformers' Qwen3_5ForCausalLM torch fallback path (Qwen3_5GatedDeltaNet with
+"""Independent reference for swiftlet's Qwen3.5 (dense and MoE) and Qwen3-Next forward: a plain
+PyTorch transcription of transformers' torch fallback path (Qwen3_5GatedDeltaNet with
 torch_chunk_gated_delta_rule, Qwen3_5Attention with the output gate and partial rotary, the
-zero-centred (1 + w) RMSNorms), reading a Hugging Face folder without the transformers library,
-in float64. The delta rule runs in the chunked (WY) form with chunks of 64, as HF prefill does,
+zero-centred (1 + w) RMSNorms; the sparse MoE block with its shared expert; Qwen3-Next's
+fix_query_key_value_ordering of the fused in_proj_qkvz / in_proj_ba), reading a Hugging Face
+folder without the transformers library, in float64. The delta rule runs in the chunked (WY) form with chunks of 64, as HF prefill does,
 so it checks swiftlet's recurrent kernel with a different algorithm.
 
 usage: torch_qwen35.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
@@ -21,7 +22,7 @@ from torch_model import load_weights  # noqa: E402  (safetensors reading only)
 
 
 def text_config(cfg):
-    if "text_config" in cfg:
+    if "text_config" in cfg:  # Qwen3_5(Moe)ForConditionalGeneration
         t = dict(cfg["text_config"])
         for k in ("tie_word_embeddings",):
             if k not in t and k in cfg:
@@ -84,10 +85,19 @@ def gated_delta_net(c, w, p, h):
     HK, HV = c["linear_num_key_heads"], c["linear_num_value_heads"]
     dk, dv = c["linear_key_head_dim"], c["linear_value_head_dim"]
     K = c.get("linear_conv_kernel_dim", 4)
-    x = h @ w[p + "in_proj_qkv.weight"].T  # [T, C]
-    z = (h @ w[p + "in_proj_z.weight"].T).reshape(T, HV, dv)
-    b = h @ w[p + "in_proj_b.weight"].T
-    a = h @ w[p + "in_proj_a.weight"].T
+    if p + "in_proj_qkvz.weight" in w:  # Qwen3-Next: Qwen3NextGatedDeltaNet.fix_query_key_value_ordering
+        r = HV // HK
+        qkvz = (h @ w[p + "in_proj_qkvz.weight"].T).reshape(T, HK, 2 * dk + 2 * r * dv)
+        ba = (h @ w[p + "in_proj_ba.weight"].T).reshape(T, HK, 2 * r)
+        q, k, v, z = torch.split(qkvz, [dk, dk, r * dv, r * dv], dim=2)
+        b, a = torch.split(ba, [r, r], dim=2)
+        x = torch.cat((q.reshape(T, -1), k.reshape(T, -1), v.reshape(T, -1)), dim=-1)
+        z, b, a = z.reshape(T, HV, dv), b.reshape(T, HV), a.reshape(T, HV)
+    else:
+        x = h @ w[p + "in_proj_qkv.weight"].T  # [T, C]
+        z = (h @ w[p + "in_proj_z.weight"].T).reshape(T, HV, dv)
+        b = h @ w[p + "in_proj_b.weight"].T
+        a = h @ w[p + "in_proj_a.weight"].T
     C = x.shape[1]
     y = F.conv1d(x.T[None], w[p + "conv1d.weight"], groups=C, padding=K - 1)[0, :, :T]
     y = F.silu(y).T
@@ -137,6 +147,43 @@ def gated_attention(c, w, p, h):
     return o @ w[p + "o_proj.weight"].T
 
 
+def swiglu(w, p, h):
+    return (F.silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
+
+
+def is_moe_layer(c, i):
+    if c.get("num_experts", 0) <= 0:
+        return False
+    if c["model_type"] in ("qwen3_5_moe_text", "qwen3_5_moe"):  # Qwen3_5MoeDecoderLayer: always
+        return True
+    return i not in (c.get("mlp_only_layers") or []) and (i + 1) % c.get("decoder_sparse_step", 1) == 0
+
+
+def sparse_moe(c, w, p, h):
+    """Qwen3_5MoeSparseMoeBlock / Qwen3NextSparseMoeBlock; experts per expert or fused."""
+    E, k = c["num_experts"], c["num_experts_per_tok"]
+    probs = (h @ w[p + "gate.weight"].T).softmax(-1)
+    top_w, top_i = probs.topk(k, dim=-1)
+    if c["model_type"] != "qwen3_next" or c.get("norm_topk_prob", True):
+        top_w = top_w / top_w.sum(-1, keepdim=True)
+    fused = p + "experts.gate_up_proj" in w
+    out = torch.zeros_like(h)
+    for e in range(E):
+        rows, slot = (top_i == e).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        x = h[rows]
+        if fused:
+            gate, up = (x @ w[p + "experts.gate_up_proj"][e].T).chunk(2, dim=-1)
+            y = (F.silu(gate) * up) @ w[p + "experts.down_proj"][e].T
+        else:
+            y = swiglu(w, f"{p}experts.{e}.", x)
+        out.index_add_(0, rows, y * top_w[rows, slot, None])
+    if p + "shared_expert_gate.weight" in w:
+        out = out + (h @ w[p + "shared_expert_gate.weight"].T).sigmoid() * swiglu(w, p + "shared_expert.", h)
+    return out
+
+
 def forward(cfg, w, ids):
     c, P = text_config(cfg)
     eps = c.get("rms_norm_eps", 1e-6)
@@ -153,9 +200,7 @@ def forward(cfg, w, ids):
         else:
             x = x + gated_attention(c, w, p + "self_attn.", h)
         h = rms1p(x, w[p + "post_attention_layernorm.weight"], eps)
-        m = p + "mlp."
-        act = F.silu(h @ w[m + "gate_proj.weight"].T) * (h @ w[m + "up_proj.weight"].T)
-        x = x + act @ w[m + "down_proj.weight"].T
+        x = x + (sparse_moe(c, w, p + "mlp.", h) if is_moe_layer(c, i) else swiglu(w, p + "mlp.", h))
     x = rms1p(x, w[P + "norm.weight"], eps)
     head = w[P + "embed_tokens.weight"] if c.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return x @ head.T

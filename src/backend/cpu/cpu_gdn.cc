@@ -47,6 +47,31 @@ void CpuDevice::split_columns(std::span<const Tensor> outs, const Tensor& in) {
            });
 }
 
+void CpuDevice::gather_columns(const Tensor& out, const Tensor& in, const Tensor& index) {
+  check_here("gather_columns", out);
+  check_here("gather_columns", in);
+  check_here("gather_columns", index);
+  expect_dtype("gather_columns", "out", out, DType::kF32);
+  expect_dtype("gather_columns", "in", in, DType::kF32);
+  expect_dtype("gather_columns", "index", index, DType::kI32);
+  SWIFTLET_CHECK(out.ndim() == 2 && in.ndim() == 2 && index.ndim() == 1 &&
+                     out.dim(0) == in.dim(0) && out.dim(1) == index.dim(0),
+                 "gather_columns: out {} in {} index {}", out.describe(), in.describe(),
+                 index.describe());
+  const int64_t R = in.dim(0), M = in.dim(1), N = out.dim(1);
+  const int32_t* idx = i32(index);
+  for (int64_t j = 0; j < N; ++j)
+    SWIFTLET_CHECK(idx[j] >= 0 && idx[j] < M, "gather_columns: index[{}] = {} is not below {}", j,
+                   idx[j], M);
+  const float* x = f32(in);
+  float* y = f32(out);
+  parallel(pool(), R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
+           [&](int64_t lo, int64_t hi) {
+             for (int64_t r = lo; r < hi; ++r)
+               for (int64_t j = 0; j < N; ++j) y[r * N + j] = x[r * M + idx[j]];
+           });
+}
+
 void CpuDevice::causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
                                    const Tensor& state) {
   for (const Tensor* t : {&y, &x, &w, &state}) {
@@ -112,9 +137,8 @@ void CpuDevice::gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, 
     }
 }
 
-void CpuDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, const Tensor& g, const Tensor& beta,
-                                 const Tensor& state) {
+void CpuDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& g, const Tensor& beta, const Tensor& state) {
   for (const Tensor* t : {&o, &q, &k, &v, &g, &beta, &state}) {
     check_here("gated_delta_rule", *t);
     expect_dtype("gated_delta_rule", "argument", *t, DType::kF32);

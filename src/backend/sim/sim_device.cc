@@ -273,6 +273,10 @@ void SimDevice::split_columns(std::span<const Tensor> outs, const Tensor& in) {
   Access access(*arena_);
   CpuDevice::split_columns(outs, in);
 }
+void SimDevice::gather_columns(const Tensor& out, const Tensor& in, const Tensor& index) {
+  Access access(*arena_);
+  CpuDevice::gather_columns(out, in, index);
+}
 void SimDevice::causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
                                    const Tensor& state) {
   Access access(*arena_);
@@ -287,9 +291,8 @@ void SimDevice::gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, 
   Access access(*arena_);
   CpuDevice::gdn_gates(g, beta, a, b, a_log, dt_bias);
 }
-void SimDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, const Tensor& g, const Tensor& beta,
-                                 const Tensor& state) {
+void SimDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const Tensor& g, const Tensor& beta, const Tensor& state) {
   Access access(*arena_);
   CpuDevice::gated_delta_rule(o, q, k, v, g, beta, state);
 }

@@ -59,6 +59,7 @@ class SimDevice : public CpuDevice {
   void scale_rows_backward(const Tensor& dx, const Tensor& ds, const Tensor& dout, const Tensor& x,
                            const Tensor& s) override;
   void split_columns(std::span<const Tensor> outs, const Tensor& in) override;
+  void gather_columns(const Tensor& out, const Tensor& in, const Tensor& index) override;
   void causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
                           const Tensor& state) override;
   void l2norm_rows(const Tensor& x, float eps, float scale) override;
