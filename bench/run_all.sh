@@ -23,6 +23,8 @@ fi
 echo "## generation (Qwen3-0.6B shape)"; "$B/model_bench"
 echo "## generation (Qwen3-30B-A3B shape, 4 of its 48 layers: ~6 GB of bf16 weights)"
 "$B/model_bench" --preset qwen3-30b-a3b --layers 4 --prefill 256 --decode 64
+echo "## generation (Qwen3.5-4B shape, 8 of its 32 layers: 6 Gated DeltaNet + 2 gated attention)"
+"$B/model_bench" --preset qwen3.5-4b --layers 8 --prefill 256 --decode 64 --dtype bf16
 echo "## training"
 "$B/train_bench" lora
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" lora "$TMP/swiftlet-bench-qwen3-0.6b" || echo "(PyTorch row needs Debian's python3-torch)"
