@@ -35,6 +35,18 @@ ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params
     bk.shard_begin = layout_.stage > 0 ? per * layout_.rank : 0;
     bk.shard_end = bk.shard_begin + per;
     bk.values = dev.zeros({padded}, DType::kF32);
+    for (size_t k : bk.entries) {
+      Tensor v = value(k);
+      dev.copy(v, *params[k].value);
+      *params[k].value = v;
+    }
+  }
+}
+
+void ParamBuckets::allocate_states(Device& dev) {
+  SWIFTLET_CHECK(buckets_.empty() || !buckets_[0].exp_avg.defined(), "states allocated twice");
+  for (auto& bk : buckets_) {
+    const int64_t padded = bk.values.numel(), per = bk.shard_end - bk.shard_begin;
     const int64_t moments = layout_.stage >= 1 ? per : padded;
     bk.exp_avg = dev.zeros({moments}, DType::kF32);
     bk.exp_avg_sq = dev.zeros({moments}, DType::kF32);
@@ -47,11 +59,6 @@ ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params
     }
   }
   peak_grad_bytes_ = live_grad_bytes_;
-  for (size_t k = 0; k < params.size(); ++k) {
-    Tensor v = value(k);
-    dev.copy(v, *params[k].value);
-    *params[k].value = v;
-  }
   for (size_t b = 0; b < buckets_.size(); ++b) point_grads(b, layout_.stage < 2);
 }
 

@@ -54,12 +54,16 @@ class ParamBuckets {
     int64_t begin = 0, end = 0;
   };
 
-  // Copies each value (any float dtype) into its bucket as f32 and points `*value` and `*grad` at
-  // the bucket's views (grads zeroed). Buckets fill in reverse order of `params`, the order in
-  // which backward produces gradients, so a reducer can start on a bucket as soon as it is
-  // complete; each holds at most bucket_bytes per tensor unless one parameter is larger.
+  // Copies each value (any float dtype) into its bucket as f32 and points `*value` at the
+  // bucket's view. Buckets fill in reverse order of `params`, the order in which backward
+  // produces gradients, so a reducer can start on a bucket as soon as it is complete; each holds
+  // at most bucket_bytes per tensor unless one parameter is larger.
   ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params,
                size_t bucket_bytes = kDefaultBucketBytes, ShardLayout layout = {});
+  // Allocates gradients (zeroed; `*grad` pointed at their views) and moments. A second step, so
+  // that the caller can drop the values' former tensors first (a writable model's copies) and
+  // the two never coexist with the states.
+  void allocate_states(Device& dev);
 
   const std::vector<Entry>& entries() const { return entries_; }  // in the order given
   std::vector<Bucket>& buckets() { return buckets_; }

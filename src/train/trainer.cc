@@ -210,10 +210,11 @@ void TrainLoop::setup_model() {
   if (full_) {
     if (folder_.config.tie_word_embeddings)
       model_->weights().lm_head = model_->weights().embed_tokens;
-    model_->keep_current_weights();
+    model_->keep_current_weights();  // the loaded copies go before the states come
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
+  buckets_->allocate_states(*dev_);
   tie_head_grad();
   task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
   std::vector<Tensor> flat;
