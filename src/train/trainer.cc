@@ -139,6 +139,7 @@ class TrainLoop {
   std::deque<size_t> in_flight_;       // buckets started this round, not yet freed, oldest first
   size_t inflight_cap_ = 0;            // ZeRO-2: bytes of whole buckets alive at once (soft)
   int stage_ = 0;                      // ZeRO stage
+  bool head_shares_embed_grad_ = false;  // tied embeddings, trained
   AdamW opt_;
   bool full_ = false;
 
@@ -215,6 +216,10 @@ void TrainLoop::setup_model() {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
   buckets_->allocate_states(*dev_);
+  head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
+                            std::any_of(slots.begin(), slots.end(), [&](const TrainableSlot& s) {
+                              return s.grad == &grads_.embed_tokens;
+                            });
   tie_head_grad();
   task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
   std::vector<Tensor> flat;
@@ -245,13 +250,10 @@ void TrainLoop::setup_model() {
   if (comm_.size() > 1 || stage_ > 0) setup_data_parallel();
 }
 
-// A tied LM head shares the embedding's gradient (whose slot the buckets re-point).
+// A tied LM head shares the embedding's gradient (whose slot the buckets re-point, and under
+// ZeRO-2 leave undefined between rounds).
 void TrainLoop::tie_head_grad() {
-  if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
-      grads_.embed_tokens.defined())
-    grads_.lm_head = grads_.embed_tokens;
-  else if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() && stage_ >= 2)
-    grads_.lm_head = Tensor();
+  if (head_shares_embed_grad_) grads_.lm_head = grads_.embed_tokens;
 }
 
 // Every rank starts from rank 0's trainable values (as DDP broadcasts its state_dict), and each
@@ -313,6 +315,12 @@ void TrainLoop::begin_grad_round() {
 // Whole buckets in flight are bounded (as DeepSpeed bounds its reduce buckets): past
 // inflight_cap_ bytes, backward waits for the oldest reduce-scatter before making new ones.
 void TrainLoop::on_grads_ready(int64_t layer) {
+  // A second backward in one micro-batch would write buckets already reduced (and, under
+  // ZeRO-2, freed): the tasks run one.
+  if (layer == int64_t(folder_.config.num_hidden_layers))
+    for (size_t b = 0; b < bucket_ready_.size(); ++b)
+      SWIFTLET_CHECK(!sync_->started(b), "bucket {}: gradients written after its collective started",
+                     b);
   for (size_t b = 0; b < bucket_ready_.size(); ++b)
     if (bucket_ready_[b] >= layer && !sync_->started(b)) {
       sync_->start(b);
