@@ -84,7 +84,8 @@ TEST_P(ZeroTrain, ShardedStatesLogTheLossesOfPlainDataParallelAndOfOneRank) {
   const std::string two = "NPROC_PER_NODE=2";
   const ProcessRun one = run_command(sft(tuner, model, data, tmp / "one", 4, ""));
   ASSERT_EQ(one.status, 0) << one.out;
-  const ProcessRun zero0 = run_command(sft(tuner, model, data, tmp / "zero0", 2, two));
+  const ProcessRun zero0 =
+      run_command(sft(tuner, model, data, tmp / "zero0", 2, two, "--deepspeed zero0"));
   ASSERT_EQ(zero0.status, 0) << zero0.out;
   const ProcessRun zero1 =
       run_command(sft(tuner, model, data, tmp / "zero1", 2, two, "--deepspeed zero1"));
