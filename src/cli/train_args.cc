@@ -113,10 +113,10 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"ddp_timeout", FlagKind::kInt, "18000000",
        "seconds a collective may wait for the other ranks before the job is aborted"},
       {"deepspeed", FlagKind::kString, "",
-       "ZeRO preset: zero0 (plain data parallel); zero1/zero2/zero3 are not available yet"},
+       "ZeRO preset: zero0 (plain data parallel), zero1 (optimizer states sharded over the "
+       "ranks), zero2 (optimizer states and gradients sharded)"},
       {"fsdp", FlagKind::kString, "",
-       "FSDP strategy: no_shard (plain data parallel); full_shard/shard_grad_op are not available "
-       "yet"},
+       "FSDP strategy: no_shard (plain data parallel) or shard_grad_op (= --deepspeed zero2)"},
       {"ddp_bucket_cap_mb", FlagKind::kFloat, "0",
        "gradient bucket size in MiB, each all-reduced while backward runs (0: 25 with several "
        "ranks)"},
@@ -125,6 +125,43 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"use_chat_template", FlagKind::kBool, pt ? "false" : "true",
        "render rows with the chat template"},
   };
+}
+
+// The ZeRO stage of --deepspeed or --fsdp (ms-swift's spellings); Error for what is not built.
+static int zero_stage(const std::string& deepspeed, const std::string& fsdp) {
+  // ZeRO-3 / FULL_SHARD would need every layer's parameters gathered before its forward and
+  // backward and freed after; the model holds its trainable weights for the whole run.
+  const char* no_stage3 =
+      "parameters are not sharded in swiftlet: every rank keeps the whole weights, while zero1 "
+      "shards the optimizer states and zero2 the gradients as well";
+  if (deepspeed.empty() || deepspeed == "zero0") {
+  } else if (deepspeed == "zero1") {
+    return 1;
+  } else if (deepspeed == "zero2") {
+    return 2;
+  } else if (deepspeed == "zero3") {
+    throw Error(fmt::format("--deepspeed zero3 is not supported: {}", no_stage3),
+                "use --deepspeed zero2 (or zero1)");
+  } else if (deepspeed == "zero2_offload" || deepspeed == "zero3_offload") {
+    throw Error(fmt::format("--deepspeed {} is not supported: training already runs on the CPU, "
+                            "so there is no device memory to offload states from",
+                            deepspeed),
+                "use --deepspeed zero2 (or zero1)");
+  } else {
+    throw Error(fmt::format("--deepspeed {} is not supported: swiftlet reads no DeepSpeed JSON "
+                            "configs, only the presets zero0, zero1 and zero2",
+                            deepspeed),
+                "pass one of zero0, zero1, zero2");
+  }
+  if (fsdp.empty() || fsdp == "no_shard") return 0;
+  if (fsdp == "shard_grad_op") return 2;
+  if (fsdp == "full_shard")
+    throw Error(fmt::format("--fsdp full_shard is not supported: {}", no_stage3),
+                "use --fsdp shard_grad_op (ZeRO-2)");
+  throw Error(fmt::format("--fsdp {} is not supported: swiftlet reads no FSDP JSON configs, "
+                          "only the strategies no_shard and shard_grad_op",
+                          fsdp),
+              "pass no_shard or shard_grad_op");
 }
 
 TrainArgs train_args(const Flags& f, const std::string& name) {
@@ -179,19 +216,9 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.device = f.str("device");
   if (f.i64("ddp_timeout") < 1) throw Error("--ddp_timeout must be at least 1 second");
   a.ddp_bucket_cap_mb = f.f64("ddp_bucket_cap_mb");
-  // Sharded states are not implemented: every rank keeps the whole optimizer state (zero0).
-  if (const std::string z = f.str("deepspeed"); !z.empty() && z != "zero0")
-    throw Error(fmt::format("--deepspeed {} is not supported: swiftlet shards nothing yet, and "
-                            "every rank keeps all weights, gradients and optimizer states",
-                            z),
-                "drop --deepspeed (or pass zero0) to train data-parallel");
-  if (const std::string s = f.str("fsdp"); !s.empty() && s != "no_shard")
-    throw Error(fmt::format("--fsdp {} is not supported: swiftlet shards nothing yet, and every "
-                            "rank keeps all weights, gradients and optimizer states",
-                            s),
-                "drop --fsdp (or pass no_shard) to train data-parallel");
   if (!f.str("deepspeed").empty() && !f.str("fsdp").empty())
     throw Error("--deepspeed and --fsdp exclude each other", "pass one of them");
+  a.zero_stage = zero_stage(f.str("deepspeed"), f.str("fsdp"));
   if (a.ddp_bucket_cap_mb < 0) throw Error("--ddp_bucket_cap_mb must not be negative");
   // The job's communicator (this process alone unless mpirun started it, see dist/launcher.h).
   a.comm = &dist::job_comm(f.str("ddp_backend"), std::chrono::seconds(f.i64("ddp_timeout")));

@@ -68,7 +68,7 @@ class Comm {
   // in: size() equal blocks; out (one block): the reduction of every rank's block rank().
   virtual std::unique_ptr<Work> reduce_scatter(const CommBuffer& in, const CommBuffer& out, ReduceOp op,
                                                const std::string& what) = 0;
-  // in: one block; out: size() blocks, block r from rank r.
+  // in: one block; out: size() blocks, block r from rank r. `in` may be block rank() of `out`.
   virtual std::unique_ptr<Work> all_gather(const CommBuffer& in, const CommBuffer& out,
                                            const std::string& what) = 0;
   // In place: every rank's buffer becomes root's.

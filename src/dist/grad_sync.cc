@@ -18,6 +18,20 @@ BucketSync::BucketSync(Comm& comm, Mode mode, std::vector<CommBuffer> buckets,
   }
 }
 
+void BucketSync::set_bucket(size_t b, const CommBuffer& bucket) {
+  SWIFTLET_CHECK(!work_[b] && bucket.count == buckets_[b].count && bucket.type == buckets_[b].type,
+                 "bucket {}: {} elements for a bucket of {}{}", b, bucket.count, buckets_[b].count,
+                 work_[b] ? " while its collective runs" : "");
+  buckets_[b] = bucket;
+}
+
+bool BucketSync::done(size_t b) { return work_[b] && work_[b]->test(); }
+
+void BucketSync::wait(size_t b) {
+  SWIFTLET_CHECK(work_[b] != nullptr, "waiting for bucket {}, which was not started", b);
+  wait_or_abort(comm_, *work_[b]);
+}
+
 void BucketSync::start(size_t b) {
   if (work_[b]) return;
   const std::string what = fmt::format("gradient bucket {} of {}", b, buckets_.size());

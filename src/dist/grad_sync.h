@@ -20,8 +20,15 @@ class BucketSync {
   // comm.size() and `shards[b]` receives slice rank() (size / comm.size() elements).
   BucketSync(Comm& comm, Mode mode, std::vector<CommBuffer> buckets,
              std::vector<CommBuffer> shards = {});
+  // Points bucket b at other memory of the same length (gradients made afresh each round);
+  // not while its collective runs.
+  void set_bucket(size_t b, const CommBuffer& bucket);
   // Starts bucket b's collective (once per round).
   void start(size_t b);
+  // True once bucket b's collective of this round completed (never blocks).
+  bool done(size_t b);
+  // Waits for bucket b's collective (started) within the deadline.
+  void wait(size_t b);
   // Starts the buckets not started yet, waits for all, and opens the next round.
   void finish();
   size_t size() const { return buckets_.size(); }

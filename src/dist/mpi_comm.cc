@@ -212,11 +212,17 @@ class MpiComm : public Comm {
         rc = MPI_Ireduce_scatter_block(op->in.data, op->out.data, n, mpi_type(op->out.type),
                                        mpi_op(op->reduce), MPI_COMM_WORLD, &op->request);
         break;
-      case OpKind::kAllGather:
-        rc = MPI_Iallgather(op->in.data, int(op->in.count), mpi_type(op->in.type), op->out.data,
-                            int(op->in.count), mpi_type(op->out.type), MPI_COMM_WORLD,
-                            &op->request);
+      case OpKind::kAllGather: {
+        // `in` may already be this rank's block of `out` (a shard gathered into its bucket):
+        // MPI forbids aliased buffers and spells that case MPI_IN_PLACE.
+        const char* my_block =
+            static_cast<const char*>(op->out.data) + op->in.bytes() * size_t(info_.rank);
+        const bool in_place = static_cast<const char*>(op->in.data) == my_block;
+        rc = MPI_Iallgather(in_place ? MPI_IN_PLACE : op->in.data, int(op->in.count),
+                            mpi_type(op->in.type), op->out.data, int(op->in.count),
+                            mpi_type(op->out.type), MPI_COMM_WORLD, &op->request);
         break;
+      }
       case OpKind::kBroadcast:
         rc = MPI_Ibcast(op->out.data, n, mpi_type(op->out.type), op->root, MPI_COMM_WORLD,
                         &op->request);

@@ -76,10 +76,13 @@ void write_checkpoint_files(const fs::path& tmp, const std::string& run_dir,
   }
   if (!c.save_only_model) {
     std::vector<std::pair<std::string, Tensor>> st;
-    for (auto& p : c.optimizer->params()) {
-      st.emplace_back(p.name + ".exp_avg", to_host(p.m));
-      st.emplace_back(p.name + ".exp_avg_sq", to_host(p.v));
-    }
+    if (c.gathered_moments)
+      for (const auto& [name, t] : *c.gathered_moments) st.emplace_back(name, to_host(t));
+    else
+      for (auto& p : c.optimizer->params()) {
+        st.emplace_back(p.name + ".exp_avg", to_host(p.m));
+        st.emplace_back(p.name + ".exp_avg_sq", to_host(p.v));
+      }
     io::save_safetensors((tmp / "optimizer.safetensors").string(), st,
                          {{"format", "pt"}, {"step", std::to_string(c.optimizer->step_count())}});
   }
@@ -186,13 +189,18 @@ void load_optimizer_state(AdamW& opt, const std::string& ckpt) {
   for (auto& prm : opt.params()) {
     const Tensor* m = f.find(prm.name + ".exp_avg");
     const Tensor* v = f.find(prm.name + ".exp_avg_sq");
-    if (!m || !v || m->shape() != prm.m.shape() || v->shape() != prm.v.shape())
+    if (!m || !v || m->shape() != prm.shape || v->shape() != prm.shape)
       throw Error(fmt::format("{}: optimizer state of {} is missing or has another shape",
                               p.string(), prm.name),
                   "the checkpoint comes from a different model or tuner setting");
+    // The elements this Param covers (all of them unless the optimizer is sharded).
+    const int64_t n = prm.m.numel();
+    auto piece = [&](const Tensor& whole) {
+      return whole.view({whole.numel()}).slice(prm.offset, prm.offset + n).view(prm.m.shape());
+    };
     Device* d = prm.m.device();
-    d->copy(prm.m, d->upload(*m));
-    d->copy(prm.v, d->upload(*v));
+    d->copy(prm.m, d->upload(piece(*m)));
+    d->copy(prm.v, d->upload(piece(*v)));
   }
 }
 

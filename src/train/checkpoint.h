@@ -36,6 +36,9 @@ struct CheckpointContents {
   AdamW* optimizer;
   const TrainState* state;
   const nlohmann::json& args;
+  // The whole moments by tensor name ("<param>.exp_avg", "<param>.exp_avg_sq") when the optimizer
+  // holds only this rank's pieces of them (ZeRO): gathered first, written in the same layout.
+  const std::vector<std::pair<std::string, Tensor>>* gathered_moments = nullptr;
 };
 
 void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& j);
@@ -46,6 +49,8 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
 void prune_checkpoints(const std::string& run_dir, int64_t limit, int64_t latest, int64_t best);
 
 TrainState read_trainer_state(const std::string& ckpt);
+// Each parameter's moments, or the piece of them a Param covers (a sharded optimizer reads its
+// slice of the whole tensors, whatever the number of ranks that saved them).
 void load_optimizer_state(AdamW& opt, const std::string& ckpt);
 // Full fine-tuning resume: replaces the model's weights with the checkpoint's.
 void load_full_weights(Transformer& model, const std::string& ckpt);

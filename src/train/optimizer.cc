@@ -11,6 +11,14 @@ void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad
 
 void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad, const Tensor& m,
                 const Tensor& v) {
+  add_piece(name, value.shape(), 0, value, grad, m, v);
+}
+
+void AdamW::add_piece(const std::string& name, const Shape& shape, int64_t offset,
+                      const Tensor& value, const Tensor& grad, const Tensor& m, const Tensor& v) {
+  SWIFTLET_CHECK(offset >= 0 && offset + value.numel() <= shape_numel(shape),
+                 "AdamW::add_piece {}: {} elements at {} of {}", name, value.numel(), offset,
+                 shape_numel(shape));
   SWIFTLET_CHECK(value.dtype() == DType::kF32 && grad.dtype() == DType::kF32 &&
                      value.shape() == grad.shape() && m.shape() == value.shape() &&
                      v.shape() == value.shape(),
@@ -22,20 +30,29 @@ void AdamW::add(const std::string& name, const Tensor& value, const Tensor& grad
   p.grad = grad;
   p.m = m;
   p.v = v;
+  p.shape = shape;
+  p.offset = offset;
   const bool is_norm = name.find("norm") != std::string::npos;
   const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
   p.decay = !is_norm && !is_bias;
   params_.push_back(std::move(p));
 }
 
-double AdamW::grad_norm() {
+double AdamW::grad_sum_squares() {
   double sq = 0;
   for (auto& p : params_) sq += dev_.sum_squares(p.grad);
-  return std::sqrt(sq);
+  return sq;
 }
+
+double AdamW::grad_norm() { return std::sqrt(grad_sum_squares()); }
 
 double AdamW::clip(double max_norm) {
   const double norm = grad_norm();
+  clip_to(norm, max_norm);
+  return norm;
+}
+
+void AdamW::clip_to(double norm, double max_norm) {
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     // HF: clip_coef = max_norm / (norm + 1e-6)
     const float coef = float(max_norm / (norm + 1e-6));
@@ -44,7 +61,6 @@ double AdamW::clip(double max_norm) {
     else
       for (auto& p : params_) dev_.scale_inplace(p.grad, coef);
   }
-  return norm;
 }
 
 void AdamW::step(double lr) {

@@ -21,6 +21,10 @@ struct Param {
   Tensor grad;   // f32, same shape
   Tensor m, v;   // optimizer state
   bool decay = true;
+  // The whole parameter's shape, and the first element of its flattened form this Param covers:
+  // under a sharded optimizer a rank updates only a piece (value..v are then 1-D, that long).
+  Shape shape;
+  int64_t offset = 0;
 };
 
 class AdamW {
@@ -31,6 +35,9 @@ class AdamW {
   void add(const std::string& name, const Tensor& value, const Tensor& grad);
   void add(const std::string& name, const Tensor& value, const Tensor& grad, const Tensor& m,
            const Tensor& v);
+  // A piece of parameter `name` (of `shape`): elements [offset, offset + value.numel()) of it.
+  void add_piece(const std::string& name, const Shape& shape, int64_t offset, const Tensor& value,
+                 const Tensor& grad, const Tensor& m, const Tensor& v);
   // Gradients live in these flat buffers (every param's grad a view of one): zeroing and
   // clipping run over them, one kernel each, instead of parameter by parameter.
   void set_flat_grads(std::vector<Tensor> flat) { flat_grads_ = std::move(flat); }
@@ -41,9 +48,13 @@ class AdamW {
 
   // sqrt(sum of squares of every gradient)
   double grad_norm();
+  // The sum of squares of the gradients registered here (a rank's part of the global norm^2).
+  double grad_sum_squares();
   // Scales gradients so their global norm is at most max_norm (when > 0); returns the pre-clip
   // norm.
   double clip(double max_norm);
+  // The same with the global norm computed by the caller (over every rank's pieces).
+  void clip_to(double norm, double max_norm);
   void step(double lr);
   void zero_grad();
 

@@ -1,9 +1,15 @@
 #include "train/param_buckets.h"
 
+#include <algorithm>
+
 namespace swiftlet {
 
 ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params,
-                           size_t bucket_bytes) {
+                           size_t bucket_bytes, ShardLayout layout)
+    : slots_(params), layout_(layout) {
+  SWIFTLET_CHECK(layout.ranks >= 1 && 0 <= layout.rank && layout.rank < layout.ranks &&
+                     0 <= layout.stage && layout.stage <= 2,
+                 "shard layout: rank {} of {}, stage {}", layout.rank, layout.ranks, layout.stage);
   entries_.resize(params.size());
   const int64_t cap = std::max<int64_t>(1, int64_t(bucket_bytes / sizeof(float)));
   std::vector<int64_t> sizes;
@@ -20,19 +26,40 @@ ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params
     buckets_.back().entries.push_back(k);
     sizes.back() += n;
   }
+  const int64_t N = layout_.stage > 0 ? layout_.ranks : 1;
   for (size_t b = 0; b < buckets_.size(); ++b) {
     Bucket& bk = buckets_[b];
-    bk.values = dev.empty({sizes[b]}, DType::kF32);
-    bk.grads = dev.zeros({sizes[b]}, DType::kF32);
-    bk.exp_avg = dev.zeros({sizes[b]}, DType::kF32);
-    bk.exp_avg_sq = dev.zeros({sizes[b]}, DType::kF32);
+    // Padded to a multiple of the ranks so that every shard has the same size (the padding
+    // stays zero: no parameter reads it and backward never writes it).
+    const int64_t padded = (sizes[b] + N - 1) / N * N, per = padded / N;
+    bk.shard_begin = layout_.stage > 0 ? per * layout_.rank : 0;
+    bk.shard_end = bk.shard_begin + per;
+    bk.values = dev.zeros({padded}, DType::kF32);
+    for (size_t k : bk.entries) {
+      Tensor v = value(k);
+      dev.copy(v, *params[k].value);
+      *params[k].value = v;
+    }
   }
-  for (size_t k = 0; k < params.size(); ++k) {
-    Tensor v = value(k);
-    dev.copy(v, *params[k].value);
-    *params[k].value = v;
-    if (params[k].grad) *params[k].grad = grad(k);
+}
+
+void ParamBuckets::allocate_states(Device& dev) {
+  SWIFTLET_CHECK(buckets_.empty() || !buckets_[0].exp_avg.defined(), "states allocated twice");
+  for (auto& bk : buckets_) {
+    const int64_t padded = bk.values.numel(), per = bk.shard_end - bk.shard_begin;
+    const int64_t moments = layout_.stage >= 1 ? per : padded;
+    bk.exp_avg = dev.zeros({moments}, DType::kF32);
+    bk.exp_avg_sq = dev.zeros({moments}, DType::kF32);
+    if (layout_.stage >= 2) {
+      bk.grad_shard = dev.zeros({per}, DType::kF32);
+      live_grad_bytes_ += bk.grad_shard.nbytes();
+    } else {
+      bk.grads = dev.zeros({padded}, DType::kF32);
+      live_grad_bytes_ += bk.grads.nbytes();
+    }
   }
+  peak_grad_bytes_ = live_grad_bytes_;
+  for (size_t b = 0; b < buckets_.size(); ++b) point_grads(b, layout_.stage < 2);
 }
 
 Tensor ParamBuckets::view(const Tensor& flat, size_t i) const {
@@ -40,9 +67,71 @@ Tensor ParamBuckets::view(const Tensor& flat, size_t i) const {
   return flat.slice(e.offset, e.offset + shape_numel(e.shape)).view(e.shape);
 }
 
+void ParamBuckets::point_grads(size_t b, bool live) {
+  for (size_t k : buckets_[b].entries)
+    if (slots_[k].grad) *slots_[k].grad = live ? grad(k) : Tensor();
+}
+
+std::vector<ParamBuckets::Piece> ParamBuckets::shard_pieces(size_t b) const {
+  const Bucket& bk = buckets_[b];
+  std::vector<Piece> out;
+  // Entries are laid out in the order of bk.entries, each at its offset.
+  for (size_t k : bk.entries) {
+    const Entry& e = entries_[k];
+    const int64_t lo = std::max(e.offset, bk.shard_begin);
+    const int64_t hi = std::min(e.offset + shape_numel(e.shape), bk.shard_end);
+    if (lo < hi) out.push_back({k, lo - e.offset, hi - e.offset});
+  }
+  return out;
+}
+
+Tensor ParamBuckets::flat_range(const Tensor& flat, size_t b, int64_t lo, int64_t hi,
+                                bool sharded) const {
+  const int64_t base = sharded ? buckets_[b].shard_begin : 0;
+  return flat.slice(lo - base, hi - base);
+}
+
+void ParamBuckets::materialize_grads(Device& dev, size_t b) {
+  Bucket& bk = buckets_[b];
+  SWIFTLET_CHECK(layout_.stage >= 2 && !bk.grads.defined(), "materialize_grads of bucket {}", b);
+  bk.grads = dev.zeros({bk.values.numel()}, DType::kF32);
+  dev.copy(bk.grads.slice(bk.shard_begin, bk.shard_end), bk.grad_shard);
+  live_grad_bytes_ += bk.grads.nbytes();
+  live_bucket_grad_bytes_ += bk.grads.nbytes();
+  peak_grad_bytes_ = std::max(peak_grad_bytes_, live_grad_bytes_);
+  point_grads(b, true);
+}
+
+void ParamBuckets::release_grads(size_t b) {
+  Bucket& bk = buckets_[b];
+  SWIFTLET_CHECK(layout_.stage >= 2 && bk.grads.defined(), "release_grads of bucket {}", b);
+  point_grads(b, false);
+  live_grad_bytes_ -= bk.grads.nbytes();
+  live_bucket_grad_bytes_ -= bk.grads.nbytes();
+  bk.grads = Tensor();
+}
+
+size_t ParamBuckets::value_bytes() const {
+  size_t n = 0;
+  for (const auto& b : buckets_) n += b.values.nbytes();
+  return n;
+}
+
+size_t ParamBuckets::shard_grad_bytes() const {
+  size_t n = 0;
+  for (const auto& b : buckets_) n += b.grad_shard.defined() ? b.grad_shard.nbytes() : 0;
+  return n;
+}
+
+size_t ParamBuckets::moment_bytes() const {
+  size_t n = 0;
+  for (const auto& b : buckets_) n += b.exp_avg.nbytes() + b.exp_avg_sq.nbytes();
+  return n;
+}
+
 int64_t ParamBuckets::numel() const {
   int64_t n = 0;
-  for (const auto& b : buckets_) n += b.values.numel();
+  for (const auto& e : entries_) n += shape_numel(e.shape);
   return n;
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -74,6 +75,14 @@ int64_t grad_ready_layer(const std::string& name, int64_t num_layers) {
   return num_layers;
 }
 
+// When backward first writes an entry's gradient, on the same scale: the head and final norm
+// (num_layers) before any layer, a layer's weights at its own index, the embedding last (-1)
+// unless it is tied to the LM head, whose gradient the head writes first.
+int64_t grad_first_layer(const std::string& name, int64_t num_layers, bool tied_embeddings) {
+  const int64_t l = grad_ready_layer(name, num_layers);
+  return l == -1 && tied_embeddings ? num_layers : l;
+}
+
 // One training run: setup, then per optimizer step the small steps below, in this order.
 class TrainLoop {
  public:
@@ -97,6 +106,16 @@ class TrainLoop {
   void accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
                   Metrics& step_metrics);
   void sync_gradients(int64_t step);
+  double clip_gradients();
+  void gather_parameters(int64_t step);
+  void tie_head_grad();
+  // ZeRO-2: a micro-batch's gradient round (buckets materialized as backward reaches them,
+  // reduce-scattered and freed once complete).
+  void begin_grad_round();
+  void on_grads_ready(int64_t layer);
+  void end_grad_round();
+  std::vector<std::pair<std::string, Tensor>> gather_moments();
+  void report_memory();
   void combine_metrics(Metrics& step_metrics);
   void log(int64_t gstep, double lr);
   void evaluate(int64_t gstep);
@@ -116,6 +135,11 @@ class TrainLoop {
   std::unique_ptr<ParamBuckets> buckets_;
   std::unique_ptr<dist::BucketSync> sync_;
   std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
+  std::vector<int64_t> bucket_first_;  // per bucket: the backward layer that first writes it
+  std::deque<size_t> in_flight_;       // buckets started this round, not yet freed, oldest first
+  size_t inflight_cap_ = 0;            // ZeRO-2: bytes of whole buckets alive at once (soft)
+  int stage_ = 0;                      // ZeRO stage
+  bool head_shares_embed_grad_ = false;  // tied embeddings, trained
   AdamW opt_;
   bool full_ = false;
 
@@ -177,31 +201,70 @@ void TrainLoop::setup_model() {
       a_.ddp_bucket_cap_mb > 0 ? size_t(a_.ddp_bucket_cap_mb * double(1 << 20))
       : comm_.size() > 1       ? size_t(25) << 20
                                : ParamBuckets::kDefaultBucketBytes;
-  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots, bucket_bytes);
+  if (a_.zero_stage < 0 || a_.zero_stage > 2)
+    throw Error(fmt::format("ZeRO stage {} is not supported", a_.zero_stage),
+                "use stage 0, 1 or 2");
+  stage_ = a_.zero_stage;
+  inflight_cap_ = 2 * bucket_bytes;
+  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots, bucket_bytes,
+                                            ShardLayout{comm_.rank(), comm_.size(), stage_});
   if (full_) {
     if (folder_.config.tie_word_embeddings)
       model_->weights().lm_head = model_->weights().embed_tokens;
-    model_->keep_current_weights();
+    model_->keep_current_weights();  // the loaded copies go before the states come
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
-  if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
-      grads_.embed_tokens.defined())
-    grads_.lm_head = grads_.embed_tokens;
+  buckets_->allocate_states(*dev_);
+  head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
+                            std::any_of(slots.begin(), slots.end(), [&](const TrainableSlot& s) {
+                              return s.grad == &grads_.embed_tokens;
+                            });
+  tie_head_grad();
   task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
-  for (size_t i = 0; i < buckets_->entries().size(); ++i)
-    opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
-             buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
   std::vector<Tensor> flat;
-  for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
+  if (stage_ == 0) {
+    for (size_t i = 0; i < buckets_->entries().size(); ++i)
+      opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
+               buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
+    for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
+  } else {
+    // The optimizer sees only this rank's shard: the pieces of parameters inside it, with the
+    // shard's moments (and, from stage 2, the shard's gradients).
+    for (size_t b = 0; b < buckets_->buckets().size(); ++b) {
+      auto& bk = buckets_->buckets()[b];
+      for (const auto& piece : buckets_->shard_pieces(b)) {
+        const auto& e = buckets_->entries()[piece.entry];
+        const int64_t lo = e.offset + piece.begin, hi = e.offset + piece.end;
+        const Tensor grad = stage_ >= 2 ? buckets_->flat_range(bk.grad_shard, b, lo, hi, true)
+                                        : buckets_->flat_range(bk.grads, b, lo, hi, false);
+        opt_.add_piece(e.name, e.shape, piece.begin,
+                       buckets_->flat_range(bk.values, b, lo, hi, false), grad,
+                       buckets_->flat_range(bk.exp_avg, b, lo, hi, true),
+                       buckets_->flat_range(bk.exp_avg_sq, b, lo, hi, true));
+      }
+      flat.push_back(stage_ >= 2 ? bk.grad_shard : bk.grads);
+    }
+  }
   opt_.set_flat_grads(std::move(flat));
-  if (comm_.size() > 1) setup_data_parallel();
+  if (comm_.size() > 1 || stage_ > 0) setup_data_parallel();
+}
+
+// A tied LM head shares the embedding's gradient (whose slot the buckets re-point, and under
+// ZeRO-2 leave undefined between rounds).
+void TrainLoop::tie_head_grad() {
+  if (head_shares_embed_grad_) grads_.lm_head = grads_.embed_tokens;
 }
 
 // Every rank starts from rank 0's trainable values (as DDP broadcasts its state_dict), and each
 // bucket learns the backward layer after which its gradients are final.
 void TrainLoop::setup_data_parallel() {
-  if (!task_.data_parallel())
+  if (stage_ > 0 && !task_.data_parallel())
+    throw Error(fmt::format("ZeRO stage {} shards training states over data-parallel ranks, and "
+                            "this training task is not data-parallel",
+                            stage_),
+                "drop --deepspeed / --fsdp (GRPO and PPO carry rollouts between micro-batches)");
+  if (comm_.size() > 1 && !task_.data_parallel())
     throw Error(fmt::format("this training task runs in one process, and {} ranks were started",
                             comm_.size()),
                 "unset NPROC_PER_NODE and NNODES (GRPO and PPO carry rollouts between "
@@ -210,16 +273,100 @@ void TrainLoop::setup_data_parallel() {
   for (auto& b : buckets_->buckets())
     dist::broadcast(comm_, dist::buffer_of(b.values), 0, "initial trainable weights");
   const int64_t L = int64_t(folder_.config.num_hidden_layers);
-  std::vector<dist::CommBuffer> grads;
+  const bool tied = folder_.config.tie_word_embeddings && !folder_.config.seq_cls();
+  std::vector<dist::CommBuffer> grads, shards;
   for (auto& b : buckets_->buckets()) {
-    int64_t ready = L;
-    for (size_t e : b.entries)
-      ready = std::min(ready, grad_ready_layer(buckets_->entries()[e].name, L));
+    int64_t ready = L, first = -1;
+    for (size_t e : b.entries) {
+      const std::string& name = buckets_->entries()[e].name;
+      ready = std::min(ready, grad_ready_layer(name, L));
+      first = std::max(first, grad_first_layer(name, L, tied));
+    }
     bucket_ready_.push_back(ready);
-    grads.push_back(dist::buffer_of(b.grads));
+    bucket_first_.push_back(first);
+    if (stage_ >= 2) {
+      // The whole bucket's gradients exist only during a round; its buffer is set then.
+      grads.push_back({nullptr, size_t(b.values.numel()), dist::ElemType::kF32, nullptr});
+      shards.push_back(dist::buffer_of(b.grad_shard));
+    } else {
+      grads.push_back(dist::buffer_of(b.grads));
+    }
   }
-  sync_ = std::make_unique<dist::BucketSync>(comm_, dist::BucketSync::Mode::kAllReduce,
-                                             std::move(grads));
+  sync_ = std::make_unique<dist::BucketSync>(
+      comm_,
+      stage_ >= 2 ? dist::BucketSync::Mode::kReduceScatter : dist::BucketSync::Mode::kAllReduce,
+      std::move(grads), std::move(shards));
+}
+
+// Buckets whose first gradient the head writes exist before backward starts; the others appear
+// as backward reaches them (on_grads_ready), so at most the buckets in flight are whole.
+void TrainLoop::begin_grad_round() {
+  const int64_t L = int64_t(folder_.config.num_hidden_layers);
+  for (size_t b = 0; b < bucket_first_.size(); ++b)
+    if (bucket_first_[b] >= L) {
+      buckets_->materialize_grads(*dev_, b);
+      sync_->set_bucket(b, dist::buffer_of(buckets_->buckets()[b].grads));
+    }
+  tie_head_grad();
+}
+
+// After backward of `layer`: the buckets complete now start their collective; under ZeRO-2 the
+// ones whose reduce-scatter finished are freed and those the next layer writes are made.
+// Whole buckets in flight are bounded (as DeepSpeed bounds its reduce buckets): past
+// inflight_cap_ bytes, backward waits for the oldest reduce-scatter before making new ones.
+void TrainLoop::on_grads_ready(int64_t layer) {
+  // A second backward in one micro-batch would write buckets already reduced (and, under
+  // ZeRO-2, freed): the tasks run one.
+  if (layer == int64_t(folder_.config.num_hidden_layers))
+    for (size_t b = 0; b < bucket_ready_.size(); ++b)
+      SWIFTLET_CHECK(!sync_->started(b), "bucket {}: gradients written after its collective started",
+                     b);
+  for (size_t b = 0; b < bucket_ready_.size(); ++b)
+    if (bucket_ready_[b] >= layer && !sync_->started(b)) {
+      sync_->start(b);
+      if (stage_ >= 2) in_flight_.push_back(b);
+    }
+  if (stage_ < 2) return;
+  auto release_done = [&] {
+    while (!in_flight_.empty() && sync_->done(in_flight_.front())) {
+      buckets_->release_grads(in_flight_.front());
+      in_flight_.pop_front();
+    }
+  };
+  release_done();
+  std::vector<size_t> next;
+  size_t next_bytes = 0;
+  for (size_t b = 0; b < bucket_first_.size(); ++b)
+    if (!sync_->started(b) && !buckets_->grads_live(b) && bucket_first_[b] >= layer - 1) {
+      next.push_back(b);
+      next_bytes += buckets_->buckets()[b].values.nbytes();
+    }
+  while (!next.empty() && !in_flight_.empty() &&
+         buckets_->live_bucket_grad_bytes() + next_bytes > inflight_cap_) {
+    comm_.set_activity(fmt::format("backward: waiting for the reduce-scatter of gradient bucket {} "
+                                   "to free its memory",
+                                   in_flight_.front()));
+    sync_->wait(in_flight_.front());
+    release_done();
+  }
+  for (size_t b : next) {
+    buckets_->materialize_grads(*dev_, b);
+    sync_->set_bucket(b, dist::buffer_of(buckets_->buckets()[b].grads));
+  }
+  tie_head_grad();
+}
+
+void TrainLoop::end_grad_round() {
+  for (size_t b = 0; b < bucket_first_.size(); ++b)
+    if (!sync_->started(b) && !buckets_->grads_live(b)) {  // nothing wrote it this round
+      buckets_->materialize_grads(*dev_, b);
+      sync_->set_bucket(b, dist::buffer_of(buckets_->buckets()[b].grads));
+    }
+  sync_->finish();
+  for (size_t b = 0; b < bucket_first_.size(); ++b)
+    if (buckets_->grads_live(b)) buckets_->release_grads(b);
+  in_flight_.clear();
+  tie_head_grad();
 }
 
 // Micro-batches, accumulation and steps, as ms-swift counts them.
@@ -282,26 +429,113 @@ void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>&
   so.router_aux_weight = float(a_.router_aux_loss_coef);  // the task splits it over micro-batches
   const size_t first = std::min(micro.size(), size_t(gas_) * size_t(comm_.rank()));
   const size_t end = std::min(micro.size(), first + size_t(gas_));
+  if (stage_ >= 2) {
+    // Every micro-batch's gradients are reduce-scattered into the shards as backward makes them
+    // (ZeRO-2 keeps no whole gradient between micro-batches). Every rank runs as many rounds as
+    // rank 0 has micro-batches; a rank with fewer (the end of an epoch) adds zeros.
+    const size_t rounds = std::min(micro.size(), size_t(gas_));
+    for (size_t r = 0; r < rounds; ++r) {
+      const size_t m = first + r;
+      begin_grad_round();
+      if (m < end) {
+        comm_.set_activity(fmt::format("step {}/{}: forward and backward of micro-batch {} of {}",
+                                       step + 1, total_steps_, m + 1, micro.size()));
+        so.dropout_seed = step_seed(a_.seed, step, m);
+        so.on_grads_ready = [this](int64_t layer) { on_grads_ready(layer); };
+        step_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
+        so.on_grads_ready = nullptr;
+      }
+      comm_.set_activity(fmt::format("step {}/{}: waiting for the gradient reduce-scatter of "
+                                     "micro-batch {} of {}",
+                                     step + 1, total_steps_, r + 1, rounds));
+      end_grad_round();
+    }
+    return;
+  }
   for (size_t m = first; m < end; ++m) {
     comm_.set_activity(fmt::format("step {}/{}: forward and backward of micro-batch {} of {}",
                                    step + 1, total_steps_, m + 1, micro.size()));
     so.dropout_seed = step_seed(a_.seed, step, m);  // the micro-batch's index in the whole step
     if (sync_ && m + 1 == end)
       // The last micro-batch: each bucket's all-reduce starts once backward is past it.
-      so.on_grads_ready = [this](int64_t layer) {
-        for (size_t b = 0; b < bucket_ready_.size(); ++b)
-          if (bucket_ready_[b] >= layer) sync_->start(b);
-      };
+      so.on_grads_ready = [this](int64_t layer) { on_grads_ready(layer); };
     step_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
     so.on_grads_ready = nullptr;
   }
 }
 
 void TrainLoop::sync_gradients(int64_t step) {
-  if (!sync_) return;
+  if (!sync_ || stage_ >= 2) return;  // ZeRO-2 synchronised every micro-batch
   comm_.set_activity(fmt::format("step {}/{}: waiting for the gradient all-reduce", step + 1,
                                  total_steps_));
   sync_->finish();
+}
+
+// The pre-clip norm of the whole gradient, then clipping. Sharded: each rank sums the squares of
+// its shard and the sums are all-reduced, so every rank clips by the same global norm.
+double TrainLoop::clip_gradients() {
+  if (stage_ == 0) return opt_.clip(a_.max_grad_norm);
+  const double sq = dist::all_reduce_doubles(comm_, {opt_.grad_sum_squares()},
+                                             dist::ReduceOp::kSum, "gradient norm")[0];
+  const double norm = std::sqrt(sq);
+  opt_.clip_to(norm, a_.max_grad_norm);
+  return norm;
+}
+
+// Sharded optimizer: each rank updated its slice of every bucket; all-gathering the slices gives
+// every rank the whole updated parameters.
+void TrainLoop::gather_parameters(int64_t step) {
+  if (stage_ == 0) return;
+  comm_.set_activity(fmt::format("step {}/{}: all-gathering the updated parameters", step + 1,
+                                 total_steps_));
+  std::vector<std::unique_ptr<dist::Work>> work;
+  auto& bks = buckets_->buckets();
+  for (size_t b = 0; b < bks.size(); ++b)
+    work.push_back(comm_.all_gather(
+        dist::buffer_of(bks[b].values.slice(bks[b].shard_begin, bks[b].shard_end)),
+        dist::buffer_of(bks[b].values), fmt::format("parameter bucket {} of {}", b, bks.size())));
+  for (auto& w : work) dist::wait_or_abort(comm_, *w);
+}
+
+// The whole AdamW moments on rank 0, by the names a single process saves them under, gathered
+// bucket by bucket from every rank's shard (the other ranks drop each bucket once sent).
+std::vector<std::pair<std::string, Tensor>> TrainLoop::gather_moments() {
+  std::vector<std::pair<std::string, Tensor>> by_entry(2 * buckets_->entries().size());
+  auto& bks = buckets_->buckets();
+  for (size_t b = 0; b < bks.size(); ++b) {
+    Tensor m = dev_->empty({bks[b].values.numel()}, DType::kF32);
+    Tensor v = dev_->empty({bks[b].values.numel()}, DType::kF32);
+    auto wm = comm_.all_gather(dist::buffer_of(bks[b].exp_avg), dist::buffer_of(m),
+                               fmt::format("exp_avg of bucket {} for the checkpoint", b));
+    auto wv = comm_.all_gather(dist::buffer_of(bks[b].exp_avg_sq), dist::buffer_of(v),
+                               fmt::format("exp_avg_sq of bucket {} for the checkpoint", b));
+    dist::wait_or_abort(comm_, *wm);
+    dist::wait_or_abort(comm_, *wv);
+    if (!main_) continue;
+    for (size_t k : bks[b].entries) {
+      const auto& e = buckets_->entries()[k];
+      const int64_t n = shape_numel(e.shape);
+      by_entry[2 * k] = {e.name + ".exp_avg", m.slice(e.offset, e.offset + n).view(e.shape)};
+      by_entry[2 * k + 1] = {e.name + ".exp_avg_sq", v.slice(e.offset, e.offset + n).view(e.shape)};
+    }
+  }
+  if (!main_) by_entry.clear();
+  return by_entry;
+}
+
+// Rank 0 logs what every rank holds: its peak resident memory and the bytes of trainable
+// parameters, gradients (the most at once) and optimizer states.
+void TrainLoop::report_memory() {
+  const double mib = double(1 << 20);
+  const size_t kept = stage_ >= 2 ? buckets_->shard_grad_bytes() : buckets_->peak_grad_bytes();
+  const std::string mine = fmt::format(
+      "peak RSS {:.1f} MiB; parameters {:.3f} MiB, gradients {:.3f} MiB kept and {:.3f} MiB at "
+      "most, optimizer states {:.3f} MiB",
+      peak_rss_gib() * 1024.0, double(buckets_->value_bytes()) / mib, double(kept) / mib,
+      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib);
+  const auto all = dist::all_gather_strings(comm_, mine);
+  for (size_t r = 0; r < all.size(); ++r)
+    log_info("memory of rank {}/{} (ZeRO stage {}): {}", r, all.size(), stage_, all[r]);
 }
 
 // Every rank logs the step's metrics over all ranks: their (sum, weight) pairs added up, under
@@ -374,13 +608,20 @@ void TrainLoop::save(int64_t gstep) {
   state_.epoch = double(gstep) / double(steps_per_epoch_);
   state_.log_history = result_.log_history;
   state_.task_state = task_.state();
-  // Every rank holds the same weights and optimizer state: rank 0 alone writes them.
+  // Every rank holds the same weights (and, unsharded, optimizer state): rank 0 alone writes
+  // them. Sharded moments are gathered first, so the files are those of a single process.
   result_.last_checkpoint =
       (fs::path(run_dir_) / fmt::format("checkpoint-{}", gstep)).string();
+  std::vector<std::pair<std::string, Tensor>> moments;
+  if (stage_ > 0 && !a_.save_only_model) {
+    comm_.set_activity(fmt::format("gathering the optimizer states for checkpoint-{}", gstep));
+    moments = gather_moments();
+  }
   if (!main_) return;
   comm_.set_activity(fmt::format("saving checkpoint-{}", gstep));
   CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
                        &state_, args_json_};
+  if (stage_ > 0) c.gathered_moments = &moments;
   result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
   prune_checkpoints(run_dir_, a_.save_total_limit, gstep, state_.best_step);
 }
@@ -404,10 +645,13 @@ TrainResult TrainLoop::run() {
   }
   log_info(
       "run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
-      "({} per epoch, batch {} x accumulation {} x {} rank{})",
+      "({} per epoch, batch {} x accumulation {} x {} rank{}){}",
       run_dir_, buckets_->numel(), a_.tuner_type, task_.train_size(), task_.eval_size(),
       total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_, comm_.size(),
-      comm_.size() == 1 ? "" : "s");
+      comm_.size() == 1 ? "" : "s",
+      stage_ == 0   ? ""
+      : stage_ == 1 ? ", ZeRO stage 1: optimizer states sharded"
+                    : ", ZeRO stage 2: optimizer states and gradients sharded");
 
   result_.run_dir = run_dir_;
   result_.log_history = state_.log_history;
@@ -427,7 +671,7 @@ TrainResult TrainLoop::run() {
     win_tokens_ += step_tokens_;
     step_tokens_ = 0;
     comm_.set_activity(fmt::format("step {}/{}: optimizer step", step + 1, total_steps_));
-    const double gnorm = opt_.clip(a_.max_grad_norm);
+    const double gnorm = clip_gradients();
     const double lr = sched_.at(step);
     if (!std::isfinite(gnorm))
       log_warning(
@@ -435,6 +679,7 @@ TrainResult TrainLoop::run() {
           "data may hold empty targets",
           step + 1, gnorm, lr);
     opt_.step(lr);
+    gather_parameters(step);
 
     win_.merge(step_metrics);
     win_grad_ += gnorm;
@@ -445,6 +690,7 @@ TrainResult TrainLoop::run() {
     if (main_) progress_->update(gstep, win_.mean("loss"), win_tokens_);
 
     const bool last = gstep == total_steps_;
+    if (last) report_memory();
     if (gstep % a_.logging_steps == 0 || gstep == 1 || last) log(gstep, lr);
     if (task_.eval_size() > 0 && (gstep % eval_steps_ == 0 || last)) evaluate(gstep);
     if (gstep % a_.save_steps == 0 || last) save(gstep);

@@ -56,6 +56,11 @@ struct TrainArgs {
   // accumulating N times as many micro-batches. Only rank 0 writes files.
   dist::Comm* comm = nullptr;
   double ddp_bucket_cap_mb = 0;  // gradient bucket size (0: 25 MiB with several ranks, as DDP)
+  // ZeRO stage (--deepspeed zeroK, --fsdp shard_grad_op = 2): 1 splits the AdamW moments over the
+  // ranks, each updating its slice of the flat trainable parameters before they are all-gathered;
+  // 2 also splits the gradients, reduce-scattered bucket by bucket during backward. 0: every rank
+  // holds everything (plain data parallel).
+  int zero_stage = 0;
   nlohmann::json args_json;  // every flag as given/defaulted, written to args.json
 };
 

@@ -144,6 +144,14 @@ TEST(DistRankSide, Collectives) {
                              "ag");
   wait_or_abort(*comm, *wg);
   for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], int32_t(i / 3));
+  // all_gather in place: each rank's block already sits at its place in the whole (a ZeRO shard
+  // gathered into its bucket).
+  std::vector<float> whole(4 * size_t(n), -1.0f);
+  for (size_t i = 0; i < 4; ++i) whole[4 * size_t(r) + i] = float(10 * r) + float(i);
+  auto wi = comm->all_gather({whole.data() + 4 * r, 4, ElemType::kF32},
+                             {whole.data(), whole.size(), ElemType::kF32}, "in place");
+  wait_or_abort(*comm, *wi);
+  for (size_t i = 0; i < whole.size(); ++i) ASSERT_EQ(whole[i], float(10 * (i / 4)) + float(i % 4));
   // broadcast from the last rank, strings, doubles, barrier.
   EXPECT_EQ(broadcast_string(*comm, fmt::format("from {}", r), n - 1), fmt::format("from {}", n - 1));
   EXPECT_EQ(broadcast_string(*comm, r == 0 ? "" : "x", 0), "");

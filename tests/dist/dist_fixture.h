@@ -8,7 +8,13 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "io/test_util.h"
 
 namespace swiftlet::testing {
 
@@ -36,6 +42,33 @@ inline std::string self_exe() {
   char path[4096];
   const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
   return n > 0 ? std::string(path, size_t(n)) : std::string();
+}
+
+// 24 short chat rows ("Say red twice." -> "red red") in tmp/data.jsonl.
+inline std::string write_dataset(const TempDir& tmp) {
+  const std::string path = tmp / "data.jsonl";
+  std::ofstream f(path);
+  const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
+  for (int i = 0; i < 24; ++i)
+    f << nlohmann::json{{"messages",
+                         {{{"role", "user"}, {"content", fmt::format("Say {} twice.", words[i % 8])}},
+                          {{"role", "assistant"}, {"content", fmt::format("{0} {0}", words[i % 8])}}}}}
+             .dump()
+      << "\n";
+  return path;
+}
+
+// The training records (those with a loss) of every run folder under `out`, in order.
+inline std::vector<nlohmann::json> train_logs(const std::string& out) {
+  std::vector<nlohmann::json> logs;
+  for (const auto& run : std::filesystem::directory_iterator(out)) {
+    std::ifstream f(run.path() / "logging.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) logs.push_back(j);
+    }
+  }
+  return logs;
 }
 
 // mpirun of this test binary running the tests `filter` in `np` ranks (shared memory only).
