@@ -151,7 +151,7 @@ def gated_attention(c, w, p, h, lin=None):
     inv = 1.0 / (theta ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))  # f32, as HF
     ang = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
     emb = torch.cat((ang, ang), dim=-1)
-    cos, sin = emb.cos().double()[:, None, :], emb.sin().double()[:, None, :]
+    cos, sin = emb.cos().to(q.dtype)[:, None, :], emb.sin().to(q.dtype)[:, None, :]
 
     def rope(x):
         xr, xp = x[..., :rot], x[..., rot:]
