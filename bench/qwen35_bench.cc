@@ -64,11 +64,16 @@ int main(int argc, char** argv) {
   int threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
-    if (k == "--model") model = argv[i + 1];
-    else if (k == "--tokens") tokens = std::atoll(argv[i + 1]);
-    else if (k == "--steps") steps = std::atoll(argv[i + 1]);
-    else if (k == "--decode") decode = std::atoll(argv[i + 1]);
-    else if (k == "--threads") threads = std::atoi(argv[i + 1]);
+    if (k == "--model")
+      model = argv[i + 1];
+    else if (k == "--tokens")
+      tokens = std::atoll(argv[i + 1]);
+    else if (k == "--steps")
+      steps = std::atoll(argv[i + 1]);
+    else if (k == "--decode")
+      decode = std::atoll(argv[i + 1]);
+    else if (k == "--threads")
+      threads = std::atoi(argv[i + 1]);
   }
   try {
     ThreadPool pool(threads);
@@ -94,9 +99,10 @@ int main(int argc, char** argv) {
     double loss = 0;
     for (int64_t i = 0; i < steps; ++i) loss = m.train_step(b, grads, opt).loss_sum;
     const double train_s = seconds_since(t);
-    std::printf("swiftlet qwen35 full training: %lld tokens x %lld steps: %.1f tokens/s (loss %.4f)\n",
-                (long long)tokens, (long long)steps, double(tokens * steps) / train_s,
-                loss / double(tokens - 1));
+    std::printf(
+        "swiftlet qwen35 full training: %lld tokens x %lld steps: %.1f tokens/s (loss %.4f)\n",
+        (long long)tokens, (long long)steps, double(tokens * steps) / train_s,
+        loss / double(tokens - 1));
 
     DecodeCache cache = m.new_cache(tokens + decode);
     SequenceStep prompt{s.input_ids, &cache, false};
@@ -112,10 +118,11 @@ int main(int argc, char** argv) {
     const double decode_s = seconds_since(t);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    std::printf("swiftlet qwen35 prefill %lld: %.1f tokens/s; decode %lld: %.1f tokens/s; peak "
-                "RSS %.0f MiB\n",
-                (long long)tokens, double(tokens) / prefill_s, (long long)decode,
-                double(decode) / decode_s, double(ru.ru_maxrss) / 1024.0);
+    std::printf(
+        "swiftlet qwen35 prefill %lld: %.1f tokens/s; decode %lld: %.1f tokens/s; peak "
+        "RSS %.0f MiB\n",
+        (long long)tokens, double(tokens) / prefill_s, (long long)decode, double(decode) / decode_s,
+        double(ru.ru_maxrss) / 1024.0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
