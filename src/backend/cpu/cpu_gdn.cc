@@ -261,6 +261,7 @@ void CpuDevice::gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor&
     GatedDeltaDims part = d;
     part.h_begin = lo;
     part.h_end = hi;
+    const FlushDenormalsScope ftz;
     cpu::gated_delta_rule_recurrent(part, f32(q), f32(k), f32(v), f32(g), f32(beta), f32(state),
                                     f32(o));
   });
@@ -280,6 +281,7 @@ void CpuDevice::gated_delta_rule_chunked(const Tensor& o, const Tensor& q, const
     GatedDeltaDims part = d;
     part.h_begin = lo;
     part.h_end = hi;
+    const FlushDenormalsScope ftz;
     cpu::gated_delta_rule_chunked(part, chunk, f32(q), f32(k), f32(v), f32(g), f32(beta),
                                   f32(state), f32(o));
   });
@@ -319,6 +321,7 @@ void CpuDevice::gated_delta_rule_backward(const Tensor& dq, const Tensor& dk, co
     GatedDeltaDims part = d;
     part.h_begin = lo * r;
     part.h_end = hi * r;
+    const FlushDenormalsScope ftz;
     cpu::gated_delta_rule_chunked_backward(part, chunk, f32(q), f32(k), f32(v), f32(g), f32(beta),
                                            f32(state0), f32(d_o), nullptr, f32(dq), f32(dk),
                                            f32(dv), f32(dg), f32(dbeta), ds0);
