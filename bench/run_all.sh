@@ -32,6 +32,9 @@ echo "## training"
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" full "$TMP/swiftlet-bench-small" || true
 "$B/train_bench" dpo
 /usr/bin/python3 "$ROOT/bench/torch_train_bench.py" dpo "$TMP/swiftlet-bench-qwen3-0.6b" || true
+echo "## Qwen3.5 (Gated DeltaNet hybrid, full f32 training; PyTorch runs the recurrent rule)"
+"$B/qwen35_bench" --tokens 256 --steps 2
+/usr/bin/python3 "$ROOT/bench/torch_qwen35_bench.py" "$TMP/swiftlet-bench-qwen35" 256 2 || true
 if [[ -x "$ROOT/bench/serve_bench.sh" ]]; then echo "## serving"; "$ROOT/bench/serve_bench.sh"; fi
 if [[ -x "$B/serve_bench" ]]; then echo "## serving"; "$B/serve_bench"; fi
 echo "## grpo (Qwen3-0.6B shape)"; "$ROOT/bench/grpo_bench.sh" || true

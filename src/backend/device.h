@@ -164,10 +164,12 @@ class Device {
   // din[i] += dout[i] * scale where keep(i), with the forward's keep and scale for this seed and p
   // (p == 0 adds dout); the product may be fused into the sum.
   virtual void dropout_backward(const Tensor& din, const Tensor& dout, float p, uint64_t seed) = 0;
-  // Gated DeltaNet (Qwen3.5 linear attention) forward kernels, f32 throughout.
+  // ---- Gated DeltaNet (Qwen3.5 linear attention) kernels, f32 throughout ----
   // out_i[r, :] = in[r, off_i : off_i + n_i] with off_i = n_0 + ... + n_{i-1}: splits the columns
   // of in [R, sum n_i] into the contiguous outs [R, n_i].
   virtual void split_columns(std::span<const Tensor> outs, const Tensor& in) = 0;
+  // The inverse: out[r, off_i : off_i + n_i] = ins_i[r, :] (overwrites out).
+  virtual void concat_columns(const Tensor& out, std::span<const Tensor> ins) = 0;
   // out[r, j] = in[r, index[j]]   (out [R, n], in [R, m] f32, index i32 [n] of columns below m).
   // Reorders fused projections' outputs (Qwen3-Next's per-key-head in_proj_qkvz); for a
   // permutation, its gradient is the same call with the inverse permutation.
@@ -177,18 +179,57 @@ class Device {
   // at the start); state is then advanced to the last K-1 rows of x'. w [C, K].
   virtual void causal_conv1d_silu(const Tensor& y, const Tensor& x, const Tensor& w,
                                   const Tensor& state) = 0;
+  // Backward of causal_conv1d_silu from the start state `state` (as it was before the forward; not
+  // modified): dx [T, C] += ..., dw [C, K] += ... (dw may be undefined). Recomputes the conv.
+  virtual void causal_conv1d_silu_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy,
+                                           const Tensor& x, const Tensor& w,
+                                           const Tensor& state) = 0;
   // Per row of x [R, d], in place: x = x * rsqrt(sum(x^2) + eps) * scale.
   virtual void l2norm_rows(const Tensor& x, float eps, float scale) = 0;
+  // Backward of y = x * rsqrt(sum(x^2) + eps) * scale per row, from the input x:
+  // dx += scale * rs (dy - u (u . dy)), u = x rs, rs = rsqrt(sum(x^2) + eps).
+  virtual void l2norm_rows_backward(const Tensor& dx, const Tensor& dy, const Tensor& x, float eps,
+                                    float scale) = 0;
   // beta = sigmoid(b), g = -exp(A_log[h]) * softplus(a + dt_bias[h]); a, b, g, beta [T, HV].
   virtual void gdn_gates(const Tensor& g, const Tensor& beta, const Tensor& a, const Tensor& b,
                          const Tensor& a_log, const Tensor& dt_bias) = 0;
-  // The gated delta rule, recurrent form, over one sequence; value head j reads key head
+  // da += dg * (-exp(A_log)) * sigmoid(a + dt_bias), db += dbeta * beta (1 - beta),
+  // d_dt_bias[h] += sum_t (that da), d_a_log[h] += sum_t dg * g (the last two may be undefined).
+  virtual void gdn_gates_backward(const Tensor& da, const Tensor& db, const Tensor& d_a_log,
+                                  const Tensor& d_dt_bias, const Tensor& dg, const Tensor& dbeta,
+                                  const Tensor& a, const Tensor& b, const Tensor& a_log,
+                                  const Tensor& dt_bias) = 0;
+  // The gated delta rule, recurrent form (decode), over one sequence; value head j reads key head
   // j / (HV / HK). Per t: S = e^{g_t} S; S += k_t (beta_t (v_t - S^T k_t))^T; o_t = S^T q_t.
   // q, k [T, HK, dk]; v, o [T, HV, dv]; g, beta [T, HV]; state S [HV, dk, dv] in and out.
   virtual void gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
                                 const Tensor& g, const Tensor& beta, const Tensor& state) = 0;
+  // The same result by the chunked (WY) form over chunks of `chunk` tokens (prefill, training).
+  virtual void gated_delta_rule_chunked(const Tensor& o, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& g, const Tensor& beta,
+                                        const Tensor& state, int64_t chunk) = 0;
+  // Backward of the delta rule from the start state `state0` (not modified; the per-chunk states
+  // are recomputed, so the forward saves nothing but its inputs): dq, dk, dv, dg, dbeta +=, and
+  // d_state0 += the start state's gradient (may be undefined). The final state gets no gradient.
+  virtual void gated_delta_rule_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                         const Tensor& dg, const Tensor& dbeta,
+                                         const Tensor& d_state0, const Tensor& d_o, const Tensor& q,
+                                         const Tensor& k, const Tensor& v, const Tensor& g,
+                                         const Tensor& beta, const Tensor& state0,
+                                         int64_t chunk) = 0;
+  // Gated RMSNorm, norm before gate, per row of `dim` = w.numel():
+  // out = w * (o * rsqrt(mean(o^2) + eps)) * silu(z). out, o, z [R, dim]; w [dim] f32.
+  virtual void gated_rmsnorm_forward(const Tensor& out, const Tensor& o, const Tensor& z,
+                                     const Tensor& w, float eps) = 0;
+  // d_o, dz, dw += ... (dw may be undefined). Recomputes the norm from o.
+  virtual void gated_rmsnorm_backward(const Tensor& d_o, const Tensor& dz, const Tensor& dw,
+                                      const Tensor& dout, const Tensor& o, const Tensor& z,
+                                      const Tensor& w, float eps) = 0;
   // out = x * sigmoid(gate)   (all the same size, f32; out may alias x)
   virtual void mul_sigmoid(const Tensor& out, const Tensor& x, const Tensor& gate) = 0;
+  // dx += dout * sigmoid(gate), dgate += dout * x * sigmoid(gate) (1 - sigmoid(gate)).
+  virtual void mul_sigmoid_backward(const Tensor& dx, const Tensor& dgate, const Tensor& dout,
+                                    const Tensor& x, const Tensor& gate) = 0;
 };
 
 // The devices this build knows: "cpu:0" (backend/cpu) and "sim:0" (backend/sim, the test device).

@@ -19,12 +19,13 @@ void Transformer::attention_forward(size_t l, const BatchCtx& b, const Tensor& h
   a.q = f32({T, Hq * D});
   a.k = f32({T, Hkv * D});
   a.v = f32({T, Hkv * D});
-  Tensor gate;  // Qwen3.5: q_proj rows interleave per head [query D | gate D]
+  a.gate = Tensor();  // Qwen3.5: q_proj rows interleave per head [query D | gate D]
+  a.gated = Tensor();
   if (c.attn_output_gate) {
     Tensor qg = f32({T, 2 * Hq * D});
     linear_forward(dev_, qg, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
-    gate = f32({T, Hq * D});
-    const Tensor parts[] = {a.q.view({T * Hq, D}), gate.view({T * Hq, D})};
+    a.gate = f32({T, Hq * D});
+    const Tensor parts[] = {a.q.view({T * Hq, D}), a.gate.view({T * Hq, D})};
     dev_.split_columns(parts, qg.view({T * Hq, 2 * D}));
   } else {
     linear_forward(dev_, a.q, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
@@ -70,8 +71,13 @@ void Transformer::attention_forward(size_t l, const BatchCtx& b, const Tensor& h
   a.lse = save ? f32({T, Hq}) : Tensor();
   dev_.attention_forward(a.att.view({T, Hq, D}), a.lse, a.qr.view({T, Hq, D}), segs,
                          1.0f / std::sqrt(float(D)));
-  if (gate.defined()) dev_.mul_sigmoid(a.att, a.att, gate);  // o * sigmoid(gate)
-  linear_forward(dev_, out, a.att, W.o_proj, p, projection_seed(seed, l, kProjO));
+  Tensor o_in = a.att;
+  if (a.gate.defined()) {  // o * sigmoid(gate); backward needs att itself as well
+    a.gated = save ? f32({T, Hq * D}) : a.att;
+    dev_.mul_sigmoid(a.gated, a.att, a.gate);
+    o_in = a.gated;
+  }
+  linear_forward(dev_, out, o_in, W.o_proj, p, projection_seed(seed, l, kProjO));
 }
 
 void Transformer::attention_backward(size_t l, const BatchCtx& b, AttentionActs& a, const Tensor& h,
@@ -84,9 +90,17 @@ void Transformer::attention_backward(size_t l, const BatchCtx& b, AttentionActs&
   const uint64_t seed = opt.dropout_seed;
   auto zeros = [&](Shape s) { return dev_.zeros(s, DType::kF32); };
 
-  Tensor d_att = zeros({T, Hq * D});
-  linear_backward(dev_, d_att, g.o_proj, dout, a.att, W.o_proj, p,
-                  projection_seed(seed, l, kProjO));
+  Tensor d_att = zeros({T, Hq * D}), dgate;
+  if (a.gate.defined()) {
+    Tensor d_gated = zeros({T, Hq * D});
+    linear_backward(dev_, d_gated, g.o_proj, dout, a.gated, W.o_proj, p,
+                    projection_seed(seed, l, kProjO));
+    dgate = zeros({T, Hq * D});
+    dev_.mul_sigmoid_backward(d_att, dgate, d_gated, a.att, a.gate);
+  } else {
+    linear_backward(dev_, d_att, g.o_proj, dout, a.att, W.o_proj, p,
+                    projection_seed(seed, l, kProjO));
+  }
   Tensor dqr = zeros({T, Hq * D}), dkr = zeros({T, Hkv * D}), dv = zeros({T, Hkv * D});
   std::vector<AttnSegment> segs;
   for (const auto& [first, len] : b.samples) {
@@ -102,9 +116,15 @@ void Transformer::attention_backward(size_t l, const BatchCtx& b, AttentionActs&
     dq = zeros({T, Hq * D});
     dk = zeros({T, Hkv * D});
     dev_.rmsnorm_backward(dq.view({T * Hq, D}), g.q_norm, dqr.view({T * Hq, D}),
-                          a.q.view({T * Hq, D}), W.q_norm, a.rstd_q);
+                          a.q.view({T * Hq, D}), norm_scale(W.q_norm), a.rstd_q);
     dev_.rmsnorm_backward(dk.view({T * Hkv, D}), g.k_norm, dkr.view({T * Hkv, D}),
-                          a.k.view({T * Hkv, D}), W.k_norm, a.rstd_k);
+                          a.k.view({T * Hkv, D}), norm_scale(W.k_norm), a.rstd_k);
+  }
+  if (dgate.defined()) {  // back to q_proj's per-head [query D | gate D] rows
+    Tensor dqg = dev_.empty({T, 2 * Hq * D}, DType::kF32);
+    const Tensor parts[] = {dq.view({T * Hq, D}), dgate.view({T * Hq, D})};
+    dev_.concat_columns(dqg.view({T * Hq, 2 * D}), parts);
+    dq = dqg;
   }
   linear_backward(dev_, dh, g.q_proj, dq, h, W.q_proj, p, projection_seed(seed, l, kProjQ));
   linear_backward(dev_, dh, g.k_proj, dk, h, W.k_proj, p, projection_seed(seed, l, kProjK));

@@ -151,14 +151,24 @@ class Transformer {
   void attention_backward(size_t l, const BatchCtx& b, AttentionActs& a, const Tensor& h,
                           const Tensor& dout, const Tensor& dh, AttentionGrads& g,
                           const TrainStepOptions& opt);
-  // Gated DeltaNet (linear_attention_mixer.cc), forward only: causal conv + SiLU over the q|k|v
-  // projection, L2-normalised q/k, the gated delta rule, gated RMSNorm, out_proj; carries each
-  // sequence's conv and recurrent state in its cache (batch mode: every sample starts from zero).
-  void linear_attention_forward(size_t l, const BatchCtx& b, const Tensor& h, const Tensor& out);
-  // Its input projections q|k|v [T, C] (the conv's input), z [T, HV dv], b and a [T, HV]; from
-  // Qwen3-Next's fused in_proj_qkvz / in_proj_ba reordered into the same layout.
+  // Gated DeltaNet (linear_attention_mixer.cc): causal conv + SiLU over the q|k|v projection,
+  // L2-normalised q/k, the gated delta rule, gated RMSNorm, out_proj; carries each sequence's conv
+  // and recurrent state in its cache (batch mode: every packed sample starts from zero state).
+  void linear_attention_forward(size_t l, const BatchCtx& b, const Tensor& h,
+                                LinearAttentionActs& a, const Tensor& out, bool save,
+                                const TrainStepOptions& opt);
+  void linear_attention_backward(size_t l, const BatchCtx& b, LinearAttentionActs& a,
+                                 const Tensor& h, const Tensor& dout, const Tensor& dh,
+                                 LinearAttentionGrads& g, const TrainStepOptions& opt);
+  // Its input projections q|k|v [T, C] (the conv's input), z [T, HV dv], b and a [T, HV], and
+  // their backward (adds to dh); Qwen3-Next's fused in_proj_qkvz / in_proj_ba are reordered into
+  // the same layout.
   void linear_attention_inputs(size_t l, const Tensor& h, const Tensor& qkv, const Tensor& z,
-                               const Tensor& b, const Tensor& a);
+                               const Tensor& b, const Tensor& a, const TrainStepOptions& opt);
+  void linear_attention_inputs_backward(size_t l, const Tensor& h, const Tensor& dqkv,
+                                        const Tensor& dz, const Tensor& db, const Tensor& da,
+                                        const Tensor& dh, LinearAttentionGrads& g,
+                                        const TrainStepOptions& opt);
   // A norm's scale as applied: w, or (1 + w) for Qwen3.5's zero-centred norms (f32 copy).
   Tensor norm_scale(const Tensor& w);
   // Dense SwiGLU MLP (dense_mlp.cc): out = down(silu(gate(h)) * up(h)); swiglu_block_* run

@@ -9,6 +9,17 @@ struct Transformer::AttentionActs {
   Tensor qr, kr;          // q, k after qk-norm and rotation (alias q, k without qk-norm)
   Tensor rstd_q, rstd_k;  // qk-norm 1/rms per (token, head)
   Tensor att, lse;        // attention output and log-sum-exp
+  Tensor gate, gated;     // Qwen3.5's output gate logits and att * sigmoid(gate) (else undefined)
+};
+
+// Gated DeltaNet: projections, gates, the conv output split (q_raw, k_raw before the l2 norms),
+// the normalised q, k, the delta rule's output o and the gated norm's output (out_proj's input).
+// The delta rule's per-chunk states are recomputed in backward from the zero start state.
+struct Transformer::LinearAttentionActs {
+  Tensor qkv, z, al, bl;  // in_proj_qkv (conv input), in_proj_z, in_proj_a, in_proj_b outputs
+  Tensor g, beta;         // log decay and beta per (token, value head)
+  Tensor q_raw, k_raw, q, k, v;
+  Tensor o, gated;
 };
 
 struct Transformer::DenseMlpActs {
@@ -38,6 +49,7 @@ struct Transformer::LayerActs {
   Tensor x_mid;      // residual after the mixer
   Tensor h2, rstd2;  // post_attention_layernorm output, its 1/rms
   AttentionActs attn;
+  LinearAttentionActs linear_attn;
   DenseMlpActs mlp;
   MoeActs moe;
 };
@@ -70,6 +82,20 @@ struct Transformer::BatchCtx {
 
 // A distinct, reproducible dropout seed per (step seed, layer, projection).
 uint64_t projection_seed(uint64_t seed, size_t layer, int proj);
-enum ProjectionId { kProjQ, kProjK, kProjV, kProjO, kProjGate, kProjUp, kProjDown, kProjRouter };
+enum ProjectionId {
+  kProjQ,
+  kProjK,
+  kProjV,
+  kProjO,
+  kProjGate,
+  kProjUp,
+  kProjDown,
+  kProjRouter,
+  kProjInQkv,
+  kProjInZ,
+  kProjInB,
+  kProjInA,
+  kProjOutProj
+};
 
 }  // namespace swiftlet

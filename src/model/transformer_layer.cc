@@ -29,7 +29,7 @@ void Transformer::layer_forward(size_t l, const BatchCtx& b, const Tensor& x, La
       attention_forward(l, b, a.h1, a.attn, o, save, opt);
       break;
     case MixerKind::kLinearAttention:
-      linear_attention_forward(l, b, a.h1, o);
+      linear_attention_forward(l, b, a.h1, a.linear_attn, o, save, opt);
       break;
   }
   a.x_mid = f32({T, H});
@@ -65,8 +65,9 @@ void Transformer::layer_backward(size_t l, const BatchCtx& b, LayerActs& a, cons
       break;
   }
   Tensor dx_mid = f32_copy(dy);
+  // A zero-centred norm applies (1 + w): dx needs that scale, dw is the same as for w.
   dev_.rmsnorm_backward(dx_mid, g.post_attention_layernorm, dh2, a.x_mid,
-                        L.post_attention_layernorm, a.rstd2);
+                        norm_scale(L.post_attention_layernorm), a.rstd2);
 
   // x_mid = x + mixer(h1)
   Tensor dh1 = dev_.zeros({T, H}, DType::kF32);
@@ -75,10 +76,10 @@ void Transformer::layer_backward(size_t l, const BatchCtx& b, LayerActs& a, cons
       attention_backward(l, b, a.attn, a.h1, dx_mid, dh1, g.attn, opt);
       break;
     case MixerKind::kLinearAttention:
-      throw Error("training Qwen3.5 (Gated DeltaNet layers) is not supported yet",
-                  "use the model for inference (swiftlet infer / deploy)");
+      linear_attention_backward(l, b, a.linear_attn, a.h1, dx_mid, dh1, g.linear_attn, opt);
+      break;
   }
-  dev_.rmsnorm_backward(dx, g.input_layernorm, dh1, a.x_in, L.input_layernorm, a.rstd1);
+  dev_.rmsnorm_backward(dx, g.input_layernorm, dh1, a.x_in, norm_scale(L.input_layernorm), a.rstd1);
   dev_.add_inplace(dx, dx_mid);
 }
 

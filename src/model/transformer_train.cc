@@ -210,14 +210,11 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
     }
   }
   obj.hidden_states(hn, dhn);
-  if (grads) dev_.rmsnorm_backward(dx, grads->norm, dhn, x, w_.norm, rstd);
+  if (grads) dev_.rmsnorm_backward(dx, grads->norm, dhn, x, norm_scale(w_.norm), rstd);
 }
 
 void Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
                              const TrainStepOptions& opt, Objective& objective) {
-  if (config_.family == ModelFamily::kQwen35)  // backward of (1 + w) norms, gates and GDN missing
-    throw Error("training Qwen3.5 models is not supported yet",
-                "use the model for inference (swiftlet infer / deploy)");
   BatchCtx b = train_ctx(batch);
   Activations acts;
   forward_keep(b, acts, opt);

@@ -3,12 +3,21 @@ PyTorch transcription of transformers' torch fallback path (Qwen3_5GatedDeltaNet
 torch_chunk_gated_delta_rule, Qwen3_5Attention with the output gate and partial rotary, the
 zero-centred (1 + w) RMSNorms; the sparse MoE block with its shared expert; Qwen3-Next's
 fix_query_key_value_ordering of the fused in_proj_qkvz / in_proj_ba), reading a Hugging Face
-folder without the transformers library, in float64. The delta rule runs in the chunked (WY) form with chunks of 64, as HF prefill does,
-so it checks swiftlet's recurrent kernel with a different algorithm.
+folder without the transformers library, in float64. The delta rule runs in the chunked (WY) form
+with chunks of 64, as HF prefill does, so it checks swiftlet's recurrent kernel with a different
+algorithm.
 
 usage: torch_qwen35.py MODEL_DIR TOKENS_JSON OUT_PREFIX [GREEDY_STEPS]
 writes OUT_PREFIX.logits (raw little-endian f32, [T, V]) and OUT_PREFIX.json
 ({"shape": [T, V], "greedy": [ids...]}: greedy continuation, each step a full forward).
+
+usage: torch_qwen35.py --grads MODEL_DIR BATCH_JSON OUT_SAFETENSORS [ADAPTER_DIR]
+BATCH_JSON as torch_model.py --grads (packed samples, -100 = no target): each packed sample runs
+on its own (positions, conv and delta-rule state starting from zero), the mean cross-entropy over
+target tokens is differentiated by autograd, and the gradient of every weight (or, with a PEFT
+adapter, of every lora_A / lora_B) is written with "loss". Here the delta rule runs in its
+recurrent form (torch_recurrent_gated_delta_rule's order), so the gradients are autograd's through
+the recurrence, independent of the chunked WY algorithm and its hand-written backward.
 """
 import json
 import os
@@ -18,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_model import load_weights  # noqa: E402  (safetensors reading only)
+from torch_model import load_adapter, load_weights, save_safetensors  # noqa: E402
 
 
 def text_config(cfg):
@@ -80,24 +89,45 @@ def chunk_gated_delta_rule(q, k, v, g, beta, chunk=64):
     return out.reshape(H, -1, dv)[:, :T].transpose(0, 1)  # [T, Hv, dv]
 
 
-def gated_delta_net(c, w, p, h):
+def recurrent_gated_delta_rule(q, k, v, g, beta):
+    """torch_recurrent_gated_delta_rule: q, k, v [T, Hv, d] (before l2norm); g, beta [T, Hv]."""
+    q, k = l2norm(q) * q.shape[-1] ** -0.5, l2norm(k)
+    T, H, dk = k.shape
+    S = torch.zeros(H, dk, v.shape[-1], dtype=q.dtype)
+    out = []
+    for t in range(T):
+        S = S * g[t].exp()[:, None, None]  # decay first
+        kv = (S * k[t][:, :, None]).sum(-2)  # S^T k of the decayed state
+        delta = (v[t] - kv) * beta[t][:, None]
+        S = S + k[t][:, :, None] * delta[:, None, :]
+        out.append((S * q[t][:, :, None]).sum(-2))
+    return torch.stack(out)  # [T, Hv, dv]
+
+
+def plain(w):
+    """Linear layers without adapters: lin(name, x) = x W^T."""
+    return lambda name, x: x @ w[name + ".weight"].T
+
+
+def gated_delta_net(c, w, p, h, lin=None, recurrent=False):
+    lin = lin or plain(w)
     T = h.shape[0]
     HK, HV = c["linear_num_key_heads"], c["linear_num_value_heads"]
     dk, dv = c["linear_key_head_dim"], c["linear_value_head_dim"]
     K = c.get("linear_conv_kernel_dim", 4)
     if p + "in_proj_qkvz.weight" in w:  # Qwen3-Next: Qwen3NextGatedDeltaNet.fix_query_key_value_ordering
         r = HV // HK
-        qkvz = (h @ w[p + "in_proj_qkvz.weight"].T).reshape(T, HK, 2 * dk + 2 * r * dv)
-        ba = (h @ w[p + "in_proj_ba.weight"].T).reshape(T, HK, 2 * r)
+        qkvz = lin(p + "in_proj_qkvz", h).reshape(T, HK, 2 * dk + 2 * r * dv)
+        ba = lin(p + "in_proj_ba", h).reshape(T, HK, 2 * r)
         q, k, v, z = torch.split(qkvz, [dk, dk, r * dv, r * dv], dim=2)
         b, a = torch.split(ba, [r, r], dim=2)
         x = torch.cat((q.reshape(T, -1), k.reshape(T, -1), v.reshape(T, -1)), dim=-1)
         z, b, a = z.reshape(T, HV, dv), b.reshape(T, HV), a.reshape(T, HV)
     else:
-        x = h @ w[p + "in_proj_qkv.weight"].T  # [T, C]
-        z = (h @ w[p + "in_proj_z.weight"].T).reshape(T, HV, dv)
-        b = h @ w[p + "in_proj_b.weight"].T
-        a = h @ w[p + "in_proj_a.weight"].T
+        x = lin(p + "in_proj_qkv", h)  # [T, C]
+        z = lin(p + "in_proj_z", h).reshape(T, HV, dv)
+        b = lin(p + "in_proj_b", h)
+        a = lin(p + "in_proj_a", h)
     C = x.shape[1]
     y = F.conv1d(x.T[None], w[p + "conv1d.weight"], groups=C, padding=K - 1)[0, :, :T]
     y = F.silu(y).T
@@ -107,23 +137,24 @@ def gated_delta_net(c, w, p, h):
     g = -w[p + "A_log"].exp() * F.softplus(a + w[p + "dt_bias"])
     r = HV // HK
     q, k = q.repeat_interleave(r, dim=1), k.repeat_interleave(r, dim=1)
-    o = chunk_gated_delta_rule(q, k, v, g, beta)
+    o = (recurrent_gated_delta_rule if recurrent else chunk_gated_delta_rule)(q, k, v, g, beta)
     eps = c.get("rms_norm_eps", 1e-6)
     o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + eps)  # Qwen3_5RMSNormGated
     o = w[p + "norm.weight"] * o * F.silu(z)
-    return o.reshape(T, HV * dv) @ w[p + "out_proj.weight"].T
+    return lin(p + "out_proj", o.reshape(T, HV * dv))
 
 
-def gated_attention(c, w, p, h):
+def gated_attention(c, w, p, h, lin=None):
+    lin = lin or plain(w)
     T = h.shape[0]
     nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
     D = c.get("head_dim", 256)
     eps = c.get("rms_norm_eps", 1e-6)
-    qg = (h @ w[p + "q_proj.weight"].T).reshape(T, nh, 2 * D)
+    qg = lin(p + "q_proj", h).reshape(T, nh, 2 * D)
     q, gate = qg[..., :D], qg[..., D:].reshape(T, nh * D)
     q = rms1p(q, w[p + "q_norm.weight"], eps)
-    k = rms1p((h @ w[p + "k_proj.weight"].T).reshape(T, nkv, D), w[p + "k_norm.weight"], eps)
-    v = (h @ w[p + "v_proj.weight"].T).reshape(T, nkv, D)
+    k = rms1p(lin(p + "k_proj", h).reshape(T, nkv, D), w[p + "k_norm.weight"], eps)
+    v = lin(p + "v_proj", h).reshape(T, nkv, D)
     rp = c.get("rope_parameters") or {}
     factor = c.get("partial_rotary_factor", rp.get("partial_rotary_factor", 0.25))
     theta = c.get("rope_theta", rp.get("rope_theta", 10000.0))
@@ -131,7 +162,7 @@ def gated_attention(c, w, p, h):
     inv = 1.0 / (theta ** (torch.arange(0, rot, 2, dtype=torch.int64).float() / rot))  # f32, as HF
     ang = torch.arange(T, dtype=torch.float32)[:, None] * inv[None, :]
     emb = torch.cat((ang, ang), dim=-1)
-    cos, sin = emb.cos().double()[:, None, :], emb.sin().double()[:, None, :]
+    cos, sin = emb.cos().to(q.dtype)[:, None, :], emb.sin().to(q.dtype)[:, None, :]
 
     def rope(x):
         xr, xp = x[..., :rot], x[..., rot:]
@@ -144,11 +175,11 @@ def gated_attention(c, w, p, h):
     s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1), float("-inf"))
     o = torch.einsum("hts,shd->thd", s.softmax(-1), v).reshape(T, nh * D)
     o = o * gate.sigmoid()
-    return o @ w[p + "o_proj.weight"].T
+    return lin(p + "o_proj", o)
 
 
-def swiglu(w, p, h):
-    return (F.silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
+def swiglu(lin, p, h):
+    return lin(p + "down_proj", F.silu(lin(p + "gate_proj", h)) * lin(p + "up_proj", h))
 
 
 def is_moe_layer(c, i):
@@ -159,10 +190,10 @@ def is_moe_layer(c, i):
     return i not in (c.get("mlp_only_layers") or []) and (i + 1) % c.get("decoder_sparse_step", 1) == 0
 
 
-def sparse_moe(c, w, p, h):
+def sparse_moe(c, w, p, h, lin):
     """Qwen3_5MoeSparseMoeBlock / Qwen3NextSparseMoeBlock; experts per expert or fused."""
     E, k = c["num_experts"], c["num_experts_per_tok"]
-    probs = (h @ w[p + "gate.weight"].T).softmax(-1)
+    probs = lin(p + "gate", h).softmax(-1)
     top_w, top_i = probs.topk(k, dim=-1)
     if c["model_type"] != "qwen3_next" or c.get("norm_topk_prob", True):
         top_w = top_w / top_w.sum(-1, keepdim=True)
@@ -177,14 +208,15 @@ def sparse_moe(c, w, p, h):
             gate, up = (x @ w[p + "experts.gate_up_proj"][e].T).chunk(2, dim=-1)
             y = (F.silu(gate) * up) @ w[p + "experts.down_proj"][e].T
         else:
-            y = swiglu(w, f"{p}experts.{e}.", x)
-        out.index_add_(0, rows, y * top_w[rows, slot, None])
+            y = swiglu(lin, f"{p}experts.{e}.", x)
+        out = out.index_add(0, rows, y * top_w[rows, slot, None])
     if p + "shared_expert_gate.weight" in w:
-        out = out + (h @ w[p + "shared_expert_gate.weight"].T).sigmoid() * swiglu(w, p + "shared_expert.", h)
+        out = out + lin(p + "shared_expert_gate", h).sigmoid() * swiglu(lin, p + "shared_expert.", h)
     return out
 
 
-def forward(cfg, w, ids):
+def forward(cfg, w, ids, lin=None, recurrent=False):
+    lin = lin or plain(w)
     c, P = text_config(cfg)
     eps = c.get("rms_norm_eps", 1e-6)
     n = c["num_hidden_layers"]
@@ -196,17 +228,50 @@ def forward(cfg, w, ids):
         p = f"{P}layers.{i}."
         h = rms1p(x, w[p + "input_layernorm.weight"], eps)
         if types[i] == "linear_attention":
-            x = x + gated_delta_net(c, w, p + "linear_attn.", h)
+            x = x + gated_delta_net(c, w, p + "linear_attn.", h, lin, recurrent)
         else:
-            x = x + gated_attention(c, w, p + "self_attn.", h)
+            x = x + gated_attention(c, w, p + "self_attn.", h, lin)
         h = rms1p(x, w[p + "post_attention_layernorm.weight"], eps)
-        x = x + (sparse_moe(c, w, p + "mlp.", h) if is_moe_layer(c, i) else swiglu(w, p + "mlp.", h))
+        x = x + (sparse_moe(c, w, p + "mlp.", h, lin) if is_moe_layer(c, i) else swiglu(lin, p + "mlp.", h))
     x = rms1p(x, w[P + "norm.weight"], eps)
     head = w[P + "embed_tokens.weight"] if c.get("tie_word_embeddings", False) else w["lm_head.weight"]
     return x @ head.T
 
 
+def grads_main(folder, batch_json, out, adapter=None):
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    w = load_weights(folder)
+    batch = json.load(open(batch_json))
+    if adapter:
+        lora, _ = load_adapter(adapter, w)
+        params = lora["tensors"]
+
+        def lin(name, x):  # x W^T + scale (x A^T) B^T, PEFT's LoRA
+            y = x @ w[name + ".weight"].T
+            a = params.get("base_model.model." + name + ".lora_A.weight")
+            if a is None:
+                return y
+            b = params["base_model.model." + name + ".lora_B.weight"]
+            return y + lora["scale"] * (x @ a.T) @ b.T
+    else:
+        for t in w.values():
+            t.requires_grad_(True)
+        params, lin = w, None
+    ids = batch["input_ids"]
+    logits = torch.cat([forward(cfg, w, ids[f:f + n], lin, recurrent=True) for f, n in batch["samples"]])
+    targets = torch.tensor(batch["targets"])
+    keep = targets != -100
+    loss = F.cross_entropy(logits[keep], targets[keep], reduction="mean")
+    loss.backward()
+    grads = {n: t.grad if t.grad is not None else torch.zeros_like(t) for n, t in params.items()}
+    grads["loss"] = loss.detach().reshape(1)
+    save_safetensors(out, grads)
+
+
 def main():
+    if sys.argv[1] == "--grads":
+        grads_main(*sys.argv[2:])
+        return
     folder, tokens_json, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     cfg = json.load(open(os.path.join(folder, "config.json")))

@@ -11,7 +11,7 @@ void gated_delta_rule_recurrent(const GatedDeltaDims& d, const float* q, const f
                                 float* o) {
   const int64_t r = d.HV / d.HK, dk = d.dk, dv = d.dv;
   std::vector<float> kv(static_cast<size_t>(dv));
-  for (int64_t h = 0; h < d.HV; ++h) {
+  for (int64_t h = d.h_begin; h < d.head_end(); ++h) {
     float* S = state + h * dk * dv;
     const int64_t kh = h / r;
     for (int64_t t = 0; t < d.T; ++t) {
@@ -44,7 +44,7 @@ void gated_delta_rule_chunked(const GatedDeltaDims& d, int64_t chunk, const floa
   std::vector<float> G(static_cast<size_t>(C)), A(static_cast<size_t>(C * C)),
       U(static_cast<size_t>(C * dv)), W(static_cast<size_t>(C * dk)),
       Delta(static_cast<size_t>(C * dv)), S_new(static_cast<size_t>(dk * dv));
-  for (int64_t h = 0; h < d.HV; ++h) {
+  for (int64_t h = d.h_begin; h < d.head_end(); ++h) {
     float* S = state + h * dk * dv;
     const int64_t kh = h / r;
     auto qrow = [&](int64_t t) { return q + (t * d.HK + kh) * dk; };
@@ -118,7 +118,7 @@ void gated_delta_rule_chunked_backward(const GatedDeltaDims& d, int64_t chunk, c
   const int64_t n_chunks = (d.T + C - 1) / C;
   using Vec = std::vector<double>;
   auto zeros = [](int64_t n) { return Vec(static_cast<size_t>(n), 0.0); };
-  for (int64_t h = 0; h < d.HV; ++h) {
+  for (int64_t h = d.h_begin; h < d.head_end(); ++h) {
     const int64_t kh = h / r;
     auto Q = [&](int64_t t, int64_t a) { return double(q[(t * d.HK + kh) * Dk + a]); };
     auto K = [&](int64_t t, int64_t a) { return double(k[(t * d.HK + kh) * Dk + a]); };

@@ -12,6 +12,10 @@ struct GatedDeltaDims {
   int64_t T = 0;           // tokens
   int64_t HK = 0, HV = 0;  // key heads, value heads (HV a multiple of HK)
   int64_t dk = 0, dv = 0;  // head dims
+  // Value heads computed: [h_begin, h_end) (h_end < 0: all); other heads' outputs are untouched,
+  // so threads may split the heads between them.
+  int64_t h_begin = 0, h_end = -1;
+  int64_t head_end() const { return h_end < 0 ? HV : h_end; }
 };
 
 // q, k [T, HK, dk]; v [T, HV, dv]; g, beta [T, HV]; state [HV, dk, dv] read as the start state

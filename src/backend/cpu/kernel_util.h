@@ -5,6 +5,9 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -42,6 +45,24 @@ inline void parallel(ThreadPool& pool, int64_t n, int64_t grain,
   }
   pool.parallel_for(n, [&](int64_t b, int64_t e, int) { fn(b, e); });
 }
+
+// Flushes denormal results and operands to zero on the calling thread while in scope (MXCSR FTZ
+// and DAZ on x86; elsewhere the thread's mode is left as it is). For kernels whose decays
+// underflow: the delta rule's e^{G_i - G_j} and decaying states reach the denormal range, where
+// every operation on them costs ~100 cycles (prefill measured 2.8x slower), while what they add
+// (below 1.2e-38) is far under the f32 resolution of the results.
+class FlushDenormalsScope {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  FlushDenormalsScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+  ~FlushDenormalsScope() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#else
+  FlushDenormalsScope() {}
+#endif
+};
 
 // Per-OS-thread scratch buffers (`slot` selects one of a few independent buffers), grown on demand
 // and kept for the thread's lifetime so hot kernels do not page-fault fresh memory on every call.

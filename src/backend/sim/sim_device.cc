@@ -300,6 +300,59 @@ void SimDevice::mul_sigmoid(const Tensor& out, const Tensor& x, const Tensor& ga
   Access access(*arena_);
   CpuDevice::mul_sigmoid(out, x, gate);
 }
+void SimDevice::concat_columns(const Tensor& out, std::span<const Tensor> ins) {
+  Access access(*arena_);
+  CpuDevice::concat_columns(out, ins);
+}
+void SimDevice::causal_conv1d_silu_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy,
+                                            const Tensor& x, const Tensor& w, const Tensor& state) {
+  Access access(*arena_);
+  CpuDevice::causal_conv1d_silu_backward(dx, dw, dy, x, w, state);
+}
+void SimDevice::l2norm_rows_backward(const Tensor& dx, const Tensor& dy, const Tensor& x, float eps,
+                                     float scale) {
+  Access access(*arena_);
+  CpuDevice::l2norm_rows_backward(dx, dy, x, eps, scale);
+}
+void SimDevice::gdn_gates_backward(const Tensor& da, const Tensor& db, const Tensor& d_a_log,
+                                   const Tensor& d_dt_bias, const Tensor& dg, const Tensor& dbeta,
+                                   const Tensor& a, const Tensor& b, const Tensor& a_log,
+                                   const Tensor& dt_bias) {
+  Access access(*arena_);
+  CpuDevice::gdn_gates_backward(da, db, d_a_log, d_dt_bias, dg, dbeta, a, b, a_log, dt_bias);
+}
+void SimDevice::gated_delta_rule_chunked(const Tensor& o, const Tensor& q, const Tensor& k,
+                                         const Tensor& v, const Tensor& g, const Tensor& beta,
+                                         const Tensor& state, int64_t chunk) {
+  Access access(*arena_);
+  CpuDevice::gated_delta_rule_chunked(o, q, k, v, g, beta, state, chunk);
+}
+void SimDevice::gated_delta_rule_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                          const Tensor& dg, const Tensor& dbeta,
+                                          const Tensor& d_state0, const Tensor& d_o,
+                                          const Tensor& q, const Tensor& k, const Tensor& v,
+                                          const Tensor& g, const Tensor& beta, const Tensor& state0,
+                                          int64_t chunk) {
+  Access access(*arena_);
+  CpuDevice::gated_delta_rule_backward(dq, dk, dv, dg, dbeta, d_state0, d_o, q, k, v, g, beta,
+                                       state0, chunk);
+}
+void SimDevice::gated_rmsnorm_forward(const Tensor& out, const Tensor& o, const Tensor& z,
+                                      const Tensor& w, float eps) {
+  Access access(*arena_);
+  CpuDevice::gated_rmsnorm_forward(out, o, z, w, eps);
+}
+void SimDevice::gated_rmsnorm_backward(const Tensor& d_o, const Tensor& dz, const Tensor& dw,
+                                       const Tensor& dout, const Tensor& o, const Tensor& z,
+                                       const Tensor& w, float eps) {
+  Access access(*arena_);
+  CpuDevice::gated_rmsnorm_backward(d_o, dz, dw, dout, o, z, w, eps);
+}
+void SimDevice::mul_sigmoid_backward(const Tensor& dx, const Tensor& dgate, const Tensor& dout,
+                                     const Tensor& x, const Tensor& gate) {
+  Access access(*arena_);
+  CpuDevice::mul_sigmoid_backward(dx, dgate, dout, x, gate);
+}
 void SimDevice::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
   Access access(*arena_);
   CpuDevice::swiglu_forward(out, gate, up);

@@ -68,6 +68,30 @@ class SimDevice : public CpuDevice {
   void gated_delta_rule(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& g, const Tensor& beta, const Tensor& state) override;
   void mul_sigmoid(const Tensor& out, const Tensor& x, const Tensor& gate) override;
+  void concat_columns(const Tensor& out, std::span<const Tensor> ins) override;
+  void causal_conv1d_silu_backward(const Tensor& dx, const Tensor& dw, const Tensor& dy,
+                                   const Tensor& x, const Tensor& w, const Tensor& state) override;
+  void l2norm_rows_backward(const Tensor& dx, const Tensor& dy, const Tensor& x, float eps,
+                            float scale) override;
+  void gdn_gates_backward(const Tensor& da, const Tensor& db, const Tensor& d_a_log,
+                          const Tensor& d_dt_bias, const Tensor& dg, const Tensor& dbeta,
+                          const Tensor& a, const Tensor& b, const Tensor& a_log,
+                          const Tensor& dt_bias) override;
+  void gated_delta_rule_chunked(const Tensor& o, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& g, const Tensor& beta, const Tensor& state,
+                                int64_t chunk) override;
+  void gated_delta_rule_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                 const Tensor& dg, const Tensor& dbeta, const Tensor& d_state0,
+                                 const Tensor& d_o, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const Tensor& g, const Tensor& beta,
+                                 const Tensor& state0, int64_t chunk) override;
+  void gated_rmsnorm_forward(const Tensor& out, const Tensor& o, const Tensor& z, const Tensor& w,
+                             float eps) override;
+  void gated_rmsnorm_backward(const Tensor& d_o, const Tensor& dz, const Tensor& dw,
+                              const Tensor& dout, const Tensor& o, const Tensor& z, const Tensor& w,
+                              float eps) override;
+  void mul_sigmoid_backward(const Tensor& dx, const Tensor& dgate, const Tensor& dout,
+                            const Tensor& x, const Tensor& gate) override;
   void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                        const Tensor& gate, const Tensor& up) override;
