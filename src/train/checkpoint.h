@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +37,8 @@ struct CheckpointContents {
   AdamW* optimizer;
   const TrainState* state;
   const nlohmann::json& args;
+  // The task's own files (PPO's value_model/), written into the checkpoint folder.
+  std::function<void(const std::string& dir)> task_files;
 };
 
 void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& j);

@@ -114,6 +114,7 @@ class TrainLoop {
   ModelGrads grads_;
   std::unique_ptr<LoraAdapter> adapter_;
   std::unique_ptr<ParamBuckets> buckets_;
+  std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
   std::unique_ptr<dist::BucketSync> sync_;
   std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
   AdamW opt_;
@@ -188,12 +189,19 @@ void TrainLoop::setup_model() {
   if (folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
       grads_.embed_tokens.defined())
     grads_.lm_head = grads_.embed_tokens;
-  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
-  for (size_t i = 0; i < buckets_->entries().size(); ++i)
-    opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
-             buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
+  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype, a_.resume_from_checkpoint});
+  if (const std::vector<TrainableSlot> extra = task_.extra_trainable(); !extra.empty()) {
+    task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
+    task_.extra_trainable_ready();
+  }
   std::vector<Tensor> flat;
-  for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
+  for (ParamBuckets* pb : {buckets_.get(), task_buckets_.get()}) {
+    if (!pb) continue;
+    for (size_t i = 0; i < pb->entries().size(); ++i)
+      opt_.add(pb->entries()[i].name, pb->value(i), pb->grad(i), pb->exp_avg(i),
+               pb->exp_avg_sq(i));
+    for (auto& b : pb->buckets()) flat.push_back(b.grads);
+  }
   opt_.set_flat_grads(std::move(flat));
   if (comm_.size() > 1) setup_data_parallel();
 }
@@ -379,8 +387,9 @@ void TrainLoop::save(int64_t gstep) {
       (fs::path(run_dir_) / fmt::format("checkpoint-{}", gstep)).string();
   if (!main_) return;
   comm_.set_activity(fmt::format("saving checkpoint-{}", gstep));
-  CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
-                       &state_, args_json_};
+  CheckpointContents c{folder_,   a_.save_only_model, adapter_.get(), model_.get(), &opt_,
+                       &state_,   args_json_,
+                       [this](const std::string& dir) { task_.save_files(dir); }};
   result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
   prune_checkpoints(run_dir_, a_.save_total_limit, gstep, state_.best_step);
 }
@@ -405,7 +414,7 @@ TrainResult TrainLoop::run() {
   log_info(
       "run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
       "({} per epoch, batch {} x accumulation {} x {} rank{})",
-      run_dir_, buckets_->numel(), a_.tuner_type, task_.train_size(), task_.eval_size(),
+      run_dir_, buckets_->numel() + (task_buckets_ ? task_buckets_->numel() : 0), a_.tuner_type, task_.train_size(), task_.eval_size(),
       total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_, comm_.size(),
       comm_.size() == 1 ? "" : "s");
 
