@@ -143,7 +143,8 @@ PpoLossResult ppo_loss(const PpoConfig& cfg, const std::vector<PpoLossInput>& ba
     auto& dl = r.d_logps.emplace_back(L, 0.0);
     auto& dv = r.d_values.emplace_back(W, 0.0);
     for (size_t t = 0; t < L; ++t) {
-      const PpoPolicyToken p = ppo_policy_token(cfg, in.new_logps[t], s.logps[t], (*in.advantages)[t]);
+      const PpoPolicyToken p =
+          ppo_policy_token(cfg, in.new_logps[t], s.logps[t], (*in.advantages)[t]);
       r.pg_loss += p.loss / pg_n;
       dl[t] = p.dlogp / pg_n;
       r.pg_clipfrac += (p.clipped ? 1.0 : 0.0) / pg_n;

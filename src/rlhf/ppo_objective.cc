@@ -45,9 +45,9 @@ void PpoPolicyObjective::chunk(const HeadChunk& c, std::span<float> dlogp) {
   }
 }
 
-PpoValueObjective::PpoValueObjective(const PpoConfig& cfg, const TrainBatch& b,
-                                     const Tensor& score, const Tensor& dscore,
-                                     std::vector<PpoValueTarget> targets, float grad_scale)
+PpoValueObjective::PpoValueObjective(const PpoConfig& cfg, const TrainBatch& b, const Tensor& score,
+                                     const Tensor& dscore, std::vector<PpoValueTarget> targets,
+                                     float grad_scale)
     : cfg_(cfg),
       batch_(b),
       score_(score),

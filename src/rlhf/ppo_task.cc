@@ -64,15 +64,15 @@ void PpoTask::attach(const TrainSetup& s) {
   sampling_.stop_token_ids =
       generation_stop_ids(s.folder, tok_, ChatTemplate::by_name(data_.template_name));
   reward_->bind(s.device);
-  critic_ = std::make_unique<ValueModel>(s.device, args_.reward_model, s.base_dtype,
-                                         args_.lora ? &args_.lora_config : nullptr, args_.seed,
-                                         s.resume);
+  critic_ =
+      std::make_unique<ValueModel>(s.device, args_.reward_model, s.base_dtype,
+                                   args_.lora ? &args_.lora_config : nullptr, args_.seed, s.resume);
   if (critic_->config().vocab_size != s.folder.config.vocab_size)
-    throw Error(fmt::format("--reward_model {} has a vocabulary of {} tokens, the model {}",
-                            args_.reward_model, critic_->config().vocab_size,
-                            s.folder.config.vocab_size),
-                "the value model reads the policy's tokens: use a reward model trained from the "
-                "same tokenizer");
+    throw Error(
+        fmt::format("--reward_model {} has a vocabulary of {} tokens, the model {}",
+                    args_.reward_model, critic_->config().vocab_size, s.folder.config.vocab_size),
+        "the value model reads the policy's tokens: use a reward model trained from the "
+        "same tokenizer");
   ref_ = std::make_unique<ReferenceModel>(s, args_.ref_model, "");
   if (!s.resume.empty()) load_rollouts(s.resume);
 }
@@ -88,7 +88,8 @@ std::vector<size_t> PpoTask::prompts_of(int64_t u) const {
 
 // The order PPO epoch e of update u visits the rollout batch in (TRL shuffles every epoch).
 std::vector<size_t> PpoTask::order_of(int64_t u, int64_t e) const {
-  return permutation(size_t(args_.rollout_batch()), mix(mix(args_.seed, uint64_t(u)), 0x99 + uint64_t(e)));
+  return permutation(size_t(args_.rollout_batch()),
+                     mix(mix(args_.seed, uint64_t(u)), 0x99 + uint64_t(e)));
 }
 
 std::vector<double> PpoTask::scores(const std::vector<Rollout>& rs,
@@ -162,9 +163,8 @@ void PpoTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
                  args_.gradient_accumulation_steps);
 }
 
-int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads,
-                             std::span<const size_t> samples, const TrainStepOptions& opt,
-                             Metrics& metrics) {
+int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<const size_t> samples,
+                             const TrainStepOptions& opt, Metrics& metrics) {
   const int64_t gas = args_.gradient_accumulation_steps;
   const int64_t per_update = gas * args_.num_ppo_epochs;
   const int64_t u = micro_ / per_update, e = (micro_ % per_update) / gas, k = micro_ % gas;
@@ -295,8 +295,9 @@ json PpoTask::rollouts_json() const {
 void PpoTask::save_files(const std::string& dir) const {
   critic_->save(dir);
   if (update_.index >= 0)
-    io::write_file_atomic((fs::path(dir) / kRolloutsFile).string(),
-                          rollouts_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+    io::write_file_atomic(
+        (fs::path(dir) / kRolloutsFile).string(),
+        rollouts_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 // The update a checkpoint was saved in: its rollouts as they were (not sampled again with the

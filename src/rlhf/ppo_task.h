@@ -51,7 +51,9 @@ struct PpoArgs {
   bool lora = true;                         // the policy's tuner, which the critic shares
   LoraConfig lora_config;
   uint64_t seed = 42, data_seed = 42;
-  int64_t rollout_batch() const { return per_device_train_batch_size * gradient_accumulation_steps; }
+  int64_t rollout_batch() const {
+    return per_device_train_batch_size * gradient_accumulation_steps;
+  }
 };
 
 class PpoTask : public TrainTask {

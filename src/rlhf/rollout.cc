@@ -62,8 +62,8 @@ SampledBatch sample_completions(Transformer& model, LoraAdapter* adapter, const 
       r.prompt = which[i / size_t(copies)];
       GenerationRequest req;
       req.prompt = prompts[r.prompt].prompt;
-      req.max_new_tokens = std::min<int64_t>(s.max_completion_length,
-                                             eo.max_model_len - int64_t(req.prompt.size()));
+      req.max_new_tokens =
+          std::min<int64_t>(s.max_completion_length, eo.max_model_len - int64_t(req.prompt.size()));
       req.sampling = s.sampling;
       req.seed = mix(seed, i);
       req.stop_token_ids = s.stop_token_ids;

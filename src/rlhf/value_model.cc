@@ -53,8 +53,7 @@ ValueModel::ValueModel(Device& dev, const std::string& path, DType base_dtype,
       lc.modules_to_save.end())
     lc.modules_to_save.push_back("score");  // the value head is trained in full
   Rng rng(mix(seed, 0x7a1e));
-  adapter_ =
-      std::make_unique<LoraAdapter>(LoraAdapter::create(dev, folder_->config, lc, rng));
+  adapter_ = std::make_unique<LoraAdapter>(LoraAdapter::create(dev, folder_->config, lc, rng));
   adapter_->init_modules_to_save(dev, *model_);
 }
 

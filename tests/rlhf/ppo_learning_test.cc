@@ -119,8 +119,8 @@ TEST(PpoLearning, RewardModelScoreOfHeldOutAnswersRises) {
                           "time/rollout_s", "rollout/tokens_per_second"})
       EXPECT_TRUE(log[0].contains(k)) << k;
     for (const char* k :
-         {"loss", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg",
-          "policy/clipfrac_avg", "val/clipfrac_avg", "val/ratio", "episode", "time/train_s"})
+         {"loss", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "policy/clipfrac_avg",
+          "val/clipfrac_avg", "val/ratio", "episode", "time/train_s"})
       EXPECT_TRUE(log[1].contains(k)) << k;
     EXPECT_FALSE(log[1].contains("objective/scores")) << "the second PPO epoch samples nothing";
     EXPECT_EQ(log[1]["time/rollout_s"].get<double>(), 0.0);
@@ -169,17 +169,16 @@ TEST(PpoResume, FromInsideAnUpdateMatchesTheUninterruptedRun) {
     ASSERT_EQ(a.size(), 6u);
     ASSERT_EQ(b.size(), 4u);
     for (size_t i = 0; i < 4; ++i)
-      for (const char* k : {"loss", "grad_norm", "loss/policy_avg", "loss/value_avg",
-                            "policy/approxkl_avg", "val/ratio", "val/ratio_var",
-                            "objective/scores", "objective/kl", "learning_rate"}) {
+      for (const char* k :
+           {"loss", "grad_norm", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg",
+            "val/ratio", "val/ratio_var", "objective/scores", "objective/kl", "learning_rate"}) {
         ASSERT_EQ(a[2 + i].contains(k), b[i].contains(k)) << k << " at step " << i + 3;
         if (a[2 + i].contains(k)) {
           EXPECT_EQ(a[2 + i][k], b[i][k]) << k << " at step " << i + 3;
         }
       }
     EXPECT_TRUE(b[2].contains("objective/scores")) << "step 5 starts the second update";
-    const std::string weights =
-        tuner == "lora" ? "adapter_model.safetensors" : "model.safetensors";
+    const std::string weights = tuner == "lora" ? "adapter_model.safetensors" : "model.safetensors";
     for (const std::string& f : {weights, "value_model/" + weights})
       EXPECT_EQ(testing::read_bytes(whole + "/checkpoint-6/" + f),
                 testing::read_bytes(resumed + "/checkpoint-6/" + f))
@@ -204,8 +203,7 @@ TEST(PpoCli, RolloutBatchRefusals) {
                              SWIFTLET_BINARY, model, model, tmp / "prompts.jsonl", flags,
                              tmp / "out", log)),
               0);
-    EXPECT_NE(testing::read_bytes(log).find(says), std::string::npos)
-        << testing::read_bytes(log);
+    EXPECT_NE(testing::read_bytes(log).find(says), std::string::npos) << testing::read_bytes(log);
   }
 }
 
