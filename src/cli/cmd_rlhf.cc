@@ -1,5 +1,5 @@
-// swiftlet rlhf: preference alignment (dpo, cpo, simpo, orpo, kto) and reward models (rm) with
-// ms-swift's flags and defaults, on the one trainer loop.
+// swiftlet rlhf: preference alignment (dpo, cpo, simpo, orpo, kto), reward models (rm) and online
+// RL (grpo, ppo) with ms-swift's flags and defaults, on the one trainer loop.
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -11,6 +11,7 @@
 #include "data/prompts.h"
 #include "model/folder.h"
 #include "rlhf/grpo_task.h"
+#include "rlhf/ppo_task.h"
 #include "rlhf/preference_task.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,7 +22,7 @@ namespace {
 std::vector<FlagSpec> rlhf_flags() {
   std::vector<FlagSpec> f = train_flags(false);
   std::vector<FlagSpec> more = {
-      {"rlhf_type", FlagKind::kString, "dpo", "dpo, orpo, simpo, cpo, kto, rm or grpo"},
+      {"rlhf_type", FlagKind::kString, "dpo", "dpo, orpo, simpo, cpo, kto, rm, grpo or ppo"},
       {"ref_model", FlagKind::kString, "",
        "full training: the reference model folder (default: --model)"},
       {"ref_adapters", FlagKind::kString, "",
@@ -46,8 +47,8 @@ std::vector<FlagSpec> rlhf_flags() {
   f.insert(f.end(), more.begin(), more.end());
   more = {
       {"num_generations", FlagKind::kInt, "8", "grpo: completions per prompt (G > 1)"},
-      {"max_completion_length", FlagKind::kInt, "512", "grpo: tokens per completion at most"},
-      {"temperature", FlagKind::kFloat, "0.9", "grpo: rollout sampling temperature (> 0)"},
+      {"max_completion_length", FlagKind::kInt, "512", "grpo/ppo: tokens per completion at most"},
+      {"temperature", FlagKind::kFloat, "0.9", "grpo/ppo: rollout sampling temperature (> 0)"},
       {"top_p", FlagKind::kFloat, "1.0", "grpo: nucleus sampling (1: off)"},
       {"top_k", FlagKind::kInt, "-1", "grpo: top-k sampling (-1: off)"},
       {"epsilon", FlagKind::kFloat, "0.2", "grpo: lower clip range of the ratio"},
@@ -68,7 +69,8 @@ std::vector<FlagSpec> rlhf_flags() {
        "grpo: a command scoring completions through JSON on stdin/stdout (README: external "
        "rewards)"},
       {"reward_model", FlagKind::kString, "",
-       "grpo: a sequence-classifier folder whose score is a reward (after the functions)"},
+       "grpo: a sequence-classifier folder whose score is a reward (after the functions); ppo: "
+       "the reward model, and the value model's starting point"},
       {"log_completions", FlagKind::kBool, "false", "grpo: write completions.jsonl in the run"},
       {"dynamic_sample", FlagKind::kBool, "false",
        "grpo: replace groups with equal rewards by other prompts' groups (DAPO)"},
@@ -83,6 +85,16 @@ std::vector<FlagSpec> rlhf_flags() {
       {"soft_max_length", FlagKind::kString, "",
        "soft_overlong reward (default max_completion_length)"},
       {"soft_cache_length", FlagKind::kString, "", "soft_overlong reward (required by it)"},
+      {"num_ppo_epochs", FlagKind::kInt, "4", "ppo: optimizer passes over each rollout batch"},
+      {"kl_coef", FlagKind::kFloat, "0.05", "ppo: weight of the per-token KL penalty in the reward"},
+      {"cliprange", FlagKind::kFloat, "0.2", "ppo: clip range of the policy ratio"},
+      {"vf_coef", FlagKind::kFloat, "0.1", "ppo: weight of the value loss"},
+      {"cliprange_value", FlagKind::kFloat, "0.2", "ppo: clip range of the value around its old value"},
+      {"gamma", FlagKind::kFloat, "1.0", "ppo: GAE discount"},
+      {"lam", FlagKind::kFloat, "0.95", "ppo: GAE lambda"},
+      {"whiten_rewards", FlagKind::kBool, "false", "ppo: whiten the per-token rewards (mean kept)"},
+      {"missing_eos_penalty", FlagKind::kString, "",
+       "ppo: subtracted from the score of a completion that never reached a stop token (none)"},
   };
   f.insert(f.end(), more.begin(), more.end());
   return f;
@@ -125,6 +137,14 @@ const std::vector<std::string>& grpo_only_flags() {
   return k;
 }
 
+const std::vector<std::string>& ppo_only_flags() {
+  static const std::vector<std::string> k = {
+      "num_ppo_epochs", "kl_coef", "cliprange",      "vf_coef",
+      "cliprange_value", "gamma",  "lam",            "whiten_rewards",
+      "missing_eos_penalty"};
+  return k;
+}
+
 const std::vector<std::string>& preference_only_flags() {
   static const std::vector<std::string> k = {"loss_weights",       "rpo_alpha",
                                              "label_smoothing",    "ld_alpha",
@@ -153,6 +173,8 @@ std::vector<double> numbers(const Flags& f, const std::string& name) {
 int run_grpo(const Flags& f) {
   for (const auto& n : preference_only_flags())
     if (f.given(n)) throw Error(fmt::format("--{} does not apply to --rlhf_type grpo", n));
+  for (const auto& n : ppo_only_flags())
+    if (f.given(n)) throw Error(fmt::format("--{} only applies to --rlhf_type ppo", n));
   for (const char* n : {"loss_scale", "preserve_thinking"})
     if (f.given(n))
       throw Error(fmt::format("--{} does not apply to --rlhf_type grpo", n),
@@ -268,20 +290,103 @@ int run_grpo(const Flags& f) {
   return 0;
 }
 
+int run_ppo(const Flags& f) {
+  for (const auto& n : preference_only_flags())
+    if (f.given(n)) throw Error(fmt::format("--{} does not apply to --rlhf_type ppo", n));
+  static const std::vector<std::string> shared = {"max_completion_length", "temperature",
+                                                  "reward_model"};
+  for (const auto& n : grpo_only_flags())
+    if (f.given(n) && std::find(shared.begin(), shared.end(), n) == shared.end())
+      throw Error(fmt::format("--{} does not apply to --rlhf_type ppo", n),
+                  "ppo samples one completion per prompt with top_k and top_p off, and its "
+                  "reward is --reward_model");
+  for (const char* n : {"beta", "loss_type", "ref_adapters"})
+    if (f.given(n))
+      throw Error(fmt::format("--{} does not apply to --rlhf_type ppo", n),
+                  "the KL penalty's weight is --kl_coef; the reference is the model without "
+                  "its adapter (LoRA) or --ref_model (full)");
+  for (const char* n : {"loss_scale", "preserve_thinking"})
+    if (f.given(n))
+      throw Error(fmt::format("--{} does not apply to --rlhf_type ppo", n),
+                  "the loss covers exactly the generated completion tokens");
+  if (f.str("reward_model").empty())
+    throw Error("--rlhf_type ppo needs --reward_model (a sequence classifier, the reward model "
+                "and the value model's starting point)",
+                "train one with --rlhf_type rm --tuner_type full");
+  TrainArgs a = train_args(f, "rlhf");
+  if (a.gradient_accumulation_steps <= 0)  // the trainer's default, resolved here for the task
+    a.gradient_accumulation_steps =
+        std::max<int64_t>(1, (16 + a.per_device_train_batch_size - 1) /
+                                 a.per_device_train_batch_size);
+  rlhf::PpoArgs p;
+  p.per_device_train_batch_size = a.per_device_train_batch_size;
+  p.gradient_accumulation_steps = a.gradient_accumulation_steps;
+  if (p.rollout_batch() < 2)
+    throw Error("ppo whitens advantages over the rollout batch, so --per_device_train_batch_size "
+                "x --gradient_accumulation_steps must be at least 2");
+  p.num_ppo_epochs = f.i64("num_ppo_epochs");
+  if (p.num_ppo_epochs < 1) throw Error("--num_ppo_epochs must be at least 1");
+  p.loss.kl_coef = f.f64("kl_coef");
+  p.loss.cliprange = f.f64("cliprange");
+  p.loss.vf_coef = f.f64("vf_coef");
+  p.loss.cliprange_value = f.f64("cliprange_value");
+  p.loss.gamma = f.f64("gamma");
+  p.loss.lam = f.f64("lam");
+  p.loss.whiten_rewards = f.boolean("whiten_rewards");
+  if (p.loss.kl_coef < 0 || p.loss.cliprange < 0 || p.loss.vf_coef < 0 ||
+      p.loss.cliprange_value < 0)
+    throw Error("--kl_coef, --cliprange, --vf_coef and --cliprange_value must not be negative");
+  if (p.loss.gamma < 0 || p.loss.gamma > 1 || p.loss.lam < 0 || p.loss.lam > 1)
+    throw Error("--gamma and --lam must be in [0, 1]");
+  p.missing_eos_penalty = opt_number(f, "missing_eos_penalty");
+  p.max_completion_length = f.i64("max_completion_length");
+  if (p.max_completion_length < 1) throw Error("--max_completion_length must be at least 1");
+  p.sampling.temperature = f.f64("temperature");
+  if (p.sampling.temperature <= 0)
+    throw Error("--temperature must be positive for ppo",
+                "rollouts are sampled and scored on logits / temperature");
+  p.sampling.top_k = 0;
+  p.sampling.top_p = 1.0;
+  p.reward_model = resolve_model_path(f.str("reward_model"));
+  p.ref_model = f.str("ref_model");
+  if (!p.ref_model.empty() && a.tuner_type != "full")
+    throw Error("--ref_model is only used by full-parameter ppo training",
+                "with LoRA the reference is the model without its adapter");
+  p.lora = a.tuner_type == "lora";
+  p.lora_config = a.lora;
+  p.seed = a.seed;
+  p.data_seed = a.data_seed;
+  a.args_json["rlhf_type"] = "ppo";
+
+  DataArgs d = data_args(f, a);
+  if (!f.given("truncation_strategy")) d.truncation_strategy = "left";
+  PromptBundle data = load_prompt_datasets(d, a.model);
+  Tokenizer tok = Tokenizer::load(resolve_model_path(a.model));
+  rlhf::PpoTask task(std::move(p), std::move(data), std::move(tok));
+  TrainResult r = train(a, task);
+  if (!a.comm->is_main()) return 0;
+  std::cout << "run folder: " << r.run_dir << "\nlast checkpoint: " << r.last_checkpoint << "\n";
+  if (!r.best_checkpoint.empty()) std::cout << "best checkpoint: " << r.best_checkpoint << "\n";
+  return 0;
+}
+
 int run_rlhf(int argc, char** argv) {
   Flags f("rlhf", rlhf_flags());
   if (!f.parse(argc, argv)) {
     std::cout << f.help_text(
-        "Preference alignment (DPO, CPO, SimPO, ORPO, KTO), reward models and GRPO.");
+        "Preference alignment (DPO, CPO, SimPO, ORPO, KTO), reward models, GRPO and PPO.");
     return 0;
   }
   const std::string type = f.str("rlhf_type");
   if (type == "grpo") return run_grpo(f);
-  if (type == "ppo" || type == "gkd")
-    throw Error(fmt::format("--rlhf_type {} is not supported yet", type),
-                "supported: dpo, orpo, simpo, cpo, kto, rm, grpo");
+  if (type == "ppo") return run_ppo(f);
+  if (type == "gkd")
+    throw Error("--rlhf_type gkd is not supported yet",
+                "supported: dpo, orpo, simpo, cpo, kto, rm, grpo, ppo");
   for (const auto& n : grpo_only_flags())
     if (f.given(n)) throw Error(fmt::format("--{} only applies to --rlhf_type grpo", n));
+  for (const auto& n : ppo_only_flags())
+    if (f.given(n)) throw Error(fmt::format("--{} only applies to --rlhf_type ppo", n));
   rlhf::RlhfArgs raw;
   raw.rlhf_type = type;
   raw.beta = opt_number(f, "beta");
@@ -353,7 +458,8 @@ int run_rlhf(int argc, char** argv) {
 
 const bool rlhf_registered = register_command(
     {"rlhf",
-     "Preference alignment (dpo, orpo, simpo, cpo, kto), reward models (rm) and online RL (grpo).",
+     "Preference alignment (dpo, orpo, simpo, cpo, kto), reward models (rm) and online RL "
+     "(grpo, ppo).",
      [](int c, char** v) { return run_rlhf(c, v); }});
 
 }  // namespace

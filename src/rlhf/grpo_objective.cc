@@ -4,17 +4,6 @@
 
 namespace swiftlet::rlhf {
 
-std::vector<std::vector<int64_t>> target_rows(const TrainBatch& b) {
-  std::vector<std::vector<int64_t>> out;
-  for (const auto& [first, len] : b.samples) {
-    std::vector<int64_t> rows;
-    for (int64_t r = first; r < first + len; ++r)
-      if (b.targets[size_t(r)] >= 0) rows.push_back(r);
-    out.push_back(std::move(rows));
-  }
-  return out;
-}
-
 GrpoObjective::GrpoObjective(const GrpoLossConfig& cfg, const TrainBatch& b,
                              std::vector<GrpoTarget> targets, float temperature, float grad_scale)
     : cfg_(cfg), t_(temperature), scale_(grad_scale), targets_(std::move(targets)) {

@@ -10,6 +10,7 @@
 #include "model/objective.h"
 #include "model/transformer.h"
 #include "rlhf/grpo_loss.h"
+#include "rlhf/rollout.h"
 
 namespace swiftlet::rlhf {
 
@@ -37,8 +38,5 @@ class GrpoObjective : public Objective {
   std::vector<int64_t> seq_, pos_;  // per batch row: its completion and token index, or -1
   std::vector<double> weight_;      // per completion: the aggregation weight of its tokens
 };
-
-// Per sample of a batch, its target rows in order.
-std::vector<std::vector<int64_t>> target_rows(const TrainBatch& b);
 
 }  // namespace swiftlet::rlhf

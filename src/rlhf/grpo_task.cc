@@ -7,7 +7,6 @@
 
 #include "core/log.h"
 #include "core/rng.h"
-#include "infer/engine.h"
 #include "infer/runtime.h"
 #include "rlhf/grpo_objective.h"
 #include "template/chat_template.h"
@@ -21,40 +20,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t z = a * 0x9e3779b97f4a7c15ull + b * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
-  z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 29);
-}
-
-class Decoder : public TextDecoder {
- public:
-  explicit Decoder(const Tokenizer& t) : dec_(t) {}
-  std::string push(int32_t id) override { return dec_.feed(id); }
-  std::string flush() override { return dec_.flush(); }
-
- private:
-  IncrementalDecoder dec_;
-};
-
-// Every row's log p(target) of a batch on logits / temperature.
-// The rollouts as training samples: prompt (no loss) then the completion's tokens.
-TrainBatch rollout_batch(const std::vector<GrpoTask::Rollout>& r, size_t begin, size_t end,
-                         const std::vector<PromptSample>& prompts) {
-  std::vector<TokenizedSample> samples;
-  for (size_t i = begin; i < end; ++i) {
-    TokenizedSample s;
-    s.input_ids = prompts[r[i].prompt].prompt;
-    s.labels.assign(s.input_ids.size(), kIgnoreIndex);
-    s.input_ids.insert(s.input_ids.end(), r[i].completion.begin(), r[i].completion.end());
-    s.labels.insert(s.labels.end(), r[i].completion.begin(), r[i].completion.end());
-    samples.push_back(std::move(s));
-  }
-  std::vector<const TokenizedSample*> ptrs;
-  for (const auto& s : samples) ptrs.push_back(&s);
-  return make_train_batch(ptrs);
 }
 
 double nanmean(const std::vector<double>& v, size_t* count = nullptr) {
@@ -133,61 +98,14 @@ std::vector<size_t> GrpoTask::prompts_of(int64_t g, int64_t attempt) const {
 std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
                                                 const std::vector<PromptSample>& prompts,
                                                 const std::vector<size_t>& which, uint64_t seed) {
-  const int64_t G = args_.num_generations;
-  std::vector<Rollout> out(which.size() * size_t(G));
-  int64_t longest = 0;
-  for (size_t p : which) longest = std::max<int64_t>(longest, int64_t(prompts[p].prompt.size()));
-  {
-    // The engine sets which adapter the layers point at; the trainer's is back afterwards.
-    struct Restore {
-      Transformer& model;
-      LoraAdapter* adapter;
-      ~Restore() {
-        LoraAdapter::detach(model);
-        if (adapter) adapter->attach(model);
-      }
-    } restore{model, adapter_};
-    EngineOptions eo;
-    eo.max_batch_size = int64_t(out.size());
-    eo.max_model_len = longest + args_.max_completion_length + 1;
-    if (model.config().max_position_embeddings > 0)
-      eo.max_model_len =
-          std::min<int64_t>(model.config().max_position_embeddings, eo.max_model_len);
-    eo.base_adapter = adapter_;
-    const Tokenizer* t = &tok_;
-    Engine engine(
-        model, [t] { return std::make_unique<Decoder>(*t); }, eo);
-    for (size_t i = 0; i < out.size(); ++i) {
-      Rollout& r = out[i];
-      r.prompt = which[i / size_t(G)];
-      GenerationRequest req;
-      req.prompt = prompts[r.prompt].prompt;
-      req.max_new_tokens = std::min<int64_t>(args_.max_completion_length,
-                                             eo.max_model_len - int64_t(req.prompt.size()));
-      req.sampling = args_.sampling;
-      req.seed = mix(seed, i);
-      req.stop_token_ids = args_.stop_token_ids;
-      GenerationCallbacks cb;
-      cb.on_finish = [&r](const GenerationOutput& o) {
-        if (o.finish_reason == "error") throw Error("a rollout failed: " + o.error);
-        r.completion = o.tokens;
-        if (o.finish_reason == "stop" && o.stop_token_id >= 0)
-          r.completion.push_back(o.stop_token_id);
-        r.text = o.text;
-        r.truncated = o.finish_reason == "length";
-      };
-      engine.submit(std::move(req), std::move(cb));
-    }
-    const auto t0 = Clock::now();
-    while (engine.step()) {
-    }
-    sample_s_ += seconds_since(t0);
-  }
-  for (const Rollout& r : out) sample_tokens_ += double(r.completion.size());
-  // A completion of zero tokens (the context was full) would train nothing: give it the stop id.
-  for (Rollout& r : out)
-    if (r.completion.empty() && !args_.stop_token_ids.empty())
-      r.completion.push_back(args_.stop_token_ids.front());
+  RolloutSampling rs{args_.max_completion_length, args_.sampling, args_.stop_token_ids};
+  SampledBatch b =
+      sample_completions(model, adapter_, tok_, prompts, which, args_.num_generations, rs, seed);
+  sample_s_ += b.engine_seconds;
+  sample_tokens_ += b.tokens;
+  std::vector<Rollout> out(b.completions.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    static_cast<SampledCompletion&>(out[i]) = std::move(b.completions[i]);
   return out;
 }
 
@@ -221,21 +139,8 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
                                                     bool ref) {
   const TrainBatch b = rollout_batch(r, begin, end, prompts);
   const float t = float(args_.sampling.temperature);
-  std::vector<float> lp;
-  if (ref) {
-    lp = ref_->logprobs(model, b, t);
-  } else {
-    LogprobCollector c(int64_t(b.input_ids.size()), t);
-    model.evaluate(b, c);
-    lp = c.logp;
-  }
-  std::vector<std::vector<double>> out;
-  for (const auto& rows : target_rows(b)) {
-    std::vector<double> v;
-    for (int64_t row : rows) v.push_back(lp[size_t(row)]);
-    out.push_back(std::move(v));
-  }
-  return out;
+  if (ref) return per_sample(b, ref_->logprobs(model, b, t));
+  return completion_logprobs(model, b, t);
 }
 
 GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& m) {

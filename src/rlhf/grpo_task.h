@@ -30,6 +30,7 @@
 #include "infer/sampler.h"
 #include "rlhf/grpo_loss.h"
 #include "rlhf/reference_model.h"
+#include "rlhf/rollout.h"
 #include "rlhf/rewards.h"
 #include "tokenizer/tokenizer.h"
 #include "train/task.h"
@@ -81,11 +82,7 @@ class GrpoTask : public TrainTask {
   nlohmann::json state() const override;
   void restore(const nlohmann::json& state) override;
 
-  struct Rollout {
-    size_t prompt = 0;  // index into the prompt set
-    std::vector<int32_t> completion;
-    std::string text;
-    bool truncated = false;
+  struct Rollout : SampledCompletion {
     std::vector<double> rewards;  // per reward function (NaN: none)
     double reward = 0, advantage = 0;
     std::vector<double> old_logps, ref_logps;

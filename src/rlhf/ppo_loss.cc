@@ -98,6 +98,33 @@ PpoRollout ppo_rollout(const PpoConfig& cfg, const std::vector<PpoResponse>& bat
   return r;
 }
 
+PpoPolicyToken ppo_policy_token(const PpoConfig& cfg, double x, double o, double A) {
+  PpoPolicyToken t;
+  t.ratio = std::exp(x - o);
+  const double l1 = -A * t.ratio;
+  const double l2 = -A * std::clamp(t.ratio, 1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
+  t.loss = std::max(l1, l2);
+  if (l1 >= l2) t.dlogp = -A * t.ratio;  // the unclipped term is the maximum
+  t.clipped = l2 > l1;
+  return t;
+}
+
+PpoValueToken ppo_value_token(const PpoConfig& cfg, double v, double old, double G) {
+  PpoValueToken t;
+  const double vc = old + std::clamp(v - old, -cfg.cliprange_value, cfg.cliprange_value);
+  const double e1 = (v - G) * (v - G), e2 = (vc - G) * (vc - G);
+  t.loss = 0.5 * std::max(e1, e2);
+  // d/dv: the unclipped branch 2 (v - G); the clipped one only inside the clip range.
+  const bool inside = std::abs(v - old) < cfg.cliprange_value;
+  if (e1 >= e2) {
+    t.dvalue = v - G;
+  } else if (inside) {
+    t.dvalue = vc - G;
+  }
+  t.clipped = e2 > e1;
+  return t;
+}
+
 PpoLossResult ppo_loss(const PpoConfig& cfg, const std::vector<PpoLossInput>& batch) {
   PpoLossResult r;
   double pg_n = 0, vf_n = 0, all_n = 0;
@@ -116,29 +143,19 @@ PpoLossResult ppo_loss(const PpoConfig& cfg, const std::vector<PpoLossInput>& ba
     auto& dl = r.d_logps.emplace_back(L, 0.0);
     auto& dv = r.d_values.emplace_back(W, 0.0);
     for (size_t t = 0; t < L; ++t) {
-      const double A = (*in.advantages)[t];
+      const PpoPolicyToken p =
+          ppo_policy_token(cfg, in.new_logps[t], s.logps[t], (*in.advantages)[t]);
+      r.pg_loss += p.loss / pg_n;
+      dl[t] = p.dlogp / pg_n;
+      r.pg_clipfrac += (p.clipped ? 1.0 : 0.0) / pg_n;
       const double diff = in.new_logps[t] - s.logps[t];
-      const double ratio = std::exp(diff);
-      const double l1 = -A * ratio;
-      const double l2 = -A * std::clamp(ratio, 1.0 - cfg.cliprange, 1.0 + cfg.cliprange);
-      r.pg_loss += std::max(l1, l2) / pg_n;
-      if (l1 >= l2) dl[t] = -A * ratio / pg_n;  // the unclipped term is the maximum
-      r.pg_clipfrac += (l2 > l1 ? 1.0 : 0.0) / pg_n;
       r.approxkl += 0.5 * diff * diff / all_n;
     }
     for (size_t t = 0; t <= L && t < W; ++t) {
-      const double G = (*in.returns)[t], old = s.values[t], v = in.new_values[t];
-      const double vc = old + std::clamp(v - old, -cfg.cliprange_value, cfg.cliprange_value);
-      const double e1 = (v - G) * (v - G), e2 = (vc - G) * (vc - G);
-      r.vf_loss += 0.5 * std::max(e1, e2) / vf_n;
-      // d/dv: the unclipped branch 2 (v - G); the clipped one only inside the clip range.
-      const bool inside = std::abs(v - old) < cfg.cliprange_value;
-      if (e1 >= e2) {
-        dv[t] = 0.5 * 2.0 * (v - G) / vf_n;
-      } else if (inside) {
-        dv[t] = 0.5 * 2.0 * (vc - G) / vf_n;
-      }
-      r.vf_clipfrac += (e2 > e1 ? 1.0 : 0.0) / vf_n;
+      const PpoValueToken v = ppo_value_token(cfg, in.new_values[t], s.values[t], (*in.returns)[t]);
+      r.vf_loss += v.loss / vf_n;
+      dv[t] = v.dvalue / vf_n;
+      r.vf_clipfrac += (v.clipped ? 1.0 : 0.0) / vf_n;
     }
   }
   r.loss = r.pg_loss + cfg.vf_coef * r.vf_loss;

@@ -4,7 +4,7 @@
 // with their gradients by the new log-probs and values. A batch holds B responses padded to width
 // W; response i keeps L_i tokens (its stop token included), so log-probs exist at positions < L_i
 // and values at positions <= L_i (one past the end, where the score lands when L_i < W).
-// Not yet driven by a task: `--rlhf_type ppo` is refused until the actor-critic task exists.
+// The task (rlhf/ppo_task.h) drives the per-token forms below through the model.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -48,6 +48,22 @@ struct PpoLossResult {
   double pg_clipfrac = 0, vf_clipfrac = 0, approxkl = 0;
   std::vector<std::vector<double>> d_logps, d_values;  // shaped as new_logps / new_values
 };
+
+// One response token's clipped policy term max(-A r, -A clip(r, 1 +- cliprange)), r = e^(x - o),
+// with its gradient by x (zero where the clipped term is the larger) and whether it was clipped.
+struct PpoPolicyToken {
+  double loss = 0, dlogp = 0, ratio = 0;
+  bool clipped = false;
+};
+PpoPolicyToken ppo_policy_token(const PpoConfig& cfg, double new_logp, double old_logp, double A);
+
+// One position's value term 1/2 max((v - G)^2, (clip(v, V_old +- cliprange_value) - G)^2), its
+// gradient by v and whether the clipped branch was the larger.
+struct PpoValueToken {
+  double loss = 0, dvalue = 0;
+  bool clipped = false;
+};
+PpoValueToken ppo_value_token(const PpoConfig& cfg, double new_value, double old_value, double G);
 
 // loss = pg + vf_coef * vf: pg the token mean of max(-A r, -A clip(r, 1 +- cliprange)) over
 // positions < L_i, vf = 1/2 the mean of max((v - G)^2, (clip(v, V_old +- cliprange_value) - G)^2)

@@ -86,6 +86,7 @@ void write_checkpoint_files(const fs::path& tmp, const std::string& run_dir,
     io::save_safetensors((tmp / "optimizer.safetensors").string(), st,
                          {{"format", "pt"}, {"step", std::to_string(c.optimizer->step_count())}});
   }
+  if (c.task_files) c.task_files(tmp.string());
   write_json_atomic(tmp / "trainer_state.json", state_json(*c.state, run_dir));
   write_json_atomic(tmp / "args.json", c.args);
   copy_tokenizer_files(c.base.path, tmp.string());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@ struct CheckpointContents {
   // The whole moments by tensor name ("<param>.exp_avg", "<param>.exp_avg_sq") when the optimizer
   // holds only this rank's pieces of them (ZeRO): gathered first, written in the same layout.
   const std::vector<std::pair<std::string, Tensor>>* gathered_moments = nullptr;
+  // The task's own files (PPO's value_model/), written into the checkpoint folder.
+  std::function<void(const std::string& dir)> task_files;
 };
 
 void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& j);

@@ -14,6 +14,7 @@
 
 #include "model/folder.h"
 #include "model/transformer.h"
+#include "train/param_buckets.h"
 #include "tuner/lora.h"
 
 namespace swiftlet {
@@ -92,6 +93,7 @@ struct TrainSetup {
   Transformer& model;         // the policy, trainable parameters attached
   LoraAdapter* adapter;       // null for full training
   DType base_dtype;           // the frozen base weights' dtype
+  std::string resume;         // the checkpoint being resumed ("" for a new run)
 };
 
 // The evaluation metric that picks the best checkpoint, and whether higher is better.
@@ -127,6 +129,14 @@ class TrainTask {
   // State carried across steps (saved in trainer_state.json, restored on resume); null: none.
   virtual nlohmann::json state() const { return nullptr; }
   virtual void restore(const nlohmann::json& state) {}
+  // Tensors the task trains beside the model's (PPO's value model), asked once after attach():
+  // the trainer's optimizer updates them and clips their gradients jointly with the model's. The
+  // task restores their values from its own checkpoint files when resuming (setup.resume).
+  virtual std::vector<TrainableSlot> extra_trainable() { return {}; }
+  // After the trainer moved the extra tensors into its buckets (re-point what reads them).
+  virtual void extra_trainable_ready() {}
+  // Writes the task's own files into a checkpoint folder being written (before it is renamed).
+  virtual void save_files(const std::string& dir) const {}
   // Whether several processes can share a step, each running some of its micro-batches: the
   // task's scaling (begin_step) sees every rank's micro-batches, its micro-batches are
   // independent of each other, and each runs one backward. Tasks carrying rollouts between

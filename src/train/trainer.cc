@@ -133,6 +133,7 @@ class TrainLoop {
   ModelGrads grads_;
   std::unique_ptr<LoraAdapter> adapter_;
   std::unique_ptr<ParamBuckets> buckets_;
+  std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
   std::unique_ptr<dist::BucketSync> sync_;
   std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
   std::vector<int64_t> bucket_first_;  // per bucket: the backward layer that first writes it
@@ -221,13 +222,23 @@ void TrainLoop::setup_model() {
                               return s.grad == &grads_.embed_tokens;
                             });
   tie_head_grad();
-  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype});
+  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype, a_.resume_from_checkpoint});
+  if (const std::vector<TrainableSlot> extra = task_.extra_trainable(); !extra.empty()) {
+    // Tasks with their own trainable tensors (PPO's critic) train in one process, unsharded.
+    SWIFTLET_CHECK(stage_ == 0, "a task's extra trainable tensors under ZeRO stage {}", stage_);
+    task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
+    task_buckets_->allocate_states(*dev_);
+    task_.extra_trainable_ready();
+  }
   std::vector<Tensor> flat;
   if (stage_ == 0) {
-    for (size_t i = 0; i < buckets_->entries().size(); ++i)
-      opt_.add(buckets_->entries()[i].name, buckets_->value(i), buckets_->grad(i),
-               buckets_->exp_avg(i), buckets_->exp_avg_sq(i));
-    for (auto& b : buckets_->buckets()) flat.push_back(b.grads);
+    for (ParamBuckets* pb : {buckets_.get(), task_buckets_.get()}) {
+      if (!pb) continue;
+      for (size_t i = 0; i < pb->entries().size(); ++i)
+        opt_.add(pb->entries()[i].name, pb->value(i), pb->grad(i), pb->exp_avg(i),
+                 pb->exp_avg_sq(i));
+      for (auto& b : pb->buckets()) flat.push_back(b.grads);
+    }
   } else {
     // The optimizer sees only this rank's shard: the pieces of parameters inside it, with the
     // shard's moments (and, from stage 2, the shard's gradients).
@@ -622,6 +633,7 @@ void TrainLoop::save(int64_t gstep) {
   CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
                        &state_, args_json_};
   if (stage_ > 0) c.gathered_moments = &moments;
+  c.task_files = [this](const std::string& dir) { task_.save_files(dir); };
   result_.last_checkpoint = save_checkpoint(run_dir_, gstep, c);
   prune_checkpoints(run_dir_, a_.save_total_limit, gstep, state_.best_step);
 }
@@ -646,7 +658,8 @@ TrainResult TrainLoop::run() {
   log_info(
       "run folder {}: {} trainable parameters ({}), {} train / {} val samples, {} steps "
       "({} per epoch, batch {} x accumulation {} x {} rank{}){}",
-      run_dir_, buckets_->numel(), a_.tuner_type, task_.train_size(), task_.eval_size(),
+      run_dir_, buckets_->numel() + (task_buckets_ ? task_buckets_->numel() : 0), a_.tuner_type,
+      task_.train_size(), task_.eval_size(),
       total_steps_, steps_per_epoch_, a_.per_device_train_batch_size, gas_, comm_.size(),
       comm_.size() == 1 ? "" : "s",
       stage_ == 0   ? ""

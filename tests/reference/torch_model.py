@@ -228,8 +228,10 @@ def save_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def objective_loss(obj, logits, hidden, targets, keep, samples):
-    """The test objectives of tests/train/objective_reference_test.cc, written from their math."""
+def objective_loss(obj, logits, hidden, targets, keep, samples, extra=None):
+    """The test objectives of tests/train/objective_reference_test.cc and
+    tests/rlhf/ppo_model_reference_test.cc, written from their math. `extra` holds parameters an
+    objective adds (a value head's score weight)."""
     dt = torch.float64
     logp = torch.log_softmax(logits, -1).gather(1, targets.clamp(min=0)[:, None])[:, 0]
     logp = torch.where(keep, logp, torch.zeros_like(logp))
@@ -262,6 +264,24 @@ def objective_loss(obj, logits, hidden, targets, keep, samples):
             tok = tok + obj["beta"] * torch.clamp(torch.exp(d) - d - 1, -10, 10)
             total = total + tok.mean()
         return obj["scale"] * total / len(samples)
+    if kind == "ppo_policy":  # TRL's clipped policy loss on logits / temperature, a token mean
+        lt = torch.log_softmax(logits / obj["temperature"], -1)
+        x = lt.gather(1, targets.clamp(min=0)[:, None])[:, 0][keep]
+        old = torch.tensor(obj["old"], dtype=dt)[keep]
+        adv = torch.tensor(obj["advantages"], dtype=dt)[keep]
+        ratio = torch.exp(x - old)
+        c = obj["cliprange"]
+        pg = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - c, 1 + c))
+        return obj["scale"] * pg.mean()
+    if kind == "ppo_value":  # TRL's clipped value loss, values = score . h at the value rows
+        rows = torch.tensor(obj["rows"])
+        v = (hidden[rows] @ extra["score.weight"].T)[:, 0]
+        old = torch.tensor(obj["old_values"], dtype=dt)
+        ret = torch.tensor(obj["returns"], dtype=dt)
+        c = obj["cliprange_value"]
+        vc = old + torch.clamp(v - old, -c, c)
+        vf = 0.5 * torch.max((v - ret) ** 2, (vc - ret) ** 2).mean()
+        return obj["scale"] * obj["vf_coef"] * vf
     raise SystemExit(f"unknown objective {kind}")
 
 
@@ -337,10 +357,15 @@ def grads_main(folder, batch_json, out, adapter=None):
     targets = torch.tensor(batch["targets"])
     keep = targets != -100
     obj = batch.get("objective")
+    extra = {}
+    if obj is not None and "score" in obj:  # a value head [1, H] trained with the model
+        extra["score.weight"] = torch.tensor([obj["score"]], dtype=torch.float64, requires_grad=True)
+        params = dict(params)
+        params.update(extra)
     if obj is None:
         loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="mean")
     else:
-        loss = objective_loss(obj, logits, hidden[0], targets, keep, batch["samples"])
+        loss = objective_loss(obj, logits, hidden[0], targets, keep, batch["samples"], extra)
     aux = load_balancing_loss(cfg, router_logits) if router_logits else torch.zeros((), dtype=torch.float64)
     coef = batch.get("router_aux_loss_coef", 0.0)
     if coef:

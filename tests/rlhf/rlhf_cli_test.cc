@@ -188,7 +188,10 @@ TEST_F(RlhfCli, Refusals) {
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --loss_type sigmoid hinge --loss_weights 1 abc")
                 .find("--loss_weights: 'abc' is not a number"),
             std::string::npos);
-  EXPECT_NE(refusal(pairs() + " --rlhf_type ppo").find("--rlhf_type ppo is not supported yet"),
+  EXPECT_NE(refusal(pairs() + " --rlhf_type gkd").find("--rlhf_type gkd is not supported yet"),
+            std::string::npos);
+  EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --kl_coef 0.1")
+                .find("--kl_coef only applies to --rlhf_type ppo"),
             std::string::npos);
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --num_generations 4")
                 .find("--num_generations only applies to --rlhf_type grpo"),
@@ -220,6 +223,24 @@ TEST_F(RlhfCli, Refusals) {
             "--loss_scale does not apply"},
        })
     EXPECT_NE(refusal(grpo + flags).find(says), std::string::npos) << flags;
+  // ppo's own refusals, each with its sentence.
+  const std::string ppo = " --rlhf_type ppo --dataset " + (tmp_ / "pairs.jsonl");
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"", "--rlhf_type ppo needs --reward_model"},
+           {" --reward_model " + model_, "is not a sequence classifier"},
+           {" --reward_model " + model_ + " --beta 0.1", "--beta does not apply to --rlhf_type ppo"},
+           {" --reward_model " + model_ + " --top_k 5", "--top_k does not apply to --rlhf_type ppo"},
+           {" --reward_model " + model_ + " --num_generations 4", "--num_generations does not apply"},
+           {" --reward_model " + model_ + " --reward_funcs accuracy", "--reward_funcs does not apply"},
+           {" --reward_model " + model_ + " --rpo_alpha 1", "--rpo_alpha does not apply"},
+           {" --reward_model " + model_ + " --loss_scale all", "--loss_scale does not apply"},
+           {" --reward_model " + model_ + " --ref_model " + model_, "--ref_model is only used"},
+           {" --reward_model " + model_ + " --num_ppo_epochs 0", "--num_ppo_epochs must be at least 1"},
+           {" --reward_model " + model_ + " --lam 1.5", "--gamma and --lam must be in [0, 1]"},
+           {" --reward_model " + model_ + " --vf_coef -1", "must not be negative"},
+           {" --reward_model " + model_ + " --temperature 0", "positive"},
+       })
+    EXPECT_NE(refusal(ppo + flags).find(says), std::string::npos) << flags;
   EXPECT_NE(refusal(pairs() + " --rlhf_type dpo --packing true").find("packing"),
             std::string::npos);
 }
