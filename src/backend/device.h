@@ -143,6 +143,9 @@ class Device {
 
   // Row-wise log-softmax in place ([N, V] f32), for log-probabilities.
   virtual void log_softmax_inplace(const Tensor& x) = 0;
+  // out[r] = entropy of softmax(scale * logits[r]) = logsumexp(z) - sum_i softmax(z)_i z_i with
+  // z = scale * logits[r]   (logits [N, V] f32, out [N] f32, scale > 0: 1 / temperature).
+  virtual void softmax_entropy(const Tensor& out, const Tensor& logits, float scale) = 0;
 
   // AdamW with decoupled weight decay on f32 param/grad/m/v of equal shape; step counts from 1.
   // p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)

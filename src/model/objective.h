@@ -39,7 +39,8 @@ class Objective {
 
   virtual bool weights_before_logprobs() const { return false; }
   virtual bool whole_batch() const { return false; }
-  // The raw logits of each chunk reach chunk() (read-only, valid during the call).
+  // Each chunk's logits (divided by temperature()) reach chunk() (read-only, valid during the
+  // call).
   virtual bool wants_logits() const { return false; }
   // False for objectives on the hidden states alone (a reward model's score head): no LM head.
   virtual bool uses_lm_head() const { return true; }

@@ -29,6 +29,13 @@ PpoPolicyObjective::PpoPolicyObjective(const PpoConfig& cfg, const TrainBatch& b
 }
 
 void PpoPolicyObjective::chunk(const HeadChunk& c, std::span<float> dlogp) {
+  if (c.logits.defined()) {
+    Device& dev = *c.logits.device();
+    Tensor h = dev.empty({c.rows()}, DType::kF32);
+    dev.softmax_entropy(h, c.logits, 1.0f);  // the chunk's logits are already over temperature()
+    const Tensor host = dev.download(h);
+    for (int64_t k = 0; k < c.rows(); ++k) entropy_sum += host.data<float>()[k];
+  }
   for (int64_t k = 0; k < c.rows(); ++k) {
     const size_t row = size_t(c.begin + k);
     const int64_t i = seq_[row];

@@ -25,10 +25,12 @@ class PpoPolicyObjective : public Objective {
   PpoPolicyObjective(const PpoConfig& cfg, const TrainBatch& batch,
                      std::vector<PpoPolicyTarget> targets, float temperature, float grad_scale);
   float temperature() const override { return t_; }
+  bool wants_logits() const override { return true; }  // for the entropy
   void chunk(const HeadChunk& c, std::span<float> dlogp) override;
 
-  // pg loss (token mean) and token sums for the metrics (divide by `tokens`).
-  double loss = 0, tokens = 0, clipped = 0, ratio_sum = 0, approxkl_sum = 0;
+  // pg loss (token mean) and token sums for the metrics (divide by `tokens`); entropy_sum: of
+  // softmax(logits / temperature) at every response token.
+  double loss = 0, tokens = 0, clipped = 0, ratio_sum = 0, approxkl_sum = 0, entropy_sum = 0;
 
  private:
   PpoConfig cfg_;

@@ -235,6 +235,8 @@ int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<co
   metrics.add("loss/policy_avg", pobj.loss, 1);
   metrics.add("loss/value_avg", vobj.loss, 1);
   metrics.add("policy/approxkl_avg", pobj.approxkl_sum / all, 1);
+  // TRL averages over the full width; padding has no logits here, so over response tokens.
+  metrics.add("policy/entropy_avg", pobj.entropy_sum / pobj.tokens, 1);
   metrics.add("policy/clipfrac_avg", pobj.clipped / pobj.tokens, 1);
   metrics.add("val/clipfrac_avg", vobj.clipped / vobj.positions, 1);
   metrics.add("val/ratio", ratio, 1);

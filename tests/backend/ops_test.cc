@@ -226,7 +226,8 @@ std::vector<double> scale_rows_ref(const std::vector<double>& x, const std::vect
 
 TEST_P(OpsTest, ScaleRowsForwardAndBackward) {
   const int64_t rows = 5, n = 37;  // vector tails
-  auto x = random_floats(rows * n, 41), sc = random_floats(rows, 42), r = random_floats(rows * n, 43);
+  auto x = random_floats(rows * n, 41), sc = random_floats(rows, 42),
+       r = random_floats(rows * n, 43);
   Tensor X = up(x, {rows, n}), S = up(sc, {rows}), out = dev().empty({rows, n}, DType::kF32);
   dev().scale_rows_forward(out, X, S);
   SWIFTLET_EXPECT_CLOSE(down(out), scale_rows_ref(to_double(x), to_double(sc), n), tol_f32(1));
@@ -318,7 +319,8 @@ TEST_P(OpsTest, CrossEntropyRowScaledGradient) {
     return total;
   };
   auto grad = numeric_grad(to_double(logits), weighted);
-  Tensor X = up(logits, {N, V}), L = dev().empty({N}, DType::kF32), C = dev().empty({N}, DType::kF32);
+  Tensor X = up(logits, {N, V}), L = dev().empty({N}, DType::kF32),
+         C = dev().empty({N}, DType::kF32);
   Tensor dX = up(std::vector<float>(size_t(N * V), NAN), {N, V});
   dev().cross_entropy(L, C, dX, X, up_i32(labels, {N}), scale, up(w, {N}));
   SWIFTLET_EXPECT_CLOSE(down(dX), grad, 8 * tol_grad(V));
@@ -337,6 +339,33 @@ TEST_P(OpsTest, LogSoftmax) {
     for (int64_t i = 0; i < V; ++i) want[size_t(r * V + i)] = x[size_t(r * V + i)] - l;
   }
   SWIFTLET_EXPECT_CLOSE(down(X), want, tol_f32(V));
+}
+
+// Entropy of softmax(logits / T) against a double loop, for a flat and a peaked row, a row with
+// -inf entries (masked tokens) and V not a multiple of the SIMD width.
+TEST_P(OpsTest, SoftmaxEntropy) {
+  const int64_t N = 4, V = 1003;
+  auto x = random_floats(N * V, 27, 10.0);
+  for (int64_t i = 0; i < V; ++i) x[size_t(V + i)] *= 0.001f;  // nearly uniform: H ~ log V
+  x[size_t(2 * V + 5)] = 400.0f;                               // one token takes all: H ~ 0
+  for (int64_t i = 0; i < V; i += 3) x[size_t(3 * V + i)] = -INFINITY;
+  for (float scale : {1.0f, 1.0f / 0.7f}) {
+    Tensor X = up(x, {N, V}), H = dev().empty({N}, DType::kF32);
+    dev().softmax_entropy(H, X, scale);
+    std::vector<double> want(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r) {
+      std::vector<double> z(static_cast<size_t>(V));
+      for (int64_t i = 0; i < V; ++i) z[size_t(i)] = double(scale) * x[size_t(r * V + i)];
+      const double l = logsumexp(z.data(), V);
+      double h = l;
+      for (int64_t i = 0; i < V; ++i)
+        if (std::isfinite(z[size_t(i)])) h -= std::exp(z[size_t(i)] - l) * z[size_t(i)];
+      want[size_t(r)] = h;
+    }
+    SWIFTLET_EXPECT_CLOSE(down(H), want, tol_f32(V));
+    EXPECT_NEAR(down(H)[1], std::log(double(V)), 1e-3);
+    EXPECT_LT(down(H)[2], 1e-6);
+  }
 }
 
 TEST_P(OpsTest, AdamWMatchesTorchFormula) {

@@ -7,6 +7,7 @@
 // and its checkpoints hold value_model/. A run resumed from a checkpoint inside an update (PPO
 // epochs of one rollout batch span several steps) logs and saves exactly what the uninterrupted
 // one does, for LoRA and full training.
+#include <cmath>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -120,8 +121,14 @@ TEST(PpoLearning, RewardModelScoreOfHeldOutAnswersRises) {
       EXPECT_TRUE(log[0].contains(k)) << k;
     for (const char* k :
          {"loss", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "policy/clipfrac_avg",
-          "val/clipfrac_avg", "val/ratio", "episode", "time/train_s"})
+          "policy/entropy_avg", "val/clipfrac_avg", "val/ratio", "episode", "time/train_s"})
       EXPECT_TRUE(log[1].contains(k)) << k;
+    // The policy's mean entropy per response token lies between a point mass and uniform.
+    for (const auto& step : log) {
+      const double h = step["policy/entropy_avg"].get<double>();
+      EXPECT_GT(h, 0.0);
+      EXPECT_LT(h, std::log(151936.0));
+    }
     EXPECT_FALSE(log[1].contains("objective/scores")) << "the second PPO epoch samples nothing";
     EXPECT_EQ(log[1]["time/rollout_s"].get<double>(), 0.0);
     EXPECT_TRUE(log[3].contains("val/ratio_var")) << "logged at the update's last step";

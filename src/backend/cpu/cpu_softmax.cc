@@ -1,4 +1,5 @@
-// CpuDevice: cross-entropy (loss, accuracy and the logits gradient in one pass) and log-softmax.
+// CpuDevice: cross-entropy (loss, accuracy and the logits gradient in one pass), log-softmax and
+// the softmax's entropy.
 #include <cmath>
 #include <limits>
 
@@ -114,6 +115,46 @@ void CpuDevice::log_softmax_inplace(const Tensor& x) {
                int64_t i = 0;
                for (; i + W <= V; i += W) s::store(row + i, s::sub(s::load(row + i), vl));
                for (; i < V; ++i) row[i] -= lse;
+             }
+           });
+}
+
+void CpuDevice::softmax_entropy(const Tensor& out, const Tensor& logits, float scale) {
+  const char* k = "softmax_entropy";
+  check_here(k, out);
+  check_here(k, logits);
+  expect_dtype(k, "out", out, DType::kF32);
+  expect_dtype(k, "logits", logits, DType::kF32);
+  SWIFTLET_CHECK(logits.ndim() == 2 && scale > 0, "{}: logits {} must be [N, V], scale {} > 0", k,
+                 logits.describe(), scale);
+  const int64_t N = logits.dim(0), V = logits.dim(1);
+  expect_numel(k, "out", out, N);
+  const float* xp = f32(logits);
+  float* op = f32(out);
+  parallel(pool(), N, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(V, 1)),
+           [&](int64_t lo, int64_t hi) {
+             for (int64_t r = lo; r < hi; ++r) {
+               const float* row = xp + r * V;
+               // y = scale * x - m (m the scaled maximum), e = exp(y): H = log sum e - sum e y /
+               // sum e. y is floored at -88 (e < 1e-38) so that masked -inf logits add 0, not 0 *
+               // -inf.
+               const float m = scale * row_max(row, V);
+               const s::V vs = s::set1(scale), vm = s::set1(m), floor = s::set1(-88.0f);
+               s::V se = s::zero(), sey = s::zero();
+               int64_t i = 0;
+               for (; i + W <= V; i += W) {
+                 const s::V y = s::max(s::sub(s::mul(s::load(row + i), vs), vm), floor);
+                 const s::V e = s::exp(y);
+                 se = s::add(se, e);
+                 sey = s::fma(e, y, sey);
+               }
+               double sum_e = s::reduce_add(se), sum_ey = s::reduce_add(sey);
+               for (; i < V; ++i) {
+                 const double y = std::max(double(scale * row[i] - m), -88.0), e = std::exp(y);
+                 sum_e += e;
+                 sum_ey += e * y;
+               }
+               op[r] = float(std::log(sum_e) - sum_ey / sum_e);
              }
            });
 }

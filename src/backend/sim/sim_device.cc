@@ -368,6 +368,10 @@ void SimDevice::cross_entropy(const Tensor& loss, const Tensor& correct, const T
   Access access(*arena_);
   CpuDevice::cross_entropy(loss, correct, dlogits, logits, labels, grad_scale, row_scale);
 }
+void SimDevice::softmax_entropy(const Tensor& out, const Tensor& logits, float scale) {
+  Access access(*arena_);
+  CpuDevice::softmax_entropy(out, logits, scale);
+}
 void SimDevice::log_softmax_inplace(const Tensor& x) {
   Access access(*arena_);
   CpuDevice::log_softmax_inplace(x);

@@ -99,6 +99,7 @@ class SimDevice : public CpuDevice {
                      const Tensor& logits, const Tensor& labels, float grad_scale,
                      const Tensor& row_scale = Tensor()) override;
   void log_softmax_inplace(const Tensor& x) override;
+  void softmax_entropy(const Tensor& out, const Tensor& logits, float scale) override;
   void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                   float lr, float beta1, float beta2, float eps, float weight_decay,
                   int64_t step) override;
