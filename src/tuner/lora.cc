@@ -42,7 +42,7 @@ Tensor* saved_grad_slot(const ModelConfig& c, ModelGrads& g, const std::string& 
   return nullptr;
 }
 
-// A routed expert's projection: model.layers.L.mlp.experts.E.<proj>.weight.
+// A routed expert's projection: <prefix>layers.L.mlp.experts.E.<proj>.weight.
 bool is_expert_module(const WeightSlot& s) { return s.name.find(".mlp.experts.") != std::string::npos; }
 
 // With --target_parameters the routed experts are reached only through their fused parameters.
@@ -238,7 +238,7 @@ std::vector<LoraAdapter::FusedTarget> LoraAdapter::plan_fused(const LoraConfig& 
     return any;
   };
   for (auto& [layer, by_proj] : experts) {
-    const std::string stem = fmt::format("model.layers.{}.mlp.experts", layer);
+    const std::string stem = fmt::format("{}layers.{}.mlp.experts", model.weight_prefix, layer);
     const bool gate_up = matches(stem + ".gate_up_proj"), down = matches(stem + ".down_proj");
     // PEFT wraps a module's parameters in the order the module registers them (gate_up_proj,
     // then down_proj): a second wrapper nests the first, whose keys gain ".base_layer".

@@ -13,8 +13,10 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backend/device.h"
+#include "core/rng.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
@@ -23,6 +25,7 @@
 #include "model/model_fixture.h"
 #include "model/transformer.h"
 #include "model/weights.h"
+#include "tuner/lora.h"
 
 namespace swiftlet {
 namespace {
@@ -404,6 +407,29 @@ TEST(Qwen35Moe, HubLayoutWithFusedExpertsLoadsAsTheSameModel) {
   const auto ids = prompt();
   Tensor la = a.logits(ids), lb = b.logits(ids);
   EXPECT_EQ(0, std::memcmp(la.raw_ptr(), lb.raw_ptr(), la.nbytes()));
+}
+
+// LoRA on the fused expert parameters of the hub's vision-language Qwen3.5-MoE: PEFT's
+// ParamWrapper keys sit under the model's own prefix (model.language_model.).
+TEST(Qwen35Moe, FusedExpertLoraKeysFollowTheVisionLanguagePrefix) {
+  nlohmann::json vl = {{"architectures", {"Qwen3_5MoeForConditionalGeneration"}},
+                       {"model_type", "qwen3_5_moe"},
+                       {"text_config", hybrid_json("x", "qwen3_5_moe_text")}};
+  vl["text_config"].erase("architectures");
+  const ModelConfig c = parse_model_config(vl.dump(), "vl");
+  ThreadPool pool(1);
+  auto dev = DeviceRegistry::create("cpu:0", pool);
+  LoraConfig lc;
+  lc.dropout = 0;
+  lc.target_parameters = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"};
+  Rng rng(1);
+  LoraAdapter ad = LoraAdapter::create(*dev, c, lc, rng);
+  std::set<std::string> names;
+  for (const auto& [name, t] : ad.named_tensors()) names.insert(name);
+  const std::string p = "base_model.model.model.language_model.layers.3.mlp.experts.";
+  EXPECT_EQ(names.count(p + "base_layer.lora_A.weight"), 1u);  // gate_up_proj, nested
+  EXPECT_EQ(names.count(p + "lora_B.weight"), 1u);             // down_proj
+  for (const auto& n : names) EXPECT_NE(n.find("model.language_model."), std::string::npos) << n;
 }
 
 }  // namespace
