@@ -75,11 +75,14 @@ void Transformer::linear_attention_inputs(size_t l, const Tensor& h, const Tenso
   auto reorder = [&](const Linear& proj, uint64_t proj_seed, const std::vector<int32_t>& columns,
                      const Tensor& first, const Tensor& second) {
     const int64_t n = int64_t(columns.size());
-    Tensor fused = dev_.empty({T, n}, DType::kF32), ordered = dev_.empty({T, n}, DType::kF32);
+    Tensor fused = dev_.empty({T, n}, DType::kF32);
     linear_forward(dev_, fused, h, proj, p, proj_seed);
-    dev_.gather_columns(ordered, fused, dev_.upload(Tensor::host_from_i32(columns, {n})));
-    const Tensor parts[] = {first, second};
-    dev_.split_columns(parts, ordered);
+    // Each output gathers its own columns of the fused projection.
+    const int64_t k = first.dim(1);
+    const std::vector<int32_t> head(columns.begin(), columns.begin() + k),
+        tail(columns.begin() + k, columns.end());
+    dev_.gather_columns(first, fused, dev_.upload(Tensor::host_from_i32(head, {k})));
+    dev_.gather_columns(second, fused, dev_.upload(Tensor::host_from_i32(tail, {n - k})));
   };
   reorder(W.in_proj_qkvz, projection_seed(seed, l, kProjInQkv), qkvz_columns(config_), qkv, z);
   reorder(W.in_proj_ba, projection_seed(seed, l, kProjInB), ba_columns(config_), b, a);
