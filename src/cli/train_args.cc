@@ -114,9 +114,11 @@ std::vector<FlagSpec> train_flags(bool pt) {
        "seconds a collective may wait for the other ranks before the job is aborted"},
       {"deepspeed", FlagKind::kString, "",
        "ZeRO preset: zero0 (plain data parallel), zero1 (optimizer states sharded over the "
-       "ranks), zero2 (optimizer states and gradients sharded)"},
+       "ranks), zero2 (optimizer states and gradients sharded), zero3 (parameters too, gathered "
+       "layer by layer; full fine-tuning)"},
       {"fsdp", FlagKind::kString, "",
-       "FSDP strategy: no_shard (plain data parallel) or shard_grad_op (= --deepspeed zero2)"},
+       "FSDP strategy: no_shard (plain data parallel), shard_grad_op (= --deepspeed zero2) or "
+       "full_shard (= --deepspeed zero3)"},
       {"ddp_bucket_cap_mb", FlagKind::kFloat, "0",
        "gradient bucket size in MiB, each all-reduced while backward runs (0: 25 with several "
        "ranks)"},
@@ -129,19 +131,13 @@ std::vector<FlagSpec> train_flags(bool pt) {
 
 // The ZeRO stage of --deepspeed or --fsdp (ms-swift's spellings); Error for what is not built.
 static int zero_stage(const std::string& deepspeed, const std::string& fsdp) {
-  // ZeRO-3 / FULL_SHARD would need every layer's parameters gathered before its forward and
-  // backward and freed after; the model holds its trainable weights for the whole run.
-  const char* no_stage3 =
-      "parameters are not sharded in swiftlet: every rank keeps the whole weights, while zero1 "
-      "shards the optimizer states and zero2 the gradients as well";
   if (deepspeed.empty() || deepspeed == "zero0") {
   } else if (deepspeed == "zero1") {
     return 1;
   } else if (deepspeed == "zero2") {
     return 2;
   } else if (deepspeed == "zero3") {
-    throw Error(fmt::format("--deepspeed zero3 is not supported: {}", no_stage3),
-                "use --deepspeed zero2 (or zero1)");
+    return 3;
   } else if (deepspeed == "zero2_offload" || deepspeed == "zero3_offload") {
     throw Error(fmt::format("--deepspeed {} is not supported: training already runs on the CPU, "
                             "so there is no device memory to offload states from",
@@ -155,9 +151,7 @@ static int zero_stage(const std::string& deepspeed, const std::string& fsdp) {
   }
   if (fsdp.empty() || fsdp == "no_shard") return 0;
   if (fsdp == "shard_grad_op") return 2;
-  if (fsdp == "full_shard")
-    throw Error(fmt::format("--fsdp full_shard is not supported: {}", no_stage3),
-                "use --fsdp shard_grad_op (ZeRO-2)");
+  if (fsdp == "full_shard") return 3;
   throw Error(fmt::format("--fsdp {} is not supported: swiftlet reads no FSDP JSON configs, "
                           "only the strategies no_shard and shard_grad_op",
                           fsdp),

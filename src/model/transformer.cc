@@ -156,6 +156,7 @@ Tensor Transformer::forward(std::span<SequenceStep> seqs) {
     for (int64_t r = 0; r < R; ++r)
       dev_.copy(last.slice(r, r + 1), x.slice(out_rows[size_t(r)], out_rows[size_t(r)] + 1));
   }
+  UnitUse use(residency_, int64_t(w_.layers.size()));
   Tensor normed = dev_.empty({R, H}, DType::kF32);
   dev_.rmsnorm_forward(normed, Tensor(), last, norm_scale(w_.norm), float(config_.rms_norm_eps));
   // A sequence classifier's head gives its scores instead: [R, num_labels].

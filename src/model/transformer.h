@@ -66,6 +66,19 @@ struct TrainStepOptions {
   std::function<void(int64_t l)> on_grads_ready;
 };
 
+// Where the weights of one part of the model are while it is not computing. A trainer that shards
+// parameters over ranks (ZeRO-3, FSDP's full_shard) keeps only its slice of each and gathers a
+// part's weights when the model announces it: every read of a part's weights lies between
+// acquire(unit) and the matching release(unit), and acquisitions nest (backward's recompute
+// acquires a layer its backward already holds). Units: -1 the embedding, 0..L-1 the decoder layers,
+// L the final norm and the head (LM head or score).
+class WeightResidency {
+ public:
+  virtual ~WeightResidency() = default;
+  virtual void acquire(int64_t unit) = 0;  // the unit's weight tensors are valid until release
+  virtual void release(int64_t unit) = 0;
+};
+
 // "bfloat16" | "float16" | "float32" (config.json / --torch_dtype names) -> DType; Error otherwise.
 DType parse_torch_dtype(const std::string& name);
 
@@ -95,6 +108,8 @@ class Transformer {
   // After the trainer moved weights into its own buffers: the current weights become the ones
   // restore_base_weights() returns to.
   void keep_current_weights() { base_w_ = w_; }
+  // Null (the default): every weight is always resident.
+  void set_weight_residency(WeightResidency* r) { residency_ = r; }
 
   DecodeCache new_cache(int64_t capacity) const;
   // Grows a cache to hold at least `capacity` tokens (copying what it holds).
@@ -132,6 +147,24 @@ class Transformer {
   ModelWeights base_w_;
   Tensor inv_freq_;  // [D/2] f32 on the device
   double router_aux_loss_ = 0;
+  WeightResidency* residency_ = nullptr;
+
+  // Holds a unit's weights for its scope (see WeightResidency).
+  class UnitUse {
+   public:
+    UnitUse(WeightResidency* r, int64_t unit) : r_(r), unit_(unit) {
+      if (r_) r_->acquire(unit_);
+    }
+    ~UnitUse() {
+      if (r_) r_->release(unit_);
+    }
+    UnitUse(const UnitUse&) = delete;
+    UnitUse& operator=(const UnitUse&) = delete;
+
+   private:
+    WeightResidency* r_;
+    int64_t unit_;
+  };
 
   struct AttentionActs;
   struct LinearAttentionActs;

@@ -35,7 +35,10 @@ void Transformer::forward_keep(const BatchCtx& b, Activations& acts, const Train
   acts.xs.assign(L + 1, Tensor());
   acts.layers.assign(opt.gradient_checkpointing ? 1 : L, LayerActs());
   acts.xs[0] = dev_.empty({b.T, H}, DType::kF32);
-  dev_.embedding_forward(acts.xs[0], b.ids, w_.embed_tokens);
+  {
+    UnitUse use(residency_, -1);
+    dev_.embedding_forward(acts.xs[0], b.ids, w_.embed_tokens);
+  }
   const int64_t E = config_.num_experts;
   acts.router_picks.assign(size_t(E), 0.0);
   acts.router_prob_sum.assign(size_t(E), 0.0);
@@ -43,7 +46,10 @@ void Transformer::forward_keep(const BatchCtx& b, Activations& acts, const Train
   for (size_t l = 0; l < L; ++l) {
     acts.xs[l + 1] = dev_.empty({b.T, H}, DType::kF32);
     LayerActs& a = acts.layers[opt.gradient_checkpointing ? 0 : l];
-    layer_forward(l, b, acts.xs[l], a, acts.xs[l + 1], true, opt);
+    {
+      UnitUse use(residency_, int64_t(l));
+      layer_forward(l, b, acts.xs[l], a, acts.xs[l + 1], true, opt);
+    }
     if (w_.layers[l].kind.mlp == MlpKind::kMoe) {
       for (int32_t e : a.moe.top) acts.router_picks[size_t(e)] += 1;
       for (int64_t t = 0; t < b.T; ++t)
@@ -82,6 +88,7 @@ void Transformer::backward(const BatchCtx& b, Activations& acts, const Tensor& d
   if (opt.on_grads_ready) opt.on_grads_ready(int64_t(w_.layers.size()));
   for (size_t l = w_.layers.size(); l-- > 0;) {
     LayerActs& a = acts.layers[opt.gradient_checkpointing ? 0 : l];
+    UnitUse use(residency_, int64_t(l));  // through the recompute and the layer's backward
     if (opt.gradient_checkpointing) {
       Tensor scratch = dev_.empty({b.T, H}, DType::kF32);
       layer_forward(l, b, acts.xs[l], a, scratch, true, opt);  // recompute what backward needs
@@ -100,6 +107,7 @@ void Transformer::head(const Tensor& x, const BatchCtx& b, const Tensor& dx, Mod
                        Objective& obj, int64_t loss_chunk) {
   const int64_t T = b.T, H = config_.hidden_size, V = config_.vocab_size;
   const float eps = float(config_.rms_norm_eps);
+  UnitUse use(residency_, int64_t(w_.layers.size()));
   Tensor hn = dev_.empty({T, H}, DType::kF32);
   Tensor rstd = dev_.empty({T}, DType::kF32);
   dev_.rmsnorm_forward(hn, rstd, x, norm_scale(w_.norm), eps);
@@ -227,10 +235,14 @@ void Transformer::train_step(const TrainBatch& batch, ModelGrads& grads,
 Tensor Transformer::forward_no_save(const BatchCtx& b) {
   const int64_t H = config_.hidden_size;
   Tensor x = dev_.empty({b.T, H}, DType::kF32), y = dev_.empty({b.T, H}, DType::kF32);
-  dev_.embedding_forward(x, b.ids, w_.embed_tokens);
+  {
+    UnitUse use(residency_, -1);
+    dev_.embedding_forward(x, b.ids, w_.embed_tokens);
+  }
   LayerActs acts;
   const TrainStepOptions no_train;
   for (size_t l = 0; l < w_.layers.size(); ++l) {
+    UnitUse use(residency_, int64_t(l));
     layer_forward(l, b, x, acts, y, false, no_train);
     std::swap(x, y);
   }

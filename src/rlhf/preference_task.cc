@@ -97,10 +97,11 @@ class SequenceObjective : public LogprobCollector {
 };
 
 // The reward model's objective: r_i = score . h[last token of sequence i], on the final hidden
-// states (no LM head); chosen sequences first, then rejected.
+// states (no LM head); chosen sequences first, then rejected. The score head is read through its
+// slot when the head runs (a sharded model gathers it only then); dscore may be null.
 class RewardObjective : public Objective {
  public:
-  RewardObjective(const TrainBatch& b, const Tensor& score, const Tensor& dscore, float grad_scale,
+  RewardObjective(const TrainBatch& b, const Tensor* score, const Tensor* dscore, float grad_scale,
                   const PreferenceConfig& cfg, std::vector<double> margins)
       : batch_(b),
         score_(score),
@@ -119,7 +120,7 @@ class RewardObjective : public Objective {
       dev.copy(last.slice(i, i + 1), h.slice(first + len - 1, first + len));
     }
     Tensor r = dev.empty({n, 1}, DType::kF32);
-    dev.gemm(last, false, score_, true, r);  // r = h_last score^T
+    dev.gemm(last, false, *score_, true, r);  // r = h_last score^T
     Tensor hr = dev.download(r);
     const int64_t pairs = n / 2;
     std::vector<double> rc, rr;
@@ -135,9 +136,9 @@ class RewardObjective : public Objective {
       dr.data<float>()[pairs + i] = float(scale_ * result.d_rejected[size_t(i)]);
     }
     Tensor ddr = dev.upload(dr);
-    if (dscore_.defined()) dev.gemm(ddr, true, last, false, dscore_, 1.0f, 1.0f);  // dW += dr^T h
+    if (dscore_ && dscore_->defined()) dev.gemm(ddr, true, last, false, *dscore_, 1.0f, 1.0f);  // dW += dr^T h
     Tensor dlast = dev.empty({n, H}, DType::kF32);
-    dev.gemm(ddr, false, score_, false, dlast);  // dh_last = dr W
+    dev.gemm(ddr, false, *score_, false, dlast);  // dh_last = dr W
     for (int64_t i = 0; i < n; ++i) {
       const auto [first, len] = batch_.samples[size_t(i)];
       dev.add_inplace(dh.slice(first + len - 1, first + len), dlast.slice(i, i + 1));
@@ -147,7 +148,8 @@ class RewardObjective : public Objective {
 
  private:
   const TrainBatch& batch_;
-  Tensor score_, dscore_;
+  const Tensor* score_;
+  const Tensor* dscore_;
   float scale_;
   const PreferenceConfig& cfg_;
   std::vector<double> margins_;
@@ -233,7 +235,7 @@ int64_t PreferenceTask::run(Transformer& model, ModelGrads* grads,
   if (cfg.type == RlhfType::kRm) {
     std::vector<double> margins;
     for (const auto* r : rows) margins.push_back(r->margin.value_or(0.0));
-    RewardObjective obj(batch, model.weights().score, grads ? grads->score : Tensor(), grad_scale,
+    RewardObjective obj(batch, &model.weights().score, grads ? &grads->score : nullptr, grad_scale,
                         cfg, margins);
     step(obj);
     add_metrics(metrics, obj.result.loss, obj.result.metrics);

@@ -214,8 +214,14 @@ void load_full_weights(Transformer& model, const std::string& ckpt) {
     const Tensor* t = f.find(s.name);
     if (!t || t->shape() != s.weight->shape())
       throw Error(fmt::format("{}: weight {} is missing or has another shape", p.string(), s.name));
-    d.copy(*s.weight, d.upload(*t));
+    // Into a new tensor: the loaded one may view a read-only mapping (a model that did not copy
+    // its weights, as ZeRO-3 loads it).
+    Tensor w = d.empty(s.weight->shape(), s.weight->dtype());
+    d.copy(w, d.upload(*t));
+    *s.weight = w;
   }
+  const ModelConfig& c = model.config();
+  if (c.tie_word_embeddings && !c.seq_cls()) model.weights().lm_head = model.weights().embed_tokens;
 }
 
 }  // namespace swiftlet

@@ -5,11 +5,14 @@
 namespace swiftlet {
 
 ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params,
-                           size_t bucket_bytes, ShardLayout layout)
+                           size_t bucket_bytes, ShardLayout layout,
+                           const std::vector<int64_t>& units)
     : slots_(params), layout_(layout) {
   SWIFTLET_CHECK(layout.ranks >= 1 && 0 <= layout.rank && layout.rank < layout.ranks &&
-                     0 <= layout.stage && layout.stage <= 2,
+                     0 <= layout.stage && layout.stage <= 3,
                  "shard layout: rank {} of {}, stage {}", layout.rank, layout.ranks, layout.stage);
+  SWIFTLET_CHECK(units.empty() || units.size() == params.size(), "{} units for {} parameters",
+                 units.size(), params.size());
   entries_.resize(params.size());
   const int64_t cap = std::max<int64_t>(1, int64_t(bucket_bytes / sizeof(float)));
   std::vector<int64_t> sizes;
@@ -18,9 +21,12 @@ ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params
     SWIFTLET_CHECK(t.defined() && dtype_is_float(t.dtype()), "trainable {}: {}", params[k].name,
                    t.describe());
     const int64_t n = t.numel();
-    if (sizes.empty() || (sizes.back() > 0 && sizes.back() + n > cap)) {
+    const int64_t unit = units.empty() ? 0 : units[k];
+    if (sizes.empty() || (sizes.back() > 0 && sizes.back() + n > cap) ||
+        unit != buckets_.back().unit) {
       sizes.push_back(0);
       buckets_.emplace_back();
+      buckets_.back().unit = unit;
     }
     entries_[k] = {params[k].name, buckets_.size() - 1, sizes.back(), t.shape()};
     buckets_.back().entries.push_back(k);
@@ -40,13 +46,42 @@ ParamBuckets::ParamBuckets(Device& dev, const std::vector<TrainableSlot>& params
       dev.copy(v, *params[k].value);
       *params[k].value = v;
     }
+    if (layout_.stage >= 3) {  // keep the shard; the whole bucket goes (one at a time here)
+      bk.value_shard = dev.empty({per}, DType::kF32);
+      dev.copy(bk.value_shard, bk.values.slice(bk.shard_begin, bk.shard_end));
+      point_values(b, false);
+      bk.values = Tensor();
+    }
   }
+}
+
+void ParamBuckets::point_values(size_t b, bool live) {
+  for (size_t k : buckets_[b].entries) *slots_[k].value = live ? value(k) : Tensor();
+}
+
+void ParamBuckets::materialize_values(Device& dev, size_t b) {
+  Bucket& bk = buckets_[b];
+  SWIFTLET_CHECK(layout_.stage >= 3 && !bk.values.defined(), "materialize_values of bucket {}", b);
+  bk.values = dev.empty({padded_numel(b)}, DType::kF32);
+  dev.copy(bk.values.slice(bk.shard_begin, bk.shard_end), bk.value_shard);
+  live_value_bytes_ += bk.values.nbytes();
+  peak_value_bytes_ = std::max(peak_value_bytes_, live_value_bytes_);
+  point_values(b, true);
+}
+
+void ParamBuckets::release_values(size_t b) {
+  Bucket& bk = buckets_[b];
+  SWIFTLET_CHECK(layout_.stage >= 3 && bk.values.defined(), "release_values of bucket {}", b);
+  point_values(b, false);
+  live_value_bytes_ -= bk.values.nbytes();
+  bk.values = Tensor();
 }
 
 void ParamBuckets::allocate_states(Device& dev) {
   SWIFTLET_CHECK(buckets_.empty() || !buckets_[0].exp_avg.defined(), "states allocated twice");
   for (auto& bk : buckets_) {
-    const int64_t padded = bk.values.numel(), per = bk.shard_end - bk.shard_begin;
+    const int64_t per = bk.shard_end - bk.shard_begin;
+    const int64_t padded = per * (layout_.stage > 0 ? layout_.ranks : 1);
     const int64_t moments = layout_.stage >= 1 ? per : padded;
     bk.exp_avg = dev.zeros({moments}, DType::kF32);
     bk.exp_avg_sq = dev.zeros({moments}, DType::kF32);
@@ -94,12 +129,19 @@ Tensor ParamBuckets::flat_range(const Tensor& flat, size_t b, int64_t lo, int64_
 void ParamBuckets::materialize_grads(Device& dev, size_t b) {
   Bucket& bk = buckets_[b];
   SWIFTLET_CHECK(layout_.stage >= 2 && !bk.grads.defined(), "materialize_grads of bucket {}", b);
-  bk.grads = dev.zeros({bk.values.numel()}, DType::kF32);
+  bk.grads = dev.zeros({padded_numel(b)}, DType::kF32);
   dev.copy(bk.grads.slice(bk.shard_begin, bk.shard_end), bk.grad_shard);
   live_grad_bytes_ += bk.grads.nbytes();
   live_bucket_grad_bytes_ += bk.grads.nbytes();
   peak_grad_bytes_ = std::max(peak_grad_bytes_, live_grad_bytes_);
   point_grads(b, true);
+}
+
+void ParamBuckets::drop_round_grads(Device& dev, size_t b) {
+  Bucket& bk = buckets_[b];
+  SWIFTLET_CHECK(layout_.stage >= 2 && bk.grads.defined(), "drop_round_grads of bucket {}", b);
+  dev.fill(bk.grads, 0.0f);
+  dev.copy(bk.grads.slice(bk.shard_begin, bk.shard_end), bk.grad_shard);
 }
 
 void ParamBuckets::release_grads(size_t b) {
@@ -113,7 +155,7 @@ void ParamBuckets::release_grads(size_t b) {
 
 size_t ParamBuckets::value_bytes() const {
   size_t n = 0;
-  for (const auto& b : buckets_) n += b.values.nbytes();
+  for (const auto& b : buckets_) n += layout_.stage >= 3 ? b.value_shard.nbytes() : b.values.nbytes();
   return n;
 }
 

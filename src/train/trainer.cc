@@ -20,6 +20,7 @@
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/schedule.h"
+#include "train/sharded_params.h"
 
 namespace swiftlet {
 
@@ -109,6 +110,7 @@ class TrainLoop {
   double clip_gradients();
   void gather_parameters(int64_t step);
   void tie_head_grad();
+  void tie_head_weight();
   // ZeRO-2: a micro-batch's gradient round (buckets materialized as backward reaches them,
   // reduce-scattered and freed once complete).
   void begin_grad_round();
@@ -135,12 +137,16 @@ class TrainLoop {
   std::unique_ptr<ParamBuckets> buckets_;
   std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
   std::unique_ptr<dist::BucketSync> sync_;
+  std::unique_ptr<ShardedParams> sharded_;  // ZeRO-3: the parameters gathered part by part
   std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
   std::vector<int64_t> bucket_first_;  // per bucket: the backward layer that first writes it
   std::deque<size_t> in_flight_;       // buckets started this round, not yet freed, oldest first
   size_t inflight_cap_ = 0;            // ZeRO-2: bytes of whole buckets alive at once (soft)
   int stage_ = 0;                      // ZeRO stage
   bool head_shares_embed_grad_ = false;  // tied embeddings, trained
+  // ZeRO-3: this rank has no micro-batch left in the round and replays one whose gradients it
+  // drops, so that it takes part in the other ranks' parameter gathers.
+  bool replay_ = false;
   AdamW opt_;
   bool full_ = false;
 
@@ -178,7 +184,19 @@ void TrainLoop::setup_model() {
       full_ ? DType::kF32
             : (a_.torch_dtype.empty() ? parse_torch_dtype(folder_.config.torch_dtype)
                                       : parse_torch_dtype(a_.torch_dtype));
-  model_ = std::make_unique<Transformer>(*dev_, folder_.config, folder_.weights, base_dtype, full_);
+  if (a_.zero_stage < 0 || a_.zero_stage > 3)
+    throw Error(fmt::format("ZeRO stage {} is not supported", a_.zero_stage),
+                "use stage 0, 1, 2 or 3");
+  stage_ = a_.zero_stage;
+  if (stage_ == 3 && !full_)
+    throw Error("ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) shards full fine-tuning's "
+                "parameters, and --tuner_type lora keeps its frozen base whole on every rank",
+                "use --deepspeed zero2 with LoRA (its trainable parameters are small), or "
+                "--tuner_type full");
+  // ZeRO-3 copies every weight into its shard and drops the loaded tensors, so they need not be
+  // writable copies of the mapped files.
+  model_ = std::make_unique<Transformer>(*dev_, folder_.config, folder_.weights, base_dtype,
+                                         full_ && stage_ < 3);
   const bool resuming = !a_.resume_from_checkpoint.empty();
   std::vector<TrainableSlot> slots;
   if (full_) {
@@ -202,21 +220,27 @@ void TrainLoop::setup_model() {
       a_.ddp_bucket_cap_mb > 0 ? size_t(a_.ddp_bucket_cap_mb * double(1 << 20))
       : comm_.size() > 1       ? size_t(25) << 20
                                : ParamBuckets::kDefaultBucketBytes;
-  if (a_.zero_stage < 0 || a_.zero_stage > 2)
-    throw Error(fmt::format("ZeRO stage {} is not supported", a_.zero_stage),
-                "use stage 0, 1 or 2");
-  stage_ = a_.zero_stage;
   inflight_cap_ = 2 * bucket_bytes;
-  buckets_ = std::make_unique<ParamBuckets>(*dev_, slots, bucket_bytes,
-                                            ShardLayout{comm_.rank(), comm_.size(), stage_});
+  const int64_t L = int64_t(folder_.config.num_hidden_layers);
+  std::vector<int64_t> units;  // ZeRO-3: the part of the model each parameter belongs to
+  if (stage_ == 3)
+    for (const auto& s : slots) units.push_back(grad_ready_layer(s.name, L));
+  buckets_ = std::make_unique<ParamBuckets>(
+      *dev_, slots, bucket_bytes, ShardLayout{comm_.rank(), comm_.size(), stage_}, units);
   if (full_) {
-    if (folder_.config.tie_word_embeddings)
-      model_->weights().lm_head = model_->weights().embed_tokens;
+    tie_head_weight();
     model_->keep_current_weights();  // the loaded copies go before the states come
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
   buckets_->allocate_states(*dev_);
+  if (stage_ == 3) {
+    sharded_ = std::make_unique<ShardedParams>(*dev_, comm_, *buckets_, L,
+                                               folder_.config.tie_word_embeddings &&
+                                                   !folder_.config.seq_cls(),
+                                               [this] { tie_head_weight(); });
+    model_->set_weight_residency(sharded_.get());
+  }
   head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
                             std::any_of(slots.begin(), slots.end(), [&](const TrainableSlot& s) {
                               return s.grad == &grads_.embed_tokens;
@@ -230,6 +254,10 @@ void TrainLoop::setup_model() {
     task_buckets_->allocate_states(*dev_);
     task_.extra_trainable_ready();
   }
+  // Nothing reads the mapped weight files from here on: the model, the task and the buckets hold
+  // what they use (tensors that view a mapping keep it alive). Full fine-tuning copied every
+  // weight, so the pages of the files leave this process's memory.
+  folder_.weights.clear();
   std::vector<Tensor> flat;
   if (stage_ == 0) {
     for (ParamBuckets* pb : {buckets_.get(), task_buckets_.get()}) {
@@ -249,8 +277,9 @@ void TrainLoop::setup_model() {
         const int64_t lo = e.offset + piece.begin, hi = e.offset + piece.end;
         const Tensor grad = stage_ >= 2 ? buckets_->flat_range(bk.grad_shard, b, lo, hi, true)
                                         : buckets_->flat_range(bk.grads, b, lo, hi, false);
-        opt_.add_piece(e.name, e.shape, piece.begin,
-                       buckets_->flat_range(bk.values, b, lo, hi, false), grad,
+        const Tensor value = stage_ >= 3 ? buckets_->flat_range(bk.value_shard, b, lo, hi, true)
+                                         : buckets_->flat_range(bk.values, b, lo, hi, false);
+        opt_.add_piece(e.name, e.shape, piece.begin, value, grad,
                        buckets_->flat_range(bk.exp_avg, b, lo, hi, true),
                        buckets_->flat_range(bk.exp_avg_sq, b, lo, hi, true));
       }
@@ -267,6 +296,13 @@ void TrainLoop::tie_head_grad() {
   if (head_shares_embed_grad_) grads_.lm_head = grads_.embed_tokens;
 }
 
+// Full fine-tuning of a model with tied embeddings: the LM head is the embedding's tensor (whose
+// slot the buckets re-point, and under ZeRO-3 leave undefined while it is not gathered).
+void TrainLoop::tie_head_weight() {
+  if (full_ && folder_.config.tie_word_embeddings && !folder_.config.seq_cls())
+    model_->weights().lm_head = model_->weights().embed_tokens;
+}
+
 // Every rank starts from rank 0's trainable values (as DDP broadcasts its state_dict), and each
 // bucket learns the backward layer after which its gradients are final.
 void TrainLoop::setup_data_parallel() {
@@ -280,9 +316,11 @@ void TrainLoop::setup_data_parallel() {
                             comm_.size()),
                 "unset NPROC_PER_NODE and NNODES (GRPO and PPO carry rollouts between "
                 "micro-batches and are not data-parallel yet)");
+  // (ZeRO-3 shards full fine-tuning's weights, which every rank read from the same files.)
   comm_.set_activity("broadcasting rank 0's trainable weights");
-  for (auto& b : buckets_->buckets())
-    dist::broadcast(comm_, dist::buffer_of(b.values), 0, "initial trainable weights");
+  if (stage_ < 3)
+    for (auto& b : buckets_->buckets())
+      dist::broadcast(comm_, dist::buffer_of(b.values), 0, "initial trainable weights");
   const int64_t L = int64_t(folder_.config.num_hidden_layers);
   const bool tied = folder_.config.tie_word_embeddings && !folder_.config.seq_cls();
   std::vector<dist::CommBuffer> grads, shards;
@@ -297,7 +335,8 @@ void TrainLoop::setup_data_parallel() {
     bucket_first_.push_back(first);
     if (stage_ >= 2) {
       // The whole bucket's gradients exist only during a round; its buffer is set then.
-      grads.push_back({nullptr, size_t(b.values.numel()), dist::ElemType::kF32, nullptr});
+      grads.push_back({nullptr, size_t(b.grad_shard.numel() * comm_.size()),
+                       dist::ElemType::kF32, nullptr});
       shards.push_back(dist::buffer_of(b.grad_shard));
     } else {
       grads.push_back(dist::buffer_of(b.grads));
@@ -334,6 +373,7 @@ void TrainLoop::on_grads_ready(int64_t layer) {
                      b);
   for (size_t b = 0; b < bucket_ready_.size(); ++b)
     if (bucket_ready_[b] >= layer && !sync_->started(b)) {
+      if (replay_) buckets_->drop_round_grads(*dev_, b);
       sync_->start(b);
       if (stage_ >= 2) in_flight_.push_back(b);
     }
@@ -350,7 +390,7 @@ void TrainLoop::on_grads_ready(int64_t layer) {
   for (size_t b = 0; b < bucket_first_.size(); ++b)
     if (!sync_->started(b) && !buckets_->grads_live(b) && bucket_first_[b] >= layer - 1) {
       next.push_back(b);
-      next_bytes += buckets_->buckets()[b].values.nbytes();
+      next_bytes += size_t(buckets_->padded_numel(b)) * sizeof(float);
     }
   while (!next.empty() && !in_flight_.empty() &&
          buckets_->live_bucket_grad_bytes() + next_bytes > inflight_cap_) {
@@ -455,6 +495,19 @@ void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>&
         so.on_grads_ready = [this](int64_t layer) { on_grads_ready(layer); };
         step_tokens_ += task_.train_micro(*model_, grads_, micro[m], so, step_metrics);
         so.on_grads_ready = nullptr;
+      } else if (stage_ >= 3) {
+        // The same forward and backward as a real micro-batch (the same parameter gathers, in
+        // the same order, whatever passes the task makes), with metrics and gradients dropped.
+        comm_.set_activity(fmt::format("step {}/{}: replaying micro-batch {} for the other "
+                                       "ranks' parameter gathers (this rank has none left)",
+                                       step + 1, total_steps_, r + 1));
+        so.dropout_seed = step_seed(a_.seed, step, r);
+        so.on_grads_ready = [this](int64_t layer) { on_grads_ready(layer); };
+        Metrics dropped;
+        replay_ = true;
+        task_.train_micro(*model_, grads_, micro[r], so, dropped);
+        replay_ = false;
+        so.on_grads_ready = nullptr;
       }
       comm_.set_activity(fmt::format("step {}/{}: waiting for the gradient reduce-scatter of "
                                      "micro-batch {} of {}",
@@ -496,7 +549,7 @@ double TrainLoop::clip_gradients() {
 // Sharded optimizer: each rank updated its slice of every bucket; all-gathering the slices gives
 // every rank the whole updated parameters.
 void TrainLoop::gather_parameters(int64_t step) {
-  if (stage_ == 0) return;
+  if (stage_ == 0 || stage_ >= 3) return;  // ZeRO-3 gathers parameters where they are used
   comm_.set_activity(fmt::format("step {}/{}: all-gathering the updated parameters", step + 1,
                                  total_steps_));
   std::vector<std::unique_ptr<dist::Work>> work;
@@ -514,8 +567,8 @@ std::vector<std::pair<std::string, Tensor>> TrainLoop::gather_moments() {
   std::vector<std::pair<std::string, Tensor>> by_entry(2 * buckets_->entries().size());
   auto& bks = buckets_->buckets();
   for (size_t b = 0; b < bks.size(); ++b) {
-    Tensor m = dev_->empty({bks[b].values.numel()}, DType::kF32);
-    Tensor v = dev_->empty({bks[b].values.numel()}, DType::kF32);
+    Tensor m = dev_->empty({buckets_->padded_numel(b)}, DType::kF32);
+    Tensor v = dev_->empty({buckets_->padded_numel(b)}, DType::kF32);
     auto wm = comm_.all_gather(dist::buffer_of(bks[b].exp_avg), dist::buffer_of(m),
                                fmt::format("exp_avg of bucket {} for the checkpoint", b));
     auto wv = comm_.all_gather(dist::buffer_of(bks[b].exp_avg_sq), dist::buffer_of(v),
@@ -543,7 +596,10 @@ void TrainLoop::report_memory() {
       "peak RSS {:.1f} MiB; parameters {:.3f} MiB, gradients {:.3f} MiB kept and {:.3f} MiB at "
       "most, optimizer states {:.3f} MiB",
       peak_rss_gib() * 1024.0, double(buckets_->value_bytes()) / mib, double(kept) / mib,
-      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib);
+      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib) +
+      (stage_ >= 3 ? fmt::format(", whole parameters {:.3f} MiB at most",
+                                 double(sharded_->peak_working_bytes()) / mib)
+                   : std::string());
   const auto all = dist::all_gather_strings(comm_, mine);
   for (size_t r = 0; r < all.size(); ++r)
     log_info("memory of rank {}/{} (ZeRO stage {}): {}", r, all.size(), stage_, all[r]);
@@ -628,6 +684,18 @@ void TrainLoop::save(int64_t gstep) {
     comm_.set_activity(fmt::format("gathering the optimizer states for checkpoint-{}", gstep));
     moments = gather_moments();
   }
+  // ZeRO-3: the whole weights on every rank for the save (DeepSpeed's
+  // stage3_gather_16bit_weights_on_model_save), freed after it.
+  struct Gathered {
+    ShardedParams* p;
+    ~Gathered() {
+      if (p) p->release_all();
+    }
+  } gathered{sharded_.get()};
+  if (sharded_) {
+    comm_.set_activity(fmt::format("gathering the weights for checkpoint-{}", gstep));
+    sharded_->acquire_all();
+  }
   if (!main_) return;
   comm_.set_activity(fmt::format("saving checkpoint-{}", gstep));
   CheckpointContents c{folder_, a_.save_only_model, adapter_.get(), model_.get(), &opt_,
@@ -664,7 +732,8 @@ TrainResult TrainLoop::run() {
       comm_.size() == 1 ? "" : "s",
       stage_ == 0   ? ""
       : stage_ == 1 ? ", ZeRO stage 1: optimizer states sharded"
-                    : ", ZeRO stage 2: optimizer states and gradients sharded");
+      : stage_ == 2 ? ", ZeRO stage 2: optimizer states and gradients sharded"
+                    : ", ZeRO stage 3: parameters, gradients and optimizer states sharded");
 
   result_.run_dir = run_dir_;
   result_.log_history = state_.log_history;
@@ -684,6 +753,7 @@ TrainResult TrainLoop::run() {
     win_tokens_ += step_tokens_;
     step_tokens_ = 0;
     comm_.set_activity(fmt::format("step {}/{}: optimizer step", step + 1, total_steps_));
+    if (sharded_) sharded_->drop_prefetched();  // the step changes the shards
     const double gnorm = clip_gradients();
     const double lr = sched_.at(step);
     if (!std::isfinite(gnorm))

@@ -1,0 +1,235 @@
+// ZeRO-3 (--deepspeed zero3, --fsdp full_shard) through the binary on 2 ranks: each rank keeps
+// half of every parameter, gradient and optimizer state, and gathers a layer's weights only while
+// it computes; the same global batch logs the losses and gradient norms of 1 rank accumulating
+// twice (an idle rank at the end of the epoch included), for a tied Qwen3 and a Qwen3.5-MoE
+// (gated delta net, experts, shared expert); the checkpoint holds the whole weights and optimizer
+// state as one process writes them, resumes on 1 or 2 ranks, and infer reads it; reward models
+// and DPO train under it; LoRA is refused in one sentence.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "dist/dist_fixture.h"
+#include "io/safetensors.h"
+#include "model/model_fixture.h"
+
+namespace swiftlet {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ProcessRun;
+using testing::run_command;
+using testing::TempDir;
+using testing::train_logs;
+using testing::write_dataset;
+
+constexpr double kMaxGradNorm = 0.05;  // every step clips
+
+std::string sft(const std::string& model, const std::string& data, const std::string& out,
+                int accumulation, const std::string& env, const std::string& extra = "") {
+  return fmt::format(
+      "env {} {} sft --model {} --dataset {} --output_dir {} --max_steps 4 --tuner_type full "
+      "--gradient_accumulation_steps {} --per_device_train_batch_size 2 --logging_steps 1 "
+      "--save_steps 2 --learning_rate 1e-3 --max_grad_norm {} --ddp_bucket_cap_mb 0.02 "
+      "--load_from_cache_file false {}",
+      env, SWIFTLET_BINARY, model, data, out, accumulation, kMaxGradNorm, extra);
+}
+
+fs::path only_run(const std::string& out) {
+  std::vector<fs::path> runs{fs::directory_iterator(out), fs::directory_iterator()};
+  EXPECT_EQ(runs.size(), 1u);
+  return runs.empty() ? fs::path() : runs[0];
+}
+
+void expect_same_steps(const std::vector<nlohmann::json>& a, const std::vector<nlohmann::json>& b,
+                       size_t a_from, const std::string& what) {
+  ASSERT_EQ(a.size(), a_from + b.size()) << what;
+  for (size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(a[a_from + i]["step"], b[i]["step"]) << what;
+    EXPECT_NEAR(a[a_from + i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5)
+        << what << " step " << b[i]["step"];
+    EXPECT_NEAR(a[a_from + i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5)
+        << what << " step " << b[i]["step"];
+  }
+}
+
+// "memory of rank R/N (ZeRO stage K): ... parameters P MiB, gradients G MiB kept and H MiB at
+// most, optimizer states O MiB[, whole parameters W MiB at most]" -> {P, G, H, O, W} of rank R.
+std::array<double, 5> state_mib(const std::string& out, int rank) {
+  static const std::regex re(
+      "memory of rank (\\d+)/\\d+ \\(ZeRO stage \\d\\): peak RSS [0-9.]+ MiB; parameters "
+      "([0-9.]+) MiB, gradients ([0-9.]+) MiB kept and ([0-9.]+) MiB at most, optimizer states "
+      "([0-9.]+) MiB(, whole parameters ([0-9.]+) MiB at most)?");
+  for (std::sregex_iterator it(out.begin(), out.end(), re), end; it != end; ++it)
+    if (std::stoi((*it)[1]) == rank)
+      return {std::stod((*it)[2]), std::stod((*it)[3]), std::stod((*it)[4]), std::stod((*it)[5]),
+              (*it)[7].matched ? std::stod((*it)[7]) : -1.0};
+  ADD_FAILURE() << "no memory line of rank " << rank << " in\n" << out;
+  return {0, 0, 0, 0, 0};
+}
+
+// Every tensor of `file` in `ref` too, equal to 1e-4 of its largest magnitude.
+void expect_same_tensors(const fs::path& ref, const fs::path& file) {
+  const io::SafetensorsFile a = io::load_safetensors(ref.string());
+  const io::SafetensorsFile b = io::load_safetensors(file.string());
+  ASSERT_EQ(a.tensors.size(), b.tensors.size()) << file;
+  for (const auto& [name, t] : a.tensors) {
+    const Tensor* u = b.find(name);
+    ASSERT_NE(u, nullptr) << name;
+    ASSERT_EQ(u->shape(), t.shape()) << name;
+    const float* x = t.data<float>();
+    const float* y = u->data<float>();
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      diff = std::max(diff, double(std::abs(x[i] - y[i])));
+      norm = std::max(norm, double(std::abs(x[i])));
+    }
+    EXPECT_LE(diff, 1e-4 * norm + 1e-12) << file << ": " << name;
+  }
+}
+
+class Zero3Train : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Zero3Train, ParametersShardedLogTheLossesOfOneRank) {
+  const std::string model = testing::tiny_model(GetParam());
+  TempDir tmp;
+  // 20 of the 24 rows: the last step of the epoch has 2 micro-batches, so rank 1 has none and
+  // still takes part in rank 0's parameter gathers.
+  const std::string data = write_dataset(tmp) + "#20";
+  const std::string two = "NPROC_PER_NODE=2";
+  const ProcessRun one = run_command(sft(model, data, tmp / "one", 4, ""));
+  ASSERT_EQ(one.status, 0) << one.out;
+  const ProcessRun zero3 =
+      run_command(sft(model, data, tmp / "zero3", 2, two, "--deepspeed zero3"));
+  ASSERT_EQ(zero3.status, 0) << zero3.out;
+  EXPECT_NE(zero3.out.find("ZeRO stage 3: parameters, gradients and optimizer states sharded"),
+            std::string::npos)
+      << zero3.out;
+  // FSDP's spelling, without recomputation (backward reads the layers' kept activations).
+  const ProcessRun fsdp = run_command(
+      sft(model, data, tmp / "fsdp", 2, two, "--fsdp full_shard --gradient_checkpointing false"));
+  ASSERT_EQ(fsdp.status, 0) << fsdp.out;
+
+  const auto base = train_logs(tmp / "one");
+  ASSERT_EQ(base.size(), 4u);
+  for (const auto& rec : base) EXPECT_GT(rec["grad_norm"].get<double>(), kMaxGradNorm);
+  expect_same_steps(base, train_logs(tmp / "zero3"), 0, "zero3");
+  expect_same_steps(base, train_logs(tmp / "fsdp"), 0, "fsdp full_shard");
+
+  // Each rank holds half of the parameters, gradients and moments (the allowance: each bucket's
+  // padding to an even size), and at most a few layers' weights whole at once.
+  const auto s1 = state_mib(one.out, 0);
+  for (int rank : {0, 1}) {
+    const auto s3 = state_mib(zero3.out, rank);
+    EXPECT_NEAR(s3[0], s1[0] / 2, 0.002) << rank;
+    EXPECT_NEAR(s3[1], s1[1] / 2, 0.002) << rank;
+    EXPECT_NEAR(s3[3], s1[3] / 2, 0.002) << rank;
+    EXPECT_GT(s3[4], 0) << rank;
+    EXPECT_LT(s3[4], s1[0]) << rank;  // never the whole model, outside of saves
+  }
+
+  // The checkpoints: the whole weights and optimizer state, as the single process wrote them.
+  for (const char* run : {"zero3", "fsdp"}) {
+    const fs::path ck = only_run(tmp / run) / "checkpoint-4";
+    const fs::path ref = only_run(tmp / "one") / "checkpoint-4";
+    expect_same_tensors(ref / "model.safetensors", ck / "model.safetensors");
+    expect_same_tensors(ref / "optimizer.safetensors", ck / "optimizer.safetensors");
+  }
+
+  // Saved on 2 ranks with zero3, resumed on 1 rank; saved on 1 rank, resumed on 2 with zero3.
+  const ProcessRun r1 = run_command(
+      sft(model, data, tmp / "r1", 4, "",
+          "--resume_from_checkpoint " + (only_run(tmp / "zero3") / "checkpoint-2").string()));
+  ASSERT_EQ(r1.status, 0) << r1.out;
+  expect_same_steps(base, train_logs(tmp / "r1"), 2, "2 ranks zero3 -> 1 rank");
+  const ProcessRun r2 = run_command(sft(model, data, tmp / "r2", 2, two,
+                                        "--deepspeed zero3 --resume_from_checkpoint " +
+                                            (only_run(tmp / "one") / "checkpoint-2").string()));
+  ASSERT_EQ(r2.status, 0) << r2.out;
+  expect_same_steps(base, train_logs(tmp / "r2"), 2, "1 rank -> 2 ranks zero3");
+
+  // infer reads the sharded run's checkpoint like any other.
+  testing::write_text(tmp / "q.jsonl",
+                      R"({"messages": [{"role": "user", "content": "Say red twice."}]})"
+                      "\n");
+  const ProcessRun inf = run_command(fmt::format(
+      "{} infer --model {} --val_dataset {} --result_path {} --max_new_tokens 3 --temperature 0",
+      SWIFTLET_BINARY, (only_run(tmp / "zero3") / "checkpoint-4").string(), tmp / "q.jsonl",
+      tmp / "res.jsonl"));
+  ASSERT_EQ(inf.status, 0) << inf.out;
+  EXPECT_NE(testing::read_bytes(tmp / "res.jsonl").find("\"response\""), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Zero3Train, ::testing::Values("tiny", "tiny-qwen35-moe"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+// A reward model (the score head in the last part gathered) and DPO (its reference model apart
+// from the sharded policy) log under ZeRO-3 what one rank accumulating twice logs.
+TEST(Zero3Train, RewardModelAndDpoLogWhatOneRankLogs) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  {
+    std::ofstream f(tmp / "pairs.jsonl");
+    const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
+    for (int i = 0; i < 16; ++i)
+      f << nlohmann::json{{"messages",
+                           {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
+                            {{"role", "assistant"}, {"content", words[i % 8]}}}},
+                          {"rejected_response", words[(i + 1) % 8]}}
+               .dump()
+        << "\n";
+  }
+  for (const char* type : {"rm", "dpo"}) {
+    auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
+      return fmt::format(
+          "env {} {} rlhf --rlhf_type {} --tuner_type full --model {} --dataset {} "
+          "--output_dir {} --max_steps 3 --gradient_accumulation_steps {} "
+          "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
+          "--learning_rate 1e-4 --ddp_bucket_cap_mb 0.02 --load_from_cache_file false",
+          env, SWIFTLET_BINARY, type, model, tmp / "pairs.jsonl", out, accumulation);
+    };
+    const std::string one_dir = tmp / (std::string(type) + "-one");
+    const std::string two_dir = tmp / (std::string(type) + "-zero3");
+    const ProcessRun one = run_command(rlhf(one_dir, 2, ""));
+    ASSERT_EQ(one.status, 0) << one.out;
+    const ProcessRun two = run_command(rlhf(two_dir, 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
+    ASSERT_EQ(two.status, 0) << two.out;
+    const auto a = train_logs(one_dir), b = train_logs(two_dir);
+    ASSERT_EQ(a.size(), 3u) << type;
+    ASSERT_EQ(b.size(), 3u) << type;
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5) << type << i;
+      EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5)
+          << type << i;
+    }
+    expect_same_tensors(only_run(one_dir) / "checkpoint-3" / "model.safetensors",
+                        only_run(two_dir) / "checkpoint-3" / "model.safetensors");
+  }
+}
+
+TEST(Zero3Train, LoraIsRefusedInOneSentence) {
+  const std::string model = testing::tiny_model("tiny");
+  TempDir tmp;
+  const std::string data = write_dataset(tmp);
+  const ProcessRun r = run_command(
+      fmt::format("{} sft --model {} --dataset {} --output_dir {} --max_steps 1 --tuner_type lora "
+                  "--deepspeed zero3 --load_from_cache_file false",
+                  SWIFTLET_BINARY, model, data, tmp / "o"));
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("error: ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) shards full "
+                       "fine-tuning's parameters, and --tuner_type lora keeps its frozen base "
+                       "whole on every rank"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(tmp / "o"));
+}
+
+}  // namespace
+}  // namespace swiftlet
