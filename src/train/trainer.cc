@@ -17,6 +17,7 @@
 #include "dist/faults.h"
 #include "dist/grad_sync.h"
 #include "train/checkpoint.h"
+#include "train/offload.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/schedule.h"
@@ -129,6 +130,9 @@ class TrainLoop {
   ModelFolder folder_;
   ThreadPool pool_;
   std::unique_ptr<Device> dev_;
+  // Optimizer offload (null when off, or when dev_ is host memory): declared before the states,
+  // whose moments live in its host memory, so that it outlives them.
+  std::unique_ptr<OptimizerOffload> offload_;
   std::unique_ptr<Transformer> model_;
   ModelGrads grads_;
   std::unique_ptr<LoraAdapter> adapter_;
@@ -206,6 +210,7 @@ void TrainLoop::setup_model() {
     throw Error(fmt::format("ZeRO stage {} is not supported", a_.zero_stage),
                 "use stage 0, 1 or 2");
   stage_ = a_.zero_stage;
+  offload_ = OptimizerOffload::create(*dev_, pool_, a_.offload_optimizer, a_.offload_param, stage_);
   inflight_cap_ = 2 * bucket_bytes;
   buckets_ = std::make_unique<ParamBuckets>(*dev_, slots, bucket_bytes,
                                             ShardLayout{comm_.rank(), comm_.size(), stage_});
@@ -216,7 +221,7 @@ void TrainLoop::setup_model() {
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
-  buckets_->allocate_states(*dev_);
+  buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
   head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
                             std::any_of(slots.begin(), slots.end(), [&](const TrainableSlot& s) {
                               return s.grad == &grads_.embed_tokens;
@@ -227,7 +232,7 @@ void TrainLoop::setup_model() {
     // Tasks with their own trainable tensors (PPO's critic) train in one process, unsharded.
     SWIFTLET_CHECK(stage_ == 0, "a task's extra trainable tensors under ZeRO stage {}", stage_);
     task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
-    task_buckets_->allocate_states(*dev_);
+    task_buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
     task_.extra_trainable_ready();
   }
   std::vector<Tensor> flat;
@@ -541,9 +546,10 @@ void TrainLoop::report_memory() {
   const size_t kept = stage_ >= 2 ? buckets_->shard_grad_bytes() : buckets_->peak_grad_bytes();
   const std::string mine = fmt::format(
       "peak RSS {:.1f} MiB; parameters {:.3f} MiB, gradients {:.3f} MiB kept and {:.3f} MiB at "
-      "most, optimizer states {:.3f} MiB",
+      "most, optimizer states {:.3f} MiB{}",
       peak_rss_gib() * 1024.0, double(buckets_->value_bytes()) / mib, double(kept) / mib,
-      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib);
+      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib,
+      offload_ ? " in host memory" : "");
   const auto all = dist::all_gather_strings(comm_, mine);
   for (size_t r = 0; r < all.size(); ++r)
     log_info("memory of rank {}/{} (ZeRO stage {}): {}", r, all.size(), stage_, all[r]);
@@ -641,6 +647,7 @@ void TrainLoop::save(int64_t gstep) {
 TrainResult TrainLoop::run() {
   task_.prepare_model(folder_);
   setup_model();
+  if (offload_) offload_->attach(opt_);  // the values are final: loaded, broadcast
   plan();
   resume_state();
 
@@ -691,7 +698,10 @@ TrainResult TrainLoop::run() {
           "step {}: the gradient norm is {}; the learning rate ({}) may be too high or the "
           "data may hold empty targets",
           step + 1, gnorm, lr);
-    opt_.step(lr);
+    if (offload_)
+      offload_->step(opt_, lr);
+    else
+      opt_.step(lr);
     gather_parameters(step);
 
     win_.merge(step_metrics);
