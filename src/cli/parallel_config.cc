@@ -579,9 +579,10 @@ void apply_parallel_config(const Flags& f, TrainArgs& a, int world) {
   } else if (!fsdp.empty()) {
     const Config c("fsdp", fsdp);
     const std::string lv = lower(fsdp);
+    std::error_code ec;  // a strategy string is no path: no error, just not a file
     const bool json_like = fsdp[0] == '{' || fsdp_preset(fsdp) ||
                            (lv.size() > 5 && lv.compare(lv.size() - 5, 5, ".json") == 0) ||
-                           fs::is_regular_file(fsdp);
+                           fs::is_regular_file(fsdp, ec);
     // A bare strategy string is the "fsdp" value of a config with no fsdp_config.
     apply_fsdp(
         c, json_like ? load(c, "fsdp", fsdp, fsdp_preset(fsdp), "fsdp2") : json{{"fsdp", fsdp}}, a);
