@@ -181,7 +181,8 @@ int run_grpo(const Flags& f) {
                   "the loss covers exactly the generated completion tokens");
   TrainArgs a = train_args(f, "rlhf");
   // ms-swift's GRPO accumulates over one micro-batch unless told otherwise.
-  if (!f.given("gradient_accumulation_steps")) a.gradient_accumulation_steps = 1;
+  if (!f.given("gradient_accumulation_steps") && a.gradient_accumulation_steps == 0)
+    a.gradient_accumulation_steps = 1;  // (a --deepspeed config may have set it)
   rlhf::GrpoArgs g;
   g.loss.beta = opt_number(f, "beta").value_or(0.04);
   const std::vector<std::string> lt = f.list("loss_type");

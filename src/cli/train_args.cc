@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "cli/parallel_config.h"
 #include "dist/comm.h"
 #include "dist/launcher.h"
 
@@ -113,12 +114,14 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"ddp_timeout", FlagKind::kInt, "18000000",
        "seconds a collective may wait for the other ranks before the job is aborted"},
       {"deepspeed", FlagKind::kString, "",
-       "ZeRO preset: zero0 (plain data parallel), zero1 (optimizer states sharded over the "
-       "ranks), zero2 (optimizer states and gradients sharded), zero3 (parameters too, gathered "
-       "layer by layer; full fine-tuning)"},
+       "ZeRO preset or DeepSpeed JSON config (file or inline): zero0 (plain data parallel), "
+       "zero1 (optimizer states sharded over the ranks), zero2 (and gradients), zero3 (and "
+       "parameters, gathered layer by layer; full fine-tuning), zero2_offload / zero3_offload "
+       "(with the optimizer states and step in host memory); \"auto\" values take the flags"},
       {"fsdp", FlagKind::kString, "",
-       "FSDP strategy: no_shard (plain data parallel), shard_grad_op (= --deepspeed zero2) or "
-       "full_shard (= --deepspeed zero3)"},
+       "FSDP strategy (no_shard = zero0, shard_grad_op = zero2, full_shard = zero3; with "
+       "\"offload\": optimizer offload), the preset fsdp2, or an FSDP JSON config (fsdp, "
+       "fsdp_config)"},
       {"ddp_bucket_cap_mb", FlagKind::kFloat, "0",
        "gradient bucket size in MiB, each all-reduced while backward runs (0: 25 with several "
        "ranks)"},
@@ -127,35 +130,6 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"use_chat_template", FlagKind::kBool, pt ? "false" : "true",
        "render rows with the chat template"},
   };
-}
-
-// The ZeRO stage of --deepspeed or --fsdp (ms-swift's spellings); Error for what is not built.
-static int zero_stage(const std::string& deepspeed, const std::string& fsdp) {
-  if (deepspeed.empty() || deepspeed == "zero0") {
-  } else if (deepspeed == "zero1") {
-    return 1;
-  } else if (deepspeed == "zero2") {
-    return 2;
-  } else if (deepspeed == "zero3") {
-    return 3;
-  } else if (deepspeed == "zero2_offload" || deepspeed == "zero3_offload") {
-    throw Error(fmt::format("--deepspeed {} is not supported: training already runs on the CPU, "
-                            "so there is no device memory to offload states from",
-                            deepspeed),
-                "use --deepspeed zero2 (or zero1)");
-  } else {
-    throw Error(fmt::format("--deepspeed {} is not supported: swiftlet reads no DeepSpeed JSON "
-                            "configs, only the presets zero0, zero1 and zero2",
-                            deepspeed),
-                "pass one of zero0, zero1, zero2");
-  }
-  if (fsdp.empty() || fsdp == "no_shard") return 0;
-  if (fsdp == "shard_grad_op") return 2;
-  if (fsdp == "full_shard") return 3;
-  throw Error(fmt::format("--fsdp {} is not supported: swiftlet reads no FSDP JSON configs, "
-                          "only the strategies no_shard and shard_grad_op",
-                          fsdp),
-              "pass no_shard or shard_grad_op");
 }
 
 TrainArgs train_args(const Flags& f, const std::string& name) {
@@ -212,14 +186,27 @@ TrainArgs train_args(const Flags& f, const std::string& name) {
   a.ddp_bucket_cap_mb = f.f64("ddp_bucket_cap_mb");
   if (!f.str("deepspeed").empty() && !f.str("fsdp").empty())
     throw Error("--deepspeed and --fsdp exclude each other", "pass one of them");
-  a.zero_stage = zero_stage(f.str("deepspeed"), f.str("fsdp"));
   if (a.ddp_bucket_cap_mb < 0) throw Error("--ddp_bucket_cap_mb must not be negative");
   // The job's communicator (this process alone unless mpirun started it, see dist/launcher.h).
   a.comm = &dist::job_comm(f.str("ddp_backend"), std::chrono::seconds(f.i64("ddp_timeout")));
   if (a.comm->size() > 1 && !f.given("device"))
     a.device = dist::rank_device(dist::current_environment(), a.comm->info().local_rank, a.device);
+  // After the communicator: DeepSpeed's train_batch_size counts the ranks.
+  apply_parallel_config(f, a, a.comm->size());
   nlohmann::json args = nlohmann::json::object();
   for (const auto& [k, v] : f.values()) args[k] = v;
+  if (!f.str("deepspeed").empty() || !f.str("fsdp").empty()) {
+    // The values a config may have filled in, as the run uses them.
+    args["per_device_train_batch_size"] = std::to_string(a.per_device_train_batch_size);
+    args["gradient_accumulation_steps"] = std::to_string(a.gradient_accumulation_steps);
+    args["max_grad_norm"] = fmt::format("{}", a.max_grad_norm);
+    args["adam_beta1"] = fmt::format("{}", a.adam_beta1);
+    args["adam_beta2"] = fmt::format("{}", a.adam_beta2);
+    args["adam_epsilon"] = fmt::format("{}", a.adam_epsilon);
+    args["weight_decay"] = fmt::format("{}", a.weight_decay);
+    args["torch_dtype"] = a.torch_dtype;
+    args["gradient_checkpointing"] = a.gradient_checkpointing ? "true" : "false";
+  }
   args["learning_rate"] = a.learning_rate;
   args["command"] = name;
   a.args_json = args;

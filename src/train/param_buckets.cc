@@ -77,14 +77,15 @@ void ParamBuckets::release_values(size_t b) {
   bk.values = Tensor();
 }
 
-void ParamBuckets::allocate_states(Device& dev) {
+void ParamBuckets::allocate_states(Device& dev, Device* moments_dev) {
   SWIFTLET_CHECK(buckets_.empty() || !buckets_[0].exp_avg.defined(), "states allocated twice");
+  Device& mdev = moments_dev ? *moments_dev : dev;
   for (auto& bk : buckets_) {
     const int64_t per = bk.shard_end - bk.shard_begin;
     const int64_t padded = per * (layout_.stage > 0 ? layout_.ranks : 1);
     const int64_t moments = layout_.stage >= 1 ? per : padded;
-    bk.exp_avg = dev.zeros({moments}, DType::kF32);
-    bk.exp_avg_sq = dev.zeros({moments}, DType::kF32);
+    bk.exp_avg = mdev.zeros({moments}, DType::kF32);
+    bk.exp_avg_sq = mdev.zeros({moments}, DType::kF32);
     if (layout_.stage >= 2) {
       bk.grad_shard = dev.zeros({per}, DType::kF32);
       live_grad_bytes_ += bk.grad_shard.nbytes();

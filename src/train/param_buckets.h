@@ -71,8 +71,9 @@ class ParamBuckets {
                const std::vector<int64_t>& units = {});
   // Allocates gradients (zeroed; `*grad` pointed at their views) and moments. A second step, so
   // that the caller can drop the values' former tensors first (a writable model's copies) and
-  // the two never coexist with the states.
-  void allocate_states(Device& dev);
+  // the two never coexist with the states. The moments go to `moments_dev` when given (host
+  // memory under optimizer offload), so they never take device memory.
+  void allocate_states(Device& dev, Device* moments_dev = nullptr);
 
   const std::vector<Entry>& entries() const { return entries_; }  // in the order given
   std::vector<Bucket>& buckets() { return buckets_; }

@@ -17,6 +17,7 @@
 #include "dist/faults.h"
 #include "dist/grad_sync.h"
 #include "train/checkpoint.h"
+#include "train/offload.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/schedule.h"
@@ -131,6 +132,9 @@ class TrainLoop {
   ModelFolder folder_;
   ThreadPool pool_;
   std::unique_ptr<Device> dev_;
+  // Optimizer offload (null when off, or when dev_ is host memory): declared before the states,
+  // whose moments live in its host memory, so that it outlives them.
+  std::unique_ptr<OptimizerOffload> offload_;
   std::unique_ptr<Transformer> model_;
   ModelGrads grads_;
   std::unique_ptr<LoraAdapter> adapter_;
@@ -220,6 +224,7 @@ void TrainLoop::setup_model() {
       a_.ddp_bucket_cap_mb > 0 ? size_t(a_.ddp_bucket_cap_mb * double(1 << 20))
       : comm_.size() > 1       ? size_t(25) << 20
                                : ParamBuckets::kDefaultBucketBytes;
+  offload_ = OptimizerOffload::create(*dev_, pool_, a_.offload_optimizer, a_.offload_param, stage_);
   inflight_cap_ = 2 * bucket_bytes;
   const int64_t L = int64_t(folder_.config.num_hidden_layers);
   std::vector<int64_t> units;  // ZeRO-3: the part of the model each parameter belongs to
@@ -233,7 +238,7 @@ void TrainLoop::setup_model() {
   } else {
     adapter_->attach(*model_);  // after the buckets: the model reads the bucket views
   }
-  buckets_->allocate_states(*dev_);
+  buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
   if (stage_ == 3) {
     sharded_ = std::make_unique<ShardedParams>(*dev_, comm_, *buckets_, L,
                                                folder_.config.tie_word_embeddings &&
@@ -251,7 +256,7 @@ void TrainLoop::setup_model() {
     // Tasks with their own trainable tensors (PPO's critic) train in one process, unsharded.
     SWIFTLET_CHECK(stage_ == 0, "a task's extra trainable tensors under ZeRO stage {}", stage_);
     task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
-    task_buckets_->allocate_states(*dev_);
+    task_buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
     task_.extra_trainable_ready();
   }
   // Nothing reads the mapped weight files from here on: the model, the task and the buckets hold
@@ -594,9 +599,10 @@ void TrainLoop::report_memory() {
   const size_t kept = stage_ >= 2 ? buckets_->shard_grad_bytes() : buckets_->peak_grad_bytes();
   const std::string mine = fmt::format(
       "peak RSS {:.1f} MiB; parameters {:.3f} MiB, gradients {:.3f} MiB kept and {:.3f} MiB at "
-      "most, optimizer states {:.3f} MiB",
+      "most, optimizer states {:.3f} MiB{}",
       peak_rss_gib() * 1024.0, double(buckets_->value_bytes()) / mib, double(kept) / mib,
-      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib) +
+      double(buckets_->peak_grad_bytes()) / mib, double(buckets_->moment_bytes()) / mib,
+      offload_ ? " in host memory" : "") +
       (stage_ >= 3 ? fmt::format(", whole parameters {:.3f} MiB at most",
                                  double(sharded_->peak_working_bytes()) / mib)
                    : std::string());
@@ -709,6 +715,7 @@ void TrainLoop::save(int64_t gstep) {
 TrainResult TrainLoop::run() {
   task_.prepare_model(folder_);
   setup_model();
+  if (offload_) offload_->attach(opt_);  // the values are final: loaded, broadcast
   plan();
   resume_state();
 
@@ -761,7 +768,10 @@ TrainResult TrainLoop::run() {
           "step {}: the gradient norm is {}; the learning rate ({}) may be too high or the "
           "data may hold empty targets",
           step + 1, gnorm, lr);
-    opt_.step(lr);
+    if (offload_)
+      offload_->step(opt_, lr);
+    else
+      opt_.step(lr);
     gather_parameters(step);
 
     win_.merge(step_metrics);

@@ -56,11 +56,19 @@ struct TrainArgs {
   // accumulating N times as many micro-batches. Only rank 0 writes files.
   dist::Comm* comm = nullptr;
   double ddp_bucket_cap_mb = 0;  // gradient bucket size (0: 25 MiB with several ranks, as DDP)
-  // ZeRO stage (--deepspeed zeroK, --fsdp shard_grad_op = 2): 1 splits the AdamW moments over the
-  // ranks, each updating its slice of the flat trainable parameters before they are all-gathered;
-  // 2 also splits the gradients, reduce-scattered bucket by bucket during backward. 0: every rank
-  // holds everything (plain data parallel).
+  // ZeRO stage (--deepspeed zeroK or a DeepSpeed config's zero_optimization.stage; --fsdp
+  // shard_grad_op = 2, full_shard = 3): 1 splits the AdamW moments over the ranks, each updating
+  // its slice of the flat trainable parameters before they are all-gathered; 2 also splits the
+  // gradients, reduce-scattered bucket by bucket during backward. 0: every rank holds everything
+  // (plain data parallel).
   int zero_stage = 0;
+  // ZeRO-Offload (zero2_offload, offload_optimizer.device cpu, FSDP's offload): the AdamW moments
+  // and an f32 master copy of the parameters this rank updates live in host memory, and the
+  // optimizer step runs on the host (see train/offload.h).
+  bool offload_optimizer = false;
+  // ZeRO-3 parameter offload (offload_param.device cpu): stored, refused unless the stage is 3 and
+  // the training device is host memory, where the parameters already are.
+  bool offload_param = false;
   nlohmann::json args_json;  // every flag as given/defaulted, written to args.json
 };
 

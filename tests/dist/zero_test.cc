@@ -2,7 +2,8 @@
 // 2 ranks: the same global batch logs the losses and gradient norms of plain data parallelism and
 // of 1 rank accumulating twice, with LoRA and full fine-tuning and with clipping active; the
 // checkpoint holds the whole optimizer state in a single process's layout, so it resumes on any
-// number of ranks and infer reads it; what is not built is refused in one sentence.
+// number of ranks and infer reads it; what is not built is refused in one sentence, and optimizer
+// offload on the CPU device runs (the states already are in host memory).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -176,14 +177,18 @@ TEST(ZeroTrain, WhatIsNotBuiltIsRefusedInOneSentence) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
   const std::string data = write_dataset(tmp);
+  // Stage 3 (zero3, zero3_offload, full_shard) shards full fine-tuning only.
+  const std::string lora_stage3 =
+      "error: ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) shards full fine-tuning's "
+      "parameters, and --tuner_type lora keeps its frozen base whole on every rank";
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"--deepspeed zero3_offload",
-       "error: --deepspeed zero3_offload is not supported: training "
-       "already runs on the CPU"},
+      {"--deepspeed zero3", lora_stage3},
+      {"--fsdp full_shard", lora_stage3},
+      {"--deepspeed zero3_offload", lora_stage3},
       {"--deepspeed ds_config.json",
-       "error: --deepspeed ds_config.json is not supported: swiftlet "
-       "reads no DeepSpeed JSON configs"},
-      {"--fsdp hybrid_shard", "error: --fsdp hybrid_shard is not supported"},
+       "error: --deepspeed ds_config.json is neither a preset (zero0, zero1, zero2, zero3, "
+       "zero2_offload, zero3_offload) nor an existing JSON file"},
+      {"--fsdp hybrid_shard", "error: --fsdp hybrid_shard: fsdp hybrid_shard is not supported"},
       {"--deepspeed zero2 --fsdp shard_grad_op",
        "error: --deepspeed and --fsdp exclude each other"},
   };
@@ -195,6 +200,14 @@ TEST(ZeroTrain, WhatIsNotBuiltIsRefusedInOneSentence) {
   // ZeRO on one process is allowed (every shard is the whole), as DeepSpeed allows it.
   const ProcessRun r = run_command(sft("lora", model, data, tmp / "o", 1, "", "--deepspeed zero2"));
   EXPECT_EQ(r.status, 0) << r.out;
+  // Optimizer offload on the CPU device: the states already are in host memory, and it says so.
+  const ProcessRun off =
+      run_command(sft("lora", model, data, tmp / "off", 1, "", "--deepspeed zero2_offload"));
+  EXPECT_EQ(off.status, 0) << off.out;
+  EXPECT_NE(off.out.find("optimizer offload: the optimizer states stay in host memory, because "
+                         "the training device cpu:0 is the host"),
+            std::string::npos)
+      << off.out;
 }
 
 }  // namespace

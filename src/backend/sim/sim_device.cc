@@ -86,6 +86,13 @@ class SimArena {
   }
 
   size_t capacity() const { return capacity_; }
+  // The bump region less its free blocks (sizes rounded up to 64 bytes, as allocated).
+  size_t in_use() {
+    std::lock_guard<std::mutex> lock(alloc_mu_);
+    size_t n = top_;
+    for (const auto& [off, len] : free_) n -= len;
+    return n;
+  }
 
  private:
   size_t round_pages(size_t n) const { return (n + page_ - 1) / page_ * page_; }
@@ -137,6 +144,8 @@ SimDevice::SimDevice(ThreadPool& pool, std::string name, size_t capacity)
       arena_(std::make_shared<SimArena>(this->name(), capacity)) {}
 
 SimDevice::~SimDevice() = default;
+
+size_t SimDevice::allocated_bytes() const { return arena_->in_use(); }
 
 DeviceInfo SimDevice::info() const {
   DeviceInfo d;

@@ -25,6 +25,8 @@ class SimDevice : public CpuDevice {
 
   DeviceInfo info() const override;
   bool host_accessible() const override { return false; }
+  // Bytes of this device's memory held by live tensors now (what tests check is not resident).
+  size_t allocated_bytes() const;
 
   Tensor empty(const Shape& shape, DType dtype) override;
   Tensor upload(const Tensor& host) override;  // always copies
