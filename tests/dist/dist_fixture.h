@@ -2,6 +2,7 @@
 // Helpers of the multi-process tests: running a command with its output and wall time, and
 // mpirun with what root and a 2-core machine need.
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +70,29 @@ inline std::vector<nlohmann::json> train_logs(const std::string& out) {
     }
   }
   return logs;
+}
+
+// The one run folder under `out`.
+inline std::filesystem::path only_run(const std::string& out) {
+  std::vector<std::filesystem::path> runs{std::filesystem::directory_iterator(out),
+                                          std::filesystem::directory_iterator()};
+  EXPECT_EQ(runs.size(), 1u);
+  return runs.empty() ? std::filesystem::path() : runs[0];
+}
+
+// Training records b equal to a's from index a_from on: step, and loss and grad_norm to 2e-5 (the
+// same samples, only the order of float sums differs, and the logs round to 1e-6).
+inline void expect_same_steps(const std::vector<nlohmann::json>& a,
+                              const std::vector<nlohmann::json>& b, size_t a_from,
+                              const std::string& what) {
+  ASSERT_EQ(a.size(), a_from + b.size()) << what;
+  for (size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(a[a_from + i]["step"], b[i]["step"]) << what;
+    EXPECT_NEAR(a[a_from + i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5)
+        << what << " step " << b[i]["step"];
+    EXPECT_NEAR(a[a_from + i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5)
+        << what << " step " << b[i]["step"];
+  }
 }
 
 // mpirun of this test binary running the tests `filter` in `np` ranks (shared memory only).

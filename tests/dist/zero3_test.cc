@@ -23,6 +23,8 @@ using testing::ProcessRun;
 using testing::run_command;
 using testing::TempDir;
 using testing::train_logs;
+using testing::expect_same_steps;
+using testing::only_run;
 using testing::write_dataset;
 
 constexpr double kMaxGradNorm = 0.05;  // every step clips
@@ -35,24 +37,6 @@ std::string sft(const std::string& model, const std::string& data, const std::st
       "--save_steps 2 --learning_rate 1e-3 --max_grad_norm {} --ddp_bucket_cap_mb 0.02 "
       "--load_from_cache_file false {}",
       env, SWIFTLET_BINARY, model, data, out, accumulation, kMaxGradNorm, extra);
-}
-
-fs::path only_run(const std::string& out) {
-  std::vector<fs::path> runs{fs::directory_iterator(out), fs::directory_iterator()};
-  EXPECT_EQ(runs.size(), 1u);
-  return runs.empty() ? fs::path() : runs[0];
-}
-
-void expect_same_steps(const std::vector<nlohmann::json>& a, const std::vector<nlohmann::json>& b,
-                       size_t a_from, const std::string& what) {
-  ASSERT_EQ(a.size(), a_from + b.size()) << what;
-  for (size_t i = 0; i < b.size(); ++i) {
-    EXPECT_EQ(a[a_from + i]["step"], b[i]["step"]) << what;
-    EXPECT_NEAR(a[a_from + i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5)
-        << what << " step " << b[i]["step"];
-    EXPECT_NEAR(a[a_from + i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5)
-        << what << " step " << b[i]["step"];
-  }
 }
 
 // "memory of rank R/N (ZeRO stage K): ... parameters P MiB, gradients G MiB kept and H MiB at
