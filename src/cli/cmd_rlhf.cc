@@ -209,25 +209,31 @@ int run_grpo(const Flags& f) {
   if (g.num_iterations < 1) throw Error("--num_iterations must be at least 1");
   g.per_device_train_batch_size = a.per_device_train_batch_size;
   g.gradient_accumulation_steps = a.gradient_accumulation_steps;
+  g.comm = a.comm;
   const auto spg = opt_int(f, "steps_per_generation");
   const auto gbs = opt_int(f, "generation_batch_size");
   if (spg && gbs) throw Error("set --steps_per_generation or --generation_batch_size, not both");
   if (gbs) {
-    if (*gbs < 1 || *gbs % a.per_device_train_batch_size != 0)
-      throw Error(
-          fmt::format("--generation_batch_size {} must be a multiple of "
-                      "--per_device_train_batch_size {}",
-                      *gbs, a.per_device_train_batch_size));
-    g.steps_per_generation = *gbs / a.per_device_train_batch_size;
+    // TRL: the generation batch covers every rank's micro-batches.
+    const int64_t per_step = a.per_device_train_batch_size * g.ranks();
+    if (*gbs < 1 || *gbs % per_step != 0)
+      throw Error(g.ranks() == 1 ? fmt::format("--generation_batch_size {} must be a multiple of "
+                                               "--per_device_train_batch_size {}",
+                                               *gbs, a.per_device_train_batch_size)
+                                 : fmt::format("--generation_batch_size {} must be a multiple of "
+                                               "--per_device_train_batch_size {} x {} ranks",
+                                               *gbs, a.per_device_train_batch_size, g.ranks()));
+    g.steps_per_generation = *gbs / per_step;
   } else {
     g.steps_per_generation = spg.value_or(g.gradient_accumulation_steps);
   }
   if (g.steps_per_generation < 1) throw Error("--steps_per_generation must be at least 1");
   if (g.generation_batch_size() % g.num_generations != 0)
     throw Error(fmt::format("the generation batch of {} completions (batch size {} x {} steps per "
-                            "generation) is not divisible by --num_generations {}",
+                            "generation x {} rank{}) is not divisible by --num_generations {}",
                             g.generation_batch_size(), a.per_device_train_batch_size,
-                            g.steps_per_generation, g.num_generations),
+                            g.steps_per_generation, g.ranks(), g.ranks() == 1 ? "" : "s",
+                            g.num_generations),
                 "choose --per_device_train_batch_size, --gradient_accumulation_steps or "
                 "--generation_batch_size as a multiple of --num_generations");
   g.advantage_estimator = rlhf::parse_advantage_estimator(f.str("advantage_estimator"));
@@ -319,12 +325,19 @@ int run_ppo(const Flags& f) {
     a.gradient_accumulation_steps =
         std::max<int64_t>(1, (16 + a.per_device_train_batch_size - 1) /
                                  a.per_device_train_batch_size);
+  if (a.zero_stage > 0)
+    throw Error(fmt::format("ppo trains its value model unsharded beside the policy, so ZeRO "
+                            "stage {} (--deepspeed / --fsdp) is not supported with --rlhf_type ppo",
+                            a.zero_stage),
+                "drop --deepspeed / --fsdp: NPROC_PER_NODE alone runs ppo data-parallel");
   rlhf::PpoArgs p;
   p.per_device_train_batch_size = a.per_device_train_batch_size;
   p.gradient_accumulation_steps = a.gradient_accumulation_steps;
+  p.comm = a.comm;
   if (p.rollout_batch() < 2)
-    throw Error("ppo whitens advantages over the rollout batch, so --per_device_train_batch_size "
-                "x --gradient_accumulation_steps must be at least 2");
+    throw Error(
+        "ppo whitens advantages over the rollout batch, so --per_device_train_batch_size "
+        "x --gradient_accumulation_steps x ranks must be at least 2");
   p.num_ppo_epochs = f.i64("num_ppo_epochs");
   if (p.num_ppo_epochs < 1) throw Error("--num_ppo_epochs must be at least 1");
   p.loss.kl_coef = f.f64("kl_coef");

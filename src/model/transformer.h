@@ -111,6 +111,28 @@ class Transformer {
   // Null (the default): every weight is always resident.
   void set_weight_residency(WeightResidency* r) { residency_ = r; }
 
+  // Holds every unit's weights for its scope. Generation makes as many forwards as its longest
+  // completion needs, which differs between ranks that gather weights together, so it takes the
+  // whole model once (as DeepSpeed ZeRO-3 models are gathered for TRL's generation).
+  class WholeWeights {
+   public:
+    explicit WholeWeights(Transformer& m)
+        : r_(m.residency_), last_(int64_t(m.w_.layers.size())) {
+      if (r_)
+        for (int64_t u = -1; u <= last_; ++u) r_->acquire(u);
+    }
+    ~WholeWeights() {
+      if (r_)
+        for (int64_t u = last_; u >= -1; --u) r_->release(u);
+    }
+    WholeWeights(const WholeWeights&) = delete;
+    WholeWeights& operator=(const WholeWeights&) = delete;
+
+   private:
+    WeightResidency* r_;
+    int64_t last_;
+  };
+
   DecodeCache new_cache(int64_t capacity) const;
   // Grows a cache to hold at least `capacity` tokens (copying what it holds).
   void reserve(DecodeCache& cache, int64_t capacity) const;

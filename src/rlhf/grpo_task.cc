@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "core/log.h"
 #include "core/rng.h"
@@ -32,6 +33,37 @@ double nanmean(const std::vector<double>& v, size_t* count = nullptr) {
     }
   if (count) *count = n;
   return n ? s / double(n) : 0.0;
+}
+
+// Scored completions as text for all_gather_strings, and back (doubles round-trip exactly).
+std::string rollouts_to_string(const std::vector<GrpoTask::Rollout>& rs) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const GrpoTask::Rollout& r : rs) {
+    nlohmann::json rewards = nlohmann::json::array();
+    for (double v : r.rewards)
+      rewards.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
+    a.push_back({{"prompt", r.prompt},
+                 {"completion", r.completion},
+                 {"text", r.text},
+                 {"truncated", r.truncated},
+                 {"rewards", rewards},
+                 {"reward", r.reward}});
+  }
+  return a.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void rollouts_from_string(const std::string& s, std::vector<GrpoTask::Rollout>& out) {
+  for (const auto& x : nlohmann::json::parse(s)) {
+    GrpoTask::Rollout r;
+    r.prompt = x.at("prompt").get<size_t>();
+    r.completion = x.at("completion").get<std::vector<int32_t>>();
+    r.text = x.at("text").get<std::string>();
+    r.truncated = x.at("truncated").get<bool>();
+    for (const auto& v : x.at("rewards"))
+      r.rewards.push_back(v.is_null() ? std::nan("") : v.get<double>());
+    r.reward = x.at("reward").get<double>();
+    out.push_back(std::move(r));
+  }
 }
 
 }  // namespace
@@ -65,6 +97,7 @@ size_t GrpoTask::train_size() const {
 
 void GrpoTask::attach(const TrainSetup& s) {
   adapter_ = s.adapter;
+  model_ = &s.model;
   for (auto& r : rewards_) r->bind(s.device);
   args_.stop_token_ids =
       generation_stop_ids(s.folder, tok_, ChatTemplate::by_name(data_.template_name));
@@ -97,16 +130,45 @@ std::vector<size_t> GrpoTask::prompts_of(int64_t g, int64_t attempt) const {
 
 std::vector<GrpoTask::Rollout> GrpoTask::sample(Transformer& model,
                                                 const std::vector<PromptSample>& prompts,
-                                                const std::vector<size_t>& which, uint64_t seed) {
+                                                const std::vector<size_t>& which, uint64_t seed,
+                                                size_t first) {
   RolloutSampling rs{args_.max_completion_length, args_.sampling, args_.stop_token_ids};
-  SampledBatch b =
-      sample_completions(model, adapter_, tok_, prompts, which, args_.num_generations, rs, seed);
+  SampledBatch b = sample_completions(model, adapter_, tok_, prompts, which, args_.num_generations,
+                                      rs, seed, first);
   sample_s_ += b.engine_seconds;
   sample_tokens_ += b.tokens;
   std::vector<Rollout> out(b.completions.size());
   for (size_t i = 0; i < out.size(); ++i)
     static_cast<SampledCompletion&>(out[i]) = std::move(b.completions[i]);
   return out;
+}
+
+std::vector<GrpoTask::Rollout> GrpoTask::sample_scored(Transformer& model,
+                                                       const std::vector<size_t>& which,
+                                                       uint64_t seed) {
+  const int ranks = args_.ranks();
+  const Share mine = share_of(which.size(), ranks > 1 ? args_.comm->rank() : 0, ranks);
+  std::vector<Rollout> rs =
+      sample(model, data_.train,
+             std::vector<size_t>(which.begin() + long(mine.begin), which.begin() + long(mine.end)),
+             seed, mine.begin * size_t(args_.num_generations));
+  if (!rs.empty()) score(rs, data_.train);
+  if (ranks == 1) return rs;
+  args_.comm->set_activity("gathering the scored completions of a generation");
+  std::vector<Rollout> all;
+  for (const std::string& part : dist::all_gather_strings(*args_.comm, rollouts_to_string(rs)))
+    rollouts_from_string(part, all);
+  return all;
+}
+
+int GrpoTask::rank_of(int64_t m) const {
+  const int ranks = args_.ranks();
+  if (ranks == 1) return 0;
+  // The trainer cuts every epoch's micro-batches into steps of gas x ranks, rank r taking the
+  // r-th gas of each.
+  const int64_t per_epoch = int64_t(train_size()) / args_.per_device_train_batch_size;
+  const int64_t gas = args_.gradient_accumulation_steps;
+  return int((m % per_epoch) % (gas * ranks) / gas);
 }
 
 void GrpoTask::score(std::vector<Rollout>& rollouts, const std::vector<PromptSample>& prompts) {
@@ -144,13 +206,15 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
 }
 
 GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& m) {
+  const Transformer::WholeWeights whole(model);  // ZeRO-3: ranks sample different lengths
   const auto t0 = Clock::now();
   sample_s_ = sample_tokens_ = 0;
   const int64_t G = args_.num_generations;
   const size_t groups = size_t(args_.generation_batch_size() / G);
   const uint64_t seed = mix(args_.seed, uint64_t(g));
-  std::vector<Rollout> rollouts = sample(model, data_.train, prompts_of(g, 0), seed);
-  score(rollouts, data_.train);
+  std::vector<Rollout> rollouts = sample_scored(model, prompts_of(g, 0), seed);
+  // Every rank holds the whole generation: rank 0 alone adds the metrics of it.
+  const bool main = !args_.comm || args_.comm->is_main();
   auto group_std = [&](const std::vector<Rollout>& rs, size_t k) {
     std::vector<double> v;
     for (size_t i = 0; i < size_t(G); ++i) v.push_back(rs[k * size_t(G) + i].reward);
@@ -158,7 +222,7 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
   };
   // Metrics of what was sampled (before dynamic sampling picks groups).
   const size_t n = rollouts.size();
-  {
+  if (main) {
     double sum = 0, mn = 1e300, mx = 0, clipped = 0;
     for (const Rollout& r : rollouts) {
       const double len = double(r.completion.size());
@@ -195,8 +259,7 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
     for (int64_t attempt = 1;
          attempt <= args_.max_resample_times && kept.size() < groups * size_t(G); ++attempt) {
       std::vector<Rollout> more =
-          sample(model, data_.train, prompts_of(g, attempt), mix(seed, uint64_t(attempt)));
-      score(more, data_.train);
+          sample_scored(model, prompts_of(g, attempt), mix(seed, uint64_t(attempt)));
       sort_groups(more);
     }
     if (kept.size() < groups * size_t(G))
@@ -212,14 +275,22 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
   for (const Rollout& r : rollouts) R.push_back(r.reward);
   const AdvantageResult adv = grpo_advantages(R, G, args_.advantage_estimator, args_.scale_rewards);
   for (size_t i = 0; i < rollouts.size(); ++i) rollouts[i].advantage = adv.advantages[i];
-  m.add("reward", adv.reward_mean, 1);
-  m.add("reward_std", adv.reward_std, 1);
-  m.add("frac_reward_zero_std", adv.frac_zero_std, 1);
+  if (main) {
+    m.add("reward", adv.reward_mean, 1);
+    m.add("reward_std", adv.reward_std, 1);
+    m.add("frac_reward_zero_std", adv.frac_zero_std, 1);
+  }
   m.add("rollout/tokens_per_second", sample_tokens_, sample_s_);
 
+  // Reference and old log-probs of the micro-batches this rank trains, one micro-batch at a time.
   const size_t bs = size_t(args_.per_device_train_batch_size);
-  for (size_t b = 0; b < rollouts.size(); b += bs) {
-    const size_t e = std::min(rollouts.size(), b + bs);
+  const int64_t spg = steps_per_generation(), per_gen = spg * args_.num_iterations;
+  const int rank = args_.comm ? args_.comm->rank() : 0;
+  std::set<size_t> slices;
+  for (int64_t mb = g * per_gen; mb < (g + 1) * per_gen; ++mb)
+    if (rank_of(mb) == rank) slices.insert(size_t(mb % spg));
+  for (size_t k : slices) {
+    const size_t b = k * bs, e = std::min(rollouts.size(), b + bs);
     if (ref_) {
       auto lp = logprobs(model, rollouts, b, e, data_.train, true);
       for (size_t i = b; i < e; ++i) rollouts[i].ref_logps = std::move(lp[i - b]);
@@ -229,7 +300,7 @@ GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& 
       for (size_t i = b; i < e; ++i) rollouts[i].old_logps = std::move(lp[i - b]);
     }
   }
-  if (args_.log_completions) log_completions(g, rollouts);
+  if (args_.log_completions && main) log_completions(g, rollouts);
   rollout_s_ += seconds_since(t0);
   return {std::move(rollouts)};
 }
@@ -258,47 +329,55 @@ void GrpoTask::log_completions(int64_t g, const std::vector<Rollout>& rollouts) 
 }
 
 void GrpoTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
-  step_first_ = micro_;
-  rollout_s_ = 0;
   const int64_t n = int64_t(micro_batches.size());
+  step_first_ = micro_;
+  micro_ += n;
+  // This rank's micro-batches of the step, as the trainer assigns them.
+  const int64_t rank = args_.comm ? args_.comm->rank() : 0;
+  rank_first_ = cursor_ = step_first_ + std::min(n, args_.gradient_accumulation_steps * rank);
+  rollout_s_ = 0;
   // grpo, bnpo, dr_grpo: each micro-batch's loss is a mean; the step averages its micro-batches.
   // dapo: the sum over the step's completion tokens (set once the rollouts are known).
   grad_scale_ =
       args_.loss.loss_type == GrpoLossType::kDapo ? 1.0f : 1.0f / float(std::max<int64_t>(1, n));
   step_tokens_ = 0;
   step_micros_ = n;
+  // Every rollout this step trains on exists before its first micro-batch (dapo counts their
+  // tokens): generate what is missing. Here, not in train_micro: every rank takes part in every
+  // generation, also one that trains no micro-batch of this step.
+  const int64_t per_gen = steps_per_generation() * args_.num_iterations;
+  for (auto it = generations_.begin(); it != generations_.end();)
+    it = it->first < step_first_ / per_gen ? generations_.erase(it) : std::next(it);
+  for (int64_t m = step_first_; m < step_first_ + n; ++m) {
+    const int64_t g = m / per_gen;
+    if (!generations_.count(g)) generations_[g] = generate(*model_, g, pending_);
+  }
+  if (args_.loss.loss_type == GrpoLossType::kDapo) {
+    const size_t bs = size_t(args_.per_device_train_batch_size);
+    for (int64_t m = step_first_; m < step_first_ + n; ++m) {
+      const auto& rs = generations_.at(m / per_gen).rollouts;
+      const size_t k = size_t(m % steps_per_generation());
+      for (size_t i = k * bs; i < std::min(rs.size(), (k + 1) * bs); ++i)
+        step_tokens_ += double(rs[i].completion.size());
+    }
+  }
 }
 
 int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
                               std::span<const size_t> samples, const TrainStepOptions& opt,
                               Metrics& metrics) {
-  const int64_t per_gen = args_.steps_per_generation * args_.num_iterations;
-  const bool first_of_step = micro_ == step_first_;
+  const int64_t per_gen = steps_per_generation() * args_.num_iterations;
+  const bool first_of_step = cursor_ == rank_first_;
   if (first_of_step) {
-    // Every rollout this step trains on exists before its first micro-batch (dapo counts their
-    // tokens): generate what is missing.
-    for (int64_t m = micro_; m < micro_ + step_micros_; ++m) {
-      const int64_t g = m / per_gen;
-      if (!generations_.count(g)) generations_[g] = generate(model, g, metrics);
-    }
-    for (auto it = generations_.begin(); it != generations_.end();)
-      it = it->first < micro_ / per_gen ? generations_.erase(it) : std::next(it);
-    if (args_.loss.loss_type == GrpoLossType::kDapo) {
-      const size_t bs = size_t(args_.per_device_train_batch_size);
-      for (int64_t m = micro_; m < micro_ + step_micros_; ++m) {
-        const auto& rs = generations_.at(m / per_gen).rollouts;
-        const size_t k = size_t(m % args_.steps_per_generation);
-        for (size_t i = k * bs; i < std::min(rs.size(), (k + 1) * bs); ++i)
-          step_tokens_ += double(rs[i].completion.size());
-      }
-    }
+    metrics.merge(pending_);
+    pending_.clear();
     metrics.add("time/rollout_s", rollout_s_, 1);
   }
   const auto t0 = Clock::now();
-  const int64_t g = micro_ / per_gen;
+  const int64_t g = cursor_ / per_gen;
   const auto& rs = generations_.at(g).rollouts;
   const size_t bs = size_t(args_.per_device_train_batch_size);
-  const size_t k = size_t(micro_ % args_.steps_per_generation);
+  const size_t k = size_t(cursor_ % steps_per_generation());
   const size_t begin = k * bs, end = std::min(rs.size(), begin + bs);
   SWIFTLET_CHECK(samples.size() == end - begin, "micro-batch of {} samples for {} completions",
                  samples.size(), end - begin);
@@ -311,7 +390,7 @@ int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
                        cfg.beta != 0 ? &rs[i].ref_logps : nullptr});
   GrpoObjective obj(cfg, b, std::move(targets), float(args_.sampling.temperature), grad_scale_);
   model.train_step(b, grads, opt, obj);
-  ++micro_;
+  ++cursor_;
   metrics.add("loss", obj.loss, 1);
   if (cfg.beta != 0) metrics.add("kl", obj.kl_sum, obj.tokens);
   metrics.add("clip_ratio/low_mean", obj.clip_low, obj.tokens);
@@ -325,6 +404,7 @@ int64_t GrpoTask::train_micro(Transformer& model, ModelGrads& grads,
 }
 
 Metrics GrpoTask::evaluate(Transformer& model, int64_t batch_size) {
+  const Transformer::WholeWeights whole(model);
   Metrics m;
   // --per_device_eval_batch_size counts completions: prompts are sampled that many at a time.
   const size_t per_run = size_t(std::max<int64_t>(1, batch_size / args_.num_generations));
@@ -357,7 +437,7 @@ nlohmann::json GrpoTask::state() const { return {{"grpo_micro_batches", micro_}}
 
 void GrpoTask::restore(const nlohmann::json& state) {
   if (state.contains("grpo_micro_batches")) micro_ = state["grpo_micro_batches"].get<int64_t>();
-  const int64_t per_gen = args_.steps_per_generation * args_.num_iterations;
+  const int64_t per_gen = steps_per_generation() * args_.num_iterations;
   if (micro_ % per_gen != 0)
     log_warning(
         "resuming inside a generation: its completions are sampled again with the restored "

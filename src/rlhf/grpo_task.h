@@ -20,6 +20,16 @@
 // with the clipped ratio loss and k3 KL (rlhf/grpo_loss.h), token-local, in the LM head's
 // per-chunk mode. Evaluation samples G completions of every validation prompt and reports the
 // reward metrics; the best checkpoint is the one with the highest eval reward.
+//
+// Data parallel (N ranks): a generation is TRL's, of per_device_train_batch_size x
+// steps_per_generation x N completions, and micro-batches are numbered over the whole step (rank r
+// trains micro-batches r x gas ... of it, as the trainer assigns them), so N ranks train as one
+// rank accumulating N times as many micro-batches. Each rank samples and scores its contiguous
+// share of the generation's groups (a completion is seeded by its index in the whole generation,
+// not by the rank that samples it); the scored completions are then all-gathered, so that every
+// rank holds the whole generation: advantages, dynamic sampling, dapo's token count and the
+// generation's metrics see the whole batch as in one process, and a rank computes reference and
+// old log-probs only for the micro-batches it trains.
 #include <chrono>
 #include <map>
 #include <memory>
@@ -27,6 +37,7 @@
 #include <vector>
 
 #include "data/prompts.h"
+#include "dist/comm.h"
 #include "infer/sampler.h"
 #include "rlhf/grpo_loss.h"
 #include "rlhf/reference_model.h"
@@ -56,8 +67,11 @@ struct GrpoArgs {
   std::string ref_model, ref_adapters;
   uint64_t seed = 42, data_seed = 42;
   std::vector<int32_t> stop_token_ids;  // filled in attach() as inference takes them
+  dist::Comm* comm = nullptr;           // the job's ranks (null: one process)
+  int ranks() const { return comm ? comm->size() : 1; }
+  // Completions of one generation, over all ranks (TRL's generation_batch_size).
   int64_t generation_batch_size() const {
-    return per_device_train_batch_size * steps_per_generation;
+    return per_device_train_batch_size * steps_per_generation * ranks();
   }
 };
 
@@ -77,8 +91,6 @@ class GrpoTask : public TrainTask {
                       const TrainStepOptions& opt, Metrics& metrics) override;
   Metrics evaluate(Transformer& model, int64_t batch_size) override;
   BestMetric best_metric() const override { return {"reward", true}; }
-  // Rollouts and their old log-probs are carried from micro-batch to micro-batch.
-  bool data_parallel() const override { return false; }
   nlohmann::json state() const override;
   void restore(const nlohmann::json& state) override;
 
@@ -92,9 +104,18 @@ class GrpoTask : public TrainTask {
   struct Generation {
     std::vector<Rollout> rollouts;
   };
-  // Samples G completions of each prompt on the engine over `model`.
+  // Samples G completions of each prompt on the engine over `model`, the first seeded as the
+  // generation's completion `first`.
   std::vector<Rollout> sample(Transformer& model, const std::vector<PromptSample>& prompts,
-                              const std::vector<size_t>& which, uint64_t seed);
+                              const std::vector<size_t>& which, uint64_t seed, size_t first = 0);
+  // G scored completions of each training prompt of `which`: this rank samples and scores its
+  // share of the groups, and every rank gets all of them.
+  std::vector<Rollout> sample_scored(Transformer& model, const std::vector<size_t>& which,
+                                     uint64_t seed);
+  // Micro-batches per generation pass, over all ranks.
+  int64_t steps_per_generation() const { return args_.steps_per_generation * args_.ranks(); }
+  // The rank that trains micro-batch m (numbered over all ranks and steps).
+  int rank_of(int64_t m) const;
   void score(std::vector<Rollout>& rollouts, const std::vector<PromptSample>& prompts);
   Generation generate(Transformer& model, int64_t index, Metrics& metrics);
   std::vector<size_t> prompts_of(int64_t generation, int64_t attempt) const;
@@ -111,9 +132,13 @@ class GrpoTask : public TrainTask {
   Tokenizer tok_;
   std::unique_ptr<ReferenceModel> ref_;
   LoraAdapter* adapter_ = nullptr;
+  Transformer* model_ = nullptr;  // the policy, which samples
   std::map<int64_t, Generation> generations_;
-  int64_t micro_ = 0;        // micro-batches trained so far
+  int64_t micro_ = 0;        // micro-batches of all ranks trained so far, the current step's too
   int64_t step_first_ = 0;   // first micro-batch of the current step
+  int64_t rank_first_ = 0;   // this rank's first micro-batch of the current step
+  int64_t cursor_ = 0;       // this rank's next micro-batch
+  Metrics pending_;          // the generations' metrics, logged with this step's first micro-batch
   double step_tokens_ = 0;   // dapo: completion tokens of the current step
   int64_t step_micros_ = 1;  // micro-batches of the current step
   float grad_scale_ = 1.0f;

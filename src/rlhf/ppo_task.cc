@@ -35,6 +35,30 @@ std::vector<size_t> permutation(size_t n, uint64_t seed) {
 
 const char* kRolloutsFile = "ppo_rollouts.json";
 
+json rollout_json(const PpoTask::Rollout& r) {
+  return {{"prompt", r.prompt},
+          {"completion", r.completion},
+          {"text", r.text},
+          {"truncated", r.truncated},
+          {"logps", r.response.logps},
+          {"ref_logps", r.response.ref_logps},
+          {"values", r.response.values},
+          {"score", r.response.score}};
+}
+
+PpoTask::Rollout rollout_of(const json& x) {
+  PpoTask::Rollout r;
+  r.prompt = x.at("prompt").get<size_t>();
+  r.completion = x.at("completion").get<std::vector<int32_t>>();
+  r.text = x.at("text").get<std::string>();
+  r.truncated = x.at("truncated").get<bool>();
+  r.response.logps = x.at("logps").get<std::vector<double>>();
+  r.response.ref_logps = x.at("ref_logps").get<std::vector<double>>();
+  r.response.values = x.at("values").get<std::vector<double>>();
+  r.response.score = x.at("score").get<double>();
+  return r;
+}
+
 }  // namespace
 
 PpoTask::PpoTask(PpoArgs args, PromptBundle data, Tokenizer tokenizer)
@@ -42,9 +66,10 @@ PpoTask::PpoTask(PpoArgs args, PromptBundle data, Tokenizer tokenizer)
   const int64_t B = args_.rollout_batch();
   if (int64_t(data_.train.size()) < B)
     throw Error(fmt::format("{} training prompts are fewer than the {} prompts of one rollout "
-                            "batch (batch size {} x accumulation {})",
+                            "batch (batch size {} x accumulation {} x {} rank{})",
                             data_.train.size(), B, args_.per_device_train_batch_size,
-                            args_.gradient_accumulation_steps),
+                            args_.gradient_accumulation_steps, args_.ranks(),
+                            args_.ranks() == 1 ? "" : "s"),
                 "add prompts, or lower --per_device_train_batch_size or "
                 "--gradient_accumulation_steps");
   reward_ = std::make_unique<RewardModelReward>(args_.reward_model);
@@ -61,6 +86,7 @@ size_t PpoTask::train_size() const {
 
 void PpoTask::attach(const TrainSetup& s) {
   adapter_ = s.adapter;
+  model_ = &s.model;
   sampling_.stop_token_ids =
       generation_stop_ids(s.folder, tok_, ChatTemplate::by_name(data_.template_name));
   reward_->bind(s.device);
@@ -113,16 +139,27 @@ std::vector<double> PpoTask::scores(const std::vector<Rollout>& rs,
 
 void PpoTask::roll_out(Transformer& model, int64_t u, Metrics& m) {
   const auto t0 = Clock::now();
-  SampledBatch sb = sample_completions(model, adapter_, tok_, data_.train, prompts_of(u), 1,
-                                       sampling_, mix(args_.seed, uint64_t(u)));
+  const int ranks = args_.ranks(), rank = ranks > 1 ? args_.comm->rank() : 0;
+  // This rank's share of the prompts: the rollouts of its own micro-batches (a multiple of the
+  // batch size, so the log-prob and value batches below are those of one process).
+  const std::vector<size_t> prompts = prompts_of(u);
+  const Share mine = share_of(prompts.size(), rank, ranks);
+  SampledBatch sb = sample_completions(
+      model, adapter_, tok_, data_.train,
+      std::vector<size_t>(prompts.begin() + long(mine.begin), prompts.begin() + long(mine.end)), 1,
+      sampling_, mix(args_.seed, uint64_t(u)), mine.begin);
   Update up;
   up.index = u;
   up.rollouts.resize(sb.completions.size());
   for (size_t i = 0; i < up.rollouts.size(); ++i)
     static_cast<SampledCompletion&>(up.rollouts[i]) = std::move(sb.completions[i]);
-  const std::vector<double> s = scores(up.rollouts, data_.train);
+  const std::vector<double> s =
+      up.rollouts.empty() ? std::vector<double>{} : scores(up.rollouts, data_.train);
   int64_t W = 0;
   for (const Rollout& r : up.rollouts) W = std::max<int64_t>(W, int64_t(r.completion.size()));
+  if (ranks > 1)  // the values' width is the whole batch's longest response
+    W = int64_t(dist::all_reduce_doubles(*args_.comm, {double(W)}, dist::ReduceOp::kMax,
+                                         "longest response of the rollout batch")[0]);
   const size_t bs = size_t(args_.per_device_train_batch_size);
   const float temp = float(args_.sampling.temperature);
   for (size_t b = 0; b < up.rollouts.size(); b += bs) {
@@ -141,6 +178,15 @@ void PpoTask::roll_out(Transformer& model, int64_t u, Metrics& m) {
       r.score = s[i];
     }
   }
+  if (ranks > 1) {
+    args_.comm->set_activity(fmt::format("gathering the responses of PPO update {}", u + 1));
+    json mine_json = json::array();
+    for (const Rollout& r : up.rollouts) mine_json.push_back(rollout_json(r));
+    up.rollouts.clear();
+    for (const std::string& part : dist::all_gather_strings(
+             *args_.comm, mine_json.dump(-1, ' ', false, json::error_handler_t::replace)))
+      for (const auto& x : json::parse(part)) up.rollouts.push_back(rollout_of(x));
+  }
   update_ = std::move(up);
   finish_update();
   m.add("rollout/tokens_per_second", sb.tokens, sb.engine_seconds);
@@ -155,40 +201,51 @@ void PpoTask::finish_update() {
 }
 
 void PpoTask::begin_step(std::span<const std::vector<size_t>> micro_batches) {
+  const int64_t gas = args_.gradient_accumulation_steps;
   step_first_ = micro_;
   step_micros_ = int64_t(micro_batches.size());
+  micro_ += step_micros_;
   rollout_s_ = 0;
-  SWIFTLET_CHECK(step_micros_ == args_.gradient_accumulation_steps,
-                 "a PPO step of {} micro-batches, accumulation {}", step_micros_,
-                 args_.gradient_accumulation_steps);
+  SWIFTLET_CHECK(step_micros_ == gas * args_.ranks(),
+                 "a PPO step of {} micro-batches, accumulation {} on {} ranks", step_micros_, gas,
+                 args_.ranks());
+  // This rank's micro-batches of the step, as the trainer assigns them.
+  rank_first_ = cursor_ = step_first_ + gas * (args_.comm ? args_.comm->rank() : 0);
+  step_ratio_.clear();
+  // The update's rollouts, before any micro-batch: every rank takes part in sampling them.
+  const int64_t u = step_first_ / (step_micros_ * args_.num_ppo_epochs);
+  if (update_.index == u) return;
+  roll_out(*model_, u, pending_);
+  if (args_.comm && !args_.comm->is_main()) return;
+  // Once per update, as TRL logs them (rank 0: every rank holds the whole update).
+  const PpoRollout& pm = update_.math;
+  double entropy = 0, eos = 0;
+  for (const Rollout& r : update_.rollouts) {
+    // TRL's objective/entropy: the sum of -logp over the full width, padding counting as -1.
+    for (double lp : r.response.logps) entropy -= lp;
+    entropy -= double(pm.width - int64_t(r.response.logps.size()));
+    eos += !r.truncated;
+  }
+  const double B = double(args_.rollout_batch());
+  pending_.add("objective/kl", pm.kl, 1);
+  pending_.add("objective/entropy", entropy / B, 1);
+  pending_.add("objective/non_score_reward", pm.non_score_reward, 1);
+  pending_.add("objective/rlhf_reward", pm.non_score_reward + pm.scores, 1);
+  pending_.add("objective/scores", pm.scores, 1);
+  pending_.add("val/num_eos_tokens", eos, 1);
 }
 
 int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<const size_t> samples,
                              const TrainStepOptions& opt, Metrics& metrics) {
-  const int64_t gas = args_.gradient_accumulation_steps;
-  const int64_t per_update = gas * args_.num_ppo_epochs;
-  const int64_t u = micro_ / per_update, e = (micro_ % per_update) / gas, k = micro_ % gas;
-  const bool first_of_step = micro_ == step_first_;
+  const int64_t gas = args_.gradient_accumulation_steps, per_step = step_micros_;
+  const int64_t per_update = per_step * args_.num_ppo_epochs;
+  const int64_t u = cursor_ / per_update, e = (cursor_ % per_update) / per_step,
+                k = cursor_ % per_step;
+  const bool first_of_step = cursor_ == rank_first_;
   const int64_t B = args_.rollout_batch();
-  if (update_.index != u) {
-    roll_out(model, u, metrics);
-    // Once per update, as TRL logs them.
-    const PpoRollout& pm = update_.math;
-    double entropy = 0, eos = 0;
-    for (const Rollout& r : update_.rollouts) {
-      // TRL's objective/entropy: the sum of -logp over the full width, padding counting as -1.
-      for (double lp : r.response.logps) entropy -= lp;
-      entropy -= double(pm.width - int64_t(r.response.logps.size()));
-      eos += !r.truncated;
-    }
-    metrics.add("objective/kl", pm.kl, 1);
-    metrics.add("objective/entropy", entropy / double(B), 1);
-    metrics.add("objective/non_score_reward", pm.non_score_reward, 1);
-    metrics.add("objective/rlhf_reward", pm.non_score_reward + pm.scores, 1);
-    metrics.add("objective/scores", pm.scores, 1);
-    metrics.add("val/num_eos_tokens", eos, 1);
-  }
   if (first_of_step) {
+    metrics.merge(pending_);
+    pending_.clear();
     metrics.add("time/rollout_s", rollout_s_, 1);
     metrics.add("episode", double((u + 1) * B), 1);
   }
@@ -225,7 +282,7 @@ int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<co
   co.on_grads_ready = nullptr;
   co.router_aux_weight = 0.0f;
   critic.train_step(b, critic_->grads(), co, vobj);
-  ++micro_;
+  ++cursor_;
 
   // TRL's statistics: per micro-batch means, averaged; approxkl and the ratio over the full
   // width (padding: a log-prob difference of 0, a ratio of 1).
@@ -240,8 +297,21 @@ int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<co
   metrics.add("policy/clipfrac_avg", pobj.clipped / pobj.tokens, 1);
   metrics.add("val/clipfrac_avg", vobj.clipped / vobj.positions, 1);
   metrics.add("val/ratio", ratio, 1);
-  update_.micro_ratio.push_back(ratio);
-  if (micro_ % per_update == 0 && update_.micro_ratio.size() > 1) {
+  step_ratio_.push_back(ratio);
+  if (cursor_ == rank_first_ + gas) {
+    // This rank's last micro-batch of the step (every rank has gas): the step's ratios of all
+    // ranks, in the order of their micro-batches, join the update's.
+    if (args_.ranks() == 1) {
+      for (double x : step_ratio_) update_.micro_ratio.push_back(x);
+    } else {
+      for (const std::string& part :
+           dist::all_gather_strings(*args_.comm, json(step_ratio_).dump()))
+        for (double x : json::parse(part).get<std::vector<double>>())
+          update_.micro_ratio.push_back(x);
+    }
+  }
+  if (cursor_ == rank_first_ + gas && micro_ % per_update == 0 && update_.micro_ratio.size() > 1 &&
+      (!args_.comm || args_.comm->is_main())) {
     // val/ratio_var: the unbiased variance of the update's per-micro-batch ratios.
     const auto& v = update_.micro_ratio;
     double mean = 0, ss = 0;
@@ -282,15 +352,7 @@ Metrics PpoTask::evaluate(Transformer& model, int64_t batch_size) {
 
 json PpoTask::rollouts_json() const {
   json rs = json::array();
-  for (const Rollout& r : update_.rollouts)
-    rs.push_back({{"prompt", r.prompt},
-                  {"completion", r.completion},
-                  {"text", r.text},
-                  {"truncated", r.truncated},
-                  {"logps", r.response.logps},
-                  {"ref_logps", r.response.ref_logps},
-                  {"values", r.response.values},
-                  {"score", r.response.score}});
+  for (const Rollout& r : update_.rollouts) rs.push_back(rollout_json(r));
   return {{"update", update_.index}, {"micro_ratio", update_.micro_ratio}, {"rollouts", rs}};
 }
 
@@ -317,20 +379,23 @@ void PpoTask::load_rollouts(const std::string& ckpt) {
   Update up;
   up.index = j.at("update").get<int64_t>();
   for (const auto& x : j.at("rollouts")) {
-    Rollout r;
-    r.prompt = x.at("prompt").get<size_t>();
+    Rollout r = rollout_of(x);
     if (r.prompt >= data_.train.size())
       throw Error(fmt::format("{} names prompt {} of {}", p.string(), r.prompt, data_.train.size()),
                   "resume with the dataset the run was started with");
-    r.completion = x.at("completion").get<std::vector<int32_t>>();
-    r.text = x.at("text").get<std::string>();
-    r.truncated = x.at("truncated").get<bool>();
-    r.response.logps = x.at("logps").get<std::vector<double>>();
-    r.response.ref_logps = x.at("ref_logps").get<std::vector<double>>();
-    r.response.values = x.at("values").get<std::vector<double>>();
-    r.response.score = x.at("score").get<double>();
     up.rollouts.push_back(std::move(r));
   }
+  // Micro-batches are numbered in steps of the global batch: another global batch would train
+  // other rollouts than the checkpoint's run (on any number of ranks the same one resumes exactly).
+  if (up.rollouts.size() != size_t(args_.rollout_batch()))
+    throw Error(
+        fmt::format("{} holds a PPO rollout batch of {} prompts, and this run's is {} "
+                    "(batch size {} x accumulation {} x {} rank{})",
+                    p.string(), up.rollouts.size(), args_.rollout_batch(),
+                    args_.per_device_train_batch_size, args_.gradient_accumulation_steps,
+                    args_.ranks(), args_.ranks() == 1 ? "" : "s"),
+        "resume with the global batch the run was started with: per_device_train_batch_size "
+        "x gradient_accumulation_steps x ranks");
   update_ = std::move(up);
   const std::vector<double> ratios = j.at("micro_ratio").get<std::vector<double>>();
   finish_update();

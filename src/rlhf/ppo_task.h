@@ -21,12 +21,24 @@
 // policy's clipped ratio loss and vf_coef x the critic's clipped value loss (rlhf/ppo_objective.h).
 // A trainer step is therefore one PPO epoch of one update. Checkpoints add value_model/ and the
 // current update's rollouts (ppo_rollouts.json), so a resumed run continues exactly.
+//
+// Data parallel (N ranks): the rollout batch is the whole step's, B = per_device_train_batch_size
+// x gradient_accumulation_steps x N prompts, and micro-batches are numbered over the whole step
+// (rank r trains the r-th gas of them), so N ranks train as one rank accumulating N times as many
+// micro-batches. Each rank samples, scores and evaluates (old and reference log-probs, values) its
+// contiguous share of the prompts, a completion seeded by its index in the whole batch; the
+// responses are then all-gathered, so that rewards, GAE, the whitening of advantages (and of
+// rewards) and the per-update metrics see the whole batch, as one process does. (TRL whitens per
+// process, over its local batch; we follow the single-process semantics instead, see README.) The
+// critic's gradients are all-reduced with the policy's by the trainer. Every rank holds the whole
+// update, so rank 0's ppo_rollouts.json resumes on any number of ranks with the same global batch.
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/prompts.h"
+#include "dist/comm.h"
 #include "infer/sampler.h"
 #include "rlhf/ppo_loss.h"
 #include "rlhf/reference_model.h"
@@ -51,8 +63,11 @@ struct PpoArgs {
   bool lora = true;                         // the policy's tuner, which the critic shares
   LoraConfig lora_config;
   uint64_t seed = 42, data_seed = 42;
+  dist::Comm* comm = nullptr;  // the job's ranks (null: one process)
+  int ranks() const { return comm ? comm->size() : 1; }
+  // Prompts of one update, over all ranks.
   int64_t rollout_batch() const {
-    return per_device_train_batch_size * gradient_accumulation_steps;
+    return per_device_train_batch_size * gradient_accumulation_steps * ranks();
   }
 };
 
@@ -74,7 +89,6 @@ class PpoTask : public TrainTask {
   // One completion of every validation prompt, sampled as rollouts are: its reward-model score.
   Metrics evaluate(Transformer& model, int64_t batch_size) override;
   BestMetric best_metric() const override { return {"objective/scores", true}; }
-  bool data_parallel() const override { return false; }
   nlohmann::json state() const override { return {{"ppo_micro_batches", micro_}}; }
   void restore(const nlohmann::json& state) override;
 
@@ -106,10 +120,15 @@ class PpoTask : public TrainTask {
   std::unique_ptr<ValueModel> critic_;
   std::unique_ptr<ReferenceModel> ref_;
   LoraAdapter* adapter_ = nullptr;
+  Transformer* model_ = nullptr;  // the policy, which samples
   Update update_;
-  int64_t micro_ = 0;       // micro-batches trained so far
+  int64_t micro_ = 0;       // micro-batches of all ranks trained so far, the current step's too
   int64_t step_first_ = 0;  // first micro-batch of the current step
   int64_t step_micros_ = 1;
+  int64_t rank_first_ = 0;  // this rank's first micro-batch of the current step
+  int64_t cursor_ = 0;      // this rank's next micro-batch
+  Metrics pending_;         // the update's metrics, logged with the step's first micro-batch
+  std::vector<double> step_ratio_;  // val/ratio of this rank's micro-batches of the step
   double rollout_s_ = 0;  // rollout seconds of the current step
 };
 

@@ -32,8 +32,9 @@ uint64_t mix(uint64_t a, uint64_t b) {
 SampledBatch sample_completions(Transformer& model, LoraAdapter* adapter, const Tokenizer& tok,
                                 const std::vector<PromptSample>& prompts,
                                 const std::vector<size_t>& which, int64_t copies,
-                                const RolloutSampling& s, uint64_t seed) {
+                                const RolloutSampling& s, uint64_t seed, size_t first) {
   SampledBatch out;
+  if (which.empty()) return out;
   out.completions.resize(which.size() * size_t(copies));
   int64_t longest = 0;
   for (size_t p : which) longest = std::max<int64_t>(longest, int64_t(prompts[p].prompt.size()));
@@ -65,7 +66,7 @@ SampledBatch sample_completions(Transformer& model, LoraAdapter* adapter, const 
       req.max_new_tokens =
           std::min<int64_t>(s.max_completion_length, eo.max_model_len - int64_t(req.prompt.size()));
       req.sampling = s.sampling;
-      req.seed = mix(seed, i);
+      req.seed = mix(seed, first + i);
       req.stop_token_ids = s.stop_token_ids;
       GenerationCallbacks cb;
       cb.on_finish = [&r](const GenerationOutput& o) {
@@ -90,6 +91,10 @@ SampledBatch sample_completions(Transformer& model, LoraAdapter* adapter, const 
     if (r.completion.empty() && !s.stop_token_ids.empty())
       r.completion.push_back(s.stop_token_ids.front());
   return out;
+}
+
+Share share_of(size_t n, int rank, int ranks) {
+  return {n * size_t(rank) / size_t(ranks), n * size_t(rank + 1) / size_t(ranks)};
 }
 
 std::vector<std::vector<int64_t>> target_rows(const TrainBatch& b) {

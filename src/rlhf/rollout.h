@@ -42,11 +42,19 @@ struct SampledBatch {
 };
 
 // `copies` completions of each prompt of `which` (consecutively), completion i seeded with
-// mix(seed, i). `adapter` is the trainer's (null for full training); it is attached again after.
+// mix(seed, first + i): a rank sampling its share of a batch passes the index of its first
+// completion in the whole batch, so that a completion does not depend on which rank samples it.
+// `adapter` is the trainer's (null for full training); it is attached again after.
 SampledBatch sample_completions(Transformer& model, LoraAdapter* adapter, const Tokenizer& tok,
                                 const std::vector<PromptSample>& prompts,
                                 const std::vector<size_t>& which, int64_t copies,
-                                const RolloutSampling& s, uint64_t seed);
+                                const RolloutSampling& s, uint64_t seed, size_t first = 0);
+
+// The share [begin, end) of n items that rank `rank` of `ranks` takes (contiguous, in rank order).
+struct Share {
+  size_t begin = 0, end = 0;
+};
+Share share_of(size_t n, int rank, int ranks);
 
 // Rollouts [begin, end) as training samples: prompt (no loss) then the completion's tokens.
 // R is SampledCompletion or a task's rollout type derived from it.

@@ -138,9 +138,9 @@ class TrainTask {
   // Writes the task's own files into a checkpoint folder being written (before it is renamed).
   virtual void save_files(const std::string& dir) const {}
   // Whether several processes can share a step, each running some of its micro-batches: the
-  // task's scaling (begin_step) sees every rank's micro-batches, its micro-batches are
-  // independent of each other, and each runs one backward. Tasks carrying rollouts between
-  // micro-batches (GRPO) answer false and train in one process.
+  // task's scaling (begin_step) sees every rank's micro-batches, a micro-batch trains the same
+  // on whichever rank runs it, and each runs one backward. (GRPO and PPO, which carry rollouts
+  // between micro-batches, sample them in begin_step on every rank and share them.)
   virtual bool data_parallel() const { return true; }
 };
 

@@ -108,6 +108,7 @@ class TrainLoop {
   void accumulate(int64_t step, const std::vector<std::vector<size_t>>& micro,
                   Metrics& step_metrics);
   void sync_gradients(int64_t step);
+  void sync_task_gradients(int64_t step);
   double clip_gradients();
   void gather_parameters(int64_t step);
   void tie_head_grad();
@@ -243,7 +244,11 @@ void TrainLoop::setup_model() {
     sharded_ = std::make_unique<ShardedParams>(*dev_, comm_, *buckets_, L,
                                                folder_.config.tie_word_embeddings &&
                                                    !folder_.config.seq_cls(),
-                                               [this] { tie_head_weight(); });
+                                               [this] {
+                                                 tie_head_weight();
+                                                 // what the engine's detach() returns to
+                                                 model_->keep_current_weights();
+                                               });
     model_->set_weight_residency(sharded_.get());
   }
   head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
@@ -315,17 +320,19 @@ void TrainLoop::setup_data_parallel() {
     throw Error(fmt::format("ZeRO stage {} shards training states over data-parallel ranks, and "
                             "this training task is not data-parallel",
                             stage_),
-                "drop --deepspeed / --fsdp (GRPO and PPO carry rollouts between micro-batches)");
+                "drop --deepspeed / --fsdp");
   if (comm_.size() > 1 && !task_.data_parallel())
     throw Error(fmt::format("this training task runs in one process, and {} ranks were started",
                             comm_.size()),
-                "unset NPROC_PER_NODE and NNODES (GRPO and PPO carry rollouts between "
-                "micro-batches and are not data-parallel yet)");
+                "unset NPROC_PER_NODE and NNODES");
   // (ZeRO-3 shards full fine-tuning's weights, which every rank read from the same files.)
   comm_.set_activity("broadcasting rank 0's trainable weights");
   if (stage_ < 3)
     for (auto& b : buckets_->buckets())
       dist::broadcast(comm_, dist::buffer_of(b.values), 0, "initial trainable weights");
+  if (task_buckets_)
+    for (auto& b : task_buckets_->buckets())
+      dist::broadcast(comm_, dist::buffer_of(b.values), 0, "the task's initial trainable weights");
   const int64_t L = int64_t(folder_.config.num_hidden_layers);
   const bool tied = folder_.config.tie_word_embeddings && !folder_.config.seq_cls();
   std::vector<dist::CommBuffer> grads, shards;
@@ -538,6 +545,18 @@ void TrainLoop::sync_gradients(int64_t step) {
   comm_.set_activity(fmt::format("step {}/{}: waiting for the gradient all-reduce", step + 1,
                                  total_steps_));
   sync_->finish();
+}
+
+// The task's extra tensors (PPO's critic, unsharded): their gradients summed over ranks once
+// backward is done, bucket by bucket.
+void TrainLoop::sync_task_gradients(int64_t step) {
+  if (!task_buckets_ || comm_.size() == 1) return;
+  comm_.set_activity(fmt::format("step {}/{}: waiting for the all-reduce of the task's gradients",
+                                 step + 1, total_steps_));
+  auto& bks = task_buckets_->buckets();
+  for (size_t b = 0; b < bks.size(); ++b)
+    dist::all_reduce(comm_, dist::buffer_of(bks[b].grads), dist::ReduceOp::kSum,
+                     fmt::format("task gradient bucket {} of {}", b, bks.size()));
 }
 
 // The pre-clip norm of the whole gradient, then clipping. Sharded: each rank sums the squares of
@@ -756,6 +775,7 @@ TrainResult TrainLoop::run() {
     Metrics step_metrics;
     accumulate(step, micro, step_metrics);
     sync_gradients(step);
+    sync_task_gradients(step);
     combine_metrics(step_metrics);
     win_tokens_ += step_tokens_;
     step_tokens_ = 0;
