@@ -637,10 +637,11 @@ void TrainLoop::report_memory() {
       (stage_ >= 3 ? fmt::format(", whole parameters {:.3f} MiB at most",
                                  double(sharded_->peak_working_bytes()) / mib)
                    : std::string()) +
-      (frozen_ ? fmt::format(", frozen base {:.3f} MiB of {:.3f} MiB kept ({} bytes), whole base "
-                             "units {:.3f} MiB at most",
+      (frozen_ ? fmt::format(", frozen base {:.3f} MiB of {:.3f} MiB kept ({}, {} bytes), whole "
+                             "base parts {:.3f} MiB at most",
                              double(frozen_->shard_bytes()) / mib,
-                             double(frozen_->whole_bytes()) / mib, frozen_->shard_bytes(),
+                             double(frozen_->whole_bytes()) / mib,
+                             dtype_name(model_->weight_dtype()), frozen_->shard_bytes(),
                              double(frozen_->peak_working_bytes()) / mib)
                : std::string());
   const auto all = dist::all_gather_strings(comm_, mine);

@@ -55,8 +55,8 @@ std::array<double, 5> state_mib(const std::string& out, int rank) {
   return {0, 0, 0, 0, 0};
 }
 
-// Every tensor of `file` in `ref` too, equal to 1e-4 of its largest magnitude.
-void expect_same_tensors(const fs::path& ref, const fs::path& file) {
+// Every tensor of `file` in `ref` too, equal to `rel` (1e-4) of its largest magnitude.
+void expect_same_tensors(const fs::path& ref, const fs::path& file, double rel = 1e-4) {
   const io::SafetensorsFile a = io::load_safetensors(ref.string());
   const io::SafetensorsFile b = io::load_safetensors(file.string());
   ASSERT_EQ(a.tensors.size(), b.tensors.size()) << file;
@@ -71,7 +71,7 @@ void expect_same_tensors(const fs::path& ref, const fs::path& file) {
       diff = std::max(diff, double(std::abs(x[i] - y[i])));
       norm = std::max(norm, double(std::abs(x[i])));
     }
-    EXPECT_LE(diff, 1e-4 * norm + 1e-12) << file << ": " << name;
+    EXPECT_LE(diff, rel * norm + 1e-12) << file << ": " << name;
   }
 }
 
@@ -199,15 +199,19 @@ TEST(Zero3Train, RewardModelAndDpoLogWhatOneRankLogs) {
   }
 }
 
-// "frozen base K MiB of W MiB kept (B bytes)" of rank R -> {K, W}.
-std::array<double, 2> frozen_mib(const std::string& out, int rank) {
+// "frozen base K MiB of W MiB kept (BF16, B bytes), whole base parts P MiB at most" of rank R
+// -> {K, W, P}, with the dtype the shards hold.
+std::array<double, 3> frozen_mib(const std::string& out, int rank, const std::string& dtype) {
   static const std::regex re(
       "memory of rank (\\d+)/\\d+ \\(ZeRO stage 3\\): [^\\n]*, frozen base ([0-9.]+) MiB of "
-      "([0-9.]+) MiB kept");
+      "([0-9.]+) MiB kept \\(([A-Z0-9]+), \\d+ bytes\\), whole base parts ([0-9.]+) MiB at most");
   for (std::sregex_iterator it(out.begin(), out.end(), re), end; it != end; ++it)
-    if (std::stoi((*it)[1]) == rank) return {std::stod((*it)[2]), std::stod((*it)[3])};
+    if (std::stoi((*it)[1]) == rank) {
+      EXPECT_EQ((*it)[4].str(), dtype) << rank;
+      return {std::stod((*it)[2]), std::stod((*it)[3]), std::stod((*it)[5])};
+    }
   ADD_FAILURE() << "no frozen base bytes of rank " << rank << " in\n" << out;
-  return {0, 0};
+  return {0, 0, 0};
 }
 
 std::string lora_sft(const std::string& model, const std::string& data, const std::string& out,
@@ -227,7 +231,8 @@ std::string lora_sft(const std::string& model, const std::string& data, const st
 class Zero3Lora : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Zero3Lora, FrozenBaseShardedLogsTheLossesOfOneRank) {
-  const std::string model = testing::tiny_model(GetParam());
+  // A bf16 base, as LoRA loads it (in the model's dtype), sharded in bf16.
+  const std::string model = testing::tiny_model(GetParam(), "bfloat16");
   TempDir tmp;
   // 20 of the 24 rows: rank 1 has no micro-batch in the last step and replays one.
   const std::string data = write_dataset(tmp) + "#20";
@@ -252,9 +257,11 @@ TEST_P(Zero3Lora, FrozenBaseShardedLogsTheLossesOfOneRank) {
   // LoRA pairs and their states.
   const auto s1 = state_mib(one.out, 0);
   for (int rank : {0, 1}) {
-    const auto f = frozen_mib(zero3.out, rank);
+    const auto f = frozen_mib(zero3.out, rank, "BF16");
     EXPECT_GT(f[1], s1[0]) << rank;  // the base outweighs the pairs
     EXPECT_NEAR(f[0], f[1] / 2, 0.002) << rank;
+    EXPECT_GT(f[2], 0) << rank;
+    EXPECT_LT(f[2], f[1]) << rank;  // never the whole base at once, outside of saves
     const auto s3 = state_mib(zero3.out, rank);
     EXPECT_NEAR(s3[0], s1[0] / 2, 0.002) << rank;
     EXPECT_NEAR(s3[3], s1[3] / 2, 0.002) << rank;
@@ -266,7 +273,11 @@ TEST_P(Zero3Lora, FrozenBaseShardedLogsTheLossesOfOneRank) {
     const fs::path ck = only_run(tmp / "zero3") / step;
     ASSERT_TRUE(fs::exists(ck / "adapter_config.json")) << ck;
     EXPECT_FALSE(fs::exists(ck / "model.safetensors")) << ck;
-    expect_same_tensors(ref / "adapter_model.safetensors", ck / "adapter_model.safetensors");
+    // The MoE model's rarely routed experts and its bf16 activations: AdamW turns gradients
+    // near zero that differ in their last bits (sums in another order) into steps of up to
+    // 6e-4 of the tensor's largest value.
+    expect_same_tensors(ref / "adapter_model.safetensors", ck / "adapter_model.safetensors",
+                        std::string(GetParam()) == "tiny" ? 1e-4 : 1e-3);
   }
 
   const ProcessRun r1 = run_command(
