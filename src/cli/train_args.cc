@@ -116,8 +116,9 @@ std::vector<FlagSpec> train_flags(bool pt) {
       {"deepspeed", FlagKind::kString, "",
        "ZeRO preset or DeepSpeed JSON config (file or inline): zero0 (plain data parallel), "
        "zero1 (optimizer states sharded over the ranks), zero2 (and gradients), zero3 (and "
-       "parameters, gathered layer by layer; full fine-tuning), zero2_offload / zero3_offload "
-       "(with the optimizer states and step in host memory); \"auto\" values take the flags"},
+       "parameters, gathered layer by layer; with LoRA the frozen base too), zero2_offload / "
+       "zero3_offload (with the optimizer states and step in host memory); \"auto\" values take "
+       "the flags"},
       {"fsdp", FlagKind::kString, "",
        "FSDP strategy (no_shard = zero0, shard_grad_op = zero2, full_shard = zero3; with "
        "\"offload\": optimizer offload), the preset fsdp2, or an FSDP JSON config (fsdp, "

@@ -66,6 +66,22 @@ CommBuffer buffer_of(const Tensor& t) {
   return b;
 }
 
+CommBuffer bytes_of(const Tensor& t) {
+  if (t.defined() && t.dtype() != DType::kF32 && t.dtype() != DType::kI32 &&
+      t.dtype() != DType::kI64 && t.dtype() != DType::kU8) {
+    SWIFTLET_CHECK(t.host_accessible(), "collective on {}", t.describe());
+    CommBuffer b;
+    b.data = t.raw_ptr();
+    b.count = t.nbytes();
+    b.type = ElemType::kU8;
+    return b;
+  }
+  CommBuffer b = buffer_of(t);
+  b.count = b.bytes();
+  b.type = ElemType::kU8;
+  return b;
+}
+
 std::unique_ptr<Work> LocalComm::all_reduce(const CommBuffer&, ReduceOp, const std::string& what) {
   return std::make_unique<DoneWork>(what);
 }

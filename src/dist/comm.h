@@ -31,6 +31,9 @@ struct CommBuffer {
 };
 // A tensor's memory (f32, i32, i64 or u8); Error when the tensor is not host-accessible.
 CommBuffer buffer_of(const Tensor& t);
+// A tensor's memory of any dtype as bytes (u8), for collectives that only move data (all-gather,
+// broadcast): a bf16 weight is gathered as it is, never reduced.
+CommBuffer bytes_of(const Tensor& t);
 
 // A collective in flight.
 class Work {

@@ -108,6 +108,10 @@ class Transformer {
   // After the trainer moved weights into its own buffers: the current weights become the ones
   // restore_base_weights() returns to.
   void keep_current_weights() { base_w_ = w_; }
+  // The weights restore_base_weights() returns to: a trainer that keeps the frozen base sharded
+  // (ZeRO-3 with LoRA) re-points their tensors as it gathers and frees them, in both these and
+  // weights(), leaving the LoRA pointers of weights() as they are.
+  ModelWeights& base_weights() { return base_w_; }
   // Null (the default): every weight is always resident.
   void set_weight_residency(WeightResidency* r) { residency_ = r; }
 

@@ -21,6 +21,7 @@
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/schedule.h"
+#include "train/frozen_shards.h"
 #include "train/sharded_params.h"
 
 namespace swiftlet {
@@ -143,6 +144,7 @@ class TrainLoop {
   std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
   std::unique_ptr<dist::BucketSync> sync_;
   std::unique_ptr<ShardedParams> sharded_;  // ZeRO-3: the parameters gathered part by part
+  std::unique_ptr<FrozenShards> frozen_;    // ZeRO-3 with LoRA: the base weights, likewise
   std::vector<int64_t> bucket_ready_;  // per bucket: the backward layer after which it is final
   std::vector<int64_t> bucket_first_;  // per bucket: the backward layer that first writes it
   std::deque<size_t> in_flight_;       // buckets started this round, not yet freed, oldest first
@@ -193,13 +195,9 @@ void TrainLoop::setup_model() {
     throw Error(fmt::format("ZeRO stage {} is not supported", a_.zero_stage),
                 "use stage 0, 1, 2 or 3");
   stage_ = a_.zero_stage;
-  if (stage_ == 3 && !full_)
-    throw Error("ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) shards full fine-tuning's "
-                "parameters, and --tuner_type lora keeps its frozen base whole on every rank",
-                "use --deepspeed zero2 with LoRA (its trainable parameters are small), or "
-                "--tuner_type full");
-  // ZeRO-3 copies every weight into its shard and drops the loaded tensors, so they need not be
-  // writable copies of the mapped files.
+  // ZeRO-3 copies every weight into its shard (the trainable buckets, or with LoRA the frozen
+  // base's shards) and drops the loaded tensors, so they need not be writable copies of the
+  // mapped files.
   model_ = std::make_unique<Transformer>(*dev_, folder_.config, folder_.weights, base_dtype,
                                          full_ && stage_ < 3);
   const bool resuming = !a_.resume_from_checkpoint.empty();
@@ -219,6 +217,12 @@ void TrainLoop::setup_model() {
       adapter_->set_base_model(folder_.path);
     else
       adapter_->init_modules_to_save(*dev_, *model_);
+    // The adapter's modules_to_save replace weights of the model by handle, and under stage 3
+    // those handles would outlive the gathers that free them.
+    if (stage_ == 3 && adapter_->has_modules_to_save())
+      throw Error("ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) with LoRA shards the "
+                  "LoRA pairs and the frozen base, not modules_to_save",
+                  "drop --modules_to_save, or use --deepspeed zero2");
     for (auto& t : adapter_->trainable(&grads_)) slots.push_back({t.name, t.value, t.grad});
   }
   const size_t bucket_bytes =
@@ -245,11 +249,19 @@ void TrainLoop::setup_model() {
                                                folder_.config.tie_word_embeddings &&
                                                    !folder_.config.seq_cls(),
                                                [this] {
+                                                 if (!full_) return;  // LoRA reads its pairs
                                                  tie_head_weight();
                                                  // what the engine's detach() returns to
                                                  model_->keep_current_weights();
                                                });
-    model_->set_weight_residency(sharded_.get());
+    if (full_) {
+      model_->set_weight_residency(sharded_.get());
+    } else {
+      // LoRA: the frozen base is partitioned too (as DeepSpeed ZeRO-3 partitions a PEFT model's
+      // base), each unit gathered with its LoRA pairs.
+      frozen_ = std::make_unique<FrozenShards>(*dev_, comm_, *model_, sharded_.get());
+      model_->set_weight_residency(frozen_.get());
+    }
   }
   head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&
                             std::any_of(slots.begin(), slots.end(), [&](const TrainableSlot& s) {
@@ -624,7 +636,14 @@ void TrainLoop::report_memory() {
       offload_ ? " in host memory" : "") +
       (stage_ >= 3 ? fmt::format(", whole parameters {:.3f} MiB at most",
                                  double(sharded_->peak_working_bytes()) / mib)
-                   : std::string());
+                   : std::string()) +
+      (frozen_ ? fmt::format(", frozen base {:.3f} MiB of {:.3f} MiB kept ({}, {} bytes), whole "
+                             "base parts {:.3f} MiB at most",
+                             double(frozen_->shard_bytes()) / mib,
+                             double(frozen_->whole_bytes()) / mib,
+                             dtype_name(model_->weight_dtype()), frozen_->shard_bytes(),
+                             double(frozen_->peak_working_bytes()) / mib)
+               : std::string());
   const auto all = dist::all_gather_strings(comm_, mine);
   for (size_t r = 0; r < all.size(); ++r)
     log_info("memory of rank {}/{} (ZeRO stage {}): {}", r, all.size(), stage_, all[r]);
@@ -759,7 +778,9 @@ TrainResult TrainLoop::run() {
       stage_ == 0   ? ""
       : stage_ == 1 ? ", ZeRO stage 1: optimizer states sharded"
       : stage_ == 2 ? ", ZeRO stage 2: optimizer states and gradients sharded"
-                    : ", ZeRO stage 3: parameters, gradients and optimizer states sharded");
+      : full_       ? ", ZeRO stage 3: parameters, gradients and optimizer states sharded"
+                    : ", ZeRO stage 3: parameters, gradients and optimizer states sharded, and "
+                      "the frozen base weights");
 
   result_.run_dir = run_dir_;
   result_.log_history = state_.log_history;
@@ -781,6 +802,7 @@ TrainResult TrainLoop::run() {
     step_tokens_ = 0;
     comm_.set_activity(fmt::format("step {}/{}: optimizer step", step + 1, total_steps_));
     if (sharded_) sharded_->drop_prefetched();  // the step changes the shards
+    if (frozen_) frozen_->drop_prefetched();
     const double gnorm = clip_gradients();
     const double lr = sched_.at(step);
     if (!std::isfinite(gnorm))
