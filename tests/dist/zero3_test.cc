@@ -75,6 +75,14 @@ void expect_same_tensors(const fs::path& ref, const fs::path& file, double rel =
   }
 }
 
+// A model preset's name as a test name ("tiny-qwen35-moe" -> "tiny_qwen35_moe").
+std::string test_name(const ::testing::TestParamInfo<const char*>& info) {
+  std::string n = info.param;
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
+}
+
 class Zero3Train : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Zero3Train, ParametersShardedLogTheLossesOfOneRank) {
@@ -162,12 +170,7 @@ TEST_P(Zero3Train, ParametersShardedLogTheLossesOfOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Zero3Train, ::testing::Values("tiny", "tiny-qwen35-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+                         test_name);
 
 // A reward model (the score head in the last part gathered) and DPO (its reference model apart
 // from the sharded policy) log under ZeRO-3 what one rank accumulating twice logs.
@@ -307,12 +310,7 @@ TEST_P(Zero3Lora, FrozenBaseShardedLogsTheLossesOfOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Zero3Lora, ::testing::Values("tiny", "tiny-qwen35-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+                         test_name);
 
 // DPO with LoRA: the reference is the base without the pairs (the adapter detached while the
 // sharded base is gathered).
