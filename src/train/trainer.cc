@@ -217,12 +217,6 @@ void TrainLoop::setup_model() {
       adapter_->set_base_model(folder_.path);
     else
       adapter_->init_modules_to_save(*dev_, *model_);
-    // The adapter's modules_to_save replace weights of the model by handle, and under stage 3
-    // those handles would outlive the gathers that free them.
-    if (stage_ == 3 && adapter_->has_modules_to_save())
-      throw Error("ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) with LoRA shards the "
-                  "LoRA pairs and the frozen base, not modules_to_save",
-                  "drop --modules_to_save, or use --deepspeed zero2");
     for (auto& t : adapter_->trainable(&grads_)) slots.push_back({t.name, t.value, t.grad});
   }
   const size_t bucket_bytes =
@@ -249,7 +243,12 @@ void TrainLoop::setup_model() {
                                                folder_.config.tie_word_embeddings &&
                                                    !folder_.config.seq_cls(),
                                                [this] {
-                                                 if (!full_) return;  // LoRA reads its pairs
+                                                 if (!full_) {
+                                                   // LoRA reads its pairs; the model's slots
+                                                   // replaced by modules_to_save follow them
+                                                   adapter_->follow_modules_to_save(*model_);
+                                                   return;
+                                                 }
                                                  tie_head_weight();
                                                  // what the engine's detach() returns to
                                                  model_->keep_current_weights();
@@ -261,6 +260,8 @@ void TrainLoop::setup_model() {
       // base), each unit gathered with its LoRA pairs.
       frozen_ = std::make_unique<FrozenShards>(*dev_, comm_, *model_, sharded_.get());
       model_->set_weight_residency(frozen_.get());
+      // modules_to_save replaced slots with the whole values the shards were cut from
+      adapter_->follow_modules_to_save(*model_);
     }
   }
   head_shares_embed_grad_ = folder_.config.tie_word_embeddings && !folder_.config.seq_cls() &&

@@ -651,6 +651,26 @@ void LoraAdapter::attach(Transformer& model) const {
   for (size_t i = 0; i < modules.size(); ++i) modules[i].linear->lora = pairs_[i].get();
 }
 
+bool LoraAdapter::attached_to(Transformer& model) const {
+  const std::vector<WeightSlot> modules = module_slots(model.config(), &model.weights());
+  for (size_t i = 0; i < pairs_.size() && i < modules.size(); ++i)
+    if (pairs_[i]) return modules[i].linear->lora == pairs_[i].get();
+  return false;
+}
+
+void LoraAdapter::follow_modules_to_save(Transformer& model) const {
+  if (saved_.empty() || !attached_to(model)) return;
+  const std::vector<WeightSlot> now = weight_slots(model.config(), &model.weights());
+  const std::vector<WeightSlot> base = weight_slots(model.config(), &model.base_weights());
+  SWIFTLET_CHECK(now.size() == base.size(), "{} weights vs {} base weights", now.size(),
+                 base.size());
+  for (const auto& [name, t] : saved_)
+    for (size_t i = 0; i < now.size(); ++i)
+      if (now[i].name == name) *now[i].weight = t.defined() ? t : *base[i].weight;
+  if (model.config().tie_word_embeddings && !model.config().seq_cls())
+    model.weights().lm_head = model.weights().embed_tokens;
+}
+
 void LoraAdapter::detach(Transformer& model) {
   model.restore_base_weights();  // the loaded weights, without LoRA pairs or replaced modules
 }

@@ -52,6 +52,12 @@ class LoraAdapter {
   // (detach() restores the base model).
   void attach(Transformer& model) const;
   static void detach(Transformer& model);
+  // Whether the model's linear layers point at this adapter's pairs.
+  bool attached_to(Transformer& model) const;
+  // ZeRO-3 gathers and frees the modules_to_save values (their tensors change): while this
+  // adapter is attached, the model's slots follow them, and hold the base weight while they are
+  // not gathered.
+  void follow_modules_to_save(Transformer& model) const;
   // modules_to_save: f32 trainable copies of the model's current weights (a new adapter).
   void init_modules_to_save(Device& dev, const Transformer& model);
   bool has_modules_to_save() const { return !saved_.empty(); }

@@ -126,8 +126,8 @@ const std::vector<std::string> kGrpoKeys = {"loss",
 
 // GRPO: 2 ranks x accumulation 2 against 1 rank x 4 (generation batch 8 = 2 prompts x 4
 // completions per step), and a generation reused over steps (num_iterations 2, two steps per
-// generation) with dapo's token normalisation, and under ZeRO-2: same completions, rewards,
-// advantages, losses.
+// generation) with dapo's token normalisation, and under ZeRO-2 and ZeRO-3 (LoRA and full): same
+// completions, rewards, advantages, losses.
 TEST_F(RlhfParallel, GrpoOnTwoRanksLogsWhatOneRankAccumulatingTwiceLogs) {
   struct Case {
     const char* name;
@@ -167,6 +167,14 @@ TEST_F(RlhfParallel, GrpoOnTwoRanksLogsWhatOneRankAccumulatingTwiceLogs) {
                            common + c.extra_two + " --deepspeed zero2 --ddp_bucket_cap_mb 0.004"));
       ASSERT_EQ(zero2.status, 0) << zero2.out;
       compare_logs(a, read_jsonl(tmp / "zero2/logging.jsonl"), kGrpoKeys, 2e-5, "grpo zero2");
+      // LoRA under ZeRO-3: the pairs and the frozen base sharded, the base gathered whole for
+      // the rollouts and for the reference (the base without the pairs).
+      const ProcessRun lora3 =
+          run_command(rlhf("grpo", tmp / "lora3", c.accumulation_one / 2, "NPROC_PER_NODE=2",
+                           common + c.extra_two + " --deepspeed zero3 --ddp_bucket_cap_mb 0.004"));
+      ASSERT_EQ(lora3.status, 0) << lora3.out;
+      EXPECT_NE(lora3.out.find("and the frozen base weights"), std::string::npos) << lora3.out;
+      compare_logs(a, read_jsonl(tmp / "lora3/logging.jsonl"), kGrpoKeys, 2e-5, "grpo lora zero3");
       // Full fine-tuning under ZeRO-3: the policy's parameters sharded, gathered whole for the
       // rollouts (as TRL's ds3_gather_for_generation) and layer by layer for training.
       const std::string full = common + " --tuner_type full --learning_rate 1e-4";

@@ -4,8 +4,8 @@
 // twice (an idle rank at the end of the epoch included), for a tied Qwen3 and a Qwen3.5-MoE
 // (gated delta net, experts, shared expert); the checkpoint holds the whole weights and optimizer
 // state as one process writes them, resumes on 1 or 2 ranks, and infer reads it; reward models
-// and DPO train under it. LoRA shards its pairs and the frozen base (in its own dtype), and logs
-// and saves what one rank does; modules_to_save under it are refused in one sentence.
+// and DPO train under it. LoRA shards its pairs, its modules_to_save and the frozen base (in its own
+// dtype), and logs and saves what one rank does, for SFT, reward models, DPO.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -312,9 +312,10 @@ TEST_P(Zero3Lora, FrozenBaseShardedLogsTheLossesOfOneRank) {
 INSTANTIATE_TEST_SUITE_P(Models, Zero3Lora, ::testing::Values("tiny", "tiny-qwen35-moe"),
                          test_name);
 
-// DPO with LoRA: the reference is the base without the pairs (the adapter detached while the
-// sharded base is gathered).
-TEST(Zero3Lora, DpoLogsWhatOneRankLogs) {
+// Reward models and DPO with LoRA: the reward model's score head trains in full (PEFT's SEQ_CLS
+// modules_to_save) and is sharded as the pairs are; DPO's reference is the base without the pairs
+// (the adapter detached while the sharded base is gathered).
+TEST(Zero3Lora, RewardModelAndDpoLogWhatOneRankLogs) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
   {
@@ -328,40 +329,63 @@ TEST(Zero3Lora, DpoLogsWhatOneRankLogs) {
                .dump()
         << "\n";
   }
-  auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
-    return fmt::format(
-        "env {} {} rlhf --rlhf_type dpo --tuner_type lora --model {} --dataset {} "
-        "--output_dir {} --max_steps 3 --gradient_accumulation_steps {} "
-        "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
-        "--learning_rate 1e-2 --ddp_bucket_cap_mb 0.002 --load_from_cache_file false",
-        env, SWIFTLET_BINARY, model, tmp / "pairs.jsonl", out, accumulation);
-  };
-  const ProcessRun one = run_command(rlhf(tmp / "one", 2, ""));
-  ASSERT_EQ(one.status, 0) << one.out;
-  const ProcessRun two = run_command(rlhf(tmp / "zero3", 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
-  ASSERT_EQ(two.status, 0) << two.out;
-  const auto a = train_logs(tmp / "one"), b = train_logs(tmp / "zero3");
-  expect_same_steps(a, b, 0, "dpo lora zero3");
-  ASSERT_EQ(a.size(), 3u);
-  EXPECT_NE(a[0]["loss"], a[2]["loss"]);  // the policy moves away from its reference
-  expect_same_tensors(only_run(tmp / "one") / "checkpoint-3" / "adapter_model.safetensors",
-                      only_run(tmp / "zero3") / "checkpoint-3" / "adapter_model.safetensors");
+  for (const std::string type : {"rm", "dpo"}) {
+    auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
+      return fmt::format(
+          "env {} {} rlhf --rlhf_type {} --tuner_type lora --model {} --dataset {} "
+          "--output_dir {} --max_steps 3 --gradient_accumulation_steps {} "
+          "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
+          "--learning_rate 1e-2 --ddp_bucket_cap_mb 0.002 --load_from_cache_file false",
+          env, SWIFTLET_BINARY, type, model, tmp / "pairs.jsonl", out, accumulation);
+    };
+    const ProcessRun one = run_command(rlhf(tmp / (type + "-one"), 2, ""));
+    ASSERT_EQ(one.status, 0) << one.out;
+    const ProcessRun two =
+        run_command(rlhf(tmp / (type + "-zero3"), 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
+    ASSERT_EQ(two.status, 0) << two.out;
+    const auto a = train_logs(tmp / (type + "-one")), b = train_logs(tmp / (type + "-zero3"));
+    expect_same_steps(a, b, 0, type + " lora zero3");
+    ASSERT_EQ(a.size(), 3u);
+    EXPECT_NE(a[0]["loss"], a[2]["loss"]) << type;  // it learns
+    const fs::path ref = only_run(tmp / (type + "-one")) / "checkpoint-3";
+    const fs::path ck = only_run(tmp / (type + "-zero3")) / "checkpoint-3";
+    expect_same_tensors(ref / "adapter_model.safetensors", ck / "adapter_model.safetensors");
+    if (type == "rm")
+      EXPECT_NE(io::load_safetensors((ck / "adapter_model.safetensors").string())
+                    .find("base_model.model.score.weight"),
+                nullptr);
+  }
 }
 
-TEST(Zero3Lora, ModulesToSaveAreRefusedInOneSentence) {
+// modules_to_save under ZeRO-3 with LoRA: the tied embedding (which is also the LM head) and every
+// norm train in full, sharded with the pairs and gathered with their unit, while the base copies
+// they replace stay sharded for the reference; 1 rank's losses, adapter and resume.
+TEST(Zero3Lora, ModulesToSaveTrainAsOnOneRank) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
   const std::string data = write_dataset(tmp);
-  const ProcessRun r = run_command(
-      fmt::format("{} sft --model {} --dataset {} --output_dir {} --max_steps 1 --tuner_type lora "
-                  "--modules_to_save all-norm --deepspeed zero3 --load_from_cache_file false",
-                  SWIFTLET_BINARY, model, data, tmp / "o"));
-  EXPECT_EQ(r.status, 1) << r.out;
-  EXPECT_NE(r.out.find("error: ZeRO stage 3 (--deepspeed zero3, --fsdp full_shard) with LoRA "
-                       "shards the LoRA pairs and the frozen base, not modules_to_save"),
-            std::string::npos)
-      << r.out;
-  EXPECT_FALSE(fs::exists(tmp / "o"));
+  const std::string extra = "--modules_to_save embed_tokens all-norm --learning_rate 1e-3";
+  const std::string two = "NPROC_PER_NODE=2";
+  const ProcessRun one = run_command(lora_sft(model, data, tmp / "one", 4, "", extra));
+  ASSERT_EQ(one.status, 0) << one.out;
+  const ProcessRun zero3 =
+      run_command(lora_sft(model, data, tmp / "zero3", 2, two, extra + " --deepspeed zero3"));
+  ASSERT_EQ(zero3.status, 0) << zero3.out;
+  const auto base = train_logs(tmp / "one");
+  ASSERT_EQ(base.size(), 4u);
+  EXPECT_NE(base[0]["loss"], base[3]["loss"]);
+  expect_same_steps(base, train_logs(tmp / "zero3"), 0, "zero3 lora modules_to_save");
+  const fs::path ck = only_run(tmp / "zero3") / "checkpoint-4";
+  expect_same_tensors(only_run(tmp / "one") / "checkpoint-4" / "adapter_model.safetensors",
+                      ck / "adapter_model.safetensors");
+  const io::SafetensorsFile f = io::load_safetensors((ck / "adapter_model.safetensors").string());
+  EXPECT_NE(f.find("base_model.model.model.embed_tokens.weight"), nullptr);
+  EXPECT_NE(f.find("base_model.model.model.norm.weight"), nullptr);
+  const ProcessRun r1 = run_command(lora_sft(
+      model, data, tmp / "r1", 4, "",
+      extra + " --resume_from_checkpoint " + (only_run(tmp / "zero3") / "checkpoint-2").string()));
+  ASSERT_EQ(r1.status, 0) << r1.out;
+  expect_same_steps(base, train_logs(tmp / "r1"), 2, "2 ranks zero3 modules_to_save -> 1 rank");
 }
 
 }  // namespace
