@@ -207,6 +207,7 @@ std::vector<std::vector<double>> GrpoTask::logprobs(Transformer& model,
 
 GrpoTask::Generation GrpoTask::generate(Transformer& model, int64_t g, Metrics& m) {
   const Transformer::WholeWeights whole(model);  // ZeRO-3: ranks sample different lengths
+  const auto ref_whole = ref_ ? ref_->whole() : nullptr;  // and score different shares
   const auto t0 = Clock::now();
   sample_s_ = sample_tokens_ = 0;
   const int64_t G = args_.num_generations;

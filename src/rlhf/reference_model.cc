@@ -20,7 +20,23 @@ ReferenceModel::ReferenceModel(const TrainSetup& s, const std::string& ref_model
                             ref.config.vocab_size, s.folder.config.vocab_size),
                 "the reference must share the policy's tokenizer");
   frozen_ = std::make_unique<Transformer>(s.device, ref.config, ref.weights, s.base_dtype);
-  log_info("reference model: a frozen copy of {}", path);
+  if (s.zero_stage < 3) {
+    log_info("reference model: a frozen copy of {}", path);
+    return;
+  }
+  // ZeRO-3 partitions the reference as it does the policy (DeepSpeed prepares TRL's reference
+  // model with the same stage): each rank keeps its slice, a part gathered while it computes.
+  shards_ = std::make_unique<FrozenShards>(s.device, s.comm, *frozen_, nullptr);
+  frozen_->set_weight_residency(shards_.get());
+  log_info("reference model: a frozen copy of {}, sharded over {} ranks ({:.2f} MiB of {:.2f} MiB "
+           "kept)",
+           path, s.comm.size(), double(shards_->shard_bytes()) / (1 << 20),
+           double(shards_->whole_bytes()) / (1 << 20));
+}
+
+std::unique_ptr<Transformer::WholeWeights> ReferenceModel::whole() {
+  if (!shards_) return nullptr;
+  return std::make_unique<Transformer::WholeWeights>(*frozen_);
 }
 
 std::vector<float> ReferenceModel::logprobs(Transformer& policy, const TrainBatch& b,

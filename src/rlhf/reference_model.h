@@ -12,6 +12,7 @@
 
 #include "model/objective.h"
 #include "model/transformer.h"
+#include "train/frozen_shards.h"
 #include "train/task.h"
 #include "tuner/lora.h"
 
@@ -41,11 +42,15 @@ class ReferenceModel {
   // Every row's log p(target) under the reference; the policy's own adapter is back on however
   // the pass ends.
   std::vector<float> logprobs(Transformer& policy, const TrainBatch& b, float temperature = 1.0f);
+  // ZeRO-3: the sharded frozen copy gathered whole for its scope, for passes whose number differs
+  // between ranks (each rank scores its share of a generation); null when nothing is sharded.
+  std::unique_ptr<Transformer::WholeWeights> whole();
 
  private:
   LoraAdapter* adapter_ = nullptr;            // LoRA: the policy with this adapter switched off
   std::unique_ptr<LoraAdapter> ref_adapter_;  // --ref_adapters: switched in for reference passes
   std::unique_ptr<Transformer> frozen_;       // full training: a frozen copy
+  std::unique_ptr<FrozenShards> shards_;      // its weights, under ZeRO-3
 };
 
 }  // namespace swiftlet::rlhf

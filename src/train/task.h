@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "model/folder.h"
+#include "dist/comm.h"
 #include "model/transformer.h"
 #include "train/param_buckets.h"
 #include "tuner/lora.h"
@@ -94,6 +95,8 @@ struct TrainSetup {
   LoraAdapter* adapter;       // null for full training
   DType base_dtype;           // the frozen base weights' dtype
   std::string resume;         // the checkpoint being resumed ("" for a new run)
+  dist::Comm& comm;           // the ranks training together (one process: a single rank)
+  int zero_stage = 0;         // 3: frozen copies (a reference model) are sharded over the ranks
 };
 
 // The evaluation metric that picks the best checkpoint, and whether higher is better.

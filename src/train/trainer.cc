@@ -269,7 +269,8 @@ void TrainLoop::setup_model() {
                               return s.grad == &grads_.embed_tokens;
                             });
   tie_head_grad();
-  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype, a_.resume_from_checkpoint});
+  task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype, a_.resume_from_checkpoint,
+                comm_, stage_});
   if (const std::vector<TrainableSlot> extra = task_.extra_trainable(); !extra.empty()) {
     // Tasks with their own trainable tensors (PPO's critic) train in one process, unsharded.
     SWIFTLET_CHECK(stage_ == 0, "a task's extra trainable tensors under ZeRO stage {}", stage_);

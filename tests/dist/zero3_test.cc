@@ -4,8 +4,9 @@
 // twice (an idle rank at the end of the epoch included), for a tied Qwen3 and a Qwen3.5-MoE
 // (gated delta net, experts, shared expert); the checkpoint holds the whole weights and optimizer
 // state as one process writes them, resumes on 1 or 2 ranks, and infer reads it; reward models
-// and DPO train under it. LoRA shards its pairs, its modules_to_save and the frozen base (in its own
-// dtype), and logs and saves what one rank does, for SFT, reward models, DPO.
+// and DPO train under it (DPO's reference model sharded too). LoRA shards its pairs, its
+// modules_to_save and the frozen base (in its own dtype), and logs and saves what one rank does,
+// for SFT, reward models and DPO.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -203,6 +204,17 @@ TEST(Zero3Train, RewardModelAndDpoLogWhatOneRankLogs) {
     ASSERT_EQ(one.status, 0) << one.out;
     const ProcessRun two = run_command(rlhf(two_dir, 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
     ASSERT_EQ(two.status, 0) << two.out;
+    if (std::string(type) == "dpo") {
+      // The reference, a frozen copy of the model, is partitioned as the policy is.
+      static const std::regex re(
+          "reference model: a frozen copy of [^\\n]*, sharded over 2 ranks \\(([0-9.]+) MiB of "
+          "([0-9.]+) MiB kept\\)");
+      std::smatch m;
+      ASSERT_TRUE(std::regex_search(two.out, m, re)) << two.out;
+      EXPECT_GT(std::stod(m[2]), 0.5);
+      EXPECT_NEAR(std::stod(m[1]), std::stod(m[2]) / 2, 0.01);
+      EXPECT_EQ(one.out.find("sharded over"), std::string::npos) << one.out;
+    }
     const auto a = train_logs(one_dir), b = train_logs(two_dir);
     ASSERT_EQ(a.size(), 3u) << type;
     ASSERT_EQ(b.size(), 3u) << type;
