@@ -14,6 +14,7 @@
 #include <string>
 
 #include "backend/device.h"
+#include "dist/comm.h"
 #include "model/folder.h"
 #include "model/init.h"
 #include "model/transformer.h"
@@ -61,7 +62,8 @@ int dpo(Device& dev, const ModelFolder& folder, Transformer& m, LoraAdapter& ad,
   args.loss.loss_types = {rlhf::LossType::kSigmoid};
   args.loss.loss_weights = {1.0};
   rlhf::PreferenceTask task(args, {pair}, {});
-  task.attach(TrainSetup{dev, folder, m, &ad, DType::kBF16});
+  dist::LocalComm comm;
+  task.attach(TrainSetup{dev, folder, m, &ad, DType::kBF16, "", comm});
   TrainStepOptions opt;
   opt.gradient_checkpointing = true;
   const std::vector<std::vector<size_t>> micro{{0}};

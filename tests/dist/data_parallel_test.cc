@@ -21,6 +21,7 @@ using testing::ProcessRun;
 using testing::run_command;
 using testing::train_logs;
 using testing::write_dataset;
+using testing::write_pairs;
 using testing::TempDir;
 
 // A tag in the environment of every process a run starts, to find leftovers.
@@ -114,17 +115,7 @@ TEST(DistTrain, CheckpointOfTwoRanksResumesOnOne) {
 TEST(DistTrain, DpoOnTwoRanksLogsWhatOneRankAccumulatingTwiceLogs) {
   const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
-  {
-    std::ofstream f(tmp / "pairs.jsonl");
-    const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
-    for (int i = 0; i < 16; ++i)
-      f << nlohmann::json{{"messages",
-                           {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
-                            {{"role", "assistant"}, {"content", words[i % 8]}}}},
-                          {"rejected_response", words[(i + 1) % 8]}}
-               .dump()
-        << "\n";
-  }
+  write_pairs(tmp);
   auto dpo = [&](const std::string& out, int accumulation, const std::string& env) {
     return fmt::format("env {} {} rlhf --rlhf_type dpo --model {} --dataset {} --output_dir {} "
                        "--max_steps 3 --gradient_accumulation_steps {} "

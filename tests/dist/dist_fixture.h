@@ -59,6 +59,21 @@ inline std::string write_dataset(const TempDir& tmp) {
   return path;
 }
 
+// 16 preference rows ("Say red." -> "red", rejected "blue") in tmp/pairs.jsonl.
+inline std::string write_pairs(const TempDir& tmp) {
+  const std::string path = tmp / "pairs.jsonl";
+  std::ofstream f(path);
+  const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
+  for (int i = 0; i < 16; ++i)
+    f << nlohmann::json{{"messages",
+                         {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
+                          {{"role", "assistant"}, {"content", words[i % 8]}}}},
+                        {"rejected_response", words[(i + 1) % 8]}}
+             .dump()
+      << "\n";
+  return path;
+}
+
 // The training records (those with a loss) of every run folder under `out`, in order.
 inline std::vector<nlohmann::json> train_logs(const std::string& out) {
   std::vector<nlohmann::json> logs;

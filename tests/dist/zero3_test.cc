@@ -28,6 +28,7 @@ using testing::train_logs;
 using testing::expect_same_steps;
 using testing::only_run;
 using testing::write_dataset;
+using testing::write_pairs;
 
 constexpr double kMaxGradNorm = 0.05;  // every step clips
 
@@ -173,59 +174,53 @@ TEST_P(Zero3Train, ParametersShardedLogTheLossesOfOneRank) {
 INSTANTIATE_TEST_SUITE_P(Models, Zero3Train, ::testing::Values("tiny", "tiny-qwen35-moe"),
                          test_name);
 
-// A reward model (the score head in the last part gathered) and DPO (its reference model apart
-// from the sharded policy) log under ZeRO-3 what one rank accumulating twice logs.
-TEST(Zero3Train, RewardModelAndDpoLogWhatOneRankLogs) {
+// `rlhf --rlhf_type type` on 1 rank accumulating twice (tmp/type-one) and on 2 ranks under
+// ZeRO-3 (tmp/type-zero3), 3 steps each: the same losses and gradient norms, and the final
+// checkpoint's `file` the same tensors. Returns the ZeRO-3 run's output (empty on failure).
+std::string rlhf_zero3_as_one_rank(const TempDir& tmp, const std::string& type,
+                                   const std::string& tuner, const std::string& file) {
   const std::string model = testing::tiny_model("tiny");
+  const std::string pairs = write_pairs(tmp);
+  auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
+    return fmt::format(
+        "env {} {} rlhf --rlhf_type {} --tuner_type {} --model {} --dataset {} --output_dir {} "
+        "--max_steps 3 --gradient_accumulation_steps {} --per_device_train_batch_size 2 "
+        "--logging_steps 1 --save_steps 100 --learning_rate {} --ddp_bucket_cap_mb {} "
+        "--load_from_cache_file false",
+        env, SWIFTLET_BINARY, type, tuner, model, pairs, out, accumulation,
+        tuner == "lora" ? 1e-2 : 1e-4, tuner == "lora" ? 0.002 : 0.02);
+  };
+  const std::string one_dir = tmp / (type + "-one"), two_dir = tmp / (type + "-zero3");
+  const ProcessRun one = run_command(rlhf(one_dir, 2, ""));
+  EXPECT_EQ(one.status, 0) << one.out;
+  EXPECT_EQ(one.out.find("sharded over"), std::string::npos) << one.out;
+  const ProcessRun two = run_command(rlhf(two_dir, 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
+  EXPECT_EQ(two.status, 0) << two.out;
+  if (one.status != 0 || two.status != 0) return "";
+  const auto a = train_logs(one_dir);
+  EXPECT_EQ(a.size(), 3u) << type;
+  if (a.size() != 3u) return "";
+  EXPECT_NE(a[0]["loss"], a[2]["loss"]) << type;  // it learns
+  expect_same_steps(a, train_logs(two_dir), 0, type + " " + tuner + " zero3");
+  expect_same_tensors(only_run(one_dir) / "checkpoint-3" / file,
+                      only_run(two_dir) / "checkpoint-3" / file);
+  return two.out;
+}
+
+// A reward model (the score head in the last part gathered) and DPO log under ZeRO-3 what one
+// rank accumulating twice logs; DPO's reference, a frozen copy of the model, is partitioned as
+// the policy is.
+TEST(Zero3Train, RewardModelAndDpoLogWhatOneRankLogs) {
   TempDir tmp;
-  {
-    std::ofstream f(tmp / "pairs.jsonl");
-    const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
-    for (int i = 0; i < 16; ++i)
-      f << nlohmann::json{{"messages",
-                           {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
-                            {{"role", "assistant"}, {"content", words[i % 8]}}}},
-                          {"rejected_response", words[(i + 1) % 8]}}
-               .dump()
-        << "\n";
-  }
-  for (const char* type : {"rm", "dpo"}) {
-    auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
-      return fmt::format(
-          "env {} {} rlhf --rlhf_type {} --tuner_type full --model {} --dataset {} "
-          "--output_dir {} --max_steps 3 --gradient_accumulation_steps {} "
-          "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
-          "--learning_rate 1e-4 --ddp_bucket_cap_mb 0.02 --load_from_cache_file false",
-          env, SWIFTLET_BINARY, type, model, tmp / "pairs.jsonl", out, accumulation);
-    };
-    const std::string one_dir = tmp / (std::string(type) + "-one");
-    const std::string two_dir = tmp / (std::string(type) + "-zero3");
-    const ProcessRun one = run_command(rlhf(one_dir, 2, ""));
-    ASSERT_EQ(one.status, 0) << one.out;
-    const ProcessRun two = run_command(rlhf(two_dir, 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
-    ASSERT_EQ(two.status, 0) << two.out;
-    if (std::string(type) == "dpo") {
-      // The reference, a frozen copy of the model, is partitioned as the policy is.
-      static const std::regex re(
-          "reference model: a frozen copy of [^\\n]*, sharded over 2 ranks \\(([0-9.]+) MiB of "
-          "([0-9.]+) MiB kept\\)");
-      std::smatch m;
-      ASSERT_TRUE(std::regex_search(two.out, m, re)) << two.out;
-      EXPECT_GT(std::stod(m[2]), 0.5);
-      EXPECT_NEAR(std::stod(m[1]), std::stod(m[2]) / 2, 0.01);
-      EXPECT_EQ(one.out.find("sharded over"), std::string::npos) << one.out;
-    }
-    const auto a = train_logs(one_dir), b = train_logs(two_dir);
-    ASSERT_EQ(a.size(), 3u) << type;
-    ASSERT_EQ(b.size(), 3u) << type;
-    for (size_t i = 0; i < a.size(); ++i) {
-      EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 2e-5) << type << i;
-      EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 2e-5)
-          << type << i;
-    }
-    expect_same_tensors(only_run(one_dir) / "checkpoint-3" / "model.safetensors",
-                        only_run(two_dir) / "checkpoint-3" / "model.safetensors");
-  }
+  EXPECT_NE(rlhf_zero3_as_one_rank(tmp, "rm", "full", "model.safetensors"), "");
+  const std::string out = rlhf_zero3_as_one_rank(tmp, "dpo", "full", "model.safetensors");
+  static const std::regex re(
+      "reference model: a frozen copy of [^\\n]*, sharded over 2 ranks \\(([0-9.]+) MiB of "
+      "([0-9.]+) MiB kept\\)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, re)) << out;
+  EXPECT_GT(std::stod(m[2]), 0.5);
+  EXPECT_NEAR(std::stod(m[1]), std::stod(m[2]) / 2, 0.01);
 }
 
 // "frozen base K MiB of W MiB kept (BF16, B bytes), whole base parts P MiB at most" of rank R
@@ -328,45 +323,13 @@ INSTANTIATE_TEST_SUITE_P(Models, Zero3Lora, ::testing::Values("tiny", "tiny-qwen
 // modules_to_save) and is sharded as the pairs are; DPO's reference is the base without the pairs
 // (the adapter detached while the sharded base is gathered).
 TEST(Zero3Lora, RewardModelAndDpoLogWhatOneRankLogs) {
-  const std::string model = testing::tiny_model("tiny");
   TempDir tmp;
-  {
-    std::ofstream f(tmp / "pairs.jsonl");
-    const char* words[] = {"red", "blue", "green", "cat", "dog", "sun", "moon", "tree"};
-    for (int i = 0; i < 16; ++i)
-      f << nlohmann::json{{"messages",
-                           {{{"role", "user"}, {"content", fmt::format("Say {}.", words[i % 8])}},
-                            {{"role", "assistant"}, {"content", words[i % 8]}}}},
-                          {"rejected_response", words[(i + 1) % 8]}}
-               .dump()
-        << "\n";
-  }
-  for (const std::string type : {"rm", "dpo"}) {
-    auto rlhf = [&](const std::string& out, int accumulation, const std::string& env) {
-      return fmt::format(
-          "env {} {} rlhf --rlhf_type {} --tuner_type lora --model {} --dataset {} "
-          "--output_dir {} --max_steps 3 --gradient_accumulation_steps {} "
-          "--per_device_train_batch_size 2 --logging_steps 1 --save_steps 100 "
-          "--learning_rate 1e-2 --ddp_bucket_cap_mb 0.002 --load_from_cache_file false",
-          env, SWIFTLET_BINARY, type, model, tmp / "pairs.jsonl", out, accumulation);
-    };
-    const ProcessRun one = run_command(rlhf(tmp / (type + "-one"), 2, ""));
-    ASSERT_EQ(one.status, 0) << one.out;
-    const ProcessRun two =
-        run_command(rlhf(tmp / (type + "-zero3"), 1, "NPROC_PER_NODE=2") + " --deepspeed zero3");
-    ASSERT_EQ(two.status, 0) << two.out;
-    const auto a = train_logs(tmp / (type + "-one")), b = train_logs(tmp / (type + "-zero3"));
-    expect_same_steps(a, b, 0, type + " lora zero3");
-    ASSERT_EQ(a.size(), 3u);
-    EXPECT_NE(a[0]["loss"], a[2]["loss"]) << type;  // it learns
-    const fs::path ref = only_run(tmp / (type + "-one")) / "checkpoint-3";
-    const fs::path ck = only_run(tmp / (type + "-zero3")) / "checkpoint-3";
-    expect_same_tensors(ref / "adapter_model.safetensors", ck / "adapter_model.safetensors");
-    if (type == "rm")
-      EXPECT_NE(io::load_safetensors((ck / "adapter_model.safetensors").string())
-                    .find("base_model.model.score.weight"),
-                nullptr);
-  }
+  EXPECT_NE(rlhf_zero3_as_one_rank(tmp, "rm", "lora", "adapter_model.safetensors"), "");
+  EXPECT_NE(io::load_safetensors(
+                (only_run(tmp / "rm-zero3") / "checkpoint-3" / "adapter_model.safetensors").string())
+                .find("base_model.model.score.weight"),
+            nullptr);
+  EXPECT_NE(rlhf_zero3_as_one_rank(tmp, "dpo", "lora", "adapter_model.safetensors"), "");
 }
 
 // modules_to_save under ZeRO-3 with LoRA: the tied embedding (which is also the LM head) and every
