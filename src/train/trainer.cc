@@ -142,6 +142,7 @@ class TrainLoop {
   std::unique_ptr<LoraAdapter> adapter_;
   std::unique_ptr<ParamBuckets> buckets_;
   std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
+  size_t sharded_params_ = 0;  // ZeRO-1/2: opt_'s params from here on are task_buckets_' (whole)
   std::unique_ptr<dist::BucketSync> sync_;
   std::unique_ptr<ShardedParams> sharded_;  // ZeRO-3: the parameters gathered part by part
   std::unique_ptr<FrozenShards> frozen_;    // ZeRO-3 with LoRA: the base weights, likewise
@@ -272,8 +273,9 @@ void TrainLoop::setup_model() {
   task_.attach({*dev_, folder_, *model_, adapter_.get(), base_dtype, a_.resume_from_checkpoint,
                 comm_, stage_});
   if (const std::vector<TrainableSlot> extra = task_.extra_trainable(); !extra.empty()) {
-    // Tasks with their own trainable tensors (PPO's critic) train in one process, unsharded.
-    SWIFTLET_CHECK(stage_ == 0, "a task's extra trainable tensors under ZeRO stage {}", stage_);
+    // Tasks with their own trainable tensors (PPO's critic): replicated on every rank (whole
+    // states, gradients all-reduced), also under ZeRO-1/2, which shard the policy's.
+    SWIFTLET_CHECK(stage_ < 3, "a task's extra trainable tensors under ZeRO stage {}", stage_);
     task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
     task_buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
     task_.extra_trainable_ready();
@@ -308,6 +310,13 @@ void TrainLoop::setup_model() {
                        buckets_->flat_range(bk.exp_avg_sq, b, lo, hi, true));
       }
       flat.push_back(stage_ >= 2 ? bk.grad_shard : bk.grads);
+    }
+    sharded_params_ = opt_.params().size();
+    if (task_buckets_) {  // whole on every rank
+      for (size_t i = 0; i < task_buckets_->entries().size(); ++i)
+        opt_.add(task_buckets_->entries()[i].name, task_buckets_->value(i),
+                 task_buckets_->grad(i), task_buckets_->exp_avg(i), task_buckets_->exp_avg_sq(i));
+      for (auto& b : task_buckets_->buckets()) flat.push_back(b.grads);
     }
   }
   opt_.set_flat_grads(std::move(flat));
@@ -577,8 +586,13 @@ void TrainLoop::sync_task_gradients(int64_t step) {
 // its shard and the sums are all-reduced, so every rank clips by the same global norm.
 double TrainLoop::clip_gradients() {
   if (stage_ == 0) return opt_.clip(a_.max_grad_norm);
-  const double sq = dist::all_reduce_doubles(comm_, {opt_.grad_sum_squares()},
-                                             dist::ReduceOp::kSum, "gradient norm")[0];
+  // The task's whole tensors (the same on every rank) are added once, after the sum over ranks.
+  double shard_sq = 0, whole_sq = 0;
+  for (size_t i = 0; i < opt_.params().size(); ++i)
+    (i < sharded_params_ ? shard_sq : whole_sq) += dev_->sum_squares(opt_.params()[i].grad);
+  const double sq = dist::all_reduce_doubles(comm_, {shard_sq}, dist::ReduceOp::kSum,
+                                             "gradient norm")[0] +
+                    whole_sq;
   const double norm = std::sqrt(sq);
   opt_.clip_to(norm, a_.max_grad_norm);
   return norm;
@@ -622,6 +636,11 @@ std::vector<std::pair<std::string, Tensor>> TrainLoop::gather_moments() {
     }
   }
   if (!main_) by_entry.clear();
+  for (size_t i = sharded_params_; main_ && i < opt_.params().size(); ++i) {
+    const Param& p = opt_.params()[i];  // the task's, whole on every rank
+    by_entry.emplace_back(p.name + ".exp_avg", p.m);
+    by_entry.emplace_back(p.name + ".exp_avg_sq", p.v);
+  }
   return by_entry;
 }
 
