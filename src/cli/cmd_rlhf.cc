@@ -325,14 +325,9 @@ int run_ppo(const Flags& f) {
     a.gradient_accumulation_steps =
         std::max<int64_t>(1, (16 + a.per_device_train_batch_size - 1) /
                                  a.per_device_train_batch_size);
-  if (a.zero_stage >= 3)
-    throw Error(fmt::format("ppo trains its value model replicated beside the policy, so ZeRO "
-                            "stage {} (--deepspeed / --fsdp) is not supported with --rlhf_type ppo",
-                            a.zero_stage),
-                "use --deepspeed zero2 (the policy's gradients and optimizer states sharded)");
   if (a.zero_stage > 0)
-    log_info("ppo under ZeRO stage {}: the policy's states are sharded; the value model's are "
-             "whole on every rank, its gradients all-reduced",
+    log_info("ppo under ZeRO stage {}: the policy is sharded; the value model is whole on every "
+             "rank, its gradients all-reduced",
              a.zero_stage);
   rlhf::PpoArgs p;
   p.per_device_train_batch_size = a.per_device_train_batch_size;

@@ -138,6 +138,10 @@ std::vector<double> PpoTask::scores(const std::vector<Rollout>& rs,
 }
 
 void PpoTask::roll_out(Transformer& model, int64_t u, Metrics& m) {
+  // ZeRO-3: the policy (and a full run's reference) gathered whole, since ranks sample
+  // completions of different lengths.
+  const Transformer::WholeWeights whole(model);
+  const auto ref_whole = ref_->whole();
   const auto t0 = Clock::now();
   const int ranks = args_.ranks(), rank = ranks > 1 ? args_.comm->rank() : 0;
   // This rank's share of the prompts: the rollouts of its own micro-batches (a multiple of the
@@ -324,6 +328,7 @@ int64_t PpoTask::train_micro(Transformer& model, ModelGrads& grads, std::span<co
 }
 
 Metrics PpoTask::evaluate(Transformer& model, int64_t batch_size) {
+  const Transformer::WholeWeights whole(model);
   Metrics m;
   const size_t per_run = size_t(std::max<int64_t>(1, batch_size));
   std::vector<Rollout> rs;

@@ -142,7 +142,7 @@ class TrainLoop {
   std::unique_ptr<LoraAdapter> adapter_;
   std::unique_ptr<ParamBuckets> buckets_;
   std::unique_ptr<ParamBuckets> task_buckets_;  // the task's extra trainable tensors
-  size_t sharded_params_ = 0;  // ZeRO-1/2: opt_'s params from here on are task_buckets_' (whole)
+  size_t sharded_params_ = 0;  // ZeRO: opt_'s params from here on are task_buckets_' (whole)
   std::unique_ptr<dist::BucketSync> sync_;
   std::unique_ptr<ShardedParams> sharded_;  // ZeRO-3: the parameters gathered part by part
   std::unique_ptr<FrozenShards> frozen_;    // ZeRO-3 with LoRA: the base weights, likewise
@@ -274,8 +274,7 @@ void TrainLoop::setup_model() {
                 comm_, stage_});
   if (const std::vector<TrainableSlot> extra = task_.extra_trainable(); !extra.empty()) {
     // Tasks with their own trainable tensors (PPO's critic): replicated on every rank (whole
-    // states, gradients all-reduced), also under ZeRO-1/2, which shard the policy's.
-    SWIFTLET_CHECK(stage_ < 3, "a task's extra trainable tensors under ZeRO stage {}", stage_);
+    // values and states, gradients all-reduced), also under ZeRO, which shards the policy.
     task_buckets_ = std::make_unique<ParamBuckets>(*dev_, extra, bucket_bytes);
     task_buckets_->allocate_states(*dev_, offload_ ? &offload_->host() : nullptr);
     task_.extra_trainable_ready();
@@ -539,6 +538,8 @@ void TrainLoop::accumulate(int64_t step, const std::vector<std::vector<size_t>>&
         so.dropout_seed = step_seed(a_.seed, step, r);
         so.on_grads_ready = [this](int64_t layer) { on_grads_ready(layer); };
         Metrics dropped;
+        // (A task's own tensors would keep the replay's gradients; PPO steps have no idle rank.)
+        SWIFTLET_CHECK(!task_buckets_, "a micro-batch replayed with the task's own tensors");
         replay_ = true;
         task_.train_micro(*model_, grads_, micro[r], so, dropped);
         replay_ = false;

@@ -2,8 +2,8 @@
 // GRPO and PPO on 2 ranks x accumulation k sample the same completions, score them the same and
 // log the losses and metrics of 1 rank accumulating 2k micro-batches; only rank 0 writes; a PPO
 // checkpoint of 2 ranks resumes on 1 rank with the same global batch, even inside an update, and
-// one with another global batch, or PPO under ZeRO-3, is refused before training; PPO under ZeRO-2
-// logs what 1 rank logs.
+// one with another global batch is refused before training; PPO under ZeRO-2 and ZeRO-3 logs what
+// 1 rank logs.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -280,45 +280,54 @@ TEST_F(RlhfParallel, PpoOnTwoRanksLogsWhatOneRankAccumulatingTwiceLogsAndResumes
   EXPECT_FALSE(fs::exists(tmp / "other")) << "refused before training";
 }
 
-// PPO under ZeRO-2 (small buckets): the policy's gradients reduce-scattered and its optimizer
-// states sharded, the critic's whole on every rank with its gradients all-reduced; the same logs
-// as 1 rank, and the checkpoint (the policy's gathered moments and the critic's) resumes on 1 rank.
-TEST_F(RlhfParallel, PpoUnderZero2LogsWhatOneRankLogsAndResumesOnOne) {
+// PPO under ZeRO (small buckets): the policy sharded (ZeRO-2: its gradients and optimizer
+// states; ZeRO-3, LoRA and full: its parameters too, gathered whole for the rollouts, and a full
+// run's reference model), the critic whole on every rank with its gradients all-reduced; the same
+// logs as 1 rank, and the checkpoint (the policy's gathered moments and the critic's) resumes on
+// 1 rank.
+TEST_F(RlhfParallel, PpoUnderZeroLogsWhatOneRankLogsAndResumesOnOne) {
   TempDir tmp;
-  const std::string common = "--num_ppo_epochs 2 --max_steps 4 --save_steps 2 ";
-  const ProcessRun one = run_command(rlhf("ppo", tmp / "one", 2, "", common));
-  ASSERT_EQ(one.status, 0) << one.out;
-  const ProcessRun zero2 =
-      run_command(rlhf("ppo", tmp / "zero2", 1, "NPROC_PER_NODE=2",
-                       common + "--deepspeed zero2 --ddp_bucket_cap_mb 0.004"));
-  ASSERT_EQ(zero2.status, 0) << zero2.out;
-  EXPECT_NE(zero2.out.find("ppo under ZeRO stage 2: the policy's states are sharded"),
-            std::string::npos)
-      << zero2.out;
-  EXPECT_NE(zero2.out.find("ZeRO stage 2: optimizer states and gradients sharded"),
-            std::string::npos)
-      << zero2.out;
-  const auto a = train_logs(tmp / "one"), b = train_logs(tmp / "zero2");
-  ASSERT_EQ(a.size(), 4u);
-  compare_logs(a, b, kPpoKeys, 2e-5, "ppo zero2");
-  const fs::path ckpt = only_run(tmp / "zero2") / "checkpoint-2";
-  const ProcessRun resumed = run_command(rlhf("ppo", tmp / "resumed", 2, "", common) +
-                                         " --resume_from_checkpoint " + ckpt.string());
-  ASSERT_EQ(resumed.status, 0) << resumed.out;
-  compare_logs(std::vector<json>(a.begin() + 2, a.end()), train_logs(tmp / "resumed"), kPpoKeys,
-               2e-5, "ppo zero2 resumed 2 -> 1");
-}
-
-TEST_F(RlhfParallel, PpoUnderZero3IsRefused) {
-  TempDir tmp;
-  const ProcessRun r = run_command(
-      rlhf("ppo", tmp / "out", 1, "NPROC_PER_NODE=2", "--max_steps 1 --deepspeed zero3"));
-  EXPECT_NE(r.status, 0) << r.out;
-  EXPECT_NE(r.out.find("ppo trains its value model replicated beside the policy, so ZeRO stage 3 "
-                       "(--deepspeed / --fsdp) is not supported with --rlhf_type ppo"),
-            std::string::npos)
-      << r.out;
-  EXPECT_FALSE(fs::exists(tmp / "out"));
+  const std::string common =
+      "--num_ppo_epochs 2 --max_steps 4 --save_steps 2 --ddp_bucket_cap_mb 0.004 ";
+  struct Case {
+    std::string name, tuner, deepspeed, says;
+  };
+  const std::vector<Case> cases = {
+      {"zero2", "lora", "zero2", "ZeRO stage 2: optimizer states and gradients sharded"},
+      {"zero3", "lora", "zero3", "and the frozen base weights"},
+      {"zero3-full", "full", "zero3", "sharded over 2 ranks"},  // the reference model
+  };
+  std::map<std::string, std::vector<json>> one_rank;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string tuner = "--tuner_type " + c.tuner + " --learning_rate " +
+                              (c.tuner == "full" ? "1e-4 " : "5e-3 ");
+    if (!one_rank.count(c.tuner)) {
+      const ProcessRun one =
+          run_command(rlhf("ppo", tmp / ("one-" + c.tuner), 2, "", common + tuner));
+      ASSERT_EQ(one.status, 0) << one.out;
+      one_rank[c.tuner] = train_logs(tmp / ("one-" + c.tuner));
+      ASSERT_EQ(one_rank[c.tuner].size(), 4u);
+    }
+    const auto& a = one_rank[c.tuner];
+    const ProcessRun two = run_command(rlhf("ppo", tmp / c.name, 1, "NPROC_PER_NODE=2",
+                                            common + tuner + "--deepspeed " + c.deepspeed));
+    ASSERT_EQ(two.status, 0) << two.out;
+    EXPECT_NE(two.out.find("ppo under ZeRO stage " + c.deepspeed.substr(4) +
+                           ": the policy is sharded; the value model is whole on every rank"),
+              std::string::npos)
+        << two.out;
+    EXPECT_NE(two.out.find(c.says), std::string::npos) << two.out;
+    compare_logs(a, train_logs(tmp / c.name), kPpoKeys, 2e-5, "ppo " + c.name);
+    if (c.name == "zero3") continue;
+    const fs::path ckpt = only_run(tmp / c.name) / "checkpoint-2";
+    const ProcessRun resumed =
+        run_command(rlhf("ppo", tmp / (c.name + "-resumed"), 2, "", common + tuner) +
+                    " --resume_from_checkpoint " + ckpt.string());
+    ASSERT_EQ(resumed.status, 0) << resumed.out;
+    compare_logs(std::vector<json>(a.begin() + 2, a.end()), train_logs(tmp / (c.name + "-resumed")),
+                 kPpoKeys, 2e-5, "ppo " + c.name + " resumed 2 -> 1");
+  }
 }
 
 }  // namespace
