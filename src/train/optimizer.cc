@@ -1,5 +1,6 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace swiftlet {
@@ -38,9 +39,10 @@ void AdamW::add_piece(const std::string& name, const Shape& shape, int64_t offse
   params_.push_back(std::move(p));
 }
 
-double AdamW::grad_sum_squares() {
+double AdamW::grad_sum_squares(size_t begin, size_t end) {
   double sq = 0;
-  for (auto& p : params_) sq += dev_.sum_squares(p.grad);
+  for (size_t i = begin; i < std::min(end, params_.size()); ++i)
+    sq += dev_.sum_squares(params_[i].grad);
   return sq;
 }
 

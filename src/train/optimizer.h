@@ -1,6 +1,7 @@
 #pragma once
 // AdamW over named f32 parameters with decoupled weight decay (none on norms and biases, as
 // HF's Trainer groups them), global-norm gradient clipping.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,8 @@ class AdamW {
   // sqrt(sum of squares of every gradient)
   double grad_norm();
   // The sum of squares of the gradients registered here (a rank's part of the global norm^2).
-  double grad_sum_squares();
+  // Of params()[begin, end) (all of them by default).
+  double grad_sum_squares(size_t begin = 0, size_t end = SIZE_MAX);
   // Scales gradients so their global norm is at most max_norm (when > 0); returns the pre-clip
   // norm.
   double clip(double max_norm);

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "model/folder.h"
 #include "dist/comm.h"
+#include "model/folder.h"
 #include "model/transformer.h"
 #include "train/param_buckets.h"
 #include "tuner/lora.h"

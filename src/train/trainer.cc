@@ -588,12 +588,9 @@ void TrainLoop::sync_task_gradients(int64_t step) {
 double TrainLoop::clip_gradients() {
   if (stage_ == 0) return opt_.clip(a_.max_grad_norm);
   // The task's whole tensors (the same on every rank) are added once, after the sum over ranks.
-  double shard_sq = 0, whole_sq = 0;
-  for (size_t i = 0; i < opt_.params().size(); ++i)
-    (i < sharded_params_ ? shard_sq : whole_sq) += dev_->sum_squares(opt_.params()[i].grad);
-  const double sq = dist::all_reduce_doubles(comm_, {shard_sq}, dist::ReduceOp::kSum,
-                                             "gradient norm")[0] +
-                    whole_sq;
+  const double sq = dist::all_reduce_doubles(comm_, {opt_.grad_sum_squares(0, sharded_params_)},
+                                             dist::ReduceOp::kSum, "gradient norm")[0] +
+                    opt_.grad_sum_squares(sharded_params_);
   const double norm = std::sqrt(sq);
   opt_.clip_to(norm, a_.max_grad_norm);
   return norm;

@@ -639,11 +639,7 @@ int64_t LoraAdapter::num_parameters() const {
 void LoraAdapter::attach(Transformer& model) const {
   if (!saved_.empty()) {
     model.restore_base_weights();
-    for (const auto& [name, t] : saved_)
-      for (auto& s : weight_slots(model.config(), &model.weights()))
-        if (s.name == name) *s.weight = t;
-    if (model.config().tie_word_embeddings && !model.config().seq_cls())
-      model.weights().lm_head = model.weights().embed_tokens;
+    point_modules_to_save(model);
   }
   std::vector<WeightSlot> modules = module_slots(model.config(), &model.weights());
   SWIFTLET_CHECK(modules.size() == pairs_.size(), "attach: {} modules vs {}", modules.size(),
@@ -659,7 +655,12 @@ bool LoraAdapter::attached_to(Transformer& model) const {
 }
 
 void LoraAdapter::follow_modules_to_save(Transformer& model) const {
-  if (saved_.empty() || !attached_to(model)) return;
+  if (!saved_.empty() && attached_to(model)) point_modules_to_save(model);
+}
+
+// The model's slots of the modules_to_save hold their values (the base weight where a value is
+// not gathered), a tied head the embedding.
+void LoraAdapter::point_modules_to_save(Transformer& model) const {
   const std::vector<WeightSlot> now = weight_slots(model.config(), &model.weights());
   const std::vector<WeightSlot> base = weight_slots(model.config(), &model.base_weights());
   SWIFTLET_CHECK(now.size() == base.size(), "{} weights vs {} base weights", now.size(),

@@ -83,6 +83,7 @@ class LoraAdapter {
   int64_t num_parameters() const;
 
  private:
+  void point_modules_to_save(Transformer& model) const;
   LoraConfig cfg_;
   ModelConfig model_;
   // One per module_slots(model_) entry; null where the module is not targeted.
